@@ -1,0 +1,6 @@
+"""``python -m EmphysemaXAILib``: the same as the ``emphysema-xai`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""The ``emphysema-xai`` command line (a thin front end over the core).
+
+Exit codes (``contracts.md``): 0 done; 2 bad input (one line on stderr); 3 excluded by quality
+control; 1 unexpected internal error (one line plus the path of a log with the traceback;
+``--debug`` shows the traceback instead). ``--json`` prints exactly one JSON object on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import ExcludedError, InputError
+
+NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
+
+
+def info_dict(ct, report) -> dict:
+    """The ``info`` JSON object (keys in ``contracts.md``); never holds patient identity."""
+    out = ct.geometry_dict()
+    out.update(kind=ct.kind, modality=ct.modality,
+               hu_min=report.measures.get("hu_min"), hu_max=report.measures.get("hu_max"),
+               series=[s.as_dict() for s in ct.series], acquisition=dict(ct.acquisition),
+               qc={"errors": report.errors, "warnings": report.warnings,
+                   "measures": report.measures, "profile": report.profile})
+    if ct.identity is not None:
+        out["identity"] = ct.identity
+    return out
+
+
+def _print_info(info: dict, stream) -> None:
+    def line(text=""):
+        print(text, file=stream)
+
+    if info["series"]:
+        line(f"{len(info['series'])} series found:")
+        for s in info["series"]:
+            chosen = "*" if s["uid"] == info["acquisition"].get("series_uid") else " "
+            line(f" {chosen} {s['uid']}  {s['modality'] or '?':3} {s['slices']:5d} slices  "
+                 f"kernel {s['kernel'] or '?':8}  {s['description']}")
+    z, y, x = info["shape"]
+    sx, sy, sz = info["spacing"]
+    line(f"volume: {x} x {y} x {z} voxels, {sx:.3f} x {sy:.3f} x {sz:.3f} mm ({info['kind']}); "
+         f"HU {info['hu_min']} .. {info['hu_max']}")
+    acquisition = {k: v for k, v in info["acquisition"].items() if v is not None}
+    if acquisition:
+        line("acquisition: " + ", ".join(f"{k}={v}" for k, v in acquisition.items()))
+    qc = info["qc"]
+    measures = qc["measures"]
+    line(f"quality control ({qc['profile']}): noise {measures.get('noise_hu')} HU "
+         f"({measures.get('noise_source')}), air {measures.get('air_hu')} HU, lung air "
+         f"{measures.get('lung_air_volume_ml')} ml, blood pool {measures.get('blood_pool_hu')} HU")
+    for error in qc["errors"]:
+        line(f"  ERROR   {error}")
+    for warning in qc["warnings"]:
+        line(f"  warning {warning}")
+    if not qc["errors"] and not qc["warnings"]:
+        line("  no problems found")
+
+
+def cmd_info(args) -> int:
+    from .ct_io import read_ct
+    from .qc import run_qc
+
+    ct = read_ct(args.input, series_uid=args.series, keep_identity=args.keep_identity)
+    report = run_qc(ct, profile=args.qc_profile)
+    info = info_dict(ct, report)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        _print_info(info, sys.stdout)
+    return 0  # info reports and never excludes
+
+
+def cmd_demo(args) -> int:
+    from .ct_io import read_ct
+    from .qc import run_qc
+    from .sample import write_sample_series
+
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".emphysema-xai-demo-", dir=out.parent))
+    try:
+        print(f"writing the sample chest CT series into {out / 'sample_ct'}", file=sys.stderr)
+        write_sample_series(work / "sample_ct", seed=args.seed)
+        ct = read_ct(work / "sample_ct")
+        info = info_dict(ct, run_qc(ct))
+        (work / "info.json").write_text(json.dumps(info, indent=2))
+        if out.exists():
+            shutil.rmtree(out)  # the demo's own folder, replaced on rerun
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if args.json:
+        print(json.dumps(info))
+    else:
+        _print_info(info, sys.stdout)
+        print(f"\nwritten: {out / 'sample_ct'} (DICOM), {out / 'info.json'}")
+        print(NOT_CLINICAL)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emphysema-xai",
+        description="Explainable emphysema assessment on chest CT (headless EmphysemaXAI). "
+                    + NOT_CLINICAL)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="list series, geometry, acquisition facts and quality control")
+    info.add_argument("input", help="DICOM folder or file, NRRD, NIfTI, MHA or a 2D TIFF")
+    info.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
+    info.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    info.add_argument("--keep-identity", action="store_true",
+                      help="include patient name / ID / birth date in the output")
+    info.add_argument("--qc-profile", choices=("default", "seeds"), default="default",
+                      help="'seeds' adds the seed papers' exclusion rules (max HU > 1600, SD > 600)")
+    info.set_defaults(func=cmd_info)
+
+    demo = sub.add_parser("demo", help="write the sample chest CT and run the pipeline on it")
+    demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")  # library chatter; our own warnings are in the QC report
+    try:
+        return args.func(args)
+    except InputError as error:
+        print(f"emphysema-xai: error: {error}", file=sys.stderr)
+        return 2
+    except ExcludedError as error:
+        print(f"emphysema-xai: excluded by quality control: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("emphysema-xai: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place internal errors are reported
+        if args.debug:
+            traceback.print_exc()
+        else:
+            log = Path(tempfile.gettempdir()) / f"emphysema-xai-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            log.write_text(traceback.format_exc())
+            print(f"emphysema-xai: internal error: {type(error).__name__}: "
+                  f"{str(error).splitlines()[0] if str(error) else ''} (traceback in {log}; "
+                  "rerun with --debug to see it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Read chest CT from any supported source: ``read_ct(path) -> CTVolume``.
+
+Sources: a DICOM folder (recursive, several series allowed) or a single DICOM file (via
+:mod:`.dicom_series`); NRRD, NIfTI and MHA/MHD files through SimpleITK; a 2D image (16-bit
+signed TIFF holding HU, PNG ...) becomes a one-slice volume. Geometry is kept as ITK gives it
+(LPS); the array is (z, y, x). Patient identity never leaves the reader unless asked for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .dicom_series import read_dicom_series
+from .errors import InputError
+from .volume import CTVolume
+
+_VOLUME_SUFFIXES = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti",
+                    ".mha": "mha", ".mhd": "mha"}
+_IMAGE_SUFFIXES = {".tif", ".tiff", ".png"}
+_DICOM_SUFFIXES = {".dcm", ".ima", ".dicom"}
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,
+            irregular: str = "resample") -> CTVolume:
+    """Read a CT volume in HU.
+
+    Args:
+        path: DICOM folder or file, NRRD / NIfTI / MHA file, or a 2D TIFF / PNG image.
+        series_uid: for DICOM folders, the series to read (default: CT series with most slices).
+        keep_identity: keep patient name / ID / birth date (DICOM only) in ``identity``.
+        irregular: ``resample`` or ``refuse`` for DICOM gaps, non-uniform spacing and tilt.
+
+    Returns:
+        :class:`CTVolume` with ``hu`` (z, y, x), spacing / origin (x, y, z) mm and direction, LPS.
+
+    Raises:
+        InputError: the path does not exist or cannot be read as CT (one-line message).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder; check the path")
+    if path.is_dir():
+        return read_dicom_series(path, series_uid, keep_identity, irregular)
+    suffix = _suffix(path)
+    if suffix in _VOLUME_SUFFIXES or suffix in _IMAGE_SUFFIXES:
+        return read_image_file(path)
+    if suffix in _DICOM_SUFFIXES or _is_dicom(path):
+        return read_dicom_series(path, series_uid, keep_identity, irregular)
+    raise InputError(f"{path}: unknown file type '{suffix}'; give a DICOM folder, a DICOM file, "
+                     "NRRD, NIfTI (.nii / .nii.gz), MHA or a 16-bit TIFF")
+
+
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:132] == b"DICM"
+
+
+def read_image_file(path: Path) -> CTVolume:
+    """Read an NRRD / NIfTI / MHA volume or a 2D image through SimpleITK.
+
+    Integral data that fit are stored as int16, everything else as float32. A 2D image gets a
+    1 mm slice thickness (recorded in ``read_warnings``). NaN or infinite voxels are refused.
+    """
+    import SimpleITK as sitk
+
+    suffix = _suffix(path)
+    if suffix in (".nii", ".nii.gz"):
+        _check_nifti(path, gzipped=suffix == ".nii.gz")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        detail = str(error).strip().splitlines()[-1][:160] if str(error).strip() else ""
+        raise InputError(f"{path}: cannot be read as an image ({detail}); check that the file is "
+                         "complete and of the type its name says") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per "
+                         "voxel; a CT volume has one (HU): convert it to a scalar volume")
+    warnings = []
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)  # (x, y) -> (x, y, 1), z spacing 1 mm
+        warnings.append("2D image: read as one slice, slice thickness unknown (1 mm assumed)")
+        kind = "image2d"
+    elif image.GetDimension() == 3:
+        kind = _VOLUME_SUFFIXES.get(suffix, "image")
+    else:
+        raise InputError(f"{path}: a {image.GetDimension()}D image; give a 3D CT volume "
+                         "(or one 2D slice)")
+    array = sitk.GetArrayFromImage(image)
+    array = _as_hu_array(array, path)
+    return CTVolume(hu=array, spacing=tuple(image.GetSpacing()), origin=tuple(image.GetOrigin()),
+                    direction=tuple(image.GetDirection()), kind=kind, read_warnings=warnings,
+                    geometry={"method": "file"})
+
+
+def _nifti_header(handle):
+    """(byte order, dims, datatype, bitpix, vox_offset) of a NIfTI-1 header, or None."""
+    import struct
+
+    header = handle.read(352)
+    if len(header) < 348:
+        return None
+    for order in "<>":
+        if struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(order + "2h", header[70:74])
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            return order, dims, datatype, bitpix, offset
+    return None
+
+
+def _check_nifti(path: Path, gzipped: bool) -> None:
+    """Refuse a NIfTI-1 file that is truncated or holds NaN / infinite voxels.
+
+    ITK's NIfTI reader pads a truncated file and turns NaN into 0 HU without a word, which
+    would put silent water-density voxels into the lungs; so the raw data are checked here,
+    streamed in blocks (no full copy in memory).
+    """
+    import gzip
+
+    opener = gzip.open if gzipped else open
+    try:
+        with opener(path, "rb") as handle:
+            parsed = _nifti_header(handle)
+            if parsed is None:
+                return  # NIfTI-2 or not NIfTI: SimpleITK decides
+            order, dims, datatype, bitpix, offset = parsed
+            voxels = int(np.prod([max(d, 1) for d in dims[1:dims[0] + 1]])) if 0 < dims[0] <= 7 else 0
+            expected = voxels * bitpix // 8
+            float_type = {16: "f4", 64: "f8"}.get(datatype)
+            handle.seek(offset)
+            seen, bad, block = 0, 0, 1 << 24
+            while seen < expected:
+                data = handle.read(min(block, expected - seen))
+                if not data:
+                    break
+                if float_type:
+                    usable = len(data) - len(data) % (bitpix // 8)
+                    values = np.frombuffer(data[:usable], dtype=order + float_type)
+                    bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                seen += len(data)
+    except (OSError, EOFError) as error:
+        raise InputError(f"{path}: cannot be read as an image ({error}); check that the file is "
+                         "complete") from None
+    if seen < expected:
+        raise InputError(f"{path}: truncated NIfTI ({seen} of {expected} data bytes); copy or "
+                         "export the file again")
+    if bad:
+        raise InputError(f"{path}: {bad} voxels are NaN or infinite; fill or mask them (e.g. "
+                         "with -1024 HU outside the field of view) and save again")
+
+
+def _as_hu_array(array: np.ndarray, path: Path) -> np.ndarray:
+    """int16 when integral and in range, else float32; refuse NaN / infinity."""
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int(array.size - np.count_nonzero(finite))
+            raise InputError(f"{path}: {bad} voxels are NaN or infinite; fill or mask them "
+                             "(e.g. with -1024 HU outside the field of view) and save again")
+        lo, hi = float(array.min()), float(array.max())
+        if lo >= -32768 and hi <= 32767 and np.array_equal(array, np.rint(array)):
+            return array.astype(np.int16)
+        return array.astype(np.float32, copy=False)
+    if array.dtype == np.int16:
+        return array
+    lo, hi = int(array.min()), int(array.max())
+    if lo >= -32768 and hi <= 32767:
+        return array.astype(np.int16)
+    return array.astype(np.float32)

@@ -1,0 +1,59 @@
+"""Volume node <-> :class:`~EmphysemaXAILib.volume.CTVolume`, the one LPS <-> RAS conversion.
+
+CT geometry in the core is ITK's (LPS); MRML works in RAS. RAS = F @ LPS with
+F = diag(-1, -1, 1), applied to the origin and to the direction columns. The voxel array keeps
+its (z, y, x) order (``slicer.util.arrayFromVolume`` order), so no voxel is moved.
+"""
+from __future__ import annotations
+
+import numpy as np
+import vtk
+
+import slicer.util
+
+from ..volume import CTVolume
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def ras_geometry(ct: CTVolume):
+    """(origin_ras (3,), directions_ras 3 x 3 with the index axes as columns) of a CT volume."""
+    return LPS_TO_RAS @ np.asarray(ct.origin, float), LPS_TO_RAS @ ct.direction_matrix
+
+
+def volume_node_from_ct(scene, ct: CTVolume, name: str = "CT", node=None):
+    """Put a CT volume into a (new or given) ``vtkMRMLScalarVolumeNode`` of ``scene``.
+
+    The node gets the voxel array (copied, same dtype), spacing (x, y, z) mm, and the RAS
+    origin and directions derived from the LPS geometry. Returns the node.
+    """
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    origin, directions = ras_geometry(ct)
+    node.SetSpacing(*[float(s) for s in ct.spacing])
+    node.SetOrigin(*[float(v) for v in origin])
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            matrix.SetElement(r, c, float(directions[r, c]))
+    node.SetIJKToRASDirectionMatrix(matrix)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(ct.hu))
+    return node
+
+
+def ct_from_volume_node(node) -> CTVolume:
+    """A :class:`CTVolume` (LPS geometry, HU array copied) from a scalar volume node."""
+    if node is None or node.GetImageData() is None:
+        raise ValueError("the volume node has no image data: load or select a CT volume")
+    array = np.array(slicer.util.arrayFromVolume(node))
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASDirectionMatrix(matrix)
+    directions = np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
+    origin = LPS_TO_RAS @ np.array(node.GetOrigin())
+    direction = LPS_TO_RAS @ directions
+    if array.dtype != np.int16 and not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.int16) if array.min() >= -32768 and array.max() <= 32767 else array.astype(np.float32)
+    return CTVolume(hu=array, spacing=tuple(float(s) for s in node.GetSpacing()),
+                    origin=tuple(float(v) for v in origin),
+                    direction=tuple(float(v) for v in direction.ravel()), kind="mrml",
+                    modality=None, geometry={"method": "volume_node"})

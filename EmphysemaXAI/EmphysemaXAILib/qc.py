@@ -1,0 +1,296 @@
+"""Quality control of a CT volume before densitometry: ``run_qc(ct) -> QCReport``.
+
+Errors are what makes analysis impossible (not CT by its Modality tag, no lung in the field of
+view; ``contracts.md``); everything else is a warning with the measured value. Statistics
+ignore padding (PixelPaddingValue and values below -1024 HU, outside the field of view).
+
+Profiles: ``default`` as above; ``seeds`` adds the seed papers' exclusion rules (maximum HU
+above 1600 or HU SD above 600 exclude the scan), which would exclude scans with metal or
+padding that the default keeps.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .anatomy import PADDING_BELOW_HU, coarse_anatomy, robust_noise
+from .volume import CTVolume
+
+PROFILES = ("default", "seeds")
+
+# Thresholds in one place (units in the names).
+MIN_SLICES_3D = 10
+INPLANE_SPACING_RANGE_MM = (0.3, 1.5)
+SLICE_SPACING_RANGE_MM = (0.3, 5.0)
+THICK_SLICE_MM = 2.5
+AIR_EXPECTED_HU = (-1100.0, -900.0)
+METAL_HU = 3000
+METAL_MIN_VOXELS = 10
+HIGH_NOISE_HU = 35.0
+CONTRAST_BLOOD_HU = 130.0
+CONTRAST_MIN_ML = 15.0
+NO_LUNG_FRACTION = 0.02
+MIN_AIR_VOXELS = 2000
+TRACHEA_MAX_AREA_MM2 = 800.0
+SEEDS_MAX_HU = 1600
+SEEDS_MAX_SD = 600
+
+#: Reconstruction kernels known to be sharp (lung / bone / edge-enhancing), by vendor naming.
+SHARP_KERNEL = re.compile(r"^(B[5-9]\d|BR[5-9]\d|BL[5-9]\d|BONE|LUNG|YB|YC|YD|L|LA|D|E|FC(5\d|8\d))",
+                          re.IGNORECASE)
+SOFT_KERNEL = re.compile(r"^(B[1-3]\d|BR[1-3]\d|SOFT|STANDARD|STND|B|C|FC(0\d|1\d))", re.IGNORECASE)
+
+
+@dataclass
+class QCReport:
+    """Quality-control result. ``excluded`` is True when any error makes analysis impossible."""
+
+    errors: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    measures: dict = field(default_factory=dict)
+    profile: str = "default"
+
+    @property
+    def excluded(self) -> bool:
+        return bool(self.errors)
+
+    def as_dict(self) -> dict:
+        """``errors``, ``warnings``, ``measures`` (JSON-ready) and ``profile``."""
+        return asdict(self)
+
+
+def kernel_class(kernel: str | None) -> str:
+    """``sharp``, ``soft`` or ``unknown`` from a ConvolutionKernel value (first value if several)."""
+    if not kernel:
+        return "unknown"
+    name = kernel.split("\\")[0].strip()
+    if SHARP_KERNEL.match(name) and not name.upper().startswith("B3"):
+        return "sharp"
+    if SOFT_KERNEL.match(name):
+        return "soft"
+    return "unknown"
+
+
+def hu_histogram(hu: np.ndarray, padding_hu: float | None = None, chunk: int = 16):
+    """Histogram of valid voxels at 1 HU bins, computed slab by slab (low memory).
+
+    Returns:
+        (values, counts): HU of each non-empty bin and its voxel count; voxels below -1024 HU
+        and voxels equal to ``padding_hu`` are left out.
+    """
+    counts = np.zeros(65536, dtype=np.int64)
+    for start in range(0, hu.shape[0], chunk):
+        slab = hu[start:start + chunk]
+        if slab.dtype != np.int16:
+            slab = np.clip(np.rint(slab), -32768, 32767).astype(np.int16)
+        counts += np.bincount((slab.ravel().view(np.uint16) ^ 0x8000), minlength=65536)
+    values = np.arange(65536) - 32768
+    counts[: PADDING_BELOW_HU + 32768] = 0
+    if padding_hu is not None and -32768 <= padding_hu <= 32767:
+        counts[int(round(padding_hu)) + 32768] = 0
+    nonzero = counts > 0
+    return values[nonzero], counts[nonzero]
+
+
+def _stats(values, counts) -> dict:
+    total = int(counts.sum())
+    if total == 0:
+        return {"valid_voxels": 0}
+    mean = float((values * counts).sum() / total)
+    sd = float(np.sqrt(((values - mean) ** 2 * counts).sum() / total))
+    return {"valid_voxels": total, "hu_min": int(values[0]), "hu_max": int(values[-1]),
+            "hu_mean": round(mean, 2), "hu_sd": round(sd, 2),
+            "metal_voxels": int(counts[values >= METAL_HU].sum())}
+
+
+def run_qc(ct: CTVolume, profile: str = "default") -> QCReport:
+    """Check a CT volume; return errors, warnings and measured values.
+
+    Args:
+        ct: the volume (any source; DICOM tags used when present).
+        profile: ``default`` or ``seeds`` (adds the seed papers' exclusion rules).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown QC profile {profile!r}; choose one of {PROFILES}")
+    report = QCReport(profile=profile)
+    report.warnings.extend(ct.read_warnings)
+    m = report.measures
+    m.update(n_slices=ct.shape[0], spacing_mm=[round(float(s), 4) for s in ct.spacing],
+             geometry=ct.geometry.get("method"))
+    _check_modality(ct, report)
+    _check_geometry(ct, report)
+
+    values, counts = hu_histogram(ct.hu, ct.padding_hu)
+    m.update(_stats(values, counts))
+    m["padding_fraction"] = round(1.0 - m["valid_voxels"] / ct.hu.size, 4)
+    if m["valid_voxels"] == 0:
+        report.errors.append("no voxel inside the field of view (all below -1024 HU or padding): "
+                             "check the rescale intercept of the input")
+        return report
+    if m["metal_voxels"] >= METAL_MIN_VOXELS:
+        report.warnings.append(f"metal: {m['metal_voxels']} voxels above {METAL_HU} HU; streak "
+                               "artifacts may bias densitometry near them")
+    if profile == "seeds":
+        if m["hu_max"] > SEEDS_MAX_HU:
+            report.errors.append(f"seeds profile: maximum {m['hu_max']} HU above {SEEDS_MAX_HU}")
+        if m["hu_sd"] > SEEDS_MAX_SD:
+            report.errors.append(f"seeds profile: HU SD {m['hu_sd']} above {SEEDS_MAX_SD}")
+
+    anatomy = coarse_anatomy(ct.hu, ct.spacing, ct.padding_hu)
+    _check_air_and_noise(ct, anatomy, report)
+    _check_lungs(ct, anatomy, report)
+    _check_contrast(ct, anatomy, report)
+    return report
+
+
+def _check_modality(ct: CTVolume, report: QCReport) -> None:
+    if ct.kind != "dicom":
+        return
+    if ct.modality is None:
+        report.warnings.append("Modality tag missing: assumed CT")
+    elif ct.modality.upper() != "CT":
+        report.errors.append(f"modality is {ct.modality}, not CT: only CT can be analysed")
+
+
+def _check_geometry(ct: CTVolume, report: QCReport) -> None:
+    sx, sy, sz = ct.spacing
+    if ct.shape[0] < MIN_SLICES_3D:
+        report.warnings.append(f"only {ct.shape[0]} slices: too few for 3D analysis, "
+                               "2D measurements only")
+    lo, hi = INPLANE_SPACING_RANGE_MM
+    if not (lo <= sx <= hi and lo <= sy <= hi):
+        report.warnings.append(f"in-plane pixel size {sx:.3f} x {sy:.3f} mm is outside the usual "
+                               f"{lo}-{hi} mm of chest CT: texture and small lesions are lost")
+    lo, hi = SLICE_SPACING_RANGE_MM
+    if ct.shape[0] > 1 and not (lo <= sz <= hi):
+        report.warnings.append(f"slice spacing {sz:.3f} mm is outside the usual {lo}-{hi} mm")
+    thickness = ct.acquisition.get("slice_thickness_mm") or (sz if ct.shape[0] > 1 else None)
+    if thickness is not None and thickness > THICK_SLICE_MM:
+        report.warnings.append(f"slices are {thickness:.2f} mm thick (> {THICK_SLICE_MM} mm): "
+                               "partial volume biases %LAA-950 and Perc15")
+    report.measures["slice_thickness_mm"] = thickness
+
+
+def _check_air_and_noise(ct: CTVolume, anatomy, report: QCReport) -> None:
+    m = report.measures
+    outside = anatomy.outside_air
+    if outside.shape[0] > 2:
+        outside = ndimage.binary_erosion(outside, iterations=1)
+    trachea = _trachea_air(ct, anatomy)
+    if outside.sum() >= MIN_AIR_VOXELS:
+        air, source = anatomy.hu[outside], "outside_air"
+    elif trachea.sum() >= 50:
+        air, source = anatomy.hu[trachea], "trachea"
+    else:
+        air, source = anatomy.hu[anatomy.valid & (anatomy.hu < -900)], "darkest_voxels"
+    m["air_hu"] = round(float(np.median(air)), 1) if air.size else None
+    m["noise_hu"] = round(robust_noise(air), 2) if source != "darkest_voxels" else None
+    m["noise_source"] = source
+    m["kernel_class"] = kernel_class(ct.acquisition.get("kernel"))
+    lo, hi = AIR_EXPECTED_HU
+    if m["air_hu"] is None or not (lo <= m["air_hu"] <= hi):
+        report.warnings.append(f"no air near -1000 HU (air measures {m['air_hu']} HU): check the "
+                               "rescale slope / intercept or the scanner calibration")
+    noise = m["noise_hu"]
+    if noise is not None and noise > HIGH_NOISE_HU:
+        why = "sharp kernel" if m["kernel_class"] == "sharp" else "low dose or sharp kernel"
+        report.warnings.append(f"high image noise ({noise:.0f} HU SD in air, {why}): noise "
+                               "inflates %LAA-950; prefer a soft-kernel reconstruction or the "
+                               "noise-robust extent")
+
+
+def _trachea_air(ct: CTVolume, anatomy) -> np.ndarray:
+    """Air of the trachea: air inside the body on the slices above the lung apices.
+
+    Returns a (z, y, x) bool mask on the coarse grid, eroded in-plane so that partial-volume
+    edges do not count; empty when the scan starts below the apices or is not axial.
+    """
+    mask = np.zeros_like(anatomy.lung_air)
+    D = ct.direction_matrix
+    if abs(D[2, 2]) < 0.9 or ct.shape[0] < MIN_SLICES_3D:
+        return mask
+    areas_mm2 = anatomy.lung_air.sum(axis=(1, 2)) * anatomy.spacing[0] * anatomy.spacing[1]
+    order = range(len(areas_mm2) - 1, -1, -1) if D[2, 2] > 0 else range(len(areas_mm2))
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)
+    for k in order:  # from the head down, while only the trachea is air
+        if 0 < areas_mm2[k] <= TRACHEA_MAX_AREA_MM2:
+            mask[k] = anatomy.lung_air[k]
+        elif areas_mm2[k] > TRACHEA_MAX_AREA_MM2:
+            break
+    return ndimage.binary_erosion(mask, structure=structure)
+
+
+def _check_lungs(ct: CTVolume, anatomy, report: QCReport) -> None:
+    m = report.measures
+    body_voxels = int(anatomy.body.sum())
+    lung_voxels = int(anatomy.lung_air.sum())
+    m["body_volume_ml"] = round(body_voxels * anatomy.voxel_mm3 / 1000.0, 1)
+    m["lung_air_volume_ml"] = round(lung_voxels * anatomy.voxel_mm3 / 1000.0, 1)
+    fraction = lung_voxels / body_voxels if body_voxels else 0.0
+    m["lung_air_fraction"] = round(fraction, 4)
+
+    edge = np.zeros_like(anatomy.body)
+    edge[:, [0, -1], :] = True
+    edge[:, :, [0, -1]] = True
+    outside_fov = ndimage.binary_opening(~anatomy.valid, iterations=1)  # no noise speckles
+    edge |= ndimage.binary_dilation(outside_fov, iterations=1)
+    cut = (anatomy.body & edge).any(axis=(1, 2))
+    m["fov_cut_slices"] = int(cut.sum())
+    if fraction < NO_LUNG_FRACTION:
+        # When the field of view cuts the body outline, lung air is not enclosed by it: then
+        # parenchyma-range voxels anywhere are the evidence of lung.
+        parenchyma = anatomy.valid & (anatomy.hu > -980) & (anatomy.hu < -600)
+        share = float(parenchyma.sum()) / max(int(anatomy.valid.sum()), 1)
+        m["parenchyma_fraction"] = round(share, 4)
+        if not cut.any() or share < NO_LUNG_FRACTION:
+            report.errors.append(f"no lung in the field of view (air inside the body is "
+                                 f"{100 * fraction:.1f}% of it): give a chest CT")
+            return
+    if cut.any():
+        report.warnings.append(f"the field of view cuts the body on {int(cut.sum())} of "
+                               f"{len(cut)} sampled slices: lungs may be cut")
+    areas = anatomy.lung_air.sum(axis=(1, 2))
+    if ct.shape[0] >= MIN_SLICES_3D and areas.max() > 0:
+        ends = [name for name, area in (("first", areas[0]), ("last", areas[-1]))
+                if area > 0.2 * areas.max()]
+        if ends:
+            report.warnings.append(f"lung reaches the {' and '.join(ends)} slice: apex or base "
+                                   "may be outside the scan")
+
+
+def _check_contrast(ct: CTVolume, anatomy, report: QCReport) -> None:
+    """Blood pool: the largest bright (120-600 HU) blob between the lungs, anterior to the spine."""
+    m = report.measures
+    m["blood_pool_hu"] = None
+    D = ct.direction_matrix
+    if ct.shape[0] < 3 or abs(D[1, 1]) < 0.9 or not anatomy.lung_air.any():
+        return
+    lung = anatomy.lung_air
+    box = np.zeros_like(lung)
+    for k in np.flatnonzero(lung.sum(axis=(1, 2)) > 0.02 * lung[0].size):
+        xs = np.flatnonzero(lung[k].any(axis=0))
+        ys = np.flatnonzero(anatomy.body[k].any(axis=1))
+        front, back = (ys[0], ys[-1]) if D[1, 1] > 0 else (ys[-1], ys[0])
+        y0, y1 = sorted((int(front + 0.15 * (back - front)), int(front + 0.6 * (back - front))))
+        box[k, y0:y1 + 1, xs[0]:xs[-1] + 1] = True
+    box &= anatomy.body & ~ndimage.binary_dilation(lung, iterations=1)
+    bright = ndimage.binary_opening(box & (anatomy.hu >= 120) & (anatomy.hu <= 600), iterations=1)
+    labels, count = ndimage.label(bright)
+    if count:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        blob = labels == int(np.argmax(sizes))
+        volume_ml = sizes.max() * anatomy.voxel_mm3 / 1000.0
+        if volume_ml >= CONTRAST_MIN_ML:
+            m["blood_pool_hu"] = round(float(np.median(anatomy.hu[blob])), 1)
+            m["blood_pool_ml"] = round(volume_ml, 1)
+    if m["blood_pool_hu"] is None:
+        soft = anatomy.hu[box & (anatomy.hu > -20) & (anatomy.hu < 120)]
+        m["blood_pool_hu"] = round(float(np.median(soft)), 1) if soft.size else None
+    if m["blood_pool_hu"] is not None and m["blood_pool_hu"] > CONTRAST_BLOOD_HU:
+        report.warnings.append(f"contrast enhancement: blood pool at {m['blood_pool_hu']:.0f} HU "
+                               "(> 100 HU): contrast raises lung density and lowers %LAA-950")

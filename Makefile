@@ -1,0 +1,32 @@
+# The README's commands. Each creates .venv/ when missing and installs the pinned dependencies.
+#   make demo   run the main job on the embedded sample case
+#   make test   run the whole test suite
+#   make bench  print the benchmark tables
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench check-layers clean
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e ".[headless,backbones,test]"
+	$(PY) -m pip check
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/emphysema-xai demo --out emphysema-xai-demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/bench_read.py
+
+check-layers:
+	$(PYTHON) ../shared/tools/check_layers.py .
+
+clean:
+	rm -rf $(VENV) emphysema-xai-demo .pytest_cache
