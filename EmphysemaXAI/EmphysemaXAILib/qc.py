@@ -242,8 +242,10 @@ def _check_lungs(ct: CTVolume, anatomy, report: QCReport) -> None:
     m["fov_cut_slices"] = int(cut.sum())
     if fraction < NO_LUNG_FRACTION:
         # When the field of view cuts the body outline, lung air is not enclosed by it: then
-        # parenchyma-range voxels anywhere are the evidence of lung.
-        parenchyma = anatomy.valid & (anatomy.hu > -980) & (anatomy.hu < -600)
+        # parenchyma-density voxels anywhere are the evidence of lung (smoothed, so that noisy
+        # air outside the body does not pass for parenchyma).
+        smooth = ndimage.gaussian_filter(anatomy.hu, 1.0)
+        parenchyma = anatomy.valid & (smooth > -950) & (smooth < -600)
         share = float(parenchyma.sum()) / max(int(anatomy.valid.sum()), 1)
         m["parenchyma_fraction"] = round(share, 4)
         if not cut.any() or share < NO_LUNG_FRACTION:

@@ -73,7 +73,7 @@ def make_sample_ct(seed: int = 0, shape=SAMPLE_SHAPE, spacing=SAMPLE_SPACING,
     hu[table] = 200.0
 
     hu += rng.normal(0.0, noise_hu, shape).astype(np.float32)
-    np.maximum(hu, -1024.0, out=hu)  # scanners clip air noise at -1024 HU
+    np.clip(hu, -1024.0, 3071.0, out=hu)  # the 12-bit range scanners store
     fov = X ** 2 + Y ** 2 <= (0.5 * min(nx * sx, ny * sy) - 1.0) ** 2
     hu[~fov] = OUTSIDE_FOV_HU
     origin = (float(x[0]), float(y[0]), float(z[0]))

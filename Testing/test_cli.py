@@ -1,0 +1,49 @@
+"""The command line: info output, demo, JSON on stdout only."""
+import json
+
+from EmphysemaXAILib.sample import write_sample_series
+
+from conftest import run_cli
+
+
+def test_info_text_and_json(tmp_path):
+    write_sample_series(tmp_path / "ct", seed=3)
+    text = run_cli("info", tmp_path / "ct")
+    assert text.returncode == 0
+    assert "128 x 128 x 48 voxels" in text.stdout and "quality control" in text.stdout
+    js = run_cli("info", tmp_path / "ct", "--json")
+    info = json.loads(js.stdout)  # exactly one JSON object on stdout
+    assert info["shape"] == [48, 128, 128]
+    assert info["spacing"] == [2.5, 2.5, 5.0]
+    assert info["series"][0]["slices"] == 48 and info["series"][0]["modality"] == "CT"
+    assert info["qc"]["measures"]["noise_hu"] > 15
+    assert "SYNTHETIC" not in js.stdout and "identity" not in info
+    kept = json.loads(run_cli("info", tmp_path / "ct", "--json", "--keep-identity").stdout)
+    assert kept["identity"]["patient_id"] == "SYNTH0001"
+
+
+def test_seeds_profile_flag(tmp_path):
+    from EmphysemaXAILib.dicom_write import write_dicom_series
+    from EmphysemaXAILib.sample import make_sample_ct
+
+    ct = make_sample_ct(metal=True)
+    write_dicom_series(ct.hu, tmp_path / "ct", ct.spacing, ct.origin, ct.direction)
+    default = json.loads(run_cli("info", tmp_path / "ct", "--json").stdout)
+    seeds = json.loads(run_cli("info", tmp_path / "ct", "--json", "--qc-profile", "seeds").stdout)
+    assert default["qc"]["errors"] == []
+    assert seeds["qc"]["errors"] and seeds["qc"]["profile"] == "seeds"
+
+
+def test_demo_writes_sample_and_replaces_its_folder(tmp_path):
+    out = tmp_path / "demo"
+    first = run_cli("demo", "--out", out, "--json")
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)
+    assert info["qc"]["errors"] == []
+    assert len(list((out / "sample_ct").glob("*.dcm"))) == 48
+    assert json.loads((out / "info.json").read_text())["shape"] == [48, 128, 128]
+    (out / "stale.txt").write_text("old run")
+    again = run_cli("demo", "--out", out)
+    assert again.returncode == 0 and "not a medical device" in again.stdout
+    assert not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no temporary folder left behind

@@ -1,0 +1,110 @@
+"""The extension's packaging: CMake lists, extension description, UI bindings, layers."""
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT
+
+MODULE = PROJECT / "EmphysemaXAI"
+
+
+def cmake_set(text: str, name: str) -> list:
+    """Items of ``set(NAME item item ...)`` in a CMakeLists text (variables expanded for MODULE_NAME)."""
+    match = re.search(rf"set\(\s*{name}\s+(.*?)\)", text, re.S)
+    assert match, f"set({name} ...) not found"
+    items = [line.split("#")[0].strip() for line in match.group(1).splitlines()]
+    module = re.search(r"set\(MODULE_NAME\s+(\w+)\)", text).group(1)
+    return [i.replace("${MODULE_NAME}", module) for i in " ".join(items).split()]
+
+
+def test_module_cmakelists_lists_every_python_file_and_only_existing_files():
+    text = (MODULE / "CMakeLists.txt").read_text()
+    assert "WITH_GENERIC_TESTS" in text and "slicerMacroBuildScriptedModule" in text
+    scripts = cmake_set(text, "MODULE_PYTHON_SCRIPTS")
+    resources = cmake_set(text, "MODULE_PYTHON_RESOURCES")
+    missing = [f for f in scripts + resources if not (MODULE / f).is_file()]
+    assert not missing, f"listed in EmphysemaXAI/CMakeLists.txt but missing: {missing}"
+    on_disk = {p.relative_to(MODULE).as_posix() for p in (MODULE / "EmphysemaXAILib").rglob("*.py")}
+    on_disk.add("EmphysemaXAI.py")
+    unlisted = sorted(on_disk - set(scripts))
+    assert not unlisted, f"not listed in MODULE_PYTHON_SCRIPTS (would be missing from the extension): {unlisted}"
+    data = {p.relative_to(MODULE).as_posix() for p in (MODULE / "Resources").rglob("*") if p.is_file()}
+    assert not sorted(data - set(resources)), "resource files not listed in MODULE_PYTHON_RESOURCES"
+
+
+def test_cmake_test_directories_exist_and_reference_real_scripts():
+    assert "add_subdirectory(Python)" in (MODULE / "Testing" / "CMakeLists.txt").read_text()
+    text = (MODULE / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    for script in re.findall(r"SCRIPT\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", text):
+        assert (MODULE / "Testing" / "Python" / script).is_file()
+
+
+def test_extension_metadata_in_cmake_and_s4ext_agree():
+    cmake = (PROJECT / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(EmphysemaXAI)" in cmake
+    meta = dict(re.findall(r'set\((EXTENSION_\w+)\s+"([^"]*)"\)', cmake))
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert meta.get(f"EXTENSION_{key}"), f"EXTENSION_{key} missing in CMakeLists.txt"
+    s4ext = {}
+    for line in (PROJECT / "extension.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            s4ext[key] = value.strip()
+    for key in ("scm", "scmurl", "depends", "category", "homepage", "iconurl", "screenshoturls",
+                "contributors", "description", "status", "enabled"):
+        assert s4ext.get(key), f"{key} missing in extension.s4ext"
+    assert s4ext["category"] == meta["EXTENSION_CATEGORY"]
+    assert s4ext["iconurl"] == meta["EXTENSION_ICONURL"]
+    assert s4ext["depends"] == meta["EXTENSION_DEPENDS"]
+    # The icon and screenshot the URLs point to exist in the repository.
+    for url in (meta["EXTENSION_ICONURL"], meta["EXTENSION_SCREENSHOTURLS"]):
+        assert (PROJECT / url.split("/main/", 1)[1]).is_file()
+
+
+def test_pyproject_installs_the_library_and_command():
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["emphysema-xai"] == "EmphysemaXAILib.cli:main"
+    assert project["tool"]["setuptools"]["packages"]["find"]["where"] == ["EmphysemaXAI"]
+    deps = " ".join(project["project"]["dependencies"])
+    torch = next(d for d in project["project"]["dependencies"] if d.startswith("torch"))
+    assert "<" in torch, "torch must be bounded above (an open range pulls a multi-GB build)"
+    assert "slicer-core" not in deps  # a headless/test extra only, never installed into Slicer
+    assert any("slicer-core" in d for d in project["project"]["optional-dependencies"]["headless"])
+    lock = (PROJECT / "requirements" / "lock.txt").read_text()
+    assert re.search(r"^torch==\S+$", lock, re.M) and re.search(r"^torchvision==\S+$", lock, re.M)
+
+
+def test_ui_parameter_names_match_the_parameter_node():
+    ui = ET.parse(MODULE / "Resources" / "UI" / "EmphysemaXAI.ui")
+    names = {prop.find("string").text for prop in ui.iter("property") if prop.get("name") == "SlicerParameterName"}
+    tree = ast.parse((MODULE / "EmphysemaXAI.py").read_text())
+    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EmphysemaXAIParameterNode")
+    fields = {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    assert names == fields
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes == ["EmphysemaXAI", "EmphysemaXAIParameterNode", "EmphysemaXAIWidget",
+                       "EmphysemaXAILogic", "EmphysemaXAITest"]
+
+
+def test_library_is_importable_without_slicer_and_parses_on_python_312_syntax():
+    code = ("import sys, EmphysemaXAILib, EmphysemaXAILib.cli, EmphysemaXAILib.qc;"
+            "assert not any(m.split('.')[0] in ('slicer', 'vtk', 'qt') for m in sys.modules), "
+            "[m for m in sys.modules if m.startswith(('slicer', 'vtk'))]")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for path in (MODULE / "EmphysemaXAILib").rglob("*.py"):
+        ast.parse(path.read_text(), feature_version=(3, 11))
+
+
+def test_layers_are_kept_apart():
+    tool = PROJECT.parent / "shared" / "tools" / "check_layers.py"
+    if not tool.exists():
+        pytest.skip(f"layer checker not present: {tool}")
+    result = subprocess.run([sys.executable, str(tool), str(PROJECT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
