@@ -39,7 +39,7 @@ SEEDS_MAX_HU = 1600
 SEEDS_MAX_SD = 600
 
 #: Reconstruction kernels known to be sharp (lung / bone / edge-enhancing), by vendor naming.
-SHARP_KERNEL = re.compile(r"^(B[5-9]\d|BR[5-9]\d|BL[5-9]\d|BONE|LUNG|YB|YC|YD|L|LA|D|E|FC(5\d|8\d))",
+SHARP_KERNEL = re.compile(r"^(B[5-9]\d|BR[5-9]\d|BL[5-9]\d|SHARP|BONE|LUNG|YB|YC|YD|L|LA|D|E|FC(5\d|8\d))",
                           re.IGNORECASE)
 SOFT_KERNEL = re.compile(r"^(B[1-3]\d|BR[1-3]\d|SOFT|STANDARD|STND|B|C|FC(0\d|1\d))", re.IGNORECASE)
 
