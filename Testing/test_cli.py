@@ -1,6 +1,8 @@
 """The command line: info output, demo, JSON on stdout only."""
 import json
 
+import pytest
+
 from EmphysemaXAILib.sample import write_sample_series
 
 from conftest import run_cli
@@ -34,14 +36,18 @@ def test_seeds_profile_flag(tmp_path):
     assert seeds["qc"]["errors"] and seeds["qc"]["profile"] == "seeds"
 
 
-def test_demo_writes_sample_and_replaces_its_folder(tmp_path):
+def test_demo_runs_on_a_generated_phantom_and_replaces_its_folder(tmp_path):
     out = tmp_path / "demo"
     first = run_cli("demo", "--out", out, "--json")
     assert first.returncode == 0, first.stderr
     info = json.loads(first.stdout)
     assert info["qc"]["errors"] == []
-    assert len(list((out / "sample_ct").glob("*.dcm"))) == 48
-    assert json.loads((out / "info.json").read_text())["shape"] == [48, 128, 128]
+    assert info["shape"] == [200, 256, 256] and info["spacing"] == pytest.approx([1.4, 1.4, 1.4])
+    assert len(list((out / "phantom" / "ct").glob("*.dcm"))) == 200
+    truth = json.loads((out / "phantom" / "truth.json").read_text())
+    assert truth["extent_pct"] == pytest.approx(12.0, abs=1.0)
+    assert (out / "phantom" / "preview.png").stat().st_size > 20_000
+    assert json.loads((out / "info.json").read_text())["shape"] == [200, 256, 256]
     (out / "stale.txt").write_text("old run")
     again = run_cli("demo", "--out", out)
     assert again.returncode == 0 and "not a medical device" in again.stdout

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ExcludedError, InputError
 
+DEMO_EXTENT_PCT = 12.0
 NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
 
 
@@ -80,17 +81,22 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """The main job on an embedded default: a generated medium phantom, read back and checked."""
     from .ct_io import read_ct
+    from .phantom import PhantomParams, generate_phantom
+    from .phantom.io import write_phantom
     from .qc import run_qc
-    from .sample import write_sample_series
 
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".emphysema-xai-demo-", dir=out.parent))
     try:
-        print(f"writing the sample chest CT series into {out / 'sample_ct'}", file=sys.stderr)
-        write_sample_series(work / "sample_ct", seed=args.seed)
-        ct = read_ct(work / "sample_ct")
+        print(f"generating a medium phantom (mixed emphysema {DEMO_EXTENT_PCT:g}%, seed {args.seed}) "
+              f"into {out / 'phantom'}", file=sys.stderr)
+        phantom = generate_phantom(PhantomParams(extent_pct=DEMO_EXTENT_PCT, pattern="mixed",
+                                                 size="medium", seed=args.seed))
+        write_phantom(phantom, work / "phantom", fmt="dicom", preview=work / "phantom" / "preview.png")
+        ct = read_ct(work / "phantom" / "ct")
         info = info_dict(ct, run_qc(ct))
         (work / "info.json").write_text(json.dumps(info, indent=2))
         if out.exists():
@@ -103,7 +109,11 @@ def cmd_demo(args) -> int:
         print(json.dumps(info))
     else:
         _print_info(info, sys.stdout)
-        print(f"\nwritten: {out / 'sample_ct'} (DICOM), {out / 'info.json'}")
+        truth = phantom.truth
+        print(f"\ntruth: {truth['subtype']} emphysema {truth['extent_pct']:.2f}% of lung "
+              f"({truth['severity']}); naive LAA-950 of the noisy scan {truth['laa950_pct']:.2f}%")
+        print(f"written: {out / 'phantom'} (DICOM series, labels, truth.json, preview.png), "
+              f"{out / 'info.json'}")
         print(NOT_CLINICAL)
     return 0
 
@@ -175,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--json", action="store_true", help="print truth.json on stdout")
     phantom.set_defaults(func=cmd_phantom)
 
-    demo = sub.add_parser("demo", help="write the sample chest CT and run the pipeline on it")
+    demo = sub.add_parser("demo", help="generate a phantom and run the pipeline on it")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -59,7 +59,7 @@ def generate_phantom(params: PhantomParams, keep_ideal: bool = False) -> Phantom
     outside_lung = (airway_wall > 0.5) | (vessels > 0.5)  # airways and aorta are not lung
     lungs[outside_lung] = 0
     lobes[outside_lung] = 0
-    r_min = max(0.6, 0.4 * grid.voxel)  # the smallest vessel drawn (mm radius)
+    r_min = max(0.45, 0.35 * grid.voxel)  # the smallest vessel drawn (mm radius)
     rasterize(vessel_trees(lobes, grid, lobar_ends, rng, r_min), grid, vessels)
 
     lung = lungs > 0
