@@ -76,10 +76,11 @@ def coarse_anatomy(hu: np.ndarray, spacing, padding_hu: float | None = None) -> 
 
 
 def robust_noise(values: np.ndarray) -> float:
-    """Noise SD (HU) of a nominally uniform region, robust to clipping at the low end.
+    """Noise SD (HU) of a nominally uniform region, robust to clipping and to outliers.
 
-    Scanners clip air at -1024 HU, which cuts off the lower half of its noise: the SD is taken
-    from the spread of the values above the median (half-normal estimate).
+    Scanners clip air at -1024 HU, which cuts off the lower half of its noise, and air regions
+    pick up streaks, table edges and foam: the SD is taken from the median deviation of the
+    values above the median (half-normal: median deviation = 0.6745 SD).
     """
     values = np.asarray(values, dtype=np.float64)
     if values.size < 50:
@@ -88,4 +89,4 @@ def robust_noise(values: np.ndarray) -> float:
     upper = values[values > median] - median
     if upper.size < 25:
         return 0.0
-    return float(np.sqrt(np.mean(upper ** 2)))
+    return float(np.median(upper) / 0.6745)

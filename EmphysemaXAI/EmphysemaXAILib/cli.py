@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -15,6 +16,8 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .errors import ExcludedError, InputError
@@ -145,6 +148,77 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def _write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: nothing half-written on failure."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_segment(args) -> int:
+    from .ct_io import read_ct
+    from .phantom.io import save_label
+    from .segmentation import segment_lungs
+
+    ct = read_ct(args.input, series_uid=args.series)
+    result = segment_lungs(ct, engine=args.engine, lungmask_weights=args.lungmask_weights,
+                           fill_weights=args.lungmask_fill_weights, lobes=bool(args.lobes_out))
+    _write_atomic(Path(args.out), lambda tmp: save_label(result.labels, ct, tmp))
+    if args.lobes_out and result.lobes is not None:
+        _write_atomic(Path(args.lobes_out), lambda tmp: save_label(result.lobes, ct, tmp))
+    summary = result.as_dict()
+    summary["voxel_ml"] = float(np.prod(ct.spacing)) / 1000.0
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        ml = summary["voxel_ml"]
+        print(f"{args.out}: engine {result.engine_used}; right lung {summary['right_voxels'] * ml:.0f} ml, "
+              f"left lung {summary['left_voxels'] * ml:.0f} ml")
+        for warning in result.warnings:
+            print(f"  warning {warning}")
+    return 0
+
+
+def cmd_qct(args) -> int:
+    from .ct_io import read_ct
+    from .qct import QCTConfig, measure_qct
+    from .segmentation import load_mask
+
+    ct = read_ct(args.input, series_uid=args.series)
+    mask = load_mask(args.lung_mask, ct)
+    lobes = load_mask(args.lobes, ct, "lobe map") if args.lobes else None
+    config = QCTConfig.cip() if args.cip_compatible else QCTConfig()
+    config.seeds_rule = args.seeds_rule
+    if args.label_scheme == "cip":
+        result = measure_qct(ct, config=config, cip_label_map=mask)
+    else:
+        if mask.max() > 2:
+            raise InputError(f"{args.lung_mask}: holds labels up to {mask.max()}; the project scheme is "
+                             "0 background, 1 right, 2 left (use --label-scheme cip for CIP maps)")
+        result = measure_qct(ct, mask, lobes=lobes, config=config)
+    if args.out:
+        _write_atomic(Path(args.out), lambda tmp: result.dataframe().to_csv(tmp, index=False))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        frame = result.dataframe()
+        columns = ["region", "volume_l", "mean_hu", "perc15_hu", "laa950_pct", "robust_extent_pct"]
+        print(frame[columns].to_string(index=False))
+        sev = result.qct_severity
+        print(f"QCT severity: {sev['class']} ({sev['rule']}); bands above 5% are conventions, "
+              "not a clinical standard")
+        print(NOT_CLINICAL)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emphysema-xai",
@@ -184,6 +258,35 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     phantom.add_argument("--json", action="store_true", help="print truth.json on stdout")
     phantom.set_defaults(func=cmd_phantom)
+
+    segment = sub.add_parser("segment", help="segment the lungs (1 right, 2 left)")
+    segment.add_argument("input", help="DICOM folder or file, NRRD, NIfTI or MHA")
+    segment.add_argument("--out", required=True, help="lung label map to write (.nrrd)")
+    segment.add_argument("--engine", choices=("auto", "lungmask", "classical"), default="auto",
+                         help="auto: lungmask when its weights are found, else classical (recorded)")
+    segment.add_argument("--lungmask-weights", metavar="PATH",
+                         help="lungmask R231 (or LTRCLobes with --lobes-out) weights file")
+    segment.add_argument("--lungmask-fill-weights", metavar="PATH",
+                         help="R231 weights for lungmask's fusion mode (with --lobes-out)")
+    segment.add_argument("--lobes-out", metavar="PATH", help="also write the lobe map (lungmask only)")
+    segment.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
+    segment.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    segment.set_defaults(func=cmd_segment)
+
+    qct = sub.add_parser("qct", help="CT densitometry per lung region")
+    qct.add_argument("input", help="DICOM folder or file, NRRD, NIfTI or MHA")
+    qct.add_argument("--lung-mask", required=True, help="lung label map on the CT grid")
+    qct.add_argument("--lobes", metavar="MASK", help="lobe map (LTRCLobes codes) on the CT grid")
+    qct.add_argument("--label-scheme", choices=("project", "cip"), default="project",
+                     help="project: 1 right, 2 left; cip: CIP region/type label map (its own thirds)")
+    qct.add_argument("--cip-compatible", action="store_true",
+                     help="CIP's conventions: strict thresholds, HU -1024..1024, CIP percentiles")
+    qct.add_argument("--seeds-rule", action="store_true",
+                     help="add the seed papers' binary label (LAA-950 >= 6%% and MLD < -850 HU)")
+    qct.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
+    qct.add_argument("--out", metavar="CSV", help="write the table as CSV")
+    qct.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    qct.set_defaults(func=cmd_qct)
 
     demo = sub.add_parser("demo", help="generate a phantom and run the pipeline on it")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")

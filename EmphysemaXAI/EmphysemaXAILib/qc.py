@@ -174,21 +174,34 @@ def _check_geometry(ct: CTVolume, report: QCReport) -> None:
     report.measures["slice_thickness_mm"] = thickness
 
 
-def _check_air_and_noise(ct: CTVolume, anatomy, report: QCReport) -> None:
-    m = report.measures
+def air_noise(ct: CTVolume, anatomy=None) -> tuple:
+    """(air HU, noise SD HU, source) measured in air: outside the body when there is enough of
+    it, else in the trachea; the noise is None when neither is found."""
+    anatomy = anatomy or coarse_anatomy(ct.hu, ct.spacing, ct.padding_hu)
     outside = anatomy.outside_air
     if outside.shape[0] > 2:
         outside = ndimage.binary_erosion(outside, iterations=1)
-    trachea = _trachea_air(ct, anatomy)
     if outside.sum() >= MIN_AIR_VOXELS:
         air, source = anatomy.hu[outside], "outside_air"
-    elif trachea.sum() >= 50:
-        air, source = anatomy.hu[trachea], "trachea"
     else:
-        air, source = anatomy.hu[anatomy.valid & (anatomy.hu < -900)], "darkest_voxels"
-    m["air_hu"] = round(float(np.median(air)), 1) if air.size else None
-    m["noise_hu"] = round(robust_noise(air), 2) if source != "darkest_voxels" else None
-    m["noise_source"] = source
+        trachea = _trachea_air(ct, anatomy)
+        if trachea.sum() >= 50:
+            air, source = anatomy.hu[trachea], "trachea"
+        else:
+            air, source = anatomy.hu[anatomy.valid & (anatomy.hu < -900)], "darkest_voxels"
+    air_hu = round(float(np.median(air)), 1) if air.size else None
+    noise = round(robust_noise(air), 2) if source != "darkest_voxels" else None
+    return air_hu, noise, source
+
+
+def measure_air_noise(ct: CTVolume) -> float | None:
+    """Noise SD (HU) of the scan measured in air (see :func:`air_noise`)."""
+    return air_noise(ct)[1]
+
+
+def _check_air_and_noise(ct: CTVolume, anatomy, report: QCReport) -> None:
+    m = report.measures
+    m["air_hu"], m["noise_hu"], m["noise_source"] = air_noise(ct, anatomy)
     m["kernel_class"] = kernel_class(ct.acquisition.get("kernel"))
     lo, hi = AIR_EXPECTED_HU
     if m["air_hu"] is None or not (lo <= m["air_hu"] <= hi):

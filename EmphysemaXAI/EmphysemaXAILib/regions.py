@@ -1,12 +1,15 @@
 """Lung regions by name (``contracts.md``): whole, right, left, thirds, lobes.
 
-Thirds are cut as the Chest Imaging Platform cuts them (checked against CIP's own ct-64 label
-map): along the head-foot axis, the slices of the whole lung (both lungs together) are split
-into three parts of equal lung volume, counting from the top; a slice belongs to the third in
-which the lung volume above it falls (``floor(3 * volume_above / total)``), and the same cut
-applies to each lung.
+Thirds are cut as the Chest Imaging Platform cuts them (``CIPLabelLungRegionsImageFilter::
+SetLungThirds``): the voxels of the whole lung (both lungs together) are tallied in raster order
+(x fastest, then y, then z) from the foot end; tally <= N/3 (integer division) is the lower
+third, <= 2N/3 the middle, the rest the upper third, so a boundary may fall inside a slice.
+Each lung's thirds are its voxels in those whole-lung thirds. :func:`slice_thirds` is the
+slice-level version used where a whole slice must belong to one third (phantom lesion zones).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,24 +45,58 @@ def slice_thirds(lung: np.ndarray, superior_is_high_index: bool = True) -> np.nd
     return thirds
 
 
-def region_masks(labels: np.ndarray, lobes: np.ndarray | None = None,
-                 superior_is_high_index: bool = True) -> dict:
-    """Boolean (z, y, x) mask per region name (lobes only when a lobe map is given).
+@dataclass
+class LungRegions:
+    """Lung voxels gathered once, in CIP's tally order, with every region as a mask over them.
+
+    ``masks[name]`` is a bool array over the gathered lung voxels; :meth:`gather` takes the
+    values of any (z, y, x) volume at those voxels in the same order (one pass, no full-size
+    mask per region).
+    """
+
+    lung: np.ndarray   # (z, y, x) bool lung mask (the volume's own index order)
+    flip: bool         # the tally runs from the high z index (foot end there)
+    masks: dict
+
+    def gather(self, volume: np.ndarray) -> np.ndarray:
+        if self.flip:
+            return volume[::-1][self.lung[::-1]]
+        return volume[self.lung]
+
+
+def thirds_by_tally(n: int) -> np.ndarray:
+    """Third of the n lung voxels in tally order (foot end first): 0 upper, 1 middle, 2 lower.
+
+    CIP: tally <= n // 3 lower, <= 2 n // 3 middle, else upper (integer division).
+    """
+    rank = np.arange(1, n + 1)
+    return np.where(rank <= n // 3, 2, np.where(rank <= 2 * n // 3, 1, 0)).astype(np.int8)
+
+
+def lung_regions(labels: np.ndarray, lobes: np.ndarray | None = None,
+                 superior_is_high_index: bool = True) -> LungRegions:
+    """Regions of project labels (1 right, 2 left), thirds cut as CIP cuts them, optional lobes.
 
     Args:
-        labels: lung label map (0 background, 1 right, 2 left).
+        labels: (z, y, x) lung labels.
         lobes: optional lobe map with lungmask's LTRCLobes codes.
+        superior_is_high_index: True when a larger z index is nearer the head (LPS with a
+            positive z-z direction element); the tally then starts at z index 0 (the feet).
     """
-    right, left = labels == RIGHT, labels == LEFT
-    whole = right | left
-    thirds = slice_thirds(whole, superior_is_high_index)
-    masks = {"whole": whole, "right": right, "left": left}
-    for index, third in enumerate(THIRDS):
-        in_third = (thirds == index)[:, None, None]
-        masks[third] = whole & in_third
-        masks[f"right_{third}"] = right & in_third
-        masks[f"left_{third}"] = left & in_third
+    lung = labels > 0
+    regions = LungRegions(lung=lung, flip=not superior_is_high_index, masks={})
+    side = regions.gather(labels)
+    third = thirds_by_tally(side.size)
+    masks = {"whole": np.ones(side.size, bool), "right": side == RIGHT, "left": side == LEFT}
+    for index, name in enumerate(THIRDS):
+        masks[name] = third == index
+    for index, name in enumerate(THIRDS):
+        masks[f"right_{name}"] = masks[name] & masks["right"]
+    for index, name in enumerate(THIRDS):
+        masks[f"left_{name}"] = masks[name] & masks["left"]
+    regions.masks = {name: masks[name] for name in REGION_NAMES}
     if lobes is not None:
+        lobe = regions.gather(lobes)
         for name, code in LOBE_CODES.items():
-            masks[name] = lobes == code
-    return masks
+            regions.masks[name] = lobe == code
+    return regions

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..regions import REGION_NAMES, LOBE_NAMES, region_masks, slice_thirds
+from ..regions import lung_regions, slice_thirds
 from ..severity import severity_class, zone_grade
 from ..volume import CTVolume
 from .body import build_torso
@@ -122,16 +122,17 @@ def _acquisition(params: PhantomParams) -> dict:
 
 def _truth(params, anatomy, labels, ideal, image, sd, achieved, mix) -> dict:
     lungs, emphysema = labels["lungs"], labels["emphysema"]
-    lesion = emphysema > 0
-    masks = region_masks(lungs, labels["lobes"])
+    regions = lung_regions(lungs, labels["lobes"])
+    codes = regions.gather(emphysema)
+    lesion_l = codes > 0
     extent_by_region = {}
-    for name in REGION_NAMES + LOBE_NAMES:
-        n = int(masks[name].sum())
-        extent_by_region[name] = round(100.0 * int((lesion & masks[name]).sum()) / n, 4) if n else None
-    lung = masks["whole"]
-    n_lung = int(lung.sum())
-    extent = 100.0 * int(lesion.sum()) / n_lung
-    by_subtype = {name: round(100.0 * int((emphysema == code).sum()) / n_lung, 4)
+    for name, member in regions.masks.items():
+        n = int(member.sum())
+        extent_by_region[name] = round(100.0 * int((lesion_l & member).sum()) / n, 4) if n else None
+    lung = regions.lung
+    n_lung = int(codes.size)
+    extent = 100.0 * int(lesion_l.sum()) / n_lung
+    by_subtype = {name: round(100.0 * int((codes == code).sum()) / n_lung, 4)
                   for name, code in SUBTYPE_CODES.items()}
     if not mix:
         subtype = "none"

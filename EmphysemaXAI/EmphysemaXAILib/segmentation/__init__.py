@@ -1,0 +1,96 @@
+"""Lung segmentation: ``segment_lungs(ct, engine=...) -> Segmentation``.
+
+Engines: ``lungmask`` (JoHof/lungmask U-Net, when its weights are on this machine),
+``classical`` (threshold, airways, right / left split, filling; no weights), ``auto`` (lungmask
+when its weights are found, else classical, recording why), or a mask the user gives
+(:func:`load_mask`), which replaces the engine. Labels: 0 background, 1 right lung, 2 left lung
+(``contracts.md``); lobes with lungmask's LTRCLobes codes when asked for.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import CTVolume
+
+ENGINES = ("auto", "lungmask", "classical")
+
+
+@dataclass
+class Segmentation:
+    """Lung labels on the CT grid and how they were made."""
+
+    labels: np.ndarray                 # uint8 (z, y, x): 0 background, 1 right, 2 left
+    engine_used: str                   # lungmask, classical or file
+    lobes: np.ndarray | None = None    # uint8 LTRCLobes codes (1 LUL, 2 LLL, 3 RUL, 4 RML, 5 RLL)
+    fallback_reason: str | None = None
+    warnings: list = field(default_factory=list)
+    weights: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (no arrays)."""
+        return {"engine_used": self.engine_used, "fallback_reason": self.fallback_reason,
+                "warnings": list(self.warnings), "weights": self.weights,
+                "right_voxels": int((self.labels == 1).sum()), "left_voxels": int((self.labels == 2).sum())}
+
+
+def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fill_weights=None,
+                  lobes: bool = False) -> Segmentation:
+    """Segment the lungs of ``ct``.
+
+    Args:
+        engine: ``auto``, ``lungmask`` or ``classical``.
+        lungmask_weights / fill_weights: weights files (else environment variables, else the
+            torch hub cache lungmask downloads into).
+        lobes: also produce a lobe map (lungmask's LTRCLobes + R231 fusion; the classical
+            engine has no lobes and says so).
+    Raises:
+        InputError: ``engine="lungmask"`` and its weights are missing (names the expected file).
+    """
+    from .classical import segment_classical
+    from .lungmask_engine import WeightsMissing, run_lungmask
+
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    fallback = None
+    if engine in ("auto", "lungmask"):
+        try:
+            result = run_lungmask(ct, lungmask_weights, fill_weights, lobes=lobes)
+            return Segmentation(result.labels, "lungmask", result.lobes, None, result.warnings,
+                                result.weights)
+        except WeightsMissing as missing:
+            if engine == "lungmask":
+                raise
+            fallback = f"lungmask weights missing, classical engine used: {missing}"
+            print(f"emphysema-xai: warning: {fallback}", file=sys.stderr)
+    result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
+    warnings = list(result.warnings)
+    if fallback:
+        warnings.insert(0, fallback)
+    if lobes:
+        warnings.append("lobes need the lungmask engine (LTRCLobes weights): no lobe map")
+    return Segmentation(result.labels, "classical", None, fallback, warnings)
+
+
+def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:
+    """Read a label map the user gives and check it lies on the CT grid (same shape, spacing,
+    origin, direction within 0.01 mm / 1e-4). Returns the (z, y, x) uint8 array."""
+    from ..ct_io import read_ct
+
+    mask = read_ct(Path(path))
+    if mask.shape != ct.shape:
+        raise InputError(f"{path}: {name} is {mask.shape[::-1]} voxels but the CT is "
+                         f"{ct.shape[::-1]}: give a mask on the CT grid")
+    for what, a, b, tol in (("spacing", mask.spacing, ct.spacing, 0.01), ("origin", mask.origin, ct.origin, 0.01),
+                            ("direction", mask.direction, ct.direction, 1e-4)):
+        if not np.allclose(a, b, atol=tol):
+            raise InputError(f"{path}: {name} {what} {tuple(np.round(a, 4))} differs from the CT's "
+                             f"{tuple(np.round(b, 4))}: resample the mask onto the CT grid")
+    values = mask.hu
+    if values.min() < 0 or values.max() > 65535:
+        raise InputError(f"{path}: {name} holds values outside 0..65535; give a label map")
+    return values.astype(np.uint16 if values.max() > 255 else np.uint8)

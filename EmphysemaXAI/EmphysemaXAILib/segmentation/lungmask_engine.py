@@ -1,0 +1,125 @@
+"""The lungmask engine (JoHof/lungmask, a 2D U-Net per axial slice) and its weights.
+
+Models: R231 (1 right, 2 left lung) and, for lobes, LTRCLobes fused with R231 (lungmask's
+fusion mode: LTRCLobes labels, R231 fills what it misses). Weights come, in this order, from
+the file the caller names, the environment variables ``EMPHYSEMA_XAI_LUNGMASK_WEIGHTS`` /
+``EMPHYSEMA_XAI_LUNGMASK_FILL_WEIGHTS``, or lungmask's own torch hub cache
+(``$TORCH_HOME/hub/checkpoints/<published file name>``, where lungmask's download puts them on
+a machine with internet). Published files carry the first 8 hex digits of their SHA-256 in
+their name (torch hub's convention); a file whose digest does not match is used but reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Published lungmask weights: model name -> (file name, download URL).
+PUBLISHED = {
+    "R231": ("unet_r231-d5d2fc3d.pth",
+             "https://github.com/JoHof/lungmask/releases/download/v0.0/unet_r231-d5d2fc3d.pth"),
+    "LTRCLobes": ("unet_ltrclobes-3a07043d.pth",
+                  "https://github.com/JoHof/lungmask/releases/download/v0.0/unet_ltrclobes-3a07043d.pth"),
+}
+ENV_WEIGHTS = "EMPHYSEMA_XAI_LUNGMASK_WEIGHTS"
+ENV_FILL_WEIGHTS = "EMPHYSEMA_XAI_LUNGMASK_FILL_WEIGHTS"
+
+
+class WeightsMissing(InputError):
+    """lungmask weights are not on this machine (the message says where they are expected)."""
+
+
+@dataclass
+class LungmaskResult:
+    labels: np.ndarray          # uint8 (z, y, x): 1 right, 2 left
+    lobes: np.ndarray | None    # uint8 LTRCLobes codes when lobes were asked for
+    weights: dict               # model -> {"path", "sha256", "published"}
+    warnings: list
+
+
+def hub_checkpoint(model: str) -> Path:
+    """Where lungmask's own download stores ``model``'s weights (torch hub cache)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / PUBLISHED[model][0]
+
+
+def resolve_weights(model: str, given=None, env: str = ENV_WEIGHTS) -> Path:
+    """The weights file of ``model``: given path, environment variable or torch hub cache."""
+    for candidate, origin in ((given, "the given path"), (os.environ.get(env), f"${env}")):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if not path.is_file():
+                raise InputError(f"lungmask {model} weights not found at {path} ({origin}); "
+                                 "check the path")
+            return path
+    cached = hub_checkpoint(model)
+    if cached.is_file():
+        return cached
+    name, url = PUBLISHED[model]
+    raise WeightsMissing(
+        f"lungmask {model} weights not found: expected {cached}; on a machine with internet "
+        f"download {url} to that path (lungmask does it on first use), or pass "
+        f"--lungmask-weights PATH / set {env}")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_record(model: str, path: Path, warnings: list) -> dict:
+    """Digest of a weights file and whether it is the published one (warns when not)."""
+    digest = sha256(path)
+    expected = PUBLISHED[model][0].rsplit("-", 1)[1].split(".")[0]
+    published = digest.startswith(expected)
+    if not published:
+        warnings.append(f"lungmask {model} weights {path.name} are not the published ones "
+                        f"(sha256 {digest[:12]}..., expected {expected}...): results may differ")
+    return {"path": str(path), "sha256": digest, "published": published}
+
+
+def run_lungmask(ct, weights=None, fill_weights=None, lobes: bool = False, batch_size: int = 20,
+                 force_cpu: bool = False) -> LungmaskResult:
+    """Segment with lungmask's ``LMInferer`` (R231, or LTRCLobes + R231 fusion for lobes).
+
+    Args:
+        ct: a :class:`~EmphysemaXAILib.volume.CTVolume`; lungmask reorients it to LPS itself.
+        weights / fill_weights: files of the main (R231 or LTRCLobes) and fill (R231) models.
+    Raises:
+        WeightsMissing: a weights file is not on this machine.
+    """
+    from lungmask import LMInferer
+
+    warnings: list = []
+    if lobes:
+        main_path = resolve_weights("LTRCLobes", weights)
+        fill_path = resolve_weights("R231", fill_weights, ENV_FILL_WEIGHTS)
+        record = {"LTRCLobes": weights_record("LTRCLobes", main_path, warnings),
+                  "R231": weights_record("R231", fill_path, warnings)}
+        inferer = LMInferer(modelpath=str(main_path), fillmodel_path=str(fill_path),
+                            force_cpu=force_cpu, batch_size=batch_size, tqdm_disable=True)
+    else:
+        main_path = resolve_weights("R231", weights)
+        record = {"R231": weights_record("R231", main_path, warnings)}
+        inferer = LMInferer(modelpath=str(main_path), force_cpu=force_cpu, batch_size=batch_size,
+                            tqdm_disable=True)
+    image = ct.to_sitk()
+    result = inferer.apply(image).astype(np.uint8)
+    if lobes:
+        lobe_map = result
+        # LTRCLobes codes: 1 LUL, 2 LLL (left); 3 RUL, 4 RML, 5 RLL (right); fill label -> by side
+        labels = np.zeros_like(lobe_map)
+        labels[np.isin(lobe_map, (3, 4, 5))] = 1
+        labels[np.isin(lobe_map, (1, 2))] = 2
+        lobe_map[lobe_map > 5] = 0
+        return LungmaskResult(labels, lobe_map, record, warnings)
+    return LungmaskResult(result, None, record, warnings)
