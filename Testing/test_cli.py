@@ -48,6 +48,12 @@ def test_demo_runs_on_a_generated_phantom_and_replaces_its_folder(tmp_path):
     assert truth["extent_pct"] == pytest.approx(12.0, abs=1.0)
     assert (out / "phantom" / "preview.png").stat().st_size > 20_000
     assert json.loads((out / "info.json").read_text())["shape"] == [200, 256, 256]
+    import pandas as pd
+    qct = pd.read_csv(out / "qct.csv").set_index("region")
+    assert qct.loc["whole", "volume_l"] * 1000 == pytest.approx(truth["lung_volume_ml"], rel=0.05)
+    assert qct.loc["whole", "laa950_pct"] == pytest.approx(truth["extent_pct"], abs=2.5)
+    for name in ("lung_labels.nrrd", "laa_map.nrrd"):
+        assert (out / name).stat().st_size > 1000
     (out / "stale.txt").write_text("old run")
     again = run_cli("demo", "--out", out)
     assert again.returncode == 0 and "not a medical device" in again.stdout

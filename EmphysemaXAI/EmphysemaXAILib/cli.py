@@ -87,8 +87,10 @@ def cmd_demo(args) -> int:
     """The main job on an embedded default: a generated medium phantom, read back and checked."""
     from .ct_io import read_ct
     from .phantom import PhantomParams, generate_phantom
-    from .phantom.io import write_phantom
+    from .phantom.io import save_label, write_phantom
     from .qc import run_qc
+    from .qct import measure_qct
+    from .segmentation import segment_lungs
 
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,11 @@ def cmd_demo(args) -> int:
         ct = read_ct(work / "phantom" / "ct")
         info = info_dict(ct, run_qc(ct))
         (work / "info.json").write_text(json.dumps(info, indent=2))
+        segmentation = segment_lungs(ct, engine="auto")
+        save_label(segmentation.labels, ct, work / "lung_labels.nrrd")
+        qct = measure_qct(ct, segmentation.labels)
+        qct.dataframe().to_csv(work / "qct.csv", index=False)
+        save_label(qct.laa_map, ct, work / "laa_map.nrrd")
         if out.exists():
             shutil.rmtree(out)  # the demo's own folder, replaced on rerun
         work.rename(out)
@@ -113,10 +120,14 @@ def cmd_demo(args) -> int:
     else:
         _print_info(info, sys.stdout)
         truth = phantom.truth
-        print(f"\ntruth: {truth['subtype']} emphysema {truth['extent_pct']:.2f}% of lung "
-              f"({truth['severity']}); naive LAA-950 of the noisy scan {truth['laa950_pct']:.2f}%")
-        print(f"written: {out / 'phantom'} (DICOM series, labels, truth.json, preview.png), "
-              f"{out / 'info.json'}")
+        whole = qct.region("whole")
+        print(f"\nlungs ({segmentation.engine_used} engine): right {qct.region('right')['volume_l']:.2f} l, "
+              f"left {qct.region('left')['volume_l']:.2f} l")
+        print(f"QCT: %LAA-950 {whole['laa950_pct']:.2f}%, noise-robust extent {whole['robust_extent_pct']:.2f}%, "
+              f"Perc15 {whole['perc15_hu']} HU -> {qct.qct_severity['class']}")
+        print(f"truth: {truth['subtype']} emphysema {truth['extent_pct']:.2f}% of lung ({truth['severity']})")
+        print(f"written in {out}: phantom/ (DICOM series, labels, truth.json, preview.png), info.json, "
+              "lung_labels.nrrd, qct.csv, laa_map.nrrd")
         print(NOT_CLINICAL)
     return 0
 
@@ -206,6 +217,10 @@ def cmd_qct(args) -> int:
         result = measure_qct(ct, mask, lobes=lobes, config=config)
     if args.out:
         _write_atomic(Path(args.out), lambda tmp: result.dataframe().to_csv(tmp, index=False))
+    if args.laa_map:
+        from .phantom.io import save_label
+
+        _write_atomic(Path(args.laa_map), lambda tmp: save_label(result.laa_map, ct, tmp))
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -219,6 +234,13 @@ def cmd_qct(args) -> int:
     return 0
 
 
+def _ct_input(parser) -> None:
+    """The arguments every command reading one CT shares: INPUT, --series, --json."""
+    parser.add_argument("input", help="DICOM folder or file, NRRD, NIfTI, MHA (or a 2D TIFF)")
+    parser.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emphysema-xai",
@@ -229,9 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="list series, geometry, acquisition facts and quality control")
-    info.add_argument("input", help="DICOM folder or file, NRRD, NIfTI, MHA or a 2D TIFF")
-    info.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
-    info.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _ct_input(info)
     info.add_argument("--keep-identity", action="store_true",
                       help="include patient name / ID / birth date in the output")
     info.add_argument("--qc-profile", choices=("default", "seeds"), default="default",
@@ -240,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .phantom.io import FORMATS
     from .phantom.params import DOSE_NOISE_HU, KERNELS, PATTERNS, SIZES
+    from .segmentation import ENGINES
 
     phantom = sub.add_parser("phantom", help="generate a synthetic chest CT with exact ground truth")
     phantom.add_argument("out_dir", help="output folder (ct, labels/, truth.json)")
@@ -260,21 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.set_defaults(func=cmd_phantom)
 
     segment = sub.add_parser("segment", help="segment the lungs (1 right, 2 left)")
-    segment.add_argument("input", help="DICOM folder or file, NRRD, NIfTI or MHA")
+    _ct_input(segment)
     segment.add_argument("--out", required=True, help="lung label map to write (.nrrd)")
-    segment.add_argument("--engine", choices=("auto", "lungmask", "classical"), default="auto",
+    segment.add_argument("--engine", choices=ENGINES, default="auto",
                          help="auto: lungmask when its weights are found, else classical (recorded)")
     segment.add_argument("--lungmask-weights", metavar="PATH",
                          help="lungmask R231 (or LTRCLobes with --lobes-out) weights file")
     segment.add_argument("--lungmask-fill-weights", metavar="PATH",
                          help="R231 weights for lungmask's fusion mode (with --lobes-out)")
     segment.add_argument("--lobes-out", metavar="PATH", help="also write the lobe map (lungmask only)")
-    segment.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
-    segment.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     segment.set_defaults(func=cmd_segment)
 
     qct = sub.add_parser("qct", help="CT densitometry per lung region")
-    qct.add_argument("input", help="DICOM folder or file, NRRD, NIfTI or MHA")
+    _ct_input(qct)
     qct.add_argument("--lung-mask", required=True, help="lung label map on the CT grid")
     qct.add_argument("--lobes", metavar="MASK", help="lobe map (LTRCLobes codes) on the CT grid")
     qct.add_argument("--label-scheme", choices=("project", "cip"), default="project",
@@ -283,9 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CIP's conventions: strict thresholds, HU -1024..1024, CIP percentiles")
     qct.add_argument("--seeds-rule", action="store_true",
                      help="add the seed papers' binary label (LAA-950 >= 6%% and MLD < -850 HU)")
-    qct.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
     qct.add_argument("--out", metavar="CSV", help="write the table as CSV")
-    qct.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    qct.add_argument("--laa-map", metavar="NRRD",
+                     help="write the LAA map: voxels below -950 HU coded by cluster size (1-4)")
     qct.set_defaults(func=cmd_qct)
 
     demo = sub.add_parser("demo", help="generate a phantom and run the pipeline on it")

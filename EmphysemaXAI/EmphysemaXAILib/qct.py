@@ -74,6 +74,7 @@ class QCTResult:
     noise_hu: float | None
     config: QCTConfig
     warnings: list = field(default_factory=list)
+    timings_s: dict = field(default_factory=dict)  # step -> seconds (noise, histograms, clusters, robust)
 
     def region(self, name: str) -> dict:
         return next(r for r in self.regions if r["region"] == name)
@@ -121,6 +122,7 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
     """
     config = config or QCTConfig()
     warnings = []
+    clock = _Clock()
     if cip_label_map is not None:
         regions = cip_lung_regions(cip_label_map)
     else:
@@ -130,6 +132,7 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
         from .qc import measure_air_noise
 
         noise_hu = measure_air_noise(ct)
+    clock.lap("noise")
     voxel_mm3 = float(np.prod(ct.spacing))
     hu_lung = regions.gather(ct.hu)
     if config.hu_range is not None:
@@ -140,6 +143,7 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
     values = np.clip(np.rint(hu_lung), -OFFSET, OFFSET - 1).astype(np.int64) + OFFSET
     del hu_lung
 
+    clock.lap("histograms")
     laa = lung & (ct.hu <= config.emphysema_hu if config.inclusive else ct.hu < config.emphysema_hu)
     clusters, n_clusters = ndimage.label(laa)
     del laa
@@ -147,19 +151,39 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
     laa_map = _laa_map(clusters, cluster_sizes, voxel_mm3)
     cluster_of_voxel = regions.gather(clusters)
     del clusters
+    clock.lap("clusters")
 
-    rows = []
+    rows, histograms = [], {}
     for name, mask in regions.masks.items():
         member = mask & in_range
-        histogram = np.bincount(values[member], minlength=2 * OFFSET)
+        histograms[name] = np.bincount(values[member], minlength=2 * OFFSET)
         row = {"region": name}
-        row.update(_histogram_metrics(histogram, voxel_mm3, config))
+        row.update(_histogram_metrics(histograms[name], voxel_mm3, config))
         row.update(_cluster_metrics(cluster_of_voxel[member]))
         row["noise_hu"] = None if noise_hu is None else round(float(noise_hu), 2)
-        row["robust_extent_pct"] = _robust_extent(histogram, noise_hu, config)
         rows.append(row)
+    clock.lap("histograms")
+    for row in rows:
+        row["robust_extent_pct"] = _robust_extent(histograms[row["region"]], noise_hu, config)
+    clock.lap("robust_extent")
     severity = qct_severity(rows, noise_hu, config)
-    return QCTResult(rows, severity, laa_map, noise_hu, config, warnings)
+    return QCTResult(rows, severity, laa_map, noise_hu, config, warnings, clock.laps)
+
+
+class _Clock:
+    """Accumulates wall-clock seconds per named step."""
+
+    def __init__(self):
+        import time
+
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps = {}
+
+    def lap(self, name: str) -> None:
+        now = self._time()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 4)
+        self._last = now
 
 
 def _percentile(cdf, hu, p, rule):

@@ -62,17 +62,34 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
         warnings.append("no enclosed lung-density air found: no lung segmented")
         return ClassicalResult(np.zeros(hu.shape, np.uint8), np.zeros(hu.shape, bool), warnings)
 
-    airways = _grow_airways(hu, candidates, spacing, D, voxel_ml, warnings)
-    if airways.any():
+    # everything after this works inside the candidates' bounding box (a third of the volume)
+    margin = [int(round(2 * CLOSING_MM / s)) + 1 for s in (spacing[2], spacing[1], spacing[0])]
+    box = _bounding_box(candidates, margin)
+    airways_box = _grow_airways(hu[box], candidates[box], spacing, D, voxel_ml, warnings)
+    if airways_box.any():
         # the lumen's partial-volume rim (blurred by soft kernels) is air too: take it along
         rim = max(1, int(round(AIRWAY_RIM_MM / min(spacing))))
-        airways = ndimage.binary_dilation(airways, iterations=rim, mask=candidates)
-    wall = _dilate_mm(airways, AIRWAY_WALL_MM, spacing) if airways.any() else airways
-    lungs = _drop_specks(candidates & ~wall, MIN_PART_FRACTION)
-    labels = _split_right_left(lungs, spacing, D, voxel_ml, warnings)
-    labels = _fill_and_close(labels, spacing)
-    labels[wall] = 0
+        airways_box = ndimage.binary_dilation(airways_box, iterations=rim, mask=candidates[box])
+    wall = _dilate_mm(airways_box, AIRWAY_WALL_MM, spacing) if airways_box.any() else airways_box
+    lungs = candidates[box] & ~wall
+    del candidates
+    labels_box = _split_right_left(lungs, spacing, D, voxel_ml, warnings)
+    labels_box = _fill_and_close(labels_box, spacing)
+    labels_box[wall] = 0
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[box] = labels_box
+    airways = np.zeros(hu.shape, bool)
+    airways[box] = airways_box
     return ClassicalResult(labels, airways, warnings)
+
+
+def _bounding_box(mask, margin) -> tuple:
+    """Slices of the (z, y, x) bounding box of ``mask`` grown by ``margin`` voxels per axis."""
+    box = []
+    for axis, pad in enumerate(margin):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(idx[0] - pad, 0), min(idx[-1] + pad + 1, mask.shape[axis])))
+    return tuple(box)
 
 
 def _enclosed_lung_air(hu, air, voxel_ml) -> np.ndarray:
@@ -99,17 +116,6 @@ def _enclosed_lung_air(hu, air, voxel_ml) -> np.ndarray:
     if hu.shape[0] < 3:
         keep[inside & lungish & (sizes >= 0.02 * largest)] = True
     return keep[components]
-
-
-def _drop_specks(mask, fraction) -> np.ndarray:
-    """Remove connected pieces smaller than ``fraction`` of the mask (airway rims, gas bubbles)."""
-    parts, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(parts.ravel())
-    keep = sizes >= fraction * sizes[1:].sum()
-    keep[0] = False
-    return keep[parts]
 
 
 def _superior_order(n: int, D) -> np.ndarray:
@@ -210,11 +216,7 @@ def _dilate_mm(mask, mm, spacing) -> np.ndarray:
     out = np.zeros_like(mask)
     if not mask.any():
         return out
-    box = []
-    for axis, r in enumerate(reach):
-        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(idx[0] - r, 0), idx[-1] + r + 1))
-    box = tuple(box)
+    box = _bounding_box(mask, reach)
     size = [1 + 2 * r for r in reach]
     out[box] = ndimage.maximum_filter(mask[box].view(np.uint8), size=size).view(bool)
     return out
@@ -233,6 +235,12 @@ def _split_right_left(lungs, spacing, D, voxel_ml, warnings) -> np.ndarray:
         return labels
     sizes = np.bincount(parts.ravel())
     sizes[0] = 0
+    specks = sizes < MIN_PART_FRACTION * sizes.sum()  # airway rims, gas bubbles: not lung
+    specks[0] = False
+    if specks.any():
+        lungs = lungs & ~specks[parts]
+        parts[~lungs] = 0
+        sizes[specks] = 0
     order = np.argsort(sizes)[::-1]
     right_is_low_x = D[0, 0] >= 0  # LPS: x grows toward the patient's left
     if count >= 2 and sizes[order[1]] >= 0.1 * sizes.sum():
@@ -246,6 +254,7 @@ def _split_right_left(lungs, spacing, D, voxel_ml, warnings) -> np.ndarray:
         is_low = np.abs(centre_x - low_x) < np.abs(centre_x - high_x)
         lut = np.zeros(count + 1, np.uint8)
         lut[1:] = np.where(is_low == right_is_low_x, 1, 2)
+        lut[1:][specks[1:]] = 0
         return lut[parts]
     owner = _split_by_erosion(lungs, spacing)
     if owner is None:
