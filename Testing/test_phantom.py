@@ -163,7 +163,17 @@ def test_cli_phantom_writes_outputs_and_preview(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr  # never overwrites silently
 
 
+def test_cli_phantom_subtype_mix(tmp_path):
+    result = run_cli("phantom", tmp_path / "m", "--extent", "10", "--pattern", "mixed", "--mix", "0,1,0,1",
+                     "--format", "nrrd", "--json")
+    assert result.returncode == 0, result.stderr
+    by_subtype = json.loads(result.stdout)["subtype_extent_pct"]
+    assert by_subtype["centrilobular"] == by_subtype["paraseptal"] == 0
+    assert by_subtype["panlobular"] == pytest.approx(5, abs=1) and by_subtype["bullous"] == pytest.approx(5, abs=1)
+
+
 @pytest.mark.parametrize("args,message", [(["--extent", "70", "--pattern", "mixed"], "outside 0-60"),
+                                          (["--extent", "5", "--pattern", "mixed", "--mix", "1,2"], "four non-negative weights"),
                                           (["--extent", "5"], "pattern 'none' needs --extent 0"),
                                           (["--zones", "1,2"], "three non-negative shares")])
 def test_cli_phantom_bad_arguments(tmp_path, args, message):

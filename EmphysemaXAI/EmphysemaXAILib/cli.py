@@ -132,15 +132,29 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _numbers(text: str, flag: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated numbers, not {text!r}") from None
+
+
 def cmd_phantom(args) -> int:
-    from .phantom import PhantomParams, generate_phantom
+    from .phantom import SUBTYPES, PhantomParams, generate_phantom
     from .phantom.io import write_phantom
 
-    zones = tuple(float(v) for v in args.zones.split(",")) if args.zones else None
+    zones = _numbers(args.zones, "--zones") if args.zones else None
+    mix = None
+    if args.mix:
+        weights = _numbers(args.mix, "--mix")
+        if len(weights) != len(SUBTYPES) or min(weights) < 0 or sum(weights) <= 0:
+            raise InputError("--mix takes four non-negative weights: centrilobular,panlobular,"
+                             "paraseptal,bullous (e.g. 0.5,0.2,0.2,0.1)")
+        mix = dict(zip(SUBTYPES, weights))
     params = PhantomParams(extent_pct=args.extent, pattern=args.pattern, dose=args.dose,
                            kernel=args.kernel, size=args.size, seed=args.seed,
                            inspiration=args.inspiration, zones=zones, noise_hu=args.noise_hu,
-                           table=not args.no_table)
+                           table=not args.no_table, mix=mix)
     params.validate()
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -274,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--preview", metavar="PNG", help="write axial / coronal views with lesion outlines")
     phantom.add_argument("--inspiration", type=float, default=1.0, help="1.0 full inspiration .. 0.6")
     phantom.add_argument("--zones", metavar="U,M,L", help="share of the extent in upper,middle,lower thirds")
+    phantom.add_argument("--mix", metavar="C,P,S,B",
+                         help="with --pattern mixed: weights of centrilobular,panlobular,paraseptal,bullous")
     phantom.add_argument("--noise-hu", type=float, help="noise SD in HU (overrides the dose; 0 = none)")
     phantom.add_argument("--no-table", action="store_true", help="no patient table under the body")
     phantom.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
