@@ -255,6 +255,32 @@ def _ct_input(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+def cmd_analyze(args) -> int:
+    from .pipeline import analyze_case, write_case
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} exists: choose another folder or pass --overwrite")
+
+    def progress(step, fraction, message):
+        print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
+
+    result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
+                          lungmask_weights=args.lungmask_weights, series_uid=args.series,
+                          progress=None if args.json else progress)
+    write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+    if result.excluded:
+        raise ExcludedError("; ".join(result.qc.errors))
+    if not args.json:
+        sev = summary["qct_severity"]
+        print(f"{out}: QCT severity {sev['class']} (extent {sev['extent_pct']:.2f}%, {sev['rule']})")
+        print(NOT_CLINICAL)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emphysema-xai",
@@ -322,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     qct.add_argument("--laa-map", metavar="NRRD",
                      help="write the LAA map: voxels below -950 HU coded by cluster size (1-4)")
     qct.set_defaults(func=cmd_qct)
+
+    analyze = sub.add_parser("analyze", help="read, check, segment and measure one case")
+    _ct_input(analyze)
+    analyze.add_argument("--out", required=True, help="output folder (refused if it exists)")
+    analyze.add_argument("--engine", choices=ENGINES, default="auto")
+    analyze.add_argument("--lung-mask", metavar="MASK", help="your lung mask (1 right, 2 left) instead of an engine")
+    analyze.add_argument("--lungmask-weights", metavar="PATH", help="lungmask R231 weights file")
+    analyze.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
+    analyze.add_argument("--no-report", action="store_true", help="no report.html")
+    analyze.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    analyze.set_defaults(func=cmd_analyze)
 
     demo = sub.add_parser("demo", help="generate a phantom and run the pipeline on it")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")

@@ -1,0 +1,177 @@
+"""The case pipeline: ``analyze_case(input) -> CaseResult`` (read, QC, segment, QCT).
+
+Each step is timed; ``progress(step, fraction, message)`` is called before every step and a
+``cancel()`` callable is checked between steps (raising :class:`Cancelled`). A case that
+quality control excludes stops after QC with ``excluded=True``. The model and explanation steps
+of later issues plug in after QCT. :func:`write_case` writes the files of ``contracts.md`` into a
+temporary folder and renames it onto the output folder, so a failure leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EmphysemaXAIError, InputError
+
+STEPS = ("read", "qc", "segment", "qct")
+NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
+
+
+class Cancelled(EmphysemaXAIError):
+    """The caller cancelled the analysis between two steps."""
+
+
+@dataclass
+class CaseResult:
+    """Everything one analysis produced (plain data; the MRML layer turns it into nodes)."""
+
+    input_path: str
+    ct: object                     # CTVolume
+    qc: object                     # QCReport
+    segmentation: object = None    # Segmentation (None when excluded)
+    qct: object = None             # QCTResult (None when excluded)
+    timings_s: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def excluded(self) -> bool:
+        return self.qc.excluded
+
+    def summary(self) -> dict:
+        """The ``summary.json`` object (``contracts.md``); never holds patient identity."""
+        ct = self.ct
+        out = {
+            "input": {"kind": ct.kind, "shape": list(ct.shape), "spacing": [float(s) for s in ct.spacing],
+                      "origin": [float(o) for o in ct.origin], "direction": [float(d) for d in ct.direction],
+                      "acquisition": dict(ct.acquisition)},
+            "qc": {"errors": self.qc.errors, "warnings": self.qc.warnings, "measures": self.qc.measures,
+                   "profile": self.qc.profile, "excluded": self.excluded},
+            "segmentation": self.segmentation.as_dict() if self.segmentation is not None else None,
+            "qct": {"regions": self.qct.regions, "noise_hu": self.qct.noise_hu} if self.qct else None,
+            "qct_severity": self.qct.qct_severity if self.qct else None,
+            "severity": None,       # from the model (issue 6)
+            "explanations": {},     # from the explanation step (issue 7)
+            "timings_s": self.timings_s,
+            "versions": versions(),
+            "warnings": self.warnings,
+            "disclaimer": NOT_CLINICAL,
+        }
+        return out
+
+
+def versions() -> dict:
+    """Versions of the package and of the libraries whose behaviour shapes the results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("emphysema-xai", "numpy", "scipy", "SimpleITK", "pydicom", "torch", "lungmask"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights=None,
+                 fill_weights=None, lobes: bool = False, qct_config=None, qc_profile: str = "default",
+                 series_uid: str | None = None, progress=None, cancel=None) -> CaseResult:
+    """Read, check, segment and measure one case.
+
+    Args:
+        path: DICOM folder or file, NRRD / NIfTI / MHA.
+        engine: segmentation engine (``auto``, ``lungmask``, ``classical``); ``lung_mask`` (a
+            label map file on the CT grid, 1 right, 2 left) replaces it.
+        qct_config: a :class:`~EmphysemaXAILib.qct.QCTConfig` (thresholds and conventions).
+        progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
+    """
+    from .ct_io import read_ct
+    from .qc import run_qc
+    from .qct import measure_qct
+    from .segmentation import Segmentation, load_mask, segment_lungs
+
+    timings: dict = {}
+
+    def step(name: str, index: int, message: str):
+        if cancel is not None and cancel():
+            raise Cancelled(f"analysis cancelled before {name}")
+        if progress is not None:
+            progress(name, index / len(STEPS), message)
+        return time.perf_counter()
+
+    start = step("read", 0, f"reading {path}")
+    ct = read_ct(path, series_uid=series_uid)
+    timings["read"] = round(time.perf_counter() - start, 3)
+    start = step("qc", 1, "quality control")
+    qc = run_qc(ct, profile=qc_profile)
+    timings["qc"] = round(time.perf_counter() - start, 3)
+    result = CaseResult(input_path=str(path), ct=ct, qc=qc, timings_s=timings)
+    if qc.excluded:
+        result.warnings.extend(qc.errors)
+        return result
+    start = step("segment", 2, "segmenting the lungs")
+    if lung_mask is not None:
+        labels = load_mask(lung_mask, ct)
+        if labels.max() > 2:
+            raise InputError(f"{lung_mask}: holds labels up to {labels.max()}; a lung mask has "
+                             "0 background, 1 right lung, 2 left lung")
+        segmentation = Segmentation(labels.astype(np.uint8), "file")
+    else:
+        segmentation = segment_lungs(ct, engine=engine, lungmask_weights=lungmask_weights,
+                                     fill_weights=fill_weights, lobes=lobes)
+    timings["segment"] = round(time.perf_counter() - start, 3)
+    result.segmentation = segmentation
+    result.warnings.extend(segmentation.warnings)
+    if not (segmentation.labels > 0).any():
+        raise InputError(f"{path}: no lung found by the {segmentation.engine_used} engine; check the "
+                         "scan or give a lung mask")
+    start = step("qct", 3, "measuring densitometry")
+    result.qct = measure_qct(ct, segmentation.labels, lobes=segmentation.lobes, config=qct_config,
+                             noise_hu=qc.measures.get("noise_hu"))
+    timings["qct"] = round(time.perf_counter() - start, 3)
+    if progress is not None:
+        progress("done", 1.0, "done")
+    return result
+
+
+def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
+               overwrite: bool = False) -> Path:
+    """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``).
+
+    Files: summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd,
+    laa_map.nrrd, report.html (unless ``report=False``). ``scene=True`` needs the MRML layer
+    (lungs.seg.nrrd and scene.mrb), which is not part of this build yet: it raises.
+    """
+    from .phantom.io import save_label
+
+    out = Path(out_dir).resolve()
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists: choose another folder or pass --overwrite")
+    if scene:
+        raise InputError("scene export (lungs.seg.nrrd, scene.mrb) is not available in this version: "
+                         "pass --no-scene")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        summary = result.summary()
+        if result.qct is not None:
+            result.qct.dataframe().to_csv(work / "qct.csv", index=False)
+            save_label(result.segmentation.labels, result.ct, work / "lung_labels.nrrd")
+            save_label(result.qct.laa_map, result.ct, work / "laa_map.nrrd")
+        if report:
+            from .report import write_report
+
+            write_report(result, work / "report.html")
+        (work / "summary.json").write_text(json.dumps(summary, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,143 @@
+"""The self-contained HTML report of one case (images embedded as PNG data URIs).
+
+Sections: severity and quality control, axial and coronal views with the lung outline and the
+LAA map overlay, a coronal projection of the LAA clusters, the lung HU histogram with the
+thresholds, the per-zone bar chart, the QCT table, and the not-for-clinical-use line.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import NOT_CLINICAL
+
+#: LAA map colours by cluster size class (1 < 5 mm, 2 5-10, 3 10-20, 4 >= 20 mm).
+LAA_COLORS = ("#ffe066", "#ff9f1c", "#e63946", "#9d4edd")
+LAA_NAMES = ("< 5 mm", "5-10 mm", "10-20 mm", ">= 20 mm")
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _views(ct, labels, laa_map) -> str:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    lung = labels > 0
+    k = int(np.argmax((laa_map > 0).sum(axis=(1, 2)))) if laa_map.any() else int(np.argmax(lung.sum(axis=(1, 2))))
+    j = int(np.argmax(lung.sum(axis=(0, 2))))
+    sx, sy, sz = ct.spacing
+    cmap = ListedColormap(LAA_COLORS)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    panels = [(ct.hu[k], lung[k], laa_map[k], sy / sx, f"axial slice {k}"),
+              (ct.hu[::-1, j], lung[::-1, j], laa_map[::-1, j], sz / sx, f"coronal row {j} (head up)")]
+    for ax, (image, outline, laa, aspect, title) in zip(axes, panels):
+        ax.imshow(image, cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
+        if outline.any():
+            ax.contour(outline, levels=[0.5], colors="#4cc9f0", linewidths=0.6)
+        overlay = np.ma.masked_equal(laa, 0)
+        ax.imshow(overlay, cmap=cmap, vmin=0.5, vmax=4.5, alpha=0.8, aspect=aspect, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    projection = (laa_map > 0).sum(axis=1)[::-1]
+    axes[2].imshow(lung.any(axis=1)[::-1], cmap="gray", vmin=0, vmax=3, aspect=sz / sx)
+    axes[2].imshow(np.ma.masked_equal(projection, 0), cmap="inferno", aspect=sz / sx)
+    axes[2].set_title("coronal projection: LAA voxels per column", fontsize=10)
+    axes[2].axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in LAA_COLORS]
+    fig.legend(handles, [f"LAA cluster {n}" for n in LAA_NAMES], loc="lower center", ncol=4, frameon=False)
+    return _png(fig)
+
+
+def _histogram(ct, labels, whole) -> str:
+    import matplotlib.pyplot as plt
+
+    values = ct.hu[labels > 0]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.hist(values, bins=np.arange(-1100, 201, 5), color="#457b9d")
+    for hu, label, color in ((-950, "-950 HU", "#e63946"), (-856, "-856 HU", "#f4a261"),
+                             (whole["perc15_hu"], f"Perc15 {whole['perc15_hu']} HU", "#2a9d8f")):
+        ax.axvline(hu, color=color, lw=1.5, label=label)
+    ax.set_xlabel("HU")
+    ax.set_ylabel("lung voxels")
+    ax.set_title("lung density histogram")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _zones(qct) -> str:
+    import matplotlib.pyplot as plt
+
+    names = [f"{s}_{t}" for s in ("right", "left") for t in ("upper", "middle", "lower")]
+    naive = [qct.region(n)["laa950_pct"] or 0 for n in names]
+    robust = [qct.region(n)["robust_extent_pct"] or 0 for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, naive, 0.4, label="%LAA-950", color="#e76f51")
+    ax.bar(x + 0.2, robust, 0.4, label="noise-robust extent", color="#264653")
+    for bound in (0.5, 5, 20):
+        ax.axhline(bound, color="gray", lw=0.6, ls=":")
+    ax.set_xticks(x, [n.replace("_", "\n") for n in names], fontsize=8)
+    ax.set_ylabel("% of zone")
+    ax.set_title("emphysema by zone (dotted: zone grade bounds)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _table(rows, columns) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>"
+                                    for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(result, path) -> Path:
+    """Write ``report.html`` for a :class:`~EmphysemaXAILib.pipeline.CaseResult`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ct, qc = result.ct, result.qc
+    parts = [f"<h1>EmphysemaXAI report</h1><p class='warn'>{html.escape(NOT_CLINICAL)}</p>",
+             f"<p>Input: {html.escape(ct.kind)} {' x '.join(map(str, ct.shape[::-1]))} voxels, "
+             f"{' x '.join(f'{s:.2f}' for s in ct.spacing)} mm</p>"]
+    if result.qct is not None:
+        severity = result.qct.qct_severity
+        whole = result.qct.region("whole")
+        parts.append(f"<h2>QCT severity: {html.escape(str(severity['class']))}</h2>"
+                     f"<p>extent {severity['extent_pct']:.2f}% of lung ({html.escape(severity['rule'])}); "
+                     f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU, lung volume "
+                     f"{whole['volume_l']:.2f} l. Segmentation: {html.escape(result.segmentation.engine_used)} "
+                     "engine. Classes: none &lt; 5%, mild &lt; 15%, moderate &lt; 25%, severe; the bands "
+                     "above 5% are conventions, not a clinical standard.</p>")
+        grades = severity.get("zone_grades", {})
+        parts.append(_table([{"zone": z, "grade": g} for z, g in grades.items()], ["zone", "grade"]))
+        parts.append(f"<h2>Images</h2><img src='{_views(ct, result.segmentation.labels, result.qct.laa_map)}'>")
+        parts.append(f"<img src='{_histogram(ct, result.segmentation.labels, whole)}'>"
+                     f"<img src='{_zones(result.qct)}'>")
+        columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "laa950_pct", "laa910_pct",
+                   "laa856_pct", "robust_extent_pct", "laa_clusters", "laa_cluster_d"]
+        parts.append("<h2>Densitometry</h2>" + _table(result.qct.regions, columns))
+    parts.append("<h2>Quality control</h2><ul>"
+                 + "".join(f"<li class='err'>{html.escape(e)}</li>" for e in qc.errors)
+                 + "".join(f"<li>{html.escape(w)}</li>" for w in qc.warnings + result.warnings)
+                 + "</ul>")
+    parts.append(_table([{"measure": k, "value": v} for k, v in qc.measures.items()], ["measure", "value"]))
+    parts.append(f"<p class='warn'>{html.escape(NOT_CLINICAL)}</p>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:"
+             "collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}"
+             ".warn{color:#a4161a;font-weight:bold}.err{color:#a4161a}img{max-width:100%}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>EmphysemaXAI report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path
