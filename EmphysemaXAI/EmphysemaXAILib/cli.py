@@ -256,7 +256,8 @@ def _ct_input(parser) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from .pipeline import analyze_case, write_case
+    from .batch import write_case
+    from .pipeline import analyze_case
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

@@ -5,15 +5,12 @@ Each step is timed; ``progress(step, fraction, message)`` is called before every
 quality control excludes stops after QC with ``excluded=True``. The model and explanation steps
 of later issues plug in after QCT. :func:`write_case` writes the files of ``contracts.md`` into a
 temporary folder and renames it onto the output folder, so a failure leaves nothing behind.
+Writing the outputs (files, report, Slicer scene) is a front end's job: see :mod:`.batch`.
 """
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -137,41 +134,3 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     if progress is not None:
         progress("done", 1.0, "done")
     return result
-
-
-def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
-               overwrite: bool = False) -> Path:
-    """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``).
-
-    Files: summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd,
-    laa_map.nrrd, report.html (unless ``report=False``). ``scene=True`` needs the MRML layer
-    (lungs.seg.nrrd and scene.mrb), which is not part of this build yet: it raises.
-    """
-    from .phantom.io import save_label
-
-    out = Path(out_dir).resolve()
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists: choose another folder or pass --overwrite")
-    if scene:
-        raise InputError("scene export (lungs.seg.nrrd, scene.mrb) is not available in this version: "
-                         "pass --no-scene")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        summary = result.summary()
-        if result.qct is not None:
-            result.qct.dataframe().to_csv(work / "qct.csv", index=False)
-            save_label(result.segmentation.labels, result.ct, work / "lung_labels.nrrd")
-            save_label(result.qct.laa_map, result.ct, work / "laa_map.nrrd")
-        if report:
-            from .report import write_report
-
-            write_report(result, work / "report.html")
-        (work / "summary.json").write_text(json.dumps(summary, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return out

@@ -1,0 +1,148 @@
+"""Core results -> MRML nodes and back: lung segmentation, tables, LAA overlay, volume rendering.
+
+Runs on a real MRML scene (the Slicer application's or :func:`~.app.bootstrap`'s). Geometry: the
+label maps are (z, y, x) on the CT grid, so they share the CT volume node's IJK-to-RAS.
+"""
+from __future__ import annotations
+
+import numpy as np
+import vtk
+
+import slicer
+import slicer.util
+
+#: Segment name -> (label value, SNOMED CT code and meaning of the side, colour).
+LUNG_SEGMENTS = {"Right lung": (1, "24028007", "Right", (0.50, 0.68, 0.95)),
+                 "Left lung": (2, "7771000", "Left", (0.95, 0.70, 0.40))}
+#: LAA map colour table: value, name, RGBA (0 transparent).
+LAA_COLORS = ((0, "none", (0.0, 0.0, 0.0, 0.0)), (1, "LAA cluster < 5 mm", (1.0, 0.88, 0.4, 1.0)),
+              (2, "LAA cluster 5-10 mm", (1.0, 0.62, 0.11, 1.0)), (3, "LAA cluster 10-20 mm", (0.9, 0.22, 0.27, 1.0)),
+              (4, "LAA cluster >= 20 mm", (0.62, 0.31, 0.87, 1.0)))
+
+
+def lung_terminology(code: str, meaning: str) -> str:
+    """Slicer's serialized terminology entry for a lung side (SNOMED CT: Lung + laterality)."""
+    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
+        "Segmentation category and type - 3D Slicer General Anatomy list",
+        "123037004", "SCT", "Anatomical Structure", "39607008", "SCT", "Lung",
+        code, "SCT", meaning, "Anatomic codes - DICOM master list", "", "", "", "", "", "")
+
+
+def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lungs"):
+    """A segmentation node with "Right lung" / "Left lung" (terminology, colours, closed surface)."""
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
+    segmentation = node.GetSegmentation()
+    for segment_name, (value, code, meaning, color) in LUNG_SEGMENTS.items():
+        segment_id = segmentation.AddEmptySegment(segment_name.replace(" ", "_"), segment_name, color)
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetTerminology(lung_terminology(code, meaning))
+        segment.SetLabelValue(value)
+        slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), node,
+                                                         segment_id, ct_node)
+    node.CreateClosedSurfaceRepresentation()
+    return node
+
+
+def labels_from_segmentation_node(segmentation_node, ct_node) -> np.ndarray:
+    """(z, y, x) uint8 lung labels on the CT grid from a (possibly user-edited) segmentation:
+    segments named "Right lung" / "Left lung" give 1 / 2."""
+    scene = segmentation_node.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__export__")
+    try:
+        out = np.zeros(slicer.util.arrayFromVolume(ct_node).shape, np.uint8)
+        segmentation = segmentation_node.GetSegmentation()
+        for segment_name, (value, *_rest) in LUNG_SEGMENTS.items():
+            segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
+            if not segment_id:
+                raise ValueError(f"the segmentation has no segment named {segment_name!r}")
+            ids = vtk.vtkStringArray()
+            ids.InsertNextValue(segment_id)
+            slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, labelmap, ct_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+            out[slicer.util.arrayFromVolume(labelmap) > 0] = value
+        return out
+    finally:
+        display = labelmap.GetDisplayNode()
+        if display is not None and display.GetColorNode() is not None and display.GetColorNode().GetName() != "GenericColors":
+            scene.RemoveNode(display.GetColorNode())
+        scene.RemoveNode(labelmap)
+
+
+def table_node(scene, name: str, rows: list, units: dict | None = None, descriptions: dict | None = None):
+    """A table node from a list of dicts (numbers as double columns, others as strings), with
+    units and descriptions as column properties."""
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    columns = list(rows[0]) if rows else []
+    for column in columns:
+        values = [r.get(column) for r in rows]
+        numeric = all(v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)
+        array = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
+        array.SetName(column)
+        for v in values:
+            if numeric:
+                array.InsertNextValue(float("nan") if v is None else float(v))
+            else:
+                array.InsertNextValue("" if v is None else str(v))
+        table.AddColumn(array)
+    for column, unit in (units or {}).items():
+        if column in columns:
+            node.SetColumnUnitLabel(column, unit)
+    for column, text in (descriptions or {}).items():
+        if column in columns:
+            node.SetColumnDescription(column, text)
+    return node
+
+
+def laa_color_node(scene, name: str = "EmphysemaXAI LAA"):
+    """The module's own colour table for the LAA map (built in code: the same headless and in Slicer)."""
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(len(LAA_COLORS))
+    node.GetLookupTable().SetTableRange(0, len(LAA_COLORS) - 1)
+    for value, label, rgba in LAA_COLORS:
+        node.SetColor(value, label, *rgba)
+    return node
+
+
+def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, app_logic=None,
+                   opacity: float = 0.6):
+    """A scalar volume on the CT grid shown with ``color_node`` as the foreground of every slice view."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.CopyOrientation(ct_node)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(values))
+    node.CreateDefaultDisplayNodes()
+    display = node.GetScalarVolumeDisplayNode()
+    display.SetAndObserveColorNodeID(color_node.GetID())
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevelMinMax(0, color_node.GetNumberOfColors() - 1)
+    display.SetInterpolate(False)
+    if app_logic is not None:
+        selection = app_logic.GetSelectionNode()
+        selection.SetActiveVolumeID(ct_node.GetID())
+        selection.SetSecondaryVolumeID(node.GetID())
+        app_logic.PropagateVolumeSelection(0)
+        for composite in scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
+            composite.SetForegroundOpacity(opacity)
+    return node
+
+
+def volume_rendering(overlay_node, color_node):
+    """3D volume rendering of a label-like overlay with transfer functions built from its colours."""
+    logic = slicer.modules.volumerendering.logic()
+    display = logic.CreateDefaultVolumeRenderingNodes(overlay_node)
+    prop_node = display.GetVolumePropertyNode()
+    prop_node.SetName(f"{overlay_node.GetName()} rendering")
+    opacity, colors = vtk.vtkPiecewiseFunction(), vtk.vtkColorTransferFunction()
+    rgba = [0.0] * 4
+    for value in range(color_node.GetNumberOfColors()):
+        color_node.GetColor(value, rgba)
+        opacity.AddPoint(value, 0.0 if value == 0 else 0.6)
+        colors.AddRGBPoint(value, *rgba[:3])
+    prop_node.GetVolumeProperty().SetScalarOpacity(opacity)
+    prop_node.GetVolumeProperty().SetColor(colors)
+    prop_node.GetVolumeProperty().SetInterpolationTypeToNearest()
+    display.SetVisibility(True)
+    return display

@@ -1,0 +1,69 @@
+"""A case's results as a Slicer scene: ``export_case_scene(result, out_dir)``.
+
+Writes ``lungs.seg.nrrd`` (the lung segmentation as a Slicer segmentation file) and
+``scene.mrb`` (CT, segmentation with surfaces, LAA map overlay with its colour table and volume
+rendering, tables "QCT", "Severity" and "Quality control"): open it in Slicer and see the result.
+The scene is built in a fresh headless scene, so repeated exports never mix cases.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .app import bootstrap
+from .nodes import laa_color_node, lung_segmentation_node, overlay_volume, table_node, volume_rendering
+from .volumes import volume_node_from_ct
+
+QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",
+             "perc10_hu": "HU", "perc15_hu": "HU", "laa950_pct": "%", "laa925_pct": "%", "laa910_pct": "%",
+             "laa856_pct": "%", "haa600_pct": "%", "haa250_pct": "%", "noise_hu": "HU", "robust_extent_pct": "%"}
+QCT_DESCRIPTIONS = {"laa950_pct": "lung voxels at or below -950 HU (project convention)",
+                    "perc15_hu": "15th percentile of the lung density histogram",
+                    "robust_extent_pct": "emphysema extent from the noise-deconvolved histogram",
+                    "laa_cluster_d": "slope D of the cumulative LAA cluster-size distribution"}
+
+
+def build_case_scene(result, scene=None, app_logic=None) -> dict:
+    """Add the case's nodes to ``scene`` (default: a fresh headless scene); returns them by role."""
+    if scene is None:
+        scene, app_logic = bootstrap(fresh=True)
+    ct_node = volume_node_from_ct(scene, result.ct, "CT")
+    ct_node.CreateDefaultDisplayNodes()
+    display = ct_node.GetDisplayNode()
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevel(1400, -500)
+    nodes = {"ct": ct_node}
+    if result.qct is not None:
+        nodes["segmentation"] = lung_segmentation_node(scene, ct_node, result.segmentation.labels)
+        nodes["laa_colors"] = laa_color_node(scene)
+        nodes["laa_map"] = overlay_volume(scene, ct_node, result.qct.laa_map, "LAA map", nodes["laa_colors"], app_logic)
+        nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
+        nodes["qct_table"] = table_node(scene, "QCT", result.qct.regions, QCT_UNITS, QCT_DESCRIPTIONS)
+        severity = result.qct.qct_severity
+        rows = [{"item": "class", "value": severity["class"]}, {"item": "extent_pct", "value": str(severity["extent_pct"])},
+                {"item": "rule", "value": severity["rule"]}]
+        rows += [{"item": zone, "value": grade} for zone, grade in severity["zone_grades"].items()]
+        nodes["severity_table"] = table_node(scene, "Severity", rows)
+    qc_rows = [{"item": "error", "value": e} for e in result.qc.errors]
+    qc_rows += [{"item": "warning", "value": w} for w in result.qc.warnings]
+    qc_rows += [{"item": k, "value": str(v)} for k, v in result.qc.measures.items()]
+    nodes["qc_table"] = table_node(scene, "Quality control", qc_rows)
+    return nodes
+
+
+def export_case_scene(result, out_dir) -> dict:
+    """Write ``lungs.seg.nrrd`` (when lungs were segmented) and ``scene.mrb`` into ``out_dir``."""
+    import slicer.util
+
+    out = Path(out_dir)
+    nodes = build_case_scene(result)
+    written = {}
+    if "segmentation" in nodes:
+        path = out / "lungs.seg.nrrd"
+        if not slicer.util.saveNode(nodes["segmentation"], str(path)):
+            raise RuntimeError(f"could not write {path}")
+        written["segmentation"] = path
+    path = out / "scene.mrb"
+    if not slicer.util.saveScene(str(path)):
+        raise RuntimeError(f"could not write {path}")
+    written["scene"] = path
+    return written

@@ -1,0 +1,105 @@
+"""The MRML layer on the real Slicer core (headless): segmentation, tables, overlay, scene.mrb."""
+import numpy as np
+import pandas as pd
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not installed")
+
+import slicer.util  # noqa: E402
+import vtk  # noqa: E402
+
+from EmphysemaXAILib.batch import write_case  # noqa: E402
+from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
+from EmphysemaXAILib.mrml.nodes import LUNG_SEGMENTS, labels_from_segmentation_node  # noqa: E402
+from EmphysemaXAILib.mrml.scene_export import build_case_scene  # noqa: E402
+from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
+from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402
+from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
+from EmphysemaXAILib.qct import measure_qct  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    phantom = generate_phantom(PhantomParams(size="small", seed=14, extent_pct=12, pattern="mixed"))
+    folder = write_phantom(phantom, tmp_path_factory.mktemp("p") / "ph", fmt="nrrd")
+    return analyze_case(folder / "ct.nrrd", engine="classical")
+
+
+def test_bootstrap_is_idempotent_and_publishes_the_slicer_objects():
+    scene, app_logic = bootstrap()
+    assert bootstrap() == (scene, app_logic)
+    assert slicer.mrmlScene is scene and slicer.app.mrmlScene() is scene
+    assert slicer.modules.segmentations.logic() is not None
+    fresh, _ = bootstrap(fresh=True)
+    assert fresh is not scene and slicer.mrmlScene is fresh
+
+
+def test_case_nodes_geometry_segments_and_tables(case):
+    scene, app_logic = bootstrap(fresh=True)
+    nodes = build_case_scene(case, scene, app_logic)
+    ct_node = nodes["ct"]
+    matrix = vtk.vtkMatrix4x4()
+    ct_node.GetIJKToRASMatrix(matrix)
+    lps = case.ct.index_to_lps((10, 20, 30))
+    assert matrix.MultiplyPoint((30, 20, 10, 1))[:3] == pytest.approx([-lps[0], -lps[1], lps[2]], abs=1e-6)
+    segmentation = nodes["segmentation"].GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    assert names == list(LUNG_SEGMENTS)
+    assert "SCT^39607008^Lung" in segmentation.GetNthSegment(0).GetTerminology()
+    assert "SCT^24028007^Right" in segmentation.GetNthSegment(0).GetTerminology()
+    assert nodes["segmentation"].GetClosedSurfaceInternalRepresentation("Right_lung").GetNumberOfPoints() > 100
+    # the segmentation gives back exactly the labels it was made from
+    assert np.array_equal(labels_from_segmentation_node(nodes["segmentation"], ct_node), case.segmentation.labels)
+    table = slicer.util.dataframeFromTable(nodes["qct_table"])
+    expected = case.qct.dataframe()
+    assert list(table["region"]) == list(expected["region"])
+    assert np.allclose(table["laa950_pct"].astype(float), expected["laa950_pct"].astype(float))
+    assert nodes["qct_table"].GetColumnUnitLabel("perc15_hu") == "HU"
+    laa_display = nodes["laa_map"].GetDisplayNode()
+    assert laa_display.GetColorNodeID() == nodes["laa_colors"].GetID()
+    assert np.array_equal(slicer.util.arrayFromVolume(nodes["laa_map"]), case.qct.laa_map)
+    composite = scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
+    assert composite.GetForegroundVolumeID() == nodes["laa_map"].GetID()
+    assert composite.GetBackgroundVolumeID() == ct_node.GetID()
+    assert nodes["laa_rendering"].IsA("vtkMRMLVolumeRenderingDisplayNode")
+
+
+def test_recompute_qct_from_an_edited_segmentation(case):
+    scene, app_logic = bootstrap(fresh=True)
+    nodes = build_case_scene(case, scene, app_logic)
+    labels = labels_from_segmentation_node(nodes["segmentation"], nodes["ct"])
+    edited = labels.copy()
+    top = np.flatnonzero((labels == 1).any(axis=(1, 2)))[-10:]
+    edited[top] = np.where(edited[top] == 1, 0, edited[top])  # the user erases the right apex
+    slicer.util.updateSegmentBinaryLabelmapFromArray((edited == 1).astype(np.uint8), nodes["segmentation"],
+                                                     "Right_lung", nodes["ct"])
+    again = labels_from_segmentation_node(nodes["segmentation"], nodes["ct"])
+    assert np.array_equal(again, edited)
+    before = case.qct.region("right")["voxels"]
+    after = measure_qct(case.ct, again).region("right")["voxels"]
+    assert after == before - int(((labels == 1) & (edited == 0)).sum())
+
+
+def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
+    out = write_case(case, tmp_path / "out")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["laa_map.nrrd", "lung_labels.nrrd", "lungs.seg.nrrd", "qct.csv", "report.html",
+                     "scene.mrb", "summary.json"]
+    scene, _ = bootstrap(fresh=True)
+    slicer.util.loadScene(str(out / "scene.mrb"))
+    volumes = {n.GetName(): n for n in scene.GetNodesByClass("vtkMRMLScalarVolumeNode")}
+    assert set(volumes) == {"CT", "LAA map"}
+    assert np.array_equal(slicer.util.arrayFromVolume(volumes["CT"]), case.ct.hu)
+    assert np.array_equal(slicer.util.arrayFromVolume(volumes["LAA map"]), case.qct.laa_map)
+    assert volumes["LAA map"].GetDisplayNode().GetColorNode().GetName() == "EmphysemaXAI LAA"
+    tables = {n.GetName(): n for n in scene.GetNodesByClass("vtkMRMLTableNode")}
+    assert set(tables) == {"QCT", "Severity", "Quality control"}
+    csv = pd.read_csv(out / "qct.csv")
+    reloaded = slicer.util.dataframeFromTable(tables["QCT"])
+    assert np.allclose(reloaded["mean_hu"].astype(float), csv["mean_hu"])
+    segmentation = scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+    assert np.array_equal(labels_from_segmentation_node(segmentation, volumes["CT"]), case.segmentation.labels)
+    assert scene.GetFirstNodeByClass("vtkMRMLVolumeRenderingDisplayNode") is not None
+    # the segmentation file alone loads as a segmentation too
+    seg_node = slicer.util.loadSegmentation(str(out / "lungs.seg.nrrd"))
+    assert seg_node.GetSegmentation().GetNumberOfSegments() == 2
