@@ -36,26 +36,28 @@ def test_seeds_profile_flag(tmp_path):
     assert seeds["qc"]["errors"] and seeds["qc"]["profile"] == "seeds"
 
 
-def test_demo_runs_on_a_generated_phantom_and_replaces_its_folder(tmp_path):
+def test_demo_analyzes_a_generated_phantom_and_replaces_its_folder(tmp_path):
     out = tmp_path / "demo"
     first = run_cli("demo", "--out", out, "--json")
     assert first.returncode == 0, first.stderr
-    info = json.loads(first.stdout)
-    assert info["qc"]["errors"] == []
-    assert info["shape"] == [200, 256, 256] and info["spacing"] == pytest.approx([1.4, 1.4, 1.4])
+    summary = json.loads(first.stdout)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["qc"]["errors"] == []
+    assert summary["input"]["shape"] == [200, 256, 256]
+    assert summary["input"]["spacing"] == pytest.approx([1.4, 1.4, 1.4])
     assert len(list((out / "phantom" / "ct").glob("*.dcm"))) == 200
     truth = json.loads((out / "phantom" / "truth.json").read_text())
     assert truth["extent_pct"] == pytest.approx(12.0, abs=1.0)
-    assert (out / "phantom" / "preview.png").stat().st_size > 20_000
-    assert json.loads((out / "info.json").read_text())["shape"] == [200, 256, 256]
+    assert summary["qct_severity"]["class"] == truth["severity"] == "mild"
     import pandas as pd
     qct = pd.read_csv(out / "qct.csv").set_index("region")
     assert qct.loc["whole", "volume_l"] * 1000 == pytest.approx(truth["lung_volume_ml"], rel=0.05)
     assert qct.loc["whole", "laa950_pct"] == pytest.approx(truth["extent_pct"], abs=2.5)
-    for name in ("lung_labels.nrrd", "laa_map.nrrd"):
-        assert (out / name).stat().st_size > 1000
+    for name in ("lung_labels.nrrd", "laa_map.nrrd", "lungs.seg.nrrd", "scene.mrb", "report.html",
+                 "phantom/preview.png"):
+        assert (out / name).stat().st_size > 1000, name
     (out / "stale.txt").write_text("old run")
-    again = run_cli("demo", "--out", out)
+    again = run_cli("demo", "--out", out, "--no-scene")
     assert again.returncode == 0 and "not a medical device" in again.stdout
-    assert not (out / "stale.txt").exists()
+    assert not (out / "stale.txt").exists() and not (out / "scene.mrb").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no temporary folder left behind

@@ -84,52 +84,50 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job on an embedded default: a generated medium phantom, read back and checked."""
-    from .ct_io import read_ct
+    """The main job on an embedded default: ``analyze`` on a generated medium phantom."""
+    from .batch import write_case
     from .phantom import PhantomParams, generate_phantom
-    from .phantom.io import save_label, write_phantom
-    from .qc import run_qc
-    from .qct import measure_qct
-    from .segmentation import segment_lungs
+    from .phantom.io import write_phantom
+    from .pipeline import analyze_case
 
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".emphysema-xai-demo-", dir=out.parent))
     try:
-        print(f"generating a medium phantom (mixed emphysema {DEMO_EXTENT_PCT:g}%, seed {args.seed}) "
-              f"into {out / 'phantom'}", file=sys.stderr)
+        print(f"generating a medium phantom (mixed emphysema {DEMO_EXTENT_PCT:g}%, seed {args.seed})",
+              file=sys.stderr)
         phantom = generate_phantom(PhantomParams(extent_pct=DEMO_EXTENT_PCT, pattern="mixed",
                                                  size="medium", seed=args.seed))
         write_phantom(phantom, work / "phantom", fmt="dicom", preview=work / "phantom" / "preview.png")
-        ct = read_ct(work / "phantom" / "ct")
-        info = info_dict(ct, run_qc(ct))
-        (work / "info.json").write_text(json.dumps(info, indent=2))
-        segmentation = segment_lungs(ct, engine="auto")
-        save_label(segmentation.labels, ct, work / "lung_labels.nrrd")
-        qct = measure_qct(ct, segmentation.labels)
-        qct.dataframe().to_csv(work / "qct.csv", index=False)
-        save_label(qct.laa_map, ct, work / "laa_map.nrrd")
+        result = analyze_case(work / "phantom" / "ct", progress=None if args.json else _progress)
+        analysis = write_case(result, work / "analysis", scene=not args.no_scene)
+        (analysis / "phantom").mkdir()
+        for item in (work / "phantom").iterdir():
+            shutil.move(str(item), analysis / "phantom" / item.name)
         if out.exists():
             shutil.rmtree(out)  # the demo's own folder, replaced on rerun
-        work.rename(out)
-    except BaseException:
+        analysis.rename(out)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
-        raise
+    summary = result.summary()
     if args.json:
-        print(json.dumps(info))
+        print(json.dumps(summary))
     else:
-        _print_info(info, sys.stdout)
         truth = phantom.truth
-        whole = qct.region("whole")
-        print(f"\nlungs ({segmentation.engine_used} engine): right {qct.region('right')['volume_l']:.2f} l, "
-              f"left {qct.region('left')['volume_l']:.2f} l")
+        whole = result.qct.region("whole")
+        print(f"lungs ({result.segmentation.engine_used} engine): right {result.qct.region('right')['volume_l']:.2f} l, "
+              f"left {result.qct.region('left')['volume_l']:.2f} l")
         print(f"QCT: %LAA-950 {whole['laa950_pct']:.2f}%, noise-robust extent {whole['robust_extent_pct']:.2f}%, "
-              f"Perc15 {whole['perc15_hu']} HU -> {qct.qct_severity['class']}")
+              f"Perc15 {whole['perc15_hu']} HU -> {result.qct.qct_severity['class']}")
         print(f"truth: {truth['subtype']} emphysema {truth['extent_pct']:.2f}% of lung ({truth['severity']})")
-        print(f"written in {out}: phantom/ (DICOM series, labels, truth.json, preview.png), info.json, "
-              "lung_labels.nrrd, qct.csv, laa_map.nrrd")
+        print(f"written in {out}: summary.json, qct.csv, lung_labels.nrrd, lungs.seg.nrrd, laa_map.nrrd, "
+              "report.html, scene.mrb (open it in 3D Slicer), phantom/ (DICOM input, labels, truth.json)")
         print(NOT_CLINICAL)
     return 0
+
+
+def _progress(step, fraction, message) -> None:
+    print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
 
 
 def _numbers(text: str, flag: str) -> tuple:
@@ -263,12 +261,9 @@ def cmd_analyze(args) -> int:
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists: choose another folder or pass --overwrite")
 
-    def progress(step, fraction, message):
-        print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
-
     result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
                           lungmask_weights=args.lungmask_weights, series_uid=args.series,
-                          progress=None if args.json else progress)
+                          progress=None if args.json else _progress)
     write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     summary = result.summary()
     if args.json:
@@ -361,10 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     analyze.set_defaults(func=cmd_analyze)
 
-    demo = sub.add_parser("demo", help="generate a phantom and run the pipeline on it")
+    demo = sub.add_parser("demo", help="analyze a generated medium phantom (the main job)")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    demo.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
+    demo.add_argument("--json", action="store_true", help="print summary.json on stdout")
     demo.set_defaults(func=cmd_demo)
     return parser
 
