@@ -277,6 +277,20 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch import run_batch
+
+    rows = run_batch(args.root, args.out, workers=args.workers, resume=args.resume,
+                     report=not args.no_report, scene=not args.no_scene, engine=args.engine)
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "excluded", "failed")}
+    print(f"{args.out}: {len(rows)} cases: {counts['ok']} ok, {counts['excluded']} excluded, "
+          f"{counts['failed']} failed (cohort.csv, qc_montage.png, cases/)")
+    for row in rows:
+        if row["status"] == "failed":
+            print(f"  failed {row['case_id']}: {row['error']}", file=sys.stderr)
+    return 1 if args.strict and counts["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emphysema-xai",
@@ -355,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-report", action="store_true", help="no report.html")
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     analyze.set_defaults(func=cmd_analyze)
+
+    batch = sub.add_parser("batch", help="analyze every case (DICOM series or image file) under a folder")
+    batch.add_argument("root", help="folder of cases")
+    batch.add_argument("--out", required=True, help="output folder (cohort.csv, qc_montage.png, cases/)")
+    batch.add_argument("--workers", type=int, default=1, help="worker processes")
+    batch.add_argument("--resume", action="store_true", help="skip cases a previous run finished")
+    batch.add_argument("--engine", choices=ENGINES, default="auto")
+    batch.add_argument("--no-scene", action="store_true", help="no Slicer scenes")
+    batch.add_argument("--no-report", action="store_true", help="no HTML reports")
+    batch.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
+    batch.set_defaults(func=cmd_batch)
 
     demo = sub.add_parser("demo", help="analyze a generated medium phantom (the main job)")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")
