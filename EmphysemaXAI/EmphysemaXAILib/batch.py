@@ -134,7 +134,10 @@ def run_case(case: dict, out_root: str, options: dict) -> dict:
     row.update(case_id=case["case_id"], source=case["source"])
     thumb = None
     try:
-        result = analyze_case(case["path"], series_uid=case["series_uid"], engine=options.get("engine", "auto"))
+        from .config import load_settings
+
+        result = analyze_case(case["path"], series_uid=case["series_uid"], engine=options.get("engine", "auto"),
+                              settings=load_settings(options.get("config")))
         write_case(result, Path(out_root) / "cases" / case["case_id"], report=options.get("report", True),
                    scene=options.get("scene", True), overwrite=True)
         thumb = _thumbnail(result)
@@ -169,7 +172,7 @@ def _resumed(case: dict, out_root: Path) -> dict | None:
 
 
 def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: bool = True,
-              scene: bool = True, engine: str = "auto", progress: bool = True) -> list:
+              scene: bool = True, engine: str = "auto", progress: bool = True, config=None) -> list:
     """Analyse every case under ``root`` into ``out_dir``; write ``cohort.csv`` and
     ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -181,7 +184,7 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
     if not cases:
         raise InputError(f"{root}: no DICOM series or image file found")
     out.mkdir(parents=True, exist_ok=True)
-    options = {"report": report, "scene": scene, "engine": engine}
+    options = {"report": report, "scene": scene, "engine": engine, "config": str(config) if config else None}
     rows, thumbs, todo = {}, {}, []
     for case in cases:
         done = _resumed(case, out) if resume else None

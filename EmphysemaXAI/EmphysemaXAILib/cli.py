@@ -74,7 +74,8 @@ def cmd_info(args) -> int:
     from .qc import run_qc
 
     ct = read_ct(args.input, series_uid=args.series, keep_identity=args.keep_identity)
-    report = run_qc(ct, profile=args.qc_profile)
+    profile = args.qc_profile if args.qc_profile != "default" else _settings(args).qc_profile
+    report = run_qc(ct, profile=profile)
     info = info_dict(ct, report)
     if args.json:
         print(json.dumps(info))
@@ -99,7 +100,8 @@ def cmd_demo(args) -> int:
         phantom = generate_phantom(PhantomParams(extent_pct=DEMO_EXTENT_PCT, pattern="mixed",
                                                  size="medium", seed=args.seed))
         write_phantom(phantom, work / "phantom", fmt="dicom", preview=work / "phantom" / "preview.png")
-        result = analyze_case(work / "phantom" / "ct", progress=None if args.json else _progress)
+        result = analyze_case(work / "phantom" / "ct", progress=None if args.json else _progress,
+                              settings=_settings(args))
         analysis = write_case(result, work / "analysis", scene=not args.no_scene)
         (analysis / "phantom").mkdir()
         for item in (work / "phantom").iterdir():
@@ -124,6 +126,12 @@ def cmd_demo(args) -> int:
               "report.html, scene.mrb (open it in 3D Slicer), phantom/ (DICOM input, labels, truth.json)")
         print(NOT_CLINICAL)
     return 0
+
+
+def _settings(args):
+    from .config import load_settings
+
+    return load_settings(getattr(args, "config", None))
 
 
 def _progress(step, fraction, message) -> None:
@@ -192,8 +200,11 @@ def cmd_segment(args) -> int:
     from .segmentation import segment_lungs
 
     ct = read_ct(args.input, series_uid=args.series)
-    result = segment_lungs(ct, engine=args.engine, lungmask_weights=args.lungmask_weights,
-                           fill_weights=args.lungmask_fill_weights, lobes=bool(args.lobes_out))
+    settings = _settings(args)
+    result = segment_lungs(ct, engine=args.engine if args.engine != "auto" else settings.engine,
+                           lungmask_weights=args.lungmask_weights or settings.lungmask_weights,
+                           fill_weights=args.lungmask_fill_weights or settings.lungmask_fill_weights,
+                           lobes=bool(args.lobes_out))
     _write_atomic(Path(args.out), lambda tmp: save_label(result.labels, ct, tmp))
     if args.lobes_out and result.lobes is not None:
         _write_atomic(Path(args.lobes_out), lambda tmp: save_label(result.lobes, ct, tmp))
@@ -218,8 +229,8 @@ def cmd_qct(args) -> int:
     ct = read_ct(args.input, series_uid=args.series)
     mask = load_mask(args.lung_mask, ct)
     lobes = load_mask(args.lobes, ct, "lobe map") if args.lobes else None
-    config = QCTConfig.cip() if args.cip_compatible else QCTConfig()
-    config.seeds_rule = args.seeds_rule
+    config = QCTConfig.cip() if args.cip_compatible else _settings(args).qct
+    config.seeds_rule = config.seeds_rule or args.seeds_rule
     if args.label_scheme == "cip":
         result = measure_qct(ct, config=config, cip_label_map=mask)
     else:
@@ -263,7 +274,7 @@ def cmd_analyze(args) -> int:
 
     result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
                           lungmask_weights=args.lungmask_weights, series_uid=args.series,
-                          progress=None if args.json else _progress)
+                          progress=None if args.json else _progress, settings=_settings(args))
     write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     summary = result.summary()
     if args.json:
@@ -280,8 +291,10 @@ def cmd_analyze(args) -> int:
 def cmd_batch(args) -> int:
     from .batch import run_batch
 
+    _settings(args)  # refuse a bad config before any case starts
     rows = run_batch(args.root, args.out, workers=args.workers, resume=args.resume,
-                     report=not args.no_report, scene=not args.no_scene, engine=args.engine)
+                     report=not args.no_report, scene=not args.no_scene, engine=args.engine,
+                     config=args.config)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "excluded", "failed")}
     print(f"{args.out}: {len(rows)} cases: {counts['ok']} ok, {counts['excluded']} excluded, "
           f"{counts['failed']} failed (cohort.csv, qc_montage.png, cases/)")
@@ -299,8 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE.toml", help="thresholds, cutpoints and engine options")
 
-    info = sub.add_parser("info", help="list series, geometry, acquisition facts and quality control")
+    info = sub.add_parser("info", parents=[common], help="list series, geometry, acquisition facts and quality control")
     _ct_input(info)
     info.add_argument("--keep-identity", action="store_true",
                       help="include patient name / ID / birth date in the output")
@@ -332,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--json", action="store_true", help="print truth.json on stdout")
     phantom.set_defaults(func=cmd_phantom)
 
-    segment = sub.add_parser("segment", help="segment the lungs (1 right, 2 left)")
+    segment = sub.add_parser("segment", parents=[common], help="segment the lungs (1 right, 2 left)")
     _ct_input(segment)
     segment.add_argument("--out", required=True, help="lung label map to write (.nrrd)")
     segment.add_argument("--engine", choices=ENGINES, default="auto",
@@ -344,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--lobes-out", metavar="PATH", help="also write the lobe map (lungmask only)")
     segment.set_defaults(func=cmd_segment)
 
-    qct = sub.add_parser("qct", help="CT densitometry per lung region")
+    qct = sub.add_parser("qct", parents=[common], help="CT densitometry per lung region")
     _ct_input(qct)
     qct.add_argument("--lung-mask", required=True, help="lung label map on the CT grid")
     qct.add_argument("--lobes", metavar="MASK", help="lobe map (LTRCLobes codes) on the CT grid")
@@ -359,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the LAA map: voxels below -950 HU coded by cluster size (1-4)")
     qct.set_defaults(func=cmd_qct)
 
-    analyze = sub.add_parser("analyze", help="read, check, segment and measure one case")
+    analyze = sub.add_parser("analyze", parents=[common], help="read, check, segment and measure one case")
     _ct_input(analyze)
     analyze.add_argument("--out", required=True, help="output folder (refused if it exists)")
     analyze.add_argument("--engine", choices=ENGINES, default="auto")
@@ -370,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     analyze.set_defaults(func=cmd_analyze)
 
-    batch = sub.add_parser("batch", help="analyze every case (DICOM series or image file) under a folder")
+    batch = sub.add_parser("batch", parents=[common], help="analyze every case (DICOM series or image file) under a folder")
     batch.add_argument("root", help="folder of cases")
     batch.add_argument("--out", required=True, help="output folder (cohort.csv, qc_montage.png, cases/)")
     batch.add_argument("--workers", type=int, default=1, help="worker processes")
@@ -381,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
     batch.set_defaults(func=cmd_batch)
 
-    demo = sub.add_parser("demo", help="analyze a generated medium phantom (the main job)")
+    demo = sub.add_parser("demo", parents=[common], help="analyze a generated medium phantom (the main job)")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")

@@ -77,7 +77,7 @@ def versions() -> dict:
 
 def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights=None,
                  fill_weights=None, lobes: bool = False, qct_config=None, qc_profile: str = "default",
-                 series_uid: str | None = None, progress=None, cancel=None) -> CaseResult:
+                 series_uid: str | None = None, progress=None, cancel=None, settings=None) -> CaseResult:
     """Read, check, segment and measure one case.
 
     Args:
@@ -86,7 +86,15 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
             label map file on the CT grid, 1 right, 2 left) replaces it.
         qct_config: a :class:`~EmphysemaXAILib.qct.QCTConfig` (thresholds and conventions).
         progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
+        settings: a :class:`~EmphysemaXAILib.config.Settings` (from ``--config``); explicit
+            arguments other than the defaults win over it.
     """
+    if settings is not None:
+        engine = engine if engine != "auto" else settings.engine
+        lungmask_weights = lungmask_weights or settings.lungmask_weights
+        fill_weights = fill_weights or settings.lungmask_fill_weights
+        qct_config = qct_config or settings.qct
+        qc_profile = qc_profile if qc_profile != "default" else settings.qc_profile
     from .ct_io import read_ct
     from .qc import run_qc
     from .qct import measure_qct

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from .regions import REGION_NAMES, LungRegions, lung_regions
-from .severity import seeds_binary_rule, severity_class, zone_grade
+from .severity import SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
 
 METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "kurtosis", "mode_hu",
                "median_hu", "perc10_hu", "perc15_hu", "laa950_pct", "laa925_pct", "laa910_pct",
@@ -58,6 +58,8 @@ class QCTConfig:
     emphysema_hu: float = -950.0
     noisy_hu: float = NOISY_HU
     seeds_rule: bool = False          # add the seeds' binary label (LAA-950 >= 6% and MLD < -850)
+    severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of severity.md
+    zone_cutpoints: tuple = ZONE_CUTPOINTS
 
     @classmethod
     def cip(cls, **overrides) -> "QCTConfig":
@@ -298,11 +300,11 @@ def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
         return row.get("laa950_pct") if value is None else value
 
     whole = extent("whole")
-    out = {"class": severity_class(whole) if whole is not None else None,
+    out = {"class": severity_class(whole, config.severity_cutpoints) if whole is not None else None,
            "extent_pct": whole,
            "rule": f"{key} (noise {noise_hu:.0f} HU {'>' if noisy else '<='} {config.noisy_hu:.0f})"
            if noise_hu is not None else key,
-           "zone_grades": {f"{s}_{t}": zone_grade(extent(f"{s}_{t}"))
+           "zone_grades": {f"{s}_{t}": zone_grade(extent(f"{s}_{t}"), config.zone_cutpoints)
                            for s in ("right", "left") for t in ("upper", "middle", "lower")
                            if extent(f"{s}_{t}") is not None}}
     if config.seeds_rule and by_name.get("whole", {}).get("mean_hu") is not None:
