@@ -103,3 +103,22 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     # the segmentation file alone loads as a segmentation too
     seg_node = slicer.util.loadSegmentation(str(out / "lungs.seg.nrrd"))
     assert seg_node.GetSegmentation().GetNumberOfSegments() == 2
+
+
+def test_slice_views_render_headless_with_the_overlay_colours(case, tmp_path):
+    from EmphysemaXAILib.mrml.render import ras_offset, render_slice
+
+    scene, app_logic = bootstrap(fresh=True)
+    build_case_scene(case, scene, app_logic)
+    laa = case.qct.laa_map
+    k = int(np.argmax((laa > 0).sum(axis=(1, 2))))
+    image = render_slice(app_logic, "Red", ras_offset(case.ct, (k, 0, 0), "Red"), tmp_path / "axial.png", 300)
+    assert (tmp_path / "axial.png").stat().st_size > 5000
+    rgb = image[..., :3].astype(int)
+    assert image.shape == (300, 300, 4) and rgb.std() > 20  # not blank
+    # the CT is grey; the LAA overlay (60 % over it) is the only saturated colour in the view
+    coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 60
+    assert coloured.sum() > 500
+    empty = np.flatnonzero(~(laa > 0).any(axis=(1, 2)))[-1]  # a slice above the lungs: no LAA
+    above = render_slice(app_logic, "Red", ras_offset(case.ct, (empty, 0, 0), "Red"), None, 300)[..., :3].astype(int)
+    assert ((above.max(axis=2) - above.min(axis=2)) > 60).sum() == 0

@@ -1,4 +1,4 @@
-"""Draw the extension icon (128 x 128) and the first screenshot (demo case + QC) with matplotlib.
+"""Draw the extension icon (128 x 128) and the first screenshot (Slicer slice views of a phantom).
 
 Run from the project root: ``.venv/bin/python tools/make_icons.py``. The PNGs are committed;
 rerun after a change of design.
@@ -35,21 +35,35 @@ def icon(path: Path) -> None:
 
 
 def screenshot(path: Path) -> None:
-    from EmphysemaXAILib.qc import run_qc
-    from EmphysemaXAILib.sample import make_sample_ct
+    """Slicer's own slice views (axial, coronal) of an analysed phantom, rendered headless."""
+    import tempfile
 
-    ct = make_sample_ct(seed=0, blood_hu=280.0)
-    report = run_qc(ct)
-    fig, (image, text) = plt.subplots(1, 2, figsize=(10, 5), gridspec_kw={"width_ratios": [1, 1.1]})
-    image.imshow(ct.hu[ct.shape[0] // 2], cmap="gray", vmin=-1000, vmax=400)
-    image.set_title("sample chest CT (axial, W 1400 / L -300)")
-    image.axis("off")
-    lines = ["Quality control", ""] + [f"warning: {w}" for w in report.warnings] + [""]
-    lines += [f"{k}: {report.measures[k]}" for k in ("noise_hu", "air_hu", "blood_pool_hu",
-                                                      "lung_air_volume_ml", "padding_fraction")]
-    lines += ["", "Research and teaching use only: not a medical device."]
-    text.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8, wrap=True)
-    text.axis("off")
+    from EmphysemaXAILib.mrml.app import bootstrap
+    from EmphysemaXAILib.mrml.render import ras_offset, render_slice
+    from EmphysemaXAILib.mrml.scene_export import build_case_scene
+    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+    from EmphysemaXAILib.phantom.io import write_phantom
+    from EmphysemaXAILib.pipeline import analyze_case
+
+    phantom = generate_phantom(PhantomParams(size="medium", seed=3, extent_pct=18, pattern="mixed"))
+    with tempfile.TemporaryDirectory() as folder:
+        write_phantom(phantom, Path(folder) / "ph", fmt="nrrd")
+        result = analyze_case(Path(folder) / "ph" / "ct.nrrd", engine="classical")
+    scene, app_logic = bootstrap(fresh=True)
+    build_case_scene(result, scene, app_logic)
+    laa = result.qct.laa_map
+    k = int(np.argmax((laa > 0).sum(axis=(1, 2))))
+    j = int(np.argmax((laa > 0).sum(axis=(0, 2))))
+    axial = render_slice(app_logic, "Red", ras_offset(result.ct, (k, 0, 0), "Red"), None, 480)
+    coronal = render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None, 480)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
+    for ax, image, title in zip(axes, (axial, coronal), ("axial", "coronal")):
+        ax.imshow(image)
+        ax.set_title(f"{title}: CT with the LAA map overlay (Slicer slice view)", fontsize=9)
+        ax.axis("off")
+    severity = result.qct.qct_severity
+    fig.suptitle(f"EmphysemaXAI on a phantom: {severity['class']}, extent {severity['extent_pct']:.1f}% "
+                 "(research and teaching use only)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
