@@ -122,3 +122,22 @@ def test_slice_views_render_headless_with_the_overlay_colours(case, tmp_path):
     empty = np.flatnonzero(~(laa > 0).any(axis=(1, 2)))[-1]  # a slice above the lungs: no LAA
     above = render_slice(app_logic, "Red", ras_offset(case.ct, (empty, 0, 0), "Red"), None, 300)[..., :3].astype(int)
     assert ((above.max(axis=2) - above.min(axis=2)) > 60).sum() == 0
+
+
+def test_slicer_module_path_volume_node_in_results_in_the_same_scene(case):
+    """What the module's logic does: CT from the user's volume node, results added beside it."""
+    from EmphysemaXAILib.mrml.volumes import ct_from_volume_node, volume_node_from_ct
+
+    scene, app_logic = bootstrap(fresh=True)
+    user_node = volume_node_from_ct(scene, case.ct, "chest CT")
+    ct = ct_from_volume_node(user_node)
+    result = analyze_case(ct, engine="classical")
+    assert result.input_path == "(in memory)"
+    assert result.qct.region("whole")["laa950_pct"] == case.qct.region("whole")["laa950_pct"]
+    nodes = build_case_scene(result, scene, app_logic, ct_node=user_node)
+    assert nodes["ct"] is user_node
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 2  # user CT + LAA map
+    edited = labels_from_segmentation_node(nodes["segmentation"], user_node)
+    again = analyze_case(ct, lung_mask=edited)
+    assert again.segmentation.engine_used == "file"
+    assert again.qct.region("whole")["voxels"] == case.qct.region("whole")["voxels"]

@@ -81,9 +81,10 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     """Read, check, segment and measure one case.
 
     Args:
-        path: DICOM folder or file, NRRD / NIfTI / MHA.
+        path: DICOM folder or file, NRRD / NIfTI / MHA, or a CTVolume already in memory (for
+            example from a Slicer volume node).
         engine: segmentation engine (``auto``, ``lungmask``, ``classical``); ``lung_mask`` (a
-            label map file on the CT grid, 1 right, 2 left) replaces it.
+            label map file on the CT grid, or a (z, y, x) array; 1 right, 2 left) replaces it.
         qct_config: a :class:`~EmphysemaXAILib.qct.QCTConfig` (thresholds and conventions).
         progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
         settings: a :class:`~EmphysemaXAILib.config.Settings` (from ``--config``); explicit
@@ -109,19 +110,24 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
             progress(name, index / len(STEPS), message)
         return time.perf_counter()
 
-    start = step("read", 0, f"reading {path}")
-    ct = read_ct(path, series_uid=series_uid)
+    from .volume import CTVolume
+
+    start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")
+    ct = path if isinstance(path, CTVolume) else read_ct(path, series_uid=series_uid)
     timings["read"] = round(time.perf_counter() - start, 3)
     start = step("qc", 1, "quality control")
     qc = run_qc(ct, profile=qc_profile)
     timings["qc"] = round(time.perf_counter() - start, 3)
-    result = CaseResult(input_path=str(path), ct=ct, qc=qc, timings_s=timings)
+    result = CaseResult(input_path=str(path) if not isinstance(path, CTVolume) else "(in memory)", ct=ct,
+                        qc=qc, timings_s=timings)
     if qc.excluded:
         result.warnings.extend(qc.errors)
         return result
     start = step("segment", 2, "segmenting the lungs")
     if lung_mask is not None:
-        labels = load_mask(lung_mask, ct)
+        labels = np.asarray(lung_mask) if isinstance(lung_mask, np.ndarray) else load_mask(lung_mask, ct)
+        if labels.shape != ct.shape:
+            raise InputError(f"the lung mask is {labels.shape} voxels but the CT is {ct.shape}: give a mask on the CT grid")
         if labels.max() > 2:
             raise InputError(f"{lung_mask}: holds labels up to {labels.max()}; a lung mask has "
                              "0 background, 1 right lung, 2 left lung")

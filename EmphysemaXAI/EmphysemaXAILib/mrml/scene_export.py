@@ -22,15 +22,20 @@ QCT_DESCRIPTIONS = {"laa950_pct": "lung voxels at or below -950 HU (project conv
                     "laa_cluster_d": "slope D of the cumulative LAA cluster-size distribution"}
 
 
-def build_case_scene(result, scene=None, app_logic=None) -> dict:
-    """Add the case's nodes to ``scene`` (default: a fresh headless scene); returns them by role."""
+def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
+    """Add the case's nodes to ``scene`` (default: a fresh headless scene); returns them by role.
+
+    ``ct_node``: an existing volume node holding the CT (inside Slicer, the user's input), used
+    instead of a new one.
+    """
     if scene is None:
         scene, app_logic = bootstrap(fresh=True)
-    ct_node = volume_node_from_ct(scene, result.ct, "CT")
-    ct_node.CreateDefaultDisplayNodes()
-    display = ct_node.GetDisplayNode()
-    display.SetAutoWindowLevel(False)
-    display.SetWindowLevel(1400, -500)
+    if ct_node is None:
+        ct_node = volume_node_from_ct(scene, result.ct, "CT")
+        ct_node.CreateDefaultDisplayNodes()
+        display = ct_node.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(1400, -500)
     nodes = {"ct": ct_node}
     if result.qct is not None:
         nodes["segmentation"] = lung_segmentation_node(scene, ct_node, result.segmentation.labels)
