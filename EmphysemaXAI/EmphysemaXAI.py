@@ -2,22 +2,27 @@
 
 Module, parameter node, Widget, Logic and Test in the order of Slicer's template. The widget only
 binds the GUI to the parameter node and calls the logic; the logic's ``process`` is what a
-researcher calls from Slicer's Python console. All computation lives in ``EmphysemaXAILib``
-(core + MRML logic), which also runs headless (``emphysema-xai`` command line).
+researcher calls from Slicer's Python console, ``processDirectory`` runs a folder of cases. All
+computation lives in ``EmphysemaXAILib`` (core + MRML logic), which also runs headless (the
+``emphysema-xai`` command line); what the widget calls is tested there on the slicer-core wheel.
 """
 import logging
+import os
 from typing import Annotated
 
 import slicer
 import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
 NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
+#: Python packages the analysis needs beyond what Slicer ships (name to import, pip requirement).
+DEPENDENCIES = (("torch", None), ("monai", "monai>=1.4"), ("captum", "captum>=0.7"),
+                ("lungmask", "lungmask>=0.2.22"), ("pydicom", "pydicom>=3.0"))
 
 
 #
@@ -35,11 +40,17 @@ class EmphysemaXAI(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["EmphysemaXAI contributors"]
         self.parent.helpText = _(
-            "Explainable emphysema assessment on chest CT: quality control, lung segmentation, "
-            "CT densitometry (%LAA-950, Perc15), a severity CNN with spatial attention and "
-            "attribution maps. " + NOT_CLINICAL)
+            "Explainable emphysema assessment on chest CT.<ol>"
+            "<li>Load a chest CT (DICOM browser, a file, or <i>Load sample</i> below).</li>"
+            "<li>Pick it as <b>Chest CT</b>; optionally pick a lung segmentation you drew.</li>"
+            "<li>Choose the engine (lungmask needs its weights; classical needs none).</li>"
+            "<li>Press <b>Apply</b>: quality control, lung segmentation, densitometry; the LAA map "
+            "shows over the CT, tables open in the layout.</li>"
+            "<li>Edit the lungs in the Segment Editor if needed and press <b>Recompute from "
+            "edited segmentation</b>.</li></ol>" + NOT_CLINICAL)
         self.parent.acknowledgementText = _(
-            "Built on 3D Slicer, SimpleITK, pydicom, PyTorch, MONAI, captum and lungmask.")
+            "Built on 3D Slicer, SimpleITK, pydicom, PyTorch, MONAI, captum and lungmask. Densitometry "
+            "conventions follow the Chest Imaging Platform.")
 
 
 #
@@ -51,12 +62,24 @@ class EmphysemaXAI(ScriptedLoadableModule):
 class EmphysemaXAIParameterNode:
     """The module's parameters (names match ``SlicerParameterName`` in the .ui file).
 
-    inputVolume - the chest CT (HU) to check.
-    qcProfile - ``default`` or ``seeds`` (adds the seed papers' exclusion rules).
+    inputVolume - the chest CT (HU).
+    inputSegmentation - optional lung segmentation ("Right lung" / "Left lung") replacing the engine.
+    engine - auto (lungmask when its weights are found), lungmask or classical.
+    lungmaskWeights - path of lungmask's R231 weights (else $EMPHYSEMA_XAI_LUNGMASK_WEIGHTS / torch hub cache).
+    emphysemaThreshold - LAA threshold in HU.
+    qcProfile - default or seeds.
+    device - auto, cpu or cuda (for the model steps).
+    outputSegmentation - the lung segmentation written or updated by Apply.
     """
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
+    inputSegmentation: slicer.vtkMRMLSegmentationNode
+    engine: Annotated[str, Choice(["auto", "lungmask", "classical"])] = "auto"
+    lungmaskWeights: str = ""
+    emphysemaThreshold: Annotated[float, WithinRange(-1000, -800)] = -950.0
     qcProfile: Annotated[str, Choice(["default", "seeds"])] = "default"
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
 
 
 #
@@ -73,6 +96,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._cancelRequested = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -81,10 +105,17 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.notClinicalLabel.text = NOT_CLINICAL
+        self.ui.sampleComboBox.addItems([_("Generated phantom (medium, 12% mixed emphysema)"),
+                                         _("CTChest (Slicer sample data)")])
         self.logic = EmphysemaXAILogic()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
+        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSampleButton)
+        self.ui.dependenciesButton.connect("clicked(bool)", self.onDependenciesButton)
+        self.ui.cancelButton.enabled = False
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -126,13 +157,58 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _checkCanApply(self, caller=None, event=None) -> None:
         ready = bool(self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready
-        self.ui.applyButton.toolTip = _("Check the quality of the CT volume") if ready else _(
-            "Select a CT volume")
+        self.ui.recomputeButton.enabled = bool(ready and self._parameterNode.outputSegmentation)
+        self.ui.applyButton.toolTip = _("Run the analysis") if ready else _("Select a chest CT volume")
+
+    def _progress(self, step, fraction, message) -> None:
+        """Progress from the logic: bar, log line, and a chance for Slicer to stay responsive."""
+        self.ui.progressBar.value = int(100 * fraction)
+        self.ui.logTextBrowser.append(message)
+        slicer.app.processEvents()
+
+    def _run(self, useEditedSegmentation: bool) -> None:
+        self._cancelRequested = False
+        self.ui.cancelButton.enabled = True
+        self.ui.applyButton.enabled = False
+        self.ui.logTextBrowser.clear()
+        try:
+            with slicer.util.tryWithErrorDisplay(_("The analysis failed."), waitCursor=True):
+                p = self._parameterNode
+                segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
+                result = self.logic.process(
+                    p.inputVolume, segmentation=segmentation, engine=p.engine,
+                    lungmaskWeights=p.lungmaskWeights or None, emphysemaThreshold=p.emphysemaThreshold,
+                    qcProfile=p.qcProfile, progress=self._progress, cancel=lambda: self._cancelRequested)
+                p.outputSegmentation = result["nodes"].get("segmentation", p.outputSegmentation)
+                self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(result["case"]))
+                self.logic.showResults(result["nodes"])
+        finally:
+            self.ui.cancelButton.enabled = False
+            self._checkCanApply()
 
     def onApplyButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Quality control failed."), waitCursor=True):
-            report = self.logic.process(self._parameterNode.inputVolume, self._parameterNode.qcProfile)
-            self.ui.resultsTextBrowser.setPlainText(self.logic.formatReport(report))
+        self._run(useEditedSegmentation=False)
+
+    def onRecomputeButton(self) -> None:
+        self._run(useEditedSegmentation=True)
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+        self.ui.logTextBrowser.append(_("Cancelling after the current step..."))
+
+    def onLoadSampleButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not load the sample."), waitCursor=True):
+            node = self.logic.loadSample(generated=self.ui.sampleComboBox.currentIndex == 0)
+            self._parameterNode.inputVolume = node
+
+    def onDependenciesButton(self) -> None:
+        missing = self.logic.missingDependencies()
+        if not missing:
+            slicer.util.infoDisplay(_("All dependencies are installed."))
+            return
+        if slicer.util.confirmOkCancelDisplay(_("Install: ") + ", ".join(missing) + "?"):
+            with slicer.util.tryWithErrorDisplay(_("Installation failed."), waitCursor=True):
+                self.logic.installDependencies(missing)
 
 
 #
@@ -149,34 +225,129 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return EmphysemaXAIParameterNode(super().getParameterNode())
 
-    def process(self, inputVolume, qcProfile="default"):
-        """Run quality control on a CT volume node.
-
-        Args:
-            inputVolume: ``vtkMRMLScalarVolumeNode`` holding HU.
-            qcProfile: ``default`` or ``seeds``.
-
-        Returns:
-            ``EmphysemaXAILib.qc.QCReport`` (errors, warnings, measures).
-        """
-        from EmphysemaXAILib.mrml.volumes import ct_from_volume_node
-        from EmphysemaXAILib.qc import run_qc
-
-        if not inputVolume:
-            raise ValueError("Input volume is invalid: select a CT volume")
-        ct = ct_from_volume_node(inputVolume)
-        report = run_qc(ct, profile=qcProfile)
-        logging.info("EmphysemaXAI QC: %d errors, %d warnings", len(report.errors), len(report.warnings))
-        return report
+    # -- dependencies
 
     @staticmethod
-    def formatReport(report) -> str:
-        """The QC report as plain text for the results box."""
-        lines = [f"ERROR: {e}" for e in report.errors] + [f"warning: {w}" for w in report.warnings]
-        if not lines:
-            lines.append("no problems found")
-        lines.append("")
-        lines += [f"{key}: {value}" for key, value in report.measures.items()]
+    def missingDependencies():
+        """Names of the required packages that do not import in Slicer's Python."""
+        import importlib.util
+
+        return [name for name, _req in DEPENDENCIES if importlib.util.find_spec(name) is None]
+
+    @staticmethod
+    def installDependencies(names):
+        """Install missing packages: torch through Slicer's PyTorch extension (it picks the CUDA
+        build for the GPU), the others with pip; never numpy / SimpleITK (Slicer ships them) and
+        never slicer-core (Slicer is the MRML)."""
+        if "torch" in names:
+            try:
+                import PyTorchUtils
+
+                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+            except ImportError:
+                raise RuntimeError("install the PyTorch extension (Extensions Manager), then retry") from None
+        requirements = [req for name, req in DEPENDENCIES if name in names and req]
+        if requirements:
+            slicer.util.pip_install(" ".join(requirements))
+
+    # -- data
+
+    @staticmethod
+    def loadSample(generated=True):
+        """A generated medium phantom (12% mixed emphysema) or Slicer's CTChest sample."""
+        if not generated:
+            import SampleData
+
+            return SampleData.SampleDataLogic().downloadSample("CTChest")
+        from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
+        from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+
+        phantom = generate_phantom(PhantomParams(extent_pct=12, pattern="mixed", size="medium", seed=0))
+        node = volume_node_from_ct(slicer.mrmlScene, phantom.ct, "EmphysemaXAI phantom")
+        node.CreateDefaultDisplayNodes()
+        slicer.util.setSliceViewerLayers(background=node, fit=True)
+        return node
+
+    @staticmethod
+    def acquisitionFromDicom(volumeNode):
+        """Acquisition facts of a volume loaded through Slicer's DICOM browser (else None)."""
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        if not uids or not hasattr(slicer, "dicomDatabase") or slicer.dicomDatabase is None:
+            return None
+        path = slicer.dicomDatabase.fileForInstance(uids[0])
+        if not path or not os.path.exists(path):
+            return None
+        import pydicom
+
+        from EmphysemaXAILib.dicom_series import acquisition_facts
+
+        return acquisition_facts(pydicom.dcmread(path, stop_before_pixels=True))
+
+    # -- analysis
+
+    def process(self, inputVolume, segmentation=None, engine="auto", lungmaskWeights=None,
+                emphysemaThreshold=-950.0, qcProfile="default", progress=None, cancel=None, show=True):
+        """Analyse a chest CT volume node: QC, lungs, densitometry; results into the scene.
+
+        Args:
+            inputVolume: ``vtkMRMLScalarVolumeNode`` in HU.
+            segmentation: optional ``vtkMRMLSegmentationNode`` with "Right lung" / "Left lung"
+                segments (drawn or edited by the user) replacing the engine.
+            engine: ``auto``, ``lungmask`` or ``classical``.
+            progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
+        Returns:
+            ``{"case": CaseResult, "nodes": {role: node}}``.
+        """
+        from EmphysemaXAILib.mrml.nodes import labels_from_segmentation_node
+        from EmphysemaXAILib.mrml.scene_export import build_case_scene
+        from EmphysemaXAILib.mrml.volumes import ct_from_volume_node
+        from EmphysemaXAILib.pipeline import analyze_case
+        from EmphysemaXAILib.qct import QCTConfig
+
+        if not inputVolume:
+            raise ValueError("Input volume is invalid: select a chest CT volume")
+        ct = ct_from_volume_node(inputVolume)
+        ct.modality = "CT"
+        facts = self.acquisitionFromDicom(inputVolume)
+        if facts:
+            ct.acquisition = facts
+        mask = labels_from_segmentation_node(segmentation, inputVolume) if segmentation else None
+        config = QCTConfig(emphysema_hu=emphysemaThreshold)
+        case = analyze_case(ct, engine=engine, lung_mask=mask, lungmask_weights=lungmaskWeights,
+                            qct_config=config, qc_profile=qcProfile, progress=progress, cancel=cancel)
+        nodes = {}
+        if show and not case.excluded:
+            nodes = build_case_scene(case, slicer.mrmlScene, slicer.app.applicationLogic(), ct_node=inputVolume)
+        logging.info("EmphysemaXAI: %s", case.qct.qct_severity if case.qct else case.qc.errors)
+        return {"case": case, "nodes": nodes}
+
+    def processDirectory(self, folder, outputFolder, scene=True, report=True, workers=1):
+        """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)."""
+        from EmphysemaXAILib.batch import run_batch
+
+        return run_batch(folder, outputFolder, workers=workers, scene=scene, report=report, progress=False)
+
+    @staticmethod
+    def showResults(nodes):
+        """Put the QCT table in the layout and the LAA overlay in the slice views."""
+        if "qct_table" in nodes:
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(nodes["qct_table"].GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+        if "laa_map" in nodes:
+            slicer.util.setSliceViewerLayers(foreground=nodes["laa_map"], foregroundOpacity=0.6)
+
+    @staticmethod
+    def formatResult(case) -> str:
+        """The case as plain text for the results box."""
+        lines = [f"ERROR: {e}" for e in case.qc.errors] + [f"warning: {w}" for w in case.qc.warnings + case.warnings]
+        if case.qct is not None:
+            severity = case.qct.qct_severity
+            whole = case.qct.region("whole")
+            lines += ["", f"QCT severity: {severity['class']} ({severity['rule']})",
+                      f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU, "
+                      f"lung volume {whole['volume_l']:.2f} l",
+                      "zones: " + ", ".join(f"{z} {g}" for z, g in severity["zone_grades"].items())]
         lines += ["", NOT_CLINICAL]
         return "\n".join(lines)
 
@@ -187,24 +358,26 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
 
 class EmphysemaXAITest(ScriptedLoadableModuleTest):
-    """Self-test: a generated sample chest CT through the logic, asserting measured values."""
+    """Self-test: a generated phantom through the logic, asserting measured values."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_QualityControlOnSample()
+        self.test_AnalysisOfGeneratedPhantom()
 
-    def test_QualityControlOnSample(self):
+    def test_AnalysisOfGeneratedPhantom(self):
         from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
-        from EmphysemaXAILib.sample import make_sample_ct
+        from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
-        self.delayDisplay("Generating the sample chest CT")
-        ct = make_sample_ct(seed=0, noise_hu=20.0, blood_hu=300.0)
-        node = volume_node_from_ct(slicer.mrmlScene, ct, "SampleChestCT")
-        report = EmphysemaXAILogic().process(node)
-        self.assertEqual(report.errors, [])
-        self.assertAlmostEqual(report.measures["noise_hu"], 20.0, delta=2.0)
-        self.assertTrue(any("contrast" in w for w in report.warnings))
+        self.delayDisplay("Generating a phantom with 20% centrilobular emphysema")
+        phantom = generate_phantom(PhantomParams(extent_pct=20, pattern="centrilobular", size="small", seed=1))
+        node = volume_node_from_ct(slicer.mrmlScene, phantom.ct, "phantom")
+        result = EmphysemaXAILogic().process(node, engine="classical")
+        case = result["case"]
+        self.assertEqual(case.qc.errors, [])
+        self.assertAlmostEqual(case.qct.region("whole")["laa950_pct"], phantom.truth["extent_pct"], delta=2.0)
+        self.assertEqual(case.qct.qct_severity["class"], "moderate")
+        self.assertIsNotNone(result["nodes"].get("segmentation"))
         self.delayDisplay("Test passed")

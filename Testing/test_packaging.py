@@ -92,6 +92,23 @@ def test_ui_parameter_names_match_the_parameter_node():
                        "EmphysemaXAILogic", "EmphysemaXAITest"]
 
 
+def test_widget_uses_only_widgets_of_the_ui_and_methods_of_the_logic():
+    source = (MODULE / "EmphysemaXAI.py").read_text()
+    ui = ET.parse(MODULE / "Resources" / "UI" / "EmphysemaXAI.ui")
+    widgets = {w.get("name") for w in ui.iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and used <= widgets, f"widgets missing from the .ui: {sorted(used - widgets)}"
+    tree = ast.parse(source)
+    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EmphysemaXAILogic")
+    methods = {n.name for n in logic.body if isinstance(n, ast.FunctionDef)}
+    called = set(re.findall(r"self\.logic\.(\w+)", source))
+    assert called <= methods, f"logic methods missing: {sorted(called - methods)}"
+    # the library functions the logic calls exist (they are tested headless elsewhere)
+    import importlib
+    for module, name in re.findall(r"from (EmphysemaXAILib[\w.]*) import (\w+)", source):
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
 def test_library_is_importable_without_slicer_and_parses_on_python_312_syntax():
     code = ("import sys, EmphysemaXAILib, EmphysemaXAILib.cli, EmphysemaXAILib.qc;"
             "assert not any(m.split('.')[0] in ('slicer', 'vtk', 'qt') for m in sys.modules), "
