@@ -100,6 +100,8 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     segmentation = scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
     assert np.array_equal(labels_from_segmentation_node(segmentation, volumes["CT"]), case.segmentation.labels)
     assert scene.GetFirstNodeByClass("vtkMRMLVolumeRenderingDisplayNode") is not None
+    html = (out / "report.html").read_text()
+    assert "Slicer views" in html and html.count("data:image/png;base64,") == 4  # + Slicer's 3D and slice views
     # the segmentation file alone loads as a segmentation too
     seg_node = slicer.util.loadSegmentation(str(out / "lungs.seg.nrrd"))
     assert seg_node.GetSegmentation().GetNumberOfSegments() == 2
@@ -141,3 +143,19 @@ def test_slicer_module_path_volume_node_in_results_in_the_same_scene(case):
     again = analyze_case(ct, lung_mask=edited)
     assert again.segmentation.engine_used == "file"
     assert again.qct.region("whole")["voxels"] == case.qct.region("whole")["voxels"]
+
+
+def test_3d_view_renders_offscreen_with_the_laa_clusters(case, tmp_path):
+    from EmphysemaXAILib.mrml.render import render_3d
+
+    scene, app_logic = bootstrap(fresh=True)
+    nodes = build_case_scene(case, scene, app_logic)
+    nodes["segmentation"].GetDisplayNode().SetOpacity3D(0.25)
+    image = render_3d(scene, app_logic, tmp_path / "view3d.png", size=300)
+    assert image.shape == (300, 300, 3) and (tmp_path / "view3d.png").stat().st_size > 5000
+    rgb = image.astype(int)
+    saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 80  # volume-rendered LAA colours
+    assert saturated.sum() > 2000
+    nodes["laa_rendering"].SetVisibility(False)
+    without = render_3d(scene, app_logic, None, size=300).astype(int)
+    assert ((without.max(axis=2) - without.min(axis=2)) > 80).sum() < 0.2 * saturated.sum()

@@ -42,14 +42,15 @@ def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool 
             result.qct.dataframe().to_csv(work / "qct.csv", index=False)
             save_label(result.segmentation.labels, result.ct, work / "lung_labels.nrrd")
             save_label(result.qct.laa_map, result.ct, work / "laa_map.nrrd")
-        if report:
-            from .report import write_report
-
-            write_report(result, work / "report.html")
+        views = None
         if scene:
             from .mrml.scene_export import export_case_scene
 
-            export_case_scene(result, work)
+            views = export_case_scene(result, work, render=report).get("views")
+        if report:
+            from .report import write_report
+
+            write_report(result, work / "report.html", views=views)
         (work / "summary.json").write_text(json.dumps(summary, indent=2))
         if out.exists():
             shutil.rmtree(out)

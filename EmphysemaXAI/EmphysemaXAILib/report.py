@@ -101,8 +101,23 @@ def _table(rows, columns) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(result, path) -> Path:
-    """Write ``report.html`` for a :class:`~EmphysemaXAILib.pipeline.CaseResult`."""
+def _slicer_views(views) -> str:
+    """The views Slicer rendered (3D, axial, coronal) as one figure."""
+    import matplotlib.pyplot as plt
+
+    titles = {"3d": "3D: LAA clusters inside the lungs (anterior view)", "axial": "axial slice view",
+              "coronal": "coronal slice view"}
+    fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 5.2))
+    for ax, (key, image) in zip(np.atleast_1d(axes), views.items()):
+        ax.imshow(image)
+        ax.set_title(titles.get(key, key), fontsize=10)
+        ax.axis("off")
+    return _png(fig)
+
+
+def write_report(result, path, views: dict | None = None) -> Path:
+    """Write ``report.html`` for a :class:`~EmphysemaXAILib.pipeline.CaseResult`; ``views``: RGB
+    images rendered by Slicer (3D view, slice views) when the scene was built."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,6 +137,8 @@ def write_report(result, path) -> Path:
         grades = severity.get("zone_grades", {})
         parts.append(_table([{"zone": z, "grade": g} for z, g in grades.items()], ["zone", "grade"]))
         parts.append(f"<h2>Images</h2><img src='{_views(ct, result.segmentation.labels, result.qct.laa_map)}'>")
+        if views:
+            parts.append(f"<h2>Slicer views</h2><img src='{_slicer_views(views)}'>")
         parts.append(f"<img src='{_histogram(ct, result.segmentation.labels, whole)}'>"
                      f"<img src='{_zones(result.qct)}'>")
         columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "laa950_pct", "laa910_pct",

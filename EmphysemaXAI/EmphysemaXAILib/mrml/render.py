@@ -1,11 +1,14 @@
-"""Slice views of an MRML scene rendered to PNG headless, through Slicer's own slice logic.
+"""Slice and 3D views of an MRML scene rendered to PNG headless, by Slicer's own logic.
 
-The slice logic's layer blend (background CT with its window / level, foreground overlay through
-its colour table and opacity) is plain VTK imaging, so it renders without OpenGL, inside Slicer
-and on the slicer-core wheel alike. (3D views need an OpenGL context: EGL offscreen, next step.)
+Slice views: the slice logic's layer blend (background CT with its window / level, foreground
+overlay through its colour table and opacity) is plain VTK imaging: no OpenGL needed.
+3D view: Slicer's 3D displayable managers (segmentation surfaces, volume rendering, models)
+drawn into an offscreen render window; with no display, VTK uses EGL (Mesa llvmpipe here), which
+``VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow`` selects before the first window is made.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +45,53 @@ def ras_offset(ct, zyx, view: str) -> float:
     lps = ct.index_to_lps(zyx)
     ras = np.array([-lps[0], -lps[1], lps[2]])
     return float(ras[VIEWS[view][1]])
+
+
+THREE_D_MANAGERS = ("vtkMRMLSegmentationsDisplayableManager3D", "vtkMRMLVolumeRenderingDisplayableManager",
+                    "vtkMRMLModelDisplayableManager")
+
+
+def render_3d(scene, app_logic, path=None, size: int = 500, elevation: float = -70.0) -> np.ndarray:
+    """Render the first 3D view (anterior view, lungs upright) offscreen; returns RGB uint8
+    (rows, columns, 3) and writes a PNG when ``path`` is given."""
+    import slicer
+
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    view = scene.GetFirstNodeByClass("vtkMRMLViewNode")
+    window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetSize(size, size)
+    renderer = vtk.vtkRenderer()
+    renderer.SetBackground(0.08, 0.08, 0.12)
+    window.AddRenderer(renderer)
+    interactor = vtk.vtkRenderWindowInteractor()  # displayable managers expect one (never started)
+    interactor.SetRenderWindow(window)
+    factory = slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance()
+    factory.SetMRMLApplicationLogic(app_logic)
+    for manager in THREE_D_MANAGERS:
+        if not factory.IsDisplayableManagerRegistered(manager):
+            factory.RegisterDisplayableManager(manager)
+    group = factory.InstantiateDisplayableManagers(renderer)
+    group.SetMRMLDisplayableNode(view)
+    renderer.ResetCamera()
+    camera = renderer.GetActiveCamera()
+    camera.Elevation(elevation)
+    camera.OrthogonalizeViewUp()
+    camera.Zoom(1.3)
+    window.Render()
+    grab = vtk.vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.ReadFrontBufferOff()
+    grab.Update()
+    image = grab.GetOutput()
+    columns, rows, _ = image.GetDimensions()
+    rgb = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1)[::-1, :, :3].copy()
+    if path is not None:
+        writer = vtk.vtkPNGWriter()
+        writer.SetInputConnection(grab.GetOutputPort())
+        writer.SetFileName(str(Path(path)))
+        writer.Write()
+    group.SetMRMLDisplayableNode(None)
+    window.Finalize()
+    return rgb

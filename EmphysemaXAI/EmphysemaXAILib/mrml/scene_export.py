@@ -55,12 +55,18 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
     return nodes
 
 
-def export_case_scene(result, out_dir) -> dict:
-    """Write ``lungs.seg.nrrd`` (when lungs were segmented) and ``scene.mrb`` into ``out_dir``."""
+def export_case_scene(result, out_dir, render: bool = False) -> dict:
+    """Write ``lungs.seg.nrrd`` (when lungs were segmented) and ``scene.mrb`` into ``out_dir``;
+    with ``render``, also return ``views``: RGB images of the 3D view (volume-rendered LAA map in
+    the semi-transparent lungs) and of the axial / coronal slice views, for the report."""
+    import numpy as np
     import slicer.util
 
+    from .render import ras_offset, render_3d, render_slice
+
     out = Path(out_dir)
-    nodes = build_case_scene(result)
+    scene, app_logic = bootstrap(fresh=True)
+    nodes = build_case_scene(result, scene, app_logic)
     written = {}
     if "segmentation" in nodes:
         path = out / "lungs.seg.nrrd"
@@ -71,4 +77,14 @@ def export_case_scene(result, out_dir) -> dict:
     if not slicer.util.saveScene(str(path)):
         raise RuntimeError(f"could not write {path}")
     written["scene"] = path
+    if render and result.qct is not None:
+        laa = result.qct.laa_map
+        weight = laa > 0 if laa.any() else result.segmentation.labels > 0
+        k = int(np.argmax(weight.sum(axis=(1, 2))))
+        j = int(np.argmax(weight.sum(axis=(0, 2))))
+        nodes["segmentation"].GetDisplayNode().SetOpacity3D(0.25)
+        written["views"] = {
+            "3d": render_3d(scene, app_logic),
+            "axial": render_slice(app_logic, "Red", ras_offset(result.ct, (k, 0, 0), "Red"), None, 480)[..., :3],
+            "coronal": render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None, 480)[..., :3]}
     return written
