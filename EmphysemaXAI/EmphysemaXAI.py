@@ -69,6 +69,7 @@ class EmphysemaXAIParameterNode:
     emphysemaThreshold - LAA threshold in HU.
     qcProfile - default or seeds.
     device - auto, cpu or cuda (for the model steps).
+    configFile - optional settings file (TOML, as ``--config`` of the command line).
     outputSegmentation - the lung segmentation written or updated by Apply.
     """
 
@@ -79,6 +80,7 @@ class EmphysemaXAIParameterNode:
     emphysemaThreshold: Annotated[float, WithinRange(-1000, -800)] = -950.0
     qcProfile: Annotated[str, Choice(["default", "seeds"])] = "default"
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    configFile: str = ""
     outputSegmentation: slicer.vtkMRMLSegmentationNode
 
 
@@ -97,6 +99,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._cancelRequested = False
+        self._worker = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -161,30 +164,67 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = _("Run the analysis") if ready else _("Select a chest CT volume")
 
     def _progress(self, step, fraction, message) -> None:
-        """Progress from the logic: bar, log line, and a chance for Slicer to stay responsive."""
-        self.ui.progressBar.value = int(100 * fraction)
-        self.ui.logTextBrowser.append(message)
-        slicer.app.processEvents()
+        """Progress from the worker thread: queued, shown by the GUI timer."""
+        self._messages.put((fraction, message))
+
+    def _poll(self) -> None:
+        """GUI timer: show queued progress; when the worker is done, show results or the error."""
+        while not self._messages.empty():
+            fraction, message = self._messages.get()
+            self.ui.progressBar.value = int(100 * fraction)
+            self.ui.logTextBrowser.append(message)
+        if self._worker is not None and not self._worker.is_alive():
+            self._timer.stop()
+            self._worker = None
+            self.ui.cancelButton.enabled = False
+            outcome = self._outcome
+            if "error" in outcome:
+                slicer.util.errorDisplay(_("The analysis failed: ") + str(outcome["error"]))
+            else:
+                with slicer.util.tryWithErrorDisplay(_("Could not show the results."), waitCursor=True):
+                    nodes = self.logic.show(outcome["case"], self._parameterNode.inputVolume)
+                    self.logic.showResults(nodes)
+                    self._parameterNode.outputSegmentation = nodes.get("segmentation", self._parameterNode.outputSegmentation)
+                    self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(outcome["case"]))
+            self._checkCanApply()
 
     def _run(self, useEditedSegmentation: bool) -> None:
+        """Read the inputs on the GUI thread, analyse in a worker thread (Slicer stays responsive;
+        numpy, SciPy and torch release the GIL), build the result nodes on the GUI thread."""
+        import queue
+        import threading
+
+        import qt
+
+        p = self._parameterNode
+        segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
+        ct = mask = None
+        with slicer.util.tryWithErrorDisplay(_("Could not read the inputs."), waitCursor=True):
+            ct, mask = self.logic.prepare(p.inputVolume, segmentation)
+        if ct is None:
+            return
         self._cancelRequested = False
-        self.ui.cancelButton.enabled = True
-        self.ui.applyButton.enabled = False
+        self._messages = queue.Queue()
+        self._outcome = {}
+        options = dict(engine=p.engine, lungmaskWeights=p.lungmaskWeights or None,
+                       emphysemaThreshold=p.emphysemaThreshold, qcProfile=p.qcProfile,
+                       configFile=p.configFile or None)
+
+        def work():
+            try:
+                self._outcome["case"] = self.logic.analyze(ct, mask, progress=self._progress,
+                                                           cancel=lambda: self._cancelRequested, **options)
+            except Exception as error:  # shown on the GUI thread
+                self._outcome["error"] = error
+
         self.ui.logTextBrowser.clear()
-        try:
-            with slicer.util.tryWithErrorDisplay(_("The analysis failed."), waitCursor=True):
-                p = self._parameterNode
-                segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
-                result = self.logic.process(
-                    p.inputVolume, segmentation=segmentation, engine=p.engine,
-                    lungmaskWeights=p.lungmaskWeights or None, emphysemaThreshold=p.emphysemaThreshold,
-                    qcProfile=p.qcProfile, progress=self._progress, cancel=lambda: self._cancelRequested)
-                p.outputSegmentation = result["nodes"].get("segmentation", p.outputSegmentation)
-                self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(result["case"]))
-                self.logic.showResults(result["nodes"])
-        finally:
-            self.ui.cancelButton.enabled = False
-            self._checkCanApply()
+        self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False
+        self.ui.cancelButton.enabled = True
+        self._worker = threading.Thread(target=work, daemon=True)
+        self._worker.start()
+        self._timer = qt.QTimer()
+        self._timer.timeout.connect(self._poll)
+        self._timer.start(100)
 
     def onApplyButton(self) -> None:
         self._run(useEditedSegmentation=False)
@@ -285,24 +325,11 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     # -- analysis
 
-    def process(self, inputVolume, segmentation=None, engine="auto", lungmaskWeights=None,
-                emphysemaThreshold=-950.0, qcProfile="default", progress=None, cancel=None, show=True):
-        """Analyse a chest CT volume node: QC, lungs, densitometry; results into the scene.
-
-        Args:
-            inputVolume: ``vtkMRMLScalarVolumeNode`` in HU.
-            segmentation: optional ``vtkMRMLSegmentationNode`` with "Right lung" / "Left lung"
-                segments (drawn or edited by the user) replacing the engine.
-            engine: ``auto``, ``lungmask`` or ``classical``.
-            progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
-        Returns:
-            ``{"case": CaseResult, "nodes": {role: node}}``.
-        """
+    def prepare(self, inputVolume, segmentation=None):
+        """(CTVolume, lung labels or None) from the nodes: runs on the GUI thread (MRML access).
+        DICOM acquisition facts are taken from the files the DICOM browser loaded."""
         from EmphysemaXAILib.mrml.nodes import labels_from_segmentation_node
-        from EmphysemaXAILib.mrml.scene_export import build_case_scene
         from EmphysemaXAILib.mrml.volumes import ct_from_volume_node
-        from EmphysemaXAILib.pipeline import analyze_case
-        from EmphysemaXAILib.qct import QCTConfig
 
         if not inputVolume:
             raise ValueError("Input volume is invalid: select a chest CT volume")
@@ -312,12 +339,50 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         if facts:
             ct.acquisition = facts
         mask = labels_from_segmentation_node(segmentation, inputVolume) if segmentation else None
-        config = QCTConfig(emphysema_hu=emphysemaThreshold)
-        case = analyze_case(ct, engine=engine, lung_mask=mask, lungmask_weights=lungmaskWeights,
-                            qct_config=config, qc_profile=qcProfile, progress=progress, cancel=cancel)
-        nodes = {}
-        if show and not case.excluded:
-            nodes = build_case_scene(case, slicer.mrmlScene, slicer.app.applicationLogic(), ct_node=inputVolume)
+        return ct, mask
+
+    @staticmethod
+    def analyze(ct, mask=None, engine="auto", lungmaskWeights=None, emphysemaThreshold=-950.0,
+                qcProfile="default", configFile=None, progress=None, cancel=None):
+        """QC, lungs, densitometry of a CTVolume (no MRML: safe in a worker thread)."""
+        from EmphysemaXAILib.config import load_settings
+        from EmphysemaXAILib.pipeline import analyze_case
+
+        settings = load_settings(configFile)
+        settings.qct.emphysema_hu = emphysemaThreshold
+        return analyze_case(ct, engine=engine, lung_mask=mask, lungmask_weights=lungmaskWeights,
+                            qc_profile=qcProfile, progress=progress, cancel=cancel, settings=settings)
+
+    @staticmethod
+    def show(case, inputVolume):
+        """Result nodes beside the input volume (segmentation, LAA overlay, tables, 3D)."""
+        from EmphysemaXAILib.mrml.scene_export import build_case_scene
+
+        if case.excluded:
+            return {}
+        return build_case_scene(case, slicer.mrmlScene, slicer.app.applicationLogic(), ct_node=inputVolume)
+
+    def process(self, inputVolume, segmentation=None, engine="auto", lungmaskWeights=None,
+                emphysemaThreshold=-950.0, qcProfile="default", configFile=None, progress=None,
+                cancel=None, show=True):
+        """Analyse a chest CT volume node: QC, lungs, densitometry; results into the scene.
+
+        Args:
+            inputVolume: ``vtkMRMLScalarVolumeNode`` in HU.
+            segmentation: optional ``vtkMRMLSegmentationNode`` with "Right lung" / "Left lung"
+                segments (drawn or edited by the user) replacing the engine.
+            engine: ``auto``, ``lungmask`` or ``classical``; configFile: settings (TOML).
+            progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
+        Returns:
+            ``{"case": CaseResult, "nodes": {role: node}}``.
+        """
+        ct, mask = self.prepare(inputVolume, segmentation)
+        case = self.analyze(ct, mask, engine=engine, lungmaskWeights=lungmaskWeights,
+                            emphysemaThreshold=emphysemaThreshold, qcProfile=qcProfile,
+                            configFile=configFile, progress=progress, cancel=cancel)
+        nodes = self.show(case, inputVolume) if show else {}
+        if show:
+            self.showResults(nodes)
         logging.info("EmphysemaXAI: %s", case.qct.qct_severity if case.qct else case.qc.errors)
         return {"case": case, "nodes": nodes}
 

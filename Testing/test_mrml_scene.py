@@ -62,6 +62,9 @@ def test_case_nodes_geometry_segments_and_tables(case):
     assert composite.GetForegroundVolumeID() == nodes["laa_map"].GetID()
     assert composite.GetBackgroundVolumeID() == ct_node.GetID()
     assert nodes["laa_rendering"].IsA("vtkMRMLVolumeRenderingDisplayNode")
+    assert laa_display.GetApplyThreshold() and laa_display.GetLowerThreshold() == 0.5
+    surfaces = {m.GetName(): m.GetPolyData().GetNumberOfPoints() for m in nodes["surfaces"]}
+    assert set(surfaces) == {"Right lung", "Left lung"} and min(surfaces.values()) > 100
 
 
 def test_recompute_qct_from_an_edited_segmentation(case):
@@ -100,6 +103,7 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     segmentation = scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
     assert np.array_equal(labels_from_segmentation_node(segmentation, volumes["CT"]), case.segmentation.labels)
     assert scene.GetFirstNodeByClass("vtkMRMLVolumeRenderingDisplayNode") is not None
+    assert {n.GetName() for n in scene.GetNodesByClass("vtkMRMLModelNode")} >= {"Right lung", "Left lung"}
     html = (out / "report.html").read_text()
     assert "Slicer views" in html and html.count("data:image/png;base64,") == 4  # + Slicer's 3D and slice views
     # the segmentation file alone loads as a segmentation too
@@ -140,7 +144,7 @@ def test_slicer_module_path_volume_node_in_results_in_the_same_scene(case):
     assert nodes["ct"] is user_node
     assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 2  # user CT + LAA map
     edited = labels_from_segmentation_node(nodes["segmentation"], user_node)
-    again = analyze_case(ct, lung_mask=edited)
+    again = analyze_case(ct, lung_mask=edited)  # "Recompute from edited segmentation"
     assert again.segmentation.engine_used == "file"
     assert again.qct.region("whole")["voxels"] == case.qct.region("whole")["voxels"]
 

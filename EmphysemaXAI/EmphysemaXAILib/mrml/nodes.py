@@ -119,6 +119,9 @@ def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, ap
     display.SetAutoWindowLevel(False)
     display.SetWindowLevelMinMax(0, color_node.GetNumberOfColors() - 1)
     display.SetInterpolate(False)
+    display.SetApplyThreshold(True)  # 0 (no LAA) stays transparent in every blend mode
+    display.SetLowerThreshold(0.5)
+    display.SetUpperThreshold(color_node.GetNumberOfColors() - 0.5)
     if app_logic is not None:
         selection = app_logic.GetSelectionNode()
         selection.SetActiveVolumeID(ct_node.GetID())
@@ -146,3 +149,16 @@ def volume_rendering(overlay_node, color_node):
     prop_node.GetVolumeProperty().SetInterpolationTypeToNearest()
     display.SetVisibility(True)
     return display
+
+
+def lung_surface_models(segmentation_node, folder_name: str = "Lung surfaces") -> list:
+    """Export the segments' closed surfaces as model nodes in a subject-hierarchy folder."""
+    scene = segmentation_node.GetScene()
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), folder_name)
+    before = {n.GetID() for n in scene.GetNodesByClass("vtkMRMLModelNode")}
+    slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToModels(segmentation_node, folder)
+    models = [n for n in scene.GetNodesByClass("vtkMRMLModelNode") if n.GetID() not in before]
+    for model in models:
+        model.GetDisplayNode().SetVisibility(False)  # the segmentation already shows them in 3D
+    return models

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .app import bootstrap
-from .nodes import laa_color_node, lung_segmentation_node, overlay_volume, table_node, volume_rendering
+from .nodes import (laa_color_node, lung_segmentation_node, lung_surface_models, overlay_volume, table_node,
+                    volume_rendering)
 from .volumes import volume_node_from_ct
 
 QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",
@@ -39,6 +40,7 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
     nodes = {"ct": ct_node}
     if result.qct is not None:
         nodes["segmentation"] = lung_segmentation_node(scene, ct_node, result.segmentation.labels)
+        nodes["surfaces"] = lung_surface_models(nodes["segmentation"])
         nodes["laa_colors"] = laa_color_node(scene)
         nodes["laa_map"] = overlay_volume(scene, ct_node, result.qct.laa_map, "LAA map", nodes["laa_colors"], app_logic)
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
