@@ -5,7 +5,6 @@ import subprocess
 import sys
 import tomllib
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 

@@ -6,59 +6,59 @@ temporary folder beside the output and renamed at the end, so a failure leaves n
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_folder, write_atomic
 from .errors import InputError
+from .pipeline import CaseResult
 
 
 def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
                overwrite: bool = False) -> Path:
-    """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``).
-
-    Files: summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd,
-    laa_map.nrrd, report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless
-    ``scene=False``; the scene needs Slicer's MRML: the application's or the slicer-core wheel).
-    """
-    from .phantom.io import save_label
-
+    """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``),
+    through a temporary folder renamed at the end (see :func:`write_case_files`)."""
     out = Path(out_dir).resolve()
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists: choose another folder or pass --overwrite")
+    check_scene_support(scene)
+    with atomic_folder(out) as work:
+        write_case_files(result, work, report=report, scene=scene)
+    return out
+
+
+def check_scene_support(scene: bool) -> None:
+    """Refuse early, with what to do, when a scene is asked for and Slicer's MRML is missing."""
     if scene:
         try:
             import slicer  # noqa: F401
         except ImportError:
             raise InputError("a Slicer scene needs Slicer's MRML (install the 'headless' extra, "
                              "slicer-core, on Python 3.11) or pass --no-scene") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        summary = result.summary()
-        if result.qct is not None:
-            result.qct.dataframe().to_csv(work / "qct.csv", index=False)
-            save_label(result.segmentation.labels, result.ct, work / "lung_labels.nrrd")
-            save_label(result.qct.laa_map, result.ct, work / "laa_map.nrrd")
-        views = None
-        if scene:
-            from .mrml.scene_export import export_case_scene
 
-            views = export_case_scene(result, work, render=report).get("views")
-        if report:
-            from .report import write_report
 
-            write_report(result, work / "report.html", views=views)
-        (work / "summary.json").write_text(json.dumps(summary, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return out
+def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
+    """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
+    report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``;
+    the scene needs Slicer's MRML: the application's or the slicer-core wheel)."""
+    from .phantom.io import save_label
+
+    folder = Path(folder)
+    if result.qct is not None:
+        result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
+        save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
+        save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
+    views = None
+    if scene:
+        from .mrml.scene_export import export_case_scene
+
+        views = export_case_scene(result, folder, render=report).get("views")
+    if report:
+        from .report import write_report
+
+        write_report(result, folder / "report.html", views=views)
+    (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2))
 
 
 # --------------------------------------------------------------------------- cohorts
@@ -219,9 +219,7 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
 def _write_cohort(rows, path: Path) -> None:
     import pandas as pd
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(rows, columns=list(COHORT_COLUMNS)).to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: pd.DataFrame(rows, columns=list(COHORT_COLUMNS)).to_csv(tmp, index=False))
 
 
 def _montage(rows, thumbs, path: Path) -> None:
@@ -250,7 +248,5 @@ def _montage(rows, thumbs, path: Path) -> None:
         color = {"ok": "black", "excluded": "#e76f51", "failed": "#a4161a"}[row["status"]]
         ax.set_title(f"{row['case_id'][:22]}\n{row['status']} {row['qct_class'] or ''}", fontsize=7, color=color)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     plt.close(fig)
-    tmp.replace(path)

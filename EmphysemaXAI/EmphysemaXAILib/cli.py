@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -20,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_folder, write_atomic
 from .errors import ExcludedError, InputError
+from .pipeline import NOT_CLINICAL
 
 DEMO_EXTENT_PCT = 12.0
-NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
 
 
 def info_dict(ct, report) -> dict:
@@ -86,15 +85,14 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job on an embedded default: ``analyze`` on a generated medium phantom."""
-    from .batch import write_case
+    from .batch import check_scene_support, write_case_files
     from .phantom import PhantomParams, generate_phantom
     from .phantom.io import write_phantom
     from .pipeline import analyze_case
 
     out = Path(args.out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".emphysema-xai-demo-", dir=out.parent))
-    try:
+    check_scene_support(not args.no_scene)
+    with atomic_folder(out) as work:  # the demo's own folder, replaced on rerun
         print(f"generating a medium phantom (mixed emphysema {DEMO_EXTENT_PCT:g}%, seed {args.seed})",
               file=sys.stderr)
         phantom = generate_phantom(PhantomParams(extent_pct=DEMO_EXTENT_PCT, pattern="mixed",
@@ -102,15 +100,7 @@ def cmd_demo(args) -> int:
         write_phantom(phantom, work / "phantom", fmt="dicom", preview=work / "phantom" / "preview.png")
         result = analyze_case(work / "phantom" / "ct", progress=None if args.json else _progress,
                               settings=_settings(args))
-        analysis = write_case(result, work / "analysis", scene=not args.no_scene)
-        (analysis / "phantom").mkdir()
-        for item in (work / "phantom").iterdir():
-            shutil.move(str(item), analysis / "phantom" / item.name)
-        if out.exists():
-            shutil.rmtree(out)  # the demo's own folder, replaced on rerun
-        analysis.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        write_case_files(result, work, scene=not args.no_scene)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
@@ -179,21 +169,6 @@ def cmd_phantom(args) -> int:
     return 0
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: nothing half-written on failure."""
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_segment(args) -> int:
     from .ct_io import read_ct
     from .phantom.io import save_label
@@ -205,9 +180,9 @@ def cmd_segment(args) -> int:
                            lungmask_weights=args.lungmask_weights or settings.lungmask_weights,
                            fill_weights=args.lungmask_fill_weights or settings.lungmask_fill_weights,
                            lobes=bool(args.lobes_out))
-    _write_atomic(Path(args.out), lambda tmp: save_label(result.labels, ct, tmp))
+    write_atomic(Path(args.out), lambda tmp: save_label(result.labels, ct, tmp))
     if args.lobes_out and result.lobes is not None:
-        _write_atomic(Path(args.lobes_out), lambda tmp: save_label(result.lobes, ct, tmp))
+        write_atomic(Path(args.lobes_out), lambda tmp: save_label(result.lobes, ct, tmp))
     summary = result.as_dict()
     summary["voxel_ml"] = float(np.prod(ct.spacing)) / 1000.0
     if args.json:
@@ -239,11 +214,11 @@ def cmd_qct(args) -> int:
                              "0 background, 1 right, 2 left (use --label-scheme cip for CIP maps)")
         result = measure_qct(ct, mask, lobes=lobes, config=config)
     if args.out:
-        _write_atomic(Path(args.out), lambda tmp: result.dataframe().to_csv(tmp, index=False))
+        write_atomic(Path(args.out), lambda tmp: result.dataframe().to_csv(tmp, index=False))
     if args.laa_map:
         from .phantom.io import save_label
 
-        _write_atomic(Path(args.laa_map), lambda tmp: save_label(result.laa_map, ct, tmp))
+        write_atomic(Path(args.laa_map), lambda tmp: save_label(result.laa_map, ct, tmp))
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_folder
 from ..errors import InputError
 
 FORMATS = ("dicom", "nrrd", "nifti")
@@ -43,9 +43,7 @@ def write_phantom(phantom, out_dir, fmt: str = "dicom", preview=None, overwrite:
     out = Path(out_dir).resolve()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} exists and is not empty: choose another folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_folder(out) as work:
         ct, truth = phantom.ct, dict(phantom.truth)
         if fmt == "dicom":
             acq = ct.acquisition
@@ -68,12 +66,6 @@ def write_phantom(phantom, out_dir, fmt: str = "dicom", preview=None, overwrite:
             from .preview import save_preview
 
             save_preview(phantom, work / "preview.png")
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     if preview:
         target = Path(preview)
         target = target if target.is_absolute() else Path.cwd() / target
