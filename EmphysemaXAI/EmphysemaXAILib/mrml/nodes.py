@@ -151,14 +151,20 @@ def volume_rendering(overlay_node, color_node):
     return display
 
 
-def lung_surface_models(segmentation_node, folder_name: str = "Lung surfaces") -> list:
-    """Export the segments' closed surfaces as model nodes in a subject-hierarchy folder."""
+def lung_surface_models(segmentation_node) -> list:
+    """One model node per segment from its closed surface (copied), hidden by default: the
+    segmentation already shows the surfaces in 3D; the models serve export and measurement."""
     scene = segmentation_node.GetScene()
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), folder_name)
-    before = {n.GetID() for n in scene.GetNodesByClass("vtkMRMLModelNode")}
-    slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToModels(segmentation_node, folder)
-    models = [n for n in scene.GetNodesByClass("vtkMRMLModelNode") if n.GetID() not in before]
-    for model in models:
-        model.GetDisplayNode().SetVisibility(False)  # the segmentation already shows them in 3D
+    segmentation = segmentation_node.GetSegmentation()
+    models = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        surface = vtk.vtkPolyData()
+        segmentation_node.GetClosedSurfaceRepresentation(segmentation.GetNthSegmentID(index), surface)
+        model = scene.AddNewNodeByClass("vtkMRMLModelNode", segment.GetName())
+        model.SetAndObservePolyData(surface)
+        model.CreateDefaultDisplayNodes()
+        model.GetDisplayNode().SetColor(*segment.GetColor())
+        model.GetDisplayNode().SetVisibility(False)
+        models.append(model)
     return models
