@@ -1,0 +1,47 @@
+"""The severity network: shapes, attention normalisation, determinism, patch-to-case pooling."""
+import numpy as np
+import pytest
+import torch
+
+from EmphysemaXAILib.model.network import N_CLASSES, N_SUBTYPES, SeverityNet, SpatialAttention, normalise_hu
+from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+from EmphysemaXAILib.phantom.patches import sample_patches
+
+
+def test_spatial_attention_is_a_softmax_over_positions():
+    torch.manual_seed(0)
+    layer = SpatialAttention(8)
+    features = torch.randn(2, 8, 4, 5)
+    attended, attention = layer(features)
+    assert attention.shape == (2, 4, 5)
+    assert torch.allclose(attention.sum(dim=(1, 2)), torch.ones(2))
+    assert torch.allclose(attended, features * attention[:, None])
+
+
+def test_network_on_phantom_patches_shapes_and_ranges():
+    torch.manual_seed(0)
+    phantom = generate_phantom(PhantomParams(size="small", seed=3, extent_pct=15, pattern="mixed"))
+    batch = sample_patches(phantom, 12, size=32, slices=3, rng=0)
+    net = SeverityNet(slices=3, width=8, hidden=16).eval()
+    with torch.no_grad():
+        out = net(torch.from_numpy(batch.images))
+        case = net.case(out, torch.from_numpy(batch.lung_fraction).float())
+    assert out["fraction"].shape == (12,) and ((out["fraction"] >= 0) & (out["fraction"] <= 1)).all()
+    assert out["subtype_logits"].shape == (12, N_SUBTYPES) and out["attention"].shape == (12, 4, 4)
+    assert case["class_logits"].shape == (N_CLASSES,)
+    assert torch.isclose(case["patch_weights"].sum(), torch.tensor(1.0))
+    expected = 100 * float((out["fraction"] * torch.from_numpy(batch.lung_fraction).float()).sum()
+                           / float(batch.lung_fraction.sum()))
+    assert float(case["extent_pct"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_same_seed_same_output_on_cpu():
+    x = torch.from_numpy(np.random.default_rng(0).normal(-850, 80, (4, 3, 32, 32)).astype(np.float32))
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        net = SeverityNet(width=8, hidden=16).eval()
+        with torch.no_grad():
+            outputs.append(net(x)["fraction"])
+    assert torch.equal(outputs[0], outputs[1])
+    assert normalise_hu(torch.tensor([-2000.0, -1100.0, 200.0, 500.0])).tolist() == [0.0, 0.0, 1.0, 1.0]
