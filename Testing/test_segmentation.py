@@ -195,3 +195,32 @@ def test_user_mask_must_lie_on_the_ct_grid(tmp_path):
     save_label(phantom.labels["lungs"][:10], small, tmp_path / "small.nrrd")
     with pytest.raises(InputError, match="on the CT grid"):
         load_mask(tmp_path / "small.nrrd", phantom.ct)
+
+
+def test_download_path_fetches_into_the_hub_cache(two_slices, generated_weights, monkeypatch, tmp_path):
+    """The download path (no internet here): torch.hub's fetch is replaced by a copy of generated
+    weights, so the rest of lungmask's real path runs; a failing fetch is a one-line error."""
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    monkeypatch.delenv(ENV_WEIGHTS, raising=False)
+    calls = []
+
+    def fake_fetch(url, **kwargs):
+        calls.append((url, kwargs.get("check_hash")))
+        target = hub / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(generated_weights["r231"].read_bytes())
+        return torch.load(target, weights_only=True)
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_fetch)
+    result = segment_lungs(two_slices, engine="lungmask", download=True)
+    assert result.engine_used == "lungmask"
+    assert calls == [("https://github.com/JoHof/lungmask/releases/download/v0.0/unet_r231-d5d2fc3d.pth", True)]
+
+    def offline(url, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "other"))
+    with pytest.raises(WeightsMissing, match="could not be downloaded"):
+        segment_lungs(two_slices, engine="lungmask", download=True)

@@ -179,7 +179,7 @@ def cmd_segment(args) -> int:
     result = segment_lungs(ct, engine=args.engine if args.engine != "auto" else settings.engine,
                            lungmask_weights=args.lungmask_weights or settings.lungmask_weights,
                            fill_weights=args.lungmask_fill_weights or settings.lungmask_fill_weights,
-                           lobes=bool(args.lobes_out))
+                           lobes=bool(args.lobes_out), download=args.download_weights)
     write_atomic(Path(args.out), lambda tmp: save_label(result.labels, ct, tmp))
     if args.lobes_out and result.lobes is not None:
         write_atomic(Path(args.lobes_out), lambda tmp: save_label(result.lobes, ct, tmp))
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--lungmask-fill-weights", metavar="PATH",
                          help="R231 weights for lungmask's fusion mode (with --lobes-out)")
     segment.add_argument("--lobes-out", metavar="PATH", help="also write the lobe map (lungmask only)")
+    segment.add_argument("--download-weights", action="store_true",
+                         help="fetch lungmask's published weights into the torch hub cache if missing (internet)")
     segment.set_defaults(func=cmd_segment)
 
     qct = sub.add_parser("qct", parents=[common], help="CT densitometry per lung region")

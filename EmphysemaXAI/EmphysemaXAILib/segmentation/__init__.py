@@ -39,7 +39,7 @@ class Segmentation:
 
 
 def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fill_weights=None,
-                  lobes: bool = False) -> Segmentation:
+                  lobes: bool = False, download: bool = False) -> Segmentation:
     """Segment the lungs of ``ct``.
 
     Args:
@@ -48,6 +48,8 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
             torch hub cache lungmask downloads into).
         lobes: also produce a lobe map (lungmask's LTRCLobes + R231 fusion; the classical
             engine has no lobes and says so).
+        download: let lungmask's published weights be fetched into the torch hub cache when
+            missing (needs internet; off by default so that nothing downloads unasked).
     Raises:
         InputError: ``engine="lungmask"`` and its weights are missing (names the expected file).
     """
@@ -59,7 +61,7 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
     fallback = None
     if engine in ("auto", "lungmask"):
         try:
-            result = run_lungmask(ct, lungmask_weights, fill_weights, lobes=lobes)
+            result = run_lungmask(ct, lungmask_weights, fill_weights, lobes=lobes, download=download)
             return Segmentation(result.labels, "lungmask", result.lobes, None, result.warnings,
                                 result.weights)
         except WeightsMissing as missing:

@@ -49,8 +49,20 @@ def hub_checkpoint(model: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / PUBLISHED[model][0]
 
 
-def resolve_weights(model: str, given=None, env: str = ENV_WEIGHTS) -> Path:
-    """The weights file of ``model``: given path, environment variable or torch hub cache."""
+def download_weights(model: str) -> Path:
+    """Fetch ``model``'s published weights into the torch hub cache the way lungmask does
+    (``torch.hub.load_state_dict_from_url``, SHA-256 prefix checked); needs internet."""
+    import torch
+
+    name, url = PUBLISHED[model]
+    torch.hub.load_state_dict_from_url(url, progress=True, map_location="cpu", check_hash=True,
+                                       weights_only=True)
+    return hub_checkpoint(model)
+
+
+def resolve_weights(model: str, given=None, env: str = ENV_WEIGHTS, download: bool = False) -> Path:
+    """The weights file of ``model``: given path, environment variable, torch hub cache, or (with
+    ``download``) lungmask's published file fetched into that cache."""
     for candidate, origin in ((given, "the given path"), (os.environ.get(env), f"${env}")):
         if candidate:
             path = Path(candidate).expanduser()
@@ -62,6 +74,13 @@ def resolve_weights(model: str, given=None, env: str = ENV_WEIGHTS) -> Path:
     if cached.is_file():
         return cached
     name, url = PUBLISHED[model]
+    if download:
+        try:
+            return download_weights(model)
+        except Exception as error:  # no internet, proxy, hash mismatch ...
+            raise WeightsMissing(f"lungmask {model} weights could not be downloaded from {url} "
+                                 f"({type(error).__name__}: {error}); put the file at {cached} or pass "
+                                 f"--lungmask-weights PATH") from None
     raise WeightsMissing(
         f"lungmask {model} weights not found: expected {cached}; on a machine with internet "
         f"download {url} to that path (lungmask does it on first use), or pass "
@@ -88,12 +107,13 @@ def weights_record(model: str, path: Path, warnings: list) -> dict:
 
 
 def run_lungmask(ct, weights=None, fill_weights=None, lobes: bool = False, batch_size: int = 20,
-                 force_cpu: bool = False) -> LungmaskResult:
+                 force_cpu: bool = False, download: bool = False) -> LungmaskResult:
     """Segment with lungmask's ``LMInferer`` (R231, or LTRCLobes + R231 fusion for lobes).
 
     Args:
         ct: a :class:`~EmphysemaXAILib.volume.CTVolume`; lungmask reorients it to LPS itself.
         weights / fill_weights: files of the main (R231 or LTRCLobes) and fill (R231) models.
+        download: fetch missing published weights into the torch hub cache (needs internet).
     Raises:
         WeightsMissing: a weights file is not on this machine.
     """
@@ -101,14 +121,14 @@ def run_lungmask(ct, weights=None, fill_weights=None, lobes: bool = False, batch
 
     warnings: list = []
     if lobes:
-        main_path = resolve_weights("LTRCLobes", weights)
-        fill_path = resolve_weights("R231", fill_weights, ENV_FILL_WEIGHTS)
+        main_path = resolve_weights("LTRCLobes", weights, download=download)
+        fill_path = resolve_weights("R231", fill_weights, ENV_FILL_WEIGHTS, download=download)
         record = {"LTRCLobes": weights_record("LTRCLobes", main_path, warnings),
                   "R231": weights_record("R231", fill_path, warnings)}
         inferer = LMInferer(modelpath=str(main_path), fillmodel_path=str(fill_path),
                             force_cpu=force_cpu, batch_size=batch_size, tqdm_disable=True)
     else:
-        main_path = resolve_weights("R231", weights)
+        main_path = resolve_weights("R231", weights, download=download)
         record = {"R231": weights_record("R231", main_path, warnings)}
         inferer = LMInferer(modelpath=str(main_path), force_cpu=force_cpu, batch_size=batch_size,
                             tqdm_disable=True)
