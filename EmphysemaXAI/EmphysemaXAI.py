@@ -68,7 +68,6 @@ class EmphysemaXAIParameterNode:
     lungmaskWeights - path of lungmask's R231 weights (else $EMPHYSEMA_XAI_LUNGMASK_WEIGHTS / torch hub cache).
     emphysemaThreshold - LAA threshold in HU.
     qcProfile - default or seeds.
-    device - auto, cpu or cuda (for the model steps).
     configFile - optional settings file (TOML, as ``--config`` of the command line).
     outputSegmentation - the lung segmentation written or updated by Apply.
     """
@@ -79,7 +78,6 @@ class EmphysemaXAIParameterNode:
     lungmaskWeights: str = ""
     emphysemaThreshold: Annotated[float, WithinRange(-1000, -800)] = -950.0
     qcProfile: Annotated[str, Choice(["default", "seeds"])] = "default"
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     configFile: str = ""
     outputSegmentation: slicer.vtkMRMLSegmentationNode
 
@@ -100,6 +98,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._cancelRequested = False
         self._worker = None
+        self._timer = None
+        self._runInput = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -122,6 +122,9 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        self._cancelRequested = True
+        if getattr(self, "_timer", None) is not None:
+            self._timer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -158,7 +161,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        ready = bool(self._worker is None and self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready
         self.ui.recomputeButton.enabled = bool(ready and self._parameterNode.outputSegmentation)
         self.ui.applyButton.toolTip = _("Run the analysis") if ready else _("Select a chest CT volume")
@@ -169,23 +172,34 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _poll(self) -> None:
         """GUI timer: show queued progress; when the worker is done, show results or the error."""
+        import time
+
+        if self._worker is not None and self._worker.is_alive():
+            time.sleep(0.02)  # Slicer's Qt loop does not release the GIL: give the worker a turn
         while not self._messages.empty():
             fraction, message = self._messages.get()
             self.ui.progressBar.value = int(100 * fraction)
             self.ui.logTextBrowser.append(message)
-        if self._worker is not None and not self._worker.is_alive():
-            self._timer.stop()
-            self._worker = None
-            self.ui.cancelButton.enabled = False
-            outcome = self._outcome
-            if "error" in outcome:
+        if self._worker is None or self._worker.is_alive():
+            return
+        self._timer.stop()
+        self._worker = None
+        self.ui.cancelButton.enabled = False
+        outcome = self._outcome
+        try:
+            if isinstance(outcome.get("error"), Exception) and type(outcome["error"]).__name__ == "Cancelled":
+                self.ui.logTextBrowser.append(_("Cancelled."))
+            elif "error" in outcome:
                 slicer.util.errorDisplay(_("The analysis failed: ") + str(outcome["error"]))
-            else:
+            elif self._parameterNode is not None and slicer.mrmlScene.IsNodePresent(self._runInput):
                 with slicer.util.tryWithErrorDisplay(_("Could not show the results."), waitCursor=True):
-                    nodes = self.logic.show(outcome["case"], self._parameterNode.inputVolume)
+                    nodes = self.logic.show(outcome["case"], self._runInput)
                     self.logic.showResults(nodes)
                     self._parameterNode.outputSegmentation = nodes.get("segmentation", self._parameterNode.outputSegmentation)
                     self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(outcome["case"]))
+        except Exception:  # already shown to the user by tryWithErrorDisplay
+            logging.exception("EmphysemaXAI: showing results failed")
+        finally:
             self._checkCanApply()
 
     def _run(self, useEditedSegmentation: bool) -> None:
@@ -198,11 +212,12 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         p = self._parameterNode
         segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
-        ct = mask = None
-        with slicer.util.tryWithErrorDisplay(_("Could not read the inputs."), waitCursor=True):
-            ct, mask = self.logic.prepare(p.inputVolume, segmentation)
-        if ct is None:
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not read the inputs."), waitCursor=True):
+                ct, mask = self.logic.prepare(p.inputVolume, segmentation)
+        except Exception:  # already shown to the user
             return
+        self._runInput = p.inputVolume
         self._cancelRequested = False
         self._messages = queue.Queue()
         self._outcome = {}
@@ -218,10 +233,12 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._outcome["error"] = error
 
         self.ui.logTextBrowser.clear()
+        self.ui.progressBar.value = 0
         self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False
         self.ui.cancelButton.enabled = True
         self._worker = threading.Thread(target=work, daemon=True)
         self._worker.start()
+        self._checkCanApply()
         self._timer = qt.QTimer()
         self._timer.timeout.connect(self._poll)
         self._timer.start(100)
@@ -282,13 +299,15 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         if "torch" in names:
             try:
                 import PyTorchUtils
-
-                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
             except ImportError:
                 raise RuntimeError("install the PyTorch extension (Extensions Manager), then retry") from None
+            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
         requirements = [req for name, req in DEPENDENCIES if name in names and req]
         if requirements:
-            slicer.util.pip_install(" ".join(requirements))
+            import torch
+
+            # keep the torch build the PyTorch extension chose (monai would otherwise pull another)
+            slicer.util.pip_install(" ".join(requirements + [f"torch=={torch.__version__}"]))
 
     # -- data
 
@@ -349,7 +368,8 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         from EmphysemaXAILib.pipeline import analyze_case
 
         settings = load_settings(configFile)
-        settings.qct.emphysema_hu = emphysemaThreshold
+        if emphysemaThreshold != -950.0:  # the panel's value, when changed, wins over the file
+            settings.qct.emphysema_hu = emphysemaThreshold
         return analyze_case(ct, engine=engine, lung_mask=mask, lungmask_weights=lungmaskWeights,
                             qc_profile=qcProfile, progress=progress, cancel=cancel, settings=settings)
 
