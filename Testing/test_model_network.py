@@ -45,3 +45,25 @@ def test_same_seed_same_output_on_cpu():
             outputs.append(net(x)["fraction"])
     assert torch.equal(outputs[0], outputs[1])
     assert normalise_hu(torch.tensor([-2000.0, -1100.0, 200.0, 500.0])).tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_phantom_patch_dataset_with_monai_augmentation():
+    from monai.transforms import Compose
+
+    from EmphysemaXAILib.model.data import PhantomPatchDataset, augmentations
+
+    phantoms = [generate_phantom(PhantomParams(size="small", seed=s, extent_pct=e, pattern=p))
+                for s, e, p in ((1, 0, "none"), (2, 20, "mixed"))]
+    plain = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=False)
+    augmented = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=True)
+    assert len(plain) == 40 and isinstance(augmentations(), Compose)
+    item = plain[25]
+    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+    assert float(item["fraction"]) == pytest.approx(float(plain.fraction[25]))
+    assert (plain.fraction[:20] == 0).all() and plain.fraction[20:].mean() > 0.1  # healthy vs 20 %
+    changed = sum(not torch.equal(augmented[i]["image"], plain[i]["image"]) for i in range(40))
+    assert changed > 10  # MONAI flips / rotations / noise really applied
+    first = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=True)
+    second = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=True)
+    order = [5, 30, 5, 12]  # the same reads in the same order give the same augmented patches
+    assert all(torch.equal(first[i]["image"], second[i]["image"]) for i in order)
