@@ -75,3 +75,16 @@ def test_cli_analyze_excludes_a_scan_without_lung(tmp_path):
     assert result.returncode == 3 and "no lung in the field of view" in result.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["qc"]["excluded"] is True and summary["qct"] is None
+
+
+def test_a_mask_with_other_labels_than_lungs_is_refused(phantom_dir, tmp_path):
+    from EmphysemaXAILib import InputError
+    from EmphysemaXAILib.phantom.io import save_label
+
+    folder, phantom = phantom_dir
+    lobes = phantom.labels["lobes"]  # codes up to 5: not a lung mask
+    with pytest.raises(InputError, match="holds labels up to 5"):
+        analyze_case(folder / "ct.nrrd", lung_mask=lobes)
+    save_label(lobes, phantom.ct, tmp_path / "lobes.nrrd")
+    result = run_cli("qct", folder / "ct.nrrd", "--lung-mask", tmp_path / "lobes.nrrd")
+    assert result.returncode == 2 and "holds labels up to 5" in result.stderr and "--label-scheme cip" in result.stderr

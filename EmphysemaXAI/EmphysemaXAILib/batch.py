@@ -142,13 +142,7 @@ def run_case(case: dict, out_root: str, options: dict) -> dict:
         write_case(result, Path(out_root) / "cases" / case["case_id"], report=options.get("report", True),
                    scene=options.get("scene", True), overwrite=True)
         thumb = _thumbnail(result)
-        if result.excluded:
-            row.update(status="excluded", error="; ".join(result.qc.errors))
-        else:
-            whole = result.qct.region("whole")
-            severity = result.qct.qct_severity
-            row.update(status="ok", laa950_pct=whole["laa950_pct"], perc15_hu=whole["perc15_hu"],
-                       volume_l=whole["volume_l"], qct_class=severity["class"], extent_pct=severity["extent_pct"])
+        row = _cohort_row(case, result.summary())
     except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
         row.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
     return {"row": row, "thumbnail": thumb}
@@ -159,7 +153,11 @@ def _resumed(case: dict, out_root: Path) -> dict | None:
     summary_path = out_root / "cases" / case["case_id"] / "summary.json"
     if not summary_path.is_file():
         return None
-    summary = json.loads(summary_path.read_text())
+    return _cohort_row(case, json.loads(summary_path.read_text()))
+
+
+def _cohort_row(case: dict, summary: dict) -> dict:
+    """The cohort.csv row of a finished case from its summary (summary.json content)."""
     row = dict.fromkeys(COHORT_COLUMNS)
     row.update(case_id=case["case_id"], source=case["source"])
     if summary["qc"]["excluded"]:

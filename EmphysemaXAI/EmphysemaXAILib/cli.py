@@ -199,7 +199,7 @@ def cmd_segment(args) -> int:
 def cmd_qct(args) -> int:
     from .ct_io import read_ct
     from .qct import QCTConfig, measure_qct
-    from .segmentation import load_mask
+    from .segmentation import check_lung_labels, load_mask
 
     ct = read_ct(args.input, series_uid=args.series)
     mask = load_mask(args.lung_mask, ct)
@@ -209,9 +209,7 @@ def cmd_qct(args) -> int:
     if args.label_scheme == "cip":
         result = measure_qct(ct, config=config, cip_label_map=mask)
     else:
-        if mask.max() > 2:
-            raise InputError(f"{args.lung_mask}: holds labels up to {mask.max()}; the project scheme is "
-                             "0 background, 1 right, 2 left (use --label-scheme cip for CIP maps)")
+        check_lung_labels(mask, args.lung_mask, " (use --label-scheme cip for CIP maps)")
         result = measure_qct(ct, mask, lobes=lobes, config=config)
     if args.out:
         write_atomic(Path(args.out), lambda tmp: result.dataframe().to_csv(tmp, index=False))

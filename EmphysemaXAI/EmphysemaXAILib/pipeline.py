@@ -99,7 +99,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     from .ct_io import read_ct
     from .qc import run_qc
     from .qct import measure_qct
-    from .segmentation import Segmentation, load_mask, segment_lungs
+    from .segmentation import Segmentation, check_lung_labels, load_mask, segment_lungs
 
     timings: dict = {}
 
@@ -128,9 +128,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         labels = np.asarray(lung_mask) if isinstance(lung_mask, np.ndarray) else load_mask(lung_mask, ct)
         if labels.shape != ct.shape:
             raise InputError(f"the lung mask is {labels.shape} voxels but the CT is {ct.shape}: give a mask on the CT grid")
-        if labels.max() > 2:
-            raise InputError(f"{lung_mask}: holds labels up to {labels.max()}; a lung mask has "
-                             "0 background, 1 right lung, 2 left lung")
+        check_lung_labels(labels, lung_mask if not isinstance(lung_mask, np.ndarray) else "the lung mask")
         segmentation = Segmentation(labels.astype(np.uint8), "file")
     else:
         segmentation = segment_lungs(ct, engine=engine, lungmask_weights=lungmask_weights,

@@ -96,3 +96,10 @@ def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:
     if values.min() < 0 or values.max() > 65535:
         raise InputError(f"{path}: {name} holds values outside 0..65535; give a label map")
     return values.astype(np.uint16 if values.max() > 255 else np.uint8)
+
+
+def check_lung_labels(labels: np.ndarray, source, hint: str = "") -> None:
+    """Refuse a label map that is not a lung mask (values other than 0, 1 right, 2 left)."""
+    if labels.max() > 2:
+        raise InputError(f"{source}: holds labels up to {labels.max()}; a lung mask has 0 background, "
+                         f"1 right lung, 2 left lung{hint}")
