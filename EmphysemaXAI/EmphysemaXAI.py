@@ -69,6 +69,8 @@ class EmphysemaXAIParameterNode:
     emphysemaThreshold - LAA threshold in HU.
     qcProfile - default or seeds.
     configFile - optional settings file (TOML, as ``--config`` of the command line).
+    modelPath - severity model folder (empty: the model shipped with the extension).
+    device - where the CNN runs: auto (CUDA, MPS, CPU), cpu or cuda.
     outputSegmentation - the lung segmentation written or updated by Apply.
     """
 
@@ -79,6 +81,8 @@ class EmphysemaXAIParameterNode:
     emphysemaThreshold: Annotated[float, WithinRange(-1000, -800)] = -950.0
     qcProfile: Annotated[str, Choice(["default", "seeds"])] = "default"
     configFile: str = ""
+    modelPath: str = ""
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     outputSegmentation: slicer.vtkMRMLSegmentationNode
 
 
@@ -223,7 +227,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._outcome = {}
         options = dict(engine=p.engine, lungmaskWeights=p.lungmaskWeights or None,
                        emphysemaThreshold=p.emphysemaThreshold, qcProfile=p.qcProfile,
-                       configFile=p.configFile or None)
+                       configFile=p.configFile or None, modelPath=p.modelPath or None, device=p.device)
 
         def work():
             try:
@@ -362,8 +366,9 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def analyze(ct, mask=None, engine="auto", lungmaskWeights=None, emphysemaThreshold=-950.0,
-                qcProfile="default", configFile=None, progress=None, cancel=None):
-        """QC, lungs, densitometry of a CTVolume (no MRML: safe in a worker thread)."""
+                qcProfile="default", configFile=None, progress=None, cancel=None, modelPath=None, device="auto"):
+        """QC, lungs, densitometry and CNN severity of a CTVolume (no MRML: safe in a worker
+        thread); ``modelPath`` None uses the shipped model."""
         from EmphysemaXAILib.config import load_settings
         from EmphysemaXAILib.pipeline import analyze_case
 
@@ -371,7 +376,8 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         if emphysemaThreshold != -950.0:  # the panel's value, when changed, wins over the file
             settings.qct.emphysema_hu = emphysemaThreshold
         return analyze_case(ct, engine=engine, lung_mask=mask, lungmask_weights=lungmaskWeights,
-                            qc_profile=qcProfile, progress=progress, cancel=cancel, settings=settings)
+                            qc_profile=qcProfile, progress=progress, cancel=cancel, settings=settings,
+                            model=modelPath or "auto", device=device)
 
     @staticmethod
     def show(case, inputVolume):
@@ -384,7 +390,7 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputVolume, segmentation=None, engine="auto", lungmaskWeights=None,
                 emphysemaThreshold=-950.0, qcProfile="default", configFile=None, progress=None,
-                cancel=None, show=True):
+                cancel=None, show=True, modelPath=None, device="auto"):
         """Analyse a chest CT volume node: QC, lungs, densitometry; results into the scene.
 
         Args:
@@ -392,6 +398,7 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             segmentation: optional ``vtkMRMLSegmentationNode`` with "Right lung" / "Left lung"
                 segments (drawn or edited by the user) replacing the engine.
             engine: ``auto``, ``lungmask`` or ``classical``; configFile: settings (TOML).
+            modelPath: severity model folder (None: the shipped model); device: auto, cpu, cuda.
             progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
         Returns:
             ``{"case": CaseResult, "nodes": {role: node}}``.
@@ -399,7 +406,8 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         ct, mask = self.prepare(inputVolume, segmentation)
         case = self.analyze(ct, mask, engine=engine, lungmaskWeights=lungmaskWeights,
                             emphysemaThreshold=emphysemaThreshold, qcProfile=qcProfile,
-                            configFile=configFile, progress=progress, cancel=cancel)
+                            configFile=configFile, progress=progress, cancel=cancel, modelPath=modelPath,
+                            device=device)
         nodes = self.show(case, inputVolume) if show else {}
         if show:
             self.showResults(nodes)
@@ -433,6 +441,11 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
                       f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU, "
                       f"lung volume {whole['volume_l']:.2f} l",
                       "zones: " + ", ".join(f"{z} {g}" for z, g in severity["zone_grades"].items())]
+        if case.severity is not None:
+            cnn = case.severity.summary
+            lines += ["", f"CNN severity: {cnn['class']} (p {cnn['probabilities'][cnn['class']]:.2f}), extent "
+                      f"{cnn['extent_pct']:.2f}% of lung ({cnn['model']['name']})"
+                      + (" - LOW CONFIDENCE" if cnn["low_confidence"] else "")] + [f"note: {n}" for n in cnn["notes"]]
         lines += ["", NOT_CLINICAL]
         return "\n".join(lines)
 

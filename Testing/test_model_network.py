@@ -47,36 +47,45 @@ def test_same_seed_same_output_on_cpu():
     assert normalise_hu(torch.tensor([-2000.0, -1100.0, 200.0, 500.0])).tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
-def test_phantom_patch_dataset_with_monai_augmentation():
+def _tiles(phantoms, n=20, size=32):
+    from EmphysemaXAILib.model.data import TileSet, phantom_tiles
+
+    return TileSet.concat([phantom_tiles(p, n, size=size, seed=i) for i, p in enumerate(phantoms)])
+
+
+def test_tile_dataset_with_monai_augmentation():
     from monai.transforms import Compose
 
-    from EmphysemaXAILib.model.data import PhantomPatchDataset, augmentations
+    from EmphysemaXAILib.model.data import TileDataset, augmentations
+    from EmphysemaXAILib.model.tiles import FILL_HU
 
     phantoms = [generate_phantom(PhantomParams(size="small", seed=s, extent_pct=e, pattern=p))
                 for s, e, p in ((1, 0, "none"), (2, 20, "mixed"))]
-    plain = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=False)
-    augmented = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=True)
+    tiles = _tiles(phantoms)
+    plain, augmented = TileDataset(tiles, augment=False), TileDataset(tiles, augment=True)
     assert len(plain) == 40 and isinstance(augmentations(), Compose)
     item = plain[25]
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
-    assert float(item["fraction"]) == pytest.approx(float(plain.fraction[25]))
-    assert (plain.fraction[:20] == 0).all() and plain.fraction[20:].mean() > 0.1  # healthy vs 20 %
+    assert float(item["fraction"]) == pytest.approx(float(tiles.fraction[25]))
+    assert (tiles.fraction[:20] == 0).all() and tiles.fraction[20:].mean() > 0.1  # healthy vs 20 %
     changed = sum(not torch.equal(augmented[i]["image"], plain[i]["image"]) for i in range(40))
     assert changed > 10  # MONAI flips / rotations / noise really applied
-    first = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=True)
-    second = PhantomPatchDataset(phantoms, n_per_phantom=20, size=32, seed=0, augment=True)
-    order = [5, 30, 5, 12]  # the same reads in the same order give the same augmented patches
+    for i in range(40):  # re-masked: outside the (augmented) lung the model sees FILL_HU only
+        image = augmented[i]["image"]
+        assert ((image == FILL_HU) | (image < 150)).all()
+    first, second = TileDataset(tiles, augment=True), TileDataset(tiles, augment=True)
+    order = [5, 30, 5, 12]  # the same reads in the same order give the same augmented tiles
     assert all(torch.equal(first[i]["image"], second[i]["image"]) for i in order)
 
 
 def test_patch_training_learns_and_is_deterministic(tmp_path):
-    from EmphysemaXAILib.model.data import PhantomPatchDataset
+    from EmphysemaXAILib.model.data import TileDataset
     from EmphysemaXAILib.model.train import TrainConfig, train_patch_model
 
     phantoms = [generate_phantom(PhantomParams(size="small", seed=s, extent_pct=e, pattern=p))
                 for s, e, p in ((1, 0, "none"), (2, 30, "mixed"), (3, 15, "centrilobular"))]
-    train = PhantomPatchDataset(phantoms[:2], n_per_phantom=48, size=32, seed=0, augment=True)
-    val = PhantomPatchDataset(phantoms[2:], n_per_phantom=32, size=32, seed=1, augment=False)
+    train = TileDataset(_tiles(phantoms[:2], 48), augment=True)
+    val = TileDataset(_tiles(phantoms[2:], 32), augment=False)
     config = TrainConfig(epochs=6, batch_size=16, lr=3e-3, patience=10, seed=0, device="cpu")
     histories = []
     for run in range(2):

@@ -138,7 +138,8 @@ def run_case(case: dict, out_root: str, options: dict) -> dict:
         from .config import load_settings
 
         result = analyze_case(case["path"], series_uid=case["series_uid"], engine=options.get("engine", "auto"),
-                              settings=load_settings(options.get("config")))
+                              settings=load_settings(options.get("config")), model=options.get("model", "auto"),
+                              device=options.get("device", "auto"))
         write_case(result, Path(out_root) / "cases" / case["case_id"], report=options.get("report", True),
                    scene=options.get("scene", True), overwrite=True)
         thumb = _thumbnail(result)
@@ -164,14 +165,17 @@ def _cohort_row(case: dict, summary: dict) -> dict:
         row.update(status="excluded", error="; ".join(summary["qc"]["errors"]))
         return row
     whole = next(r for r in summary["qct"]["regions"] if r["region"] == "whole")
-    severity = summary["qct_severity"]
+    qct_severity, model = summary["qct_severity"], summary.get("severity")
     row.update(status="ok", laa950_pct=whole["laa950_pct"], perc15_hu=whole["perc15_hu"],
-               volume_l=whole["volume_l"], qct_class=severity["class"], extent_pct=severity["extent_pct"])
+               volume_l=whole["volume_l"], qct_class=qct_severity["class"],
+               severity_class=model["class"] if model else None,
+               extent_pct=model["extent_pct"] if model else qct_severity["extent_pct"])
     return row
 
 
 def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: bool = True,
-              scene: bool = True, engine: str = "auto", progress: bool = True, config=None) -> list:
+              scene: bool = True, engine: str = "auto", progress: bool = True, config=None,
+              model="auto", device: str = "auto") -> list:
     """Analyse every case under ``root`` into ``out_dir``; write ``cohort.csv`` and
     ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -183,7 +187,8 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
     if not cases:
         raise InputError(f"{root}: no DICOM series or image file found")
     out.mkdir(parents=True, exist_ok=True)
-    options = {"report": report, "scene": scene, "engine": engine, "config": str(config) if config else None}
+    options = {"report": report, "scene": scene, "engine": engine, "config": str(config) if config else None,
+               "model": str(model) if model not in (None, "auto") else model, "device": device}
     rows, thumbs, todo = {}, {}, []
     for case in cases:
         done = _resumed(case, out) if resume else None

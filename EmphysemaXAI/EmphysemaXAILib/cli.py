@@ -111,11 +111,23 @@ def cmd_demo(args) -> int:
               f"left {result.qct.region('left')['volume_l']:.2f} l")
         print(f"QCT: %LAA-950 {whole['laa950_pct']:.2f}%, noise-robust extent {whole['robust_extent_pct']:.2f}%, "
               f"Perc15 {whole['perc15_hu']} HU -> {result.qct.qct_severity['class']}")
+        _print_model(summary["severity"])
         print(f"truth: {truth['subtype']} emphysema {truth['extent_pct']:.2f}% of lung ({truth['severity']})")
         print(f"written in {out}: summary.json, qct.csv, lung_labels.nrrd, lungs.seg.nrrd, laa_map.nrrd, "
               "report.html, scene.mrb (open it in 3D Slicer), phantom/ (DICOM input, labels, truth.json)")
         print(NOT_CLINICAL)
     return 0
+
+
+def _print_model(model: dict | None, prefix: str = "") -> None:
+    """One line on the CNN's severity (and its notes) when the model ran."""
+    if not model:
+        return
+    probability = model["probabilities"][model["class"]]
+    print(f"{prefix}CNN severity {model['class']} (p {probability:.2f}; extent {model['extent_pct']:.2f}% of lung; "
+          f"{model['model']['name']}){' LOW CONFIDENCE' if model['low_confidence'] else ''}")
+    for note in model["notes"]:
+        print(f"  note: {note}")
 
 
 def _settings(args):
@@ -237,6 +249,18 @@ def _ct_input(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+def _model_choice(args):
+    """analyze / batch: --no-model -> None, --model DIR -> DIR, else the shipped model."""
+    return None if args.no_model else (args.model or "auto")
+
+
+def _model_flags(parser) -> None:
+    parser.add_argument("--model", metavar="MODEL_DIR", help="severity model folder (default: the shipped model)")
+    parser.add_argument("--no-model", action="store_true", help="skip the CNN severity step (QCT only)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="where the CNN runs (auto: CUDA, then MPS, then the CPU)")
+
+
 def cmd_analyze(args) -> int:
     from .batch import write_case
     from .pipeline import analyze_case
@@ -247,7 +271,8 @@ def cmd_analyze(args) -> int:
 
     result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
                           lungmask_weights=args.lungmask_weights, series_uid=args.series,
-                          progress=None if args.json else _progress, settings=_settings(args))
+                          progress=None if args.json else _progress, settings=_settings(args),
+                          model=_model_choice(args), device=args.device)
     write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     summary = result.summary()
     if args.json:
@@ -257,6 +282,7 @@ def cmd_analyze(args) -> int:
     if not args.json:
         sev = summary["qct_severity"]
         print(f"{out}: QCT severity {sev['class']} (extent {sev['extent_pct']:.2f}%, {sev['rule']})")
+        _print_model(summary["severity"], f"{out}: ")
         print(NOT_CLINICAL)
     return 0
 
@@ -267,7 +293,7 @@ def cmd_batch(args) -> int:
     _settings(args)  # refuse a bad config before any case starts
     rows = run_batch(args.root, args.out, workers=args.workers, resume=args.resume,
                      report=not args.no_report, scene=not args.no_scene, engine=args.engine,
-                     config=args.config)
+                     config=args.config, model=_model_choice(args), device=args.device)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "excluded", "failed")}
     print(f"{args.out}: {len(rows)} cases: {counts['ok']} ok, {counts['excluded']} excluded, "
           f"{counts['failed']} failed (cohort.csv, qc_montage.png, cases/)")
@@ -275,6 +301,67 @@ def cmd_batch(args) -> int:
         if row["status"] == "failed":
             print(f"  failed {row['case_id']}: {row['error']}", file=sys.stderr)
     return 1 if args.strict and counts["failed"] else 0
+
+
+def _refuse_existing(out, overwrite: bool) -> None:
+    if Path(out).exists() and not overwrite:
+        raise InputError(f"{out} exists: choose another folder or pass --overwrite")
+
+
+def _print_figures(title: str, figures: dict) -> None:
+    if not figures or not figures.get("n"):
+        return
+    ci = figures.get("ci95", {})
+
+    def show(key, fmt="{:.3f}"):
+        value = figures.get(key)
+        if value is None:
+            return f"{key} n/a"
+        interval = f" [{fmt.format(ci[key][0])}, {fmt.format(ci[key][1])}]" if key in ci else ""
+        return f"{key} {fmt.format(value)}{interval}"
+
+    print(f"{title} ({figures['n']} cases, {figures.get('n_clear', '?')} clear of the cutpoints by 2 points): "
+          + "; ".join(show(k) for k in ("accuracy", "accuracy_clear", "balanced_accuracy", "weighted_kappa_quadratic",
+                                         "extent_mae", "extent_spearman")))
+
+
+def cmd_train(args) -> int:
+    _refuse_existing(args.out, args.overwrite)
+    command = "emphysema-xai " + " ".join(sys.argv[1:]) if sys.argv and "emphysema" in sys.argv[0] else None
+    if args.phantoms is not None:
+        from .model.experiment import train_phantoms
+
+        metrics = train_phantoms(args.phantoms, args.out, seed=args.seed, epochs=args.epochs,
+                                 case_epochs=args.case_epochs, tiles_per_case=args.tiles_per_case,
+                                 workers=args.workers, device=args.device, command=command,
+                                 phantom_size=args.phantom_size)
+    else:
+        from .model.cohort import train_manifest
+
+        metrics = train_manifest(args.manifest, args.out, init=args.init, folds=args.folds, seed=args.seed,
+                                 epochs=args.case_epochs, device=args.device, command=command)
+        _print_figures(f"{args.folds}-fold cross-validation", metrics.get("cv", {}))
+    _print_figures("held-out test split", metrics["test"])
+    print(f"{args.out}: model written (weights.pt, config.json, metrics.json, log.csv, training_curve.png)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .model.experiment import evaluate
+
+    _refuse_existing(args.out, args.overwrite)
+    metrics = evaluate(args.model, args.out, phantoms=args.phantoms, seed=args.seed, manifest=args.manifest,
+                       device=args.device, workers=args.workers, phantom_size=args.phantom_size)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    _print_figures(f"{metrics['model']['name']}", metrics)
+    hard = metrics.get("low_dose_sharp")
+    if hard:
+        print(f"low / ultra-low dose with a sharp kernel ({hard['n']} cases): extent MAE {hard['model_mae']:.2f} "
+              f"vs naive %LAA-950 {hard['naive_laa950_mae']:.2f} (ratio {hard['ratio']:.2f})")
+    print(f"{args.out}: metrics.json, predictions.csv, confusion.png, roc.png")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
     analyze.add_argument("--no-report", action="store_true", help="no report.html")
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _model_flags(analyze)
     analyze.set_defaults(func=cmd_analyze)
 
     batch = sub.add_parser("batch", parents=[common], help="analyze every case (DICOM series or image file) under a folder")
@@ -369,7 +457,40 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-scene", action="store_true", help="no Slicer scenes")
     batch.add_argument("--no-report", action="store_true", help="no HTML reports")
     batch.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
+    _model_flags(batch)
     batch.set_defaults(func=cmd_batch)
+
+    train = sub.add_parser("train", help="train the severity model on phantoms or fine-tune it on your cohort")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--phantoms", type=int, metavar="N", help="generate N medium phantoms (70/15/15 split)")
+    source.add_argument("--manifest", metavar="CSV", help="your cohort: path, lung_mask, label, extent_pct, subject")
+    train.add_argument("--out", required=True, help="model folder to write")
+    train.add_argument("--phantom-size", choices=("small", "medium", "full"), default="medium",
+                       help="phantom size (medium = the model's 1.4 mm working grid; small for quick checks)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, default=20, help="tile-stage epochs (phantoms)")
+    train.add_argument("--case-epochs", type=int, default=30, help="case-stage epochs")
+    train.add_argument("--tiles-per-case", type=int, default=300, help="training tiles drawn per phantom")
+    train.add_argument("--folds", type=int, default=5, help="k-fold cross-validation on a manifest (0: none)")
+    train.add_argument("--init", metavar="MODEL_DIR", help="model to fine-tune on a manifest (default: shipped)")
+    train.add_argument("--workers", type=int, default=2, help="processes generating phantoms")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="figures of a severity model on held-out phantoms or your cohort")
+    evaluate.add_argument("--model", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--phantoms", type=int, metavar="N", help="N new phantoms (all doses and kernels)")
+    source.add_argument("--manifest", metavar="CSV", help="labelled cases (path, lung_mask, label, extent_pct, subject)")
+    evaluate.add_argument("--seed", type=int, default=1, help="phantom seed (use one the model was not trained on)")
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and plots")
+    evaluate.add_argument("--phantom-size", choices=("small", "medium", "full"), default="medium")
+    evaluate.add_argument("--workers", type=int, default=2, help="processes for the phantoms")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu")
+    evaluate.add_argument("--json", action="store_true", help="print metrics.json on stdout")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", parents=[common], help="analyze a generated medium phantom (the main job)")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")

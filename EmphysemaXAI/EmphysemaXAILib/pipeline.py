@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import EmphysemaXAIError, InputError
 
-STEPS = ("read", "qc", "segment", "qct")
+STEPS = ("read", "qc", "segment", "qct", "severity")
 NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
 
 
@@ -33,6 +33,7 @@ class CaseResult:
     qc: object                     # QCReport
     segmentation: object = None    # Segmentation (None when excluded)
     qct: object = None             # QCTResult (None when excluded)
+    severity: object = None        # model.infer.SeverityResult (None without a model)
     timings_s: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
@@ -52,7 +53,7 @@ class CaseResult:
             "segmentation": self.segmentation.as_dict() if self.segmentation is not None else None,
             "qct": {"regions": self.qct.regions, "noise_hu": self.qct.noise_hu} if self.qct else None,
             "qct_severity": self.qct.qct_severity if self.qct else None,
-            "severity": None,       # from the model (issue 6)
+            "severity": self.severity.summary if self.severity is not None else None,
             "explanations": {},     # from the explanation step (issue 7)
             "timings_s": self.timings_s,
             "versions": versions(),
@@ -60,6 +61,33 @@ class CaseResult:
             "disclaimer": NOT_CLINICAL,
         }
         return out
+
+
+_PREDICTORS: dict = {}
+
+
+def _predictor(model, device: str, warnings: list):
+    """The SeverityPredictor for ``model`` (cached per model and device), or None."""
+    if model is None:
+        return None
+    try:
+        from .model.checkpoint import shipped_available
+        from .model.infer import SeverityPredictor
+    except ImportError as error:  # torch / monai missing: QCT still runs
+        warnings.append(f"no severity model: {error.name} is not installed (pip install the package's requirements)")
+        return None
+    if model == "auto":
+        if not shipped_available():
+            warnings.append("no severity model: the shipped checkpoint is missing from this installation")
+            return None
+        model = None
+    from .model.checkpoint import WEIGHTS_FILE, model_dir
+
+    weights = model_dir(model) / WEIGHTS_FILE
+    key = (str(weights.resolve()), weights.stat().st_mtime_ns if weights.exists() else None, device)
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = SeverityPredictor(model, device)
+    return _PREDICTORS[key]
 
 
 def versions() -> dict:
@@ -77,7 +105,8 @@ def versions() -> dict:
 
 def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights=None,
                  fill_weights=None, lobes: bool = False, qct_config=None, qc_profile: str = "default",
-                 series_uid: str | None = None, progress=None, cancel=None, settings=None) -> CaseResult:
+                 series_uid: str | None = None, progress=None, cancel=None, settings=None,
+                 model="auto", device: str = "auto") -> CaseResult:
     """Read, check, segment and measure one case.
 
     Args:
@@ -89,6 +118,8 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
         settings: a :class:`~EmphysemaXAILib.config.Settings` (from ``--config``); explicit
             arguments other than the defaults win over it.
+        model: severity model folder, ``"auto"`` (the shipped model when it and torch are
+            installed, else a warning) or None (no model step); device: auto, cpu, cuda, mps.
     """
     if settings is not None:
         engine = engine if engine != "auto" else settings.engine
@@ -98,7 +129,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         qc_profile = qc_profile if qc_profile != "default" else settings.qc_profile
     from .ct_io import read_ct
     from .qc import run_qc
-    from .qct import measure_qct
+    from .qct import QCTConfig, measure_qct
     from .segmentation import Segmentation, check_lung_labels, load_mask, segment_lungs
 
     timings: dict = {}
@@ -143,6 +174,13 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     result.qct = measure_qct(ct, segmentation.labels, lobes=segmentation.lobes, config=qct_config,
                              noise_hu=qc.measures.get("noise_hu"))
     timings["qct"] = round(time.perf_counter() - start, 3)
+    predictor = _predictor(model, device, result.warnings)
+    if predictor is not None:
+        start = step("severity", 4, "grading severity with the CNN")
+        cutpoints = (qct_config or QCTConfig()).severity_cutpoints
+        result.severity = predictor.predict(ct, segmentation.labels, segmentation.lobes, cutpoints=cutpoints)
+        timings["severity"] = round(time.perf_counter() - start, 3)
+        result.warnings.extend(result.severity.summary["notes"])
     if progress is not None:
         progress("done", 1.0, "done")
     return result

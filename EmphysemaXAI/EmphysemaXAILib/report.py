@@ -75,16 +75,19 @@ def _histogram(ct, labels, whole) -> str:
     return _png(fig)
 
 
-def _zones(qct) -> str:
+def _zones(qct, cnn: dict | None = None) -> str:
     import matplotlib.pyplot as plt
 
     names = [f"{s}_{t}" for s in ("right", "left") for t in ("upper", "middle", "lower")]
-    naive = [qct.region(n)["laa950_pct"] or 0 for n in names]
-    robust = [qct.region(n)["robust_extent_pct"] or 0 for n in names]
+    bars = [("%LAA-950", "#e76f51", [qct.region(n)["laa950_pct"] or 0 for n in names]),
+            ("noise-robust extent", "#264653", [qct.region(n)["robust_extent_pct"] or 0 for n in names])]
+    if cnn is not None:
+        bars.append(("CNN extent", "#8ab17d", [cnn["extent_by_region"].get(n) or 0 for n in names]))
     fig, ax = plt.subplots(figsize=(7, 3.4))
     x = np.arange(len(names))
-    ax.bar(x - 0.2, naive, 0.4, label="%LAA-950", color="#e76f51")
-    ax.bar(x + 0.2, robust, 0.4, label="noise-robust extent", color="#264653")
+    width = 0.8 / len(bars)
+    for i, (label, color, values) in enumerate(bars):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, values, width, label=label, color=color)
     for bound in (0.5, 5, 20):
         ax.axhline(bound, color="gray", lw=0.6, ls=":")
     ax.set_xticks(x, [n.replace("_", "\n") for n in names], fontsize=8)
@@ -92,6 +95,50 @@ def _zones(qct) -> str:
     ax.set_title("emphysema by zone (dotted: zone grade bounds)")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def _cnn_views(severity) -> str:
+    """Axial and coronal slices of the model's working grid with its per-tile emphysema fraction."""
+    import matplotlib.pyplot as plt
+
+    grid, fraction = severity.grid, severity.fraction_map
+    lung = grid.labels > 0
+    k = int(np.argmax((fraction * lung).sum(axis=(1, 2))))
+    j = int(np.argmax(lung.sum(axis=(0, 2))))
+    sx, _, sz = grid.spacing
+    vmax = max(0.05, float(fraction.max()))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
+    panels = [(grid.hu[k], fraction[k], lung[k], 1.0, f"axial slice {k} (working grid)")]
+    if grid.hu.shape[0] > 1:
+        panels.append((grid.hu[::-1, j], fraction[::-1, j], lung[::-1, j], sz / sx, f"coronal row {j} (head up)"))
+    for ax, (image, frac, outline, aspect, title) in zip(axes, panels):
+        ax.imshow(image, cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
+        shown = ax.imshow(np.ma.masked_where(~outline, frac * 100), cmap="viridis", vmin=0, vmax=vmax * 100,
+                          alpha=0.55, aspect=aspect, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    fig.colorbar(shown, ax=list(axes), shrink=0.7, label="predicted emphysema, % of the tile's lung")
+    return _png(fig)
+
+
+def _cnn_section(severity) -> str:
+    cnn = severity.summary
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in cnn["notes"])
+    probabilities = _table([{"class": k, "probability": f"{v:.3f}"} for k, v in cnn["probabilities"].items()],
+                           ["class", "probability"])
+    regions = _table([{"region": k, "extent %": f"{v:.2f}"} for k, v in cnn["extent_by_region"].items() if v is not None],
+                     ["region", "extent %"])
+    low = "<p class='warn'>Low confidence:</p>" if cnn["low_confidence"] else ""
+    return (f"<h2>CNN severity: {html.escape(cnn['class'])}</h2>"
+            f"<p>extent {cnn['extent_pct']:.2f}% of lung, from {cnn['tiles']} lung tiles at "
+            f"{' x '.join(f'{s:g}' for s in cnn['working_spacing'])} mm; model {html.escape(cnn['model']['name'])} "
+            f"(SHA-256 {cnn['model']['sha256'][:16]}...). The class is the band of the predicted extent; the "
+            "probabilities spread the model's validation error over the bands. Trained on synthetic phantoms: "
+            "see MODEL_CARD.md for what it was and was not tested on.</p>"
+            f"{low}<ul>{notes}</ul><div style='display:flex;gap:2em'>{probabilities}{regions}</div>"
+            f"<img src='{_cnn_views(severity)}'>")
 
 
 def _table(rows, columns) -> str:
@@ -134,13 +181,15 @@ def write_report(result, path, views: dict | None = None) -> Path:
                      f"{whole['volume_l']:.2f} l. Segmentation: {html.escape(result.segmentation.engine_used)} "
                      "engine. Classes: none &lt; 5%, mild &lt; 15%, moderate &lt; 25%, severe; the bands "
                      "above 5% are conventions, not a clinical standard.</p>")
+        if result.severity is not None:
+            parts.append(_cnn_section(result.severity))
         grades = severity.get("zone_grades", {})
         parts.append(_table([{"zone": z, "grade": g} for z, g in grades.items()], ["zone", "grade"]))
         parts.append(f"<h2>Images</h2><img src='{_views(ct, result.segmentation.labels, result.qct.laa_map)}'>")
         if views:
             parts.append(f"<h2>Slicer views</h2><img src='{_slicer_views(views)}'>")
         parts.append(f"<img src='{_histogram(ct, result.segmentation.labels, whole)}'>"
-                     f"<img src='{_zones(result.qct)}'>")
+                     f"<img src='{_zones(result.qct, result.severity.summary if result.severity is not None else None)}'>")
         columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "laa950_pct", "laa910_pct",
                    "laa856_pct", "robust_extent_pct", "laa_clusters", "laa_cluster_d"]
         parts.append("<h2>Densitometry</h2>" + _table(result.qct.regions, columns))

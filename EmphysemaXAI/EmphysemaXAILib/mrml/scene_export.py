@@ -45,16 +45,30 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
         nodes["laa_map"] = overlay_volume(scene, ct_node, result.qct.laa_map, "LAA map", nodes["laa_colors"], app_logic)
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
         nodes["qct_table"] = table_node(scene, "QCT", result.qct.regions, QCT_UNITS, QCT_DESCRIPTIONS)
-        severity = result.qct.qct_severity
-        rows = [{"item": "class", "value": severity["class"]}, {"item": "extent_pct", "value": str(severity["extent_pct"])},
-                {"item": "rule", "value": severity["rule"]}]
-        rows += [{"item": zone, "value": grade} for zone, grade in severity["zone_grades"].items()]
-        nodes["severity_table"] = table_node(scene, "Severity", rows)
+        nodes["severity_table"] = table_node(scene, "Severity", severity_rows(result))
     qc_rows = [{"item": "error", "value": e} for e in result.qc.errors]
     qc_rows += [{"item": "warning", "value": w} for w in result.qc.warnings]
     qc_rows += [{"item": k, "value": str(v)} for k, v in result.qc.measures.items()]
     nodes["qc_table"] = table_node(scene, "Quality control", qc_rows)
     return nodes
+
+
+def severity_rows(result) -> list:
+    """Rows (item, value) of the Severity table: QCT's class, extent, rule and zone grades, then
+    the CNN's class, probabilities, extent per region and model (when the model ran)."""
+    qct = result.qct.qct_severity
+    rows = [{"item": "QCT class", "value": qct["class"]}, {"item": "QCT extent_pct", "value": f"{qct['extent_pct']:.2f}"},
+            {"item": "QCT rule", "value": qct["rule"]}]
+    rows += [{"item": f"QCT zone {zone}", "value": grade} for zone, grade in qct["zone_grades"].items()]
+    if result.severity is not None:
+        cnn = result.severity.summary
+        rows += [{"item": "CNN class", "value": cnn["class"]}, {"item": "CNN extent_pct", "value": f"{cnn['extent_pct']:.2f}"}]
+        rows += [{"item": f"CNN p({name})", "value": f"{p:.3f}"} for name, p in cnn["probabilities"].items()]
+        rows += [{"item": f"CNN extent_pct {region}", "value": f"{value:.2f}"}
+                 for region, value in cnn["extent_by_region"].items() if value is not None and region != "whole"]
+        rows += [{"item": "CNN model", "value": f"{cnn['model']['name']} (sha256 {cnn['model']['sha256'][:12]})"},
+                 {"item": "CNN low confidence", "value": "yes: " + "; ".join(cnn["notes"]) if cnn["low_confidence"] else "no"}]
+    return rows
 
 
 def export_case_scene(result, out_dir, render: bool = False) -> dict:

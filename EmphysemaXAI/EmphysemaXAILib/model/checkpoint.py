@@ -1,0 +1,84 @@
+"""Saving and loading severity models: a folder with ``weights.pt`` (a state dict of tensors,
+loaded with ``torch.load(..., weights_only=True)``) and ``config.json`` (architecture, working
+spacing, calibration, training record and the weights' SHA-256, checked at every load).
+
+The shipped model lives inside the package (``EmphysemaXAILib/model/shipped``); its digest is
+also pinned here (:data:`SHIPPED_SHA256`), so a swapped file is refused even with a matching
+``config.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..errors import InputError
+
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "config.json"
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+SHIPPED_NAME = "emphysema-xai-severity-v1"
+#: SHA-256 of the shipped ``weights.pt`` (written when the checkpoint was trained; MODEL_CARD.md).
+SHIPPED_SHA256 = None
+
+
+def sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model, config: dict, out_dir) -> str:
+    """Write ``weights.pt`` and ``config.json`` (with ``weights_sha256``) into ``out_dir``;
+    returns the digest."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, out / WEIGHTS_FILE)
+    digest = sha256(out / WEIGHTS_FILE)
+    (out / CONFIG_FILE).write_text(json.dumps({**config, "weights_sha256": digest}, indent=2) + "\n")
+    return digest
+
+
+def model_dir(path=None) -> Path:
+    """The folder of the model to use: ``path``, else the shipped one."""
+    return Path(path) if path is not None else SHIPPED_DIR
+
+
+def shipped_available() -> bool:
+    return (SHIPPED_DIR / WEIGHTS_FILE).is_file() and (SHIPPED_DIR / CONFIG_FILE).is_file()
+
+
+def load_model(path=None, device="cpu"):
+    """(SeverityNet in eval mode on ``device``, config dict) from a model folder (default: the
+    shipped model). Refuses a missing folder, a digest mismatch or weights that do not fit."""
+    import torch
+
+    from .network import SeverityNet
+
+    folder = model_dir(path)
+    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    if not weights.is_file() or not config_path.is_file():
+        raise InputError(f"{folder} is not a severity model folder (needs {WEIGHTS_FILE} and {CONFIG_FILE}); "
+                         "train one with `emphysema-xai train` or omit --model for the shipped model")
+    config = json.loads(config_path.read_text())
+    digest = sha256(weights)
+    expected = [config.get("weights_sha256")]
+    if path is None or folder.resolve() == SHIPPED_DIR:
+        expected.append(SHIPPED_SHA256)
+    for want in expected:
+        if want is not None and want != digest:
+            raise InputError(f"{weights} has SHA-256 {digest[:12]}..., expected {want[:12]}...: the file is corrupt "
+                             "or replaced; reinstall the package or retrain the model")
+    arch = config["architecture"]
+    model = SeverityNet(slices=arch["slices"], width=arch["width"], hidden=arch["hidden"])
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, KeyError) as exc:
+        raise InputError(f"{weights} does not fit the architecture in {config_path}: {str(exc).splitlines()[0]}")
+    config["weights_sha256"] = digest
+    return model.to(device).eval(), config

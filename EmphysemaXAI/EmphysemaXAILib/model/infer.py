@@ -1,0 +1,125 @@
+"""Case-level severity from a trained model: working grid -> lung tiles -> batched CNN ->
+extent (lung-weighted mean of the tile fractions), per-region extent, class probabilities.
+
+Class and probabilities follow the one definition of ``severity.md``: the class is the band of
+the predicted extent; the probability of each class is the mass of a normal distribution centred
+on the predicted extent, with the SD of the model's validation error (``config["extent_sigma"]``),
+falling in that class's band. The model's attention-pooled class head is reported beside it
+(``class_head``) for comparison, and its patch weights are kept for the explanations.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..regions import lung_regions
+from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
+from .tiles import extract_tiles, paint_tiles, tile_corners, to_working_grid
+
+
+def class_probabilities(extent_pct: float, sigma: float, cutpoints=SEVERITY_CUTPOINTS) -> dict:
+    """Probability of each severity class for an extent estimate with normal error ``sigma``."""
+    from scipy.stats import norm
+
+    bounds = [-np.inf] + [b for b, _ in cutpoints] + [np.inf]
+    cdf = norm.cdf(np.asarray(bounds), loc=extent_pct, scale=max(sigma, 1e-3))
+    return {name: float(cdf[i + 1] - cdf[i]) for i, name in enumerate(SEVERITY_CLASSES)}
+
+
+@dataclass
+class SeverityResult:
+    """What the model says about one case, and what the explanations need.
+
+    ``fraction_map`` is (z, y, x) float32 on the working grid (``grid``): each lung voxel holds its
+    tile's predicted emphysema fraction.
+    """
+
+    summary: dict
+    grid: object
+    tiles: object
+    fractions: np.ndarray          # (n,) predicted per tile
+    patch_weights: np.ndarray      # (n,) attention pooling weights (sum 1)
+    fraction_map: np.ndarray
+    timings_s: dict = field(default_factory=dict)
+
+
+class SeverityPredictor:
+    """A loaded model ready for cases; ``device`` auto picks CUDA, MPS or the CPU."""
+
+    def __init__(self, model_path=None, device: str = "auto", batch_size: int = 128):
+        import torch
+
+        from .checkpoint import load_model, model_dir
+        from .train import pick_device
+
+        self.device = pick_device(device)
+        self.model, self.config = load_model(model_path, self.device)
+        self.path = model_dir(model_path)
+        self.batch_size = batch_size
+        self.torch = torch
+
+    @property
+    def info(self) -> dict:
+        return {"name": self.config.get("name", self.path.name), "sha256": self.config["weights_sha256"]}
+
+    def run_tiles(self, images: np.ndarray) -> dict:
+        """Patch outputs for (n, S, P, P) HU tiles, batched: ``fraction`` (n,), ``embedding``
+        (n, C) (tensors on the CPU)."""
+        torch = self.torch
+        fractions, embeddings = [], []
+        amp = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=amp):
+            for start in range(0, len(images), self.batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size], np.float32))
+                out = self.model(batch.to(self.device))
+                fractions.append(out["fraction"].float().cpu())
+                embeddings.append(out["embedding"].float().cpu())
+        return {"fraction": torch.cat(fractions), "embedding": torch.cat(embeddings)}
+
+    def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS) -> SeverityResult:
+        """Severity of ``ct`` (CTVolume) within its (z, y, x) lung ``labels`` (1 right, 2 left)."""
+        torch = self.torch
+        arch = self.config["architecture"]
+        size, slices = arch["size"], arch["slices"]
+        timings = {}
+        start = time.perf_counter()
+        extra = {"lobes": lobes} if lobes is not None else None
+        grid = to_working_grid(ct, labels, extra=extra, spacing=tuple(self.config["working_spacing"]))
+        lung = grid.labels > 0
+        if not lung.any():
+            raise ValueError("no lung voxels on the model's working grid")
+        corners = tile_corners(lung, size, slices)
+        tiles, _ = extract_tiles(grid.hu, lung, corners, size, slices)
+        timings["tiling"] = time.perf_counter() - start
+        start = time.perf_counter()
+        out = self.run_tiles(tiles.images)
+        count = torch.from_numpy(tiles.lung_count.astype(np.float32))
+        with torch.inference_mode():
+            case = self.model.case({k: v.to(self.device) for k, v in out.items()}, (count / tiles.images[0].size).to(self.device))
+        timings["network"] = time.perf_counter() - start
+        fractions = out["fraction"].numpy()
+        extent = float(case["extent_pct"])
+        fraction_map = paint_tiles(lung.shape, corners, fractions, size, slices) * lung
+        regions = lung_regions(grid.labels, grid.extra.get("lobes"), grid.superior_is_high_index)
+        values = regions.gather(fraction_map)
+        by_region = {name: (float(100.0 * values[mask].mean()) if mask.any() else None)
+                     for name, mask in regions.masks.items()}
+        sigma = float(self.config.get("extent_sigma", 1.0))
+        head = torch.softmax(case["class_logits"].float(), 0).cpu().numpy()
+        summary = {
+            "class": severity_class(extent, cutpoints),
+            "probabilities": class_probabilities(extent, sigma, cutpoints),
+            "extent_pct": extent,
+            "extent_by_region": by_region,
+            "model": self.info,
+            "class_head": {name: float(p) for name, p in zip(SEVERITY_CLASSES, head)},
+            "tiles": len(tiles),
+            "working_spacing": list(grid.spacing),
+            "device": self.device.type,
+            "low_confidence": grid.low_confidence,
+            "notes": list(grid.notes),
+        }
+        return SeverityResult(summary, grid, tiles, fractions, case["patch_weights"].float().cpu().numpy(),
+                              fraction_map, timings)
