@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_read.py
 	$(PY) bench/bench_phantom.py
 	$(PY) bench/bench_segment_qct.py --lungmask-slices 40
+	$(PY) bench/bench_classify.py
 
 check-layers:
 	$(PYTHON) ../shared/tools/check_layers.py .

@@ -71,6 +71,7 @@ class EmphysemaXAIParameterNode:
     configFile - optional settings file (TOML, as ``--config`` of the command line).
     modelPath - severity model folder (empty: the model shipped with the extension).
     device - where the CNN runs: auto (CUDA, MPS, CPU), cpu or cuda.
+    explainMethods - attribution maps to compute (comma-separated: gradcam, gradcampp, ig, attention, occlusion, smoothgrad).
     outputSegmentation - the lung segmentation written or updated by Apply.
     """
 
@@ -83,6 +84,7 @@ class EmphysemaXAIParameterNode:
     configFile: str = ""
     modelPath: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    explainMethods: str = "gradcam,attention"
     outputSegmentation: slicer.vtkMRMLSegmentationNode
 
 
@@ -104,6 +106,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._worker = None
         self._timer = None
         self._runInput = None
+        self._resultNodes = {}
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -122,6 +125,9 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSampleButton)
         self.ui.dependenciesButton.connect("clicked(bool)", self.onDependenciesButton)
+        self.ui.attributionMethodComboBox.connect("currentIndexChanged(int)", self.onAttributionDisplayChanged)
+        self.ui.attributionOpacitySlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
+        self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
         self.ui.cancelButton.enabled = False
         self.initializeParameterNode()
 
@@ -199,6 +205,9 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 with slicer.util.tryWithErrorDisplay(_("Could not show the results."), waitCursor=True):
                     nodes = self.logic.show(outcome["case"], self._runInput)
                     self.logic.showResults(nodes)
+                    self._resultNodes = nodes
+                    self.ui.attributionMethodComboBox.clear()
+                    self.ui.attributionMethodComboBox.addItems(list(nodes.get("attributions", {})))
                     self._parameterNode.outputSegmentation = nodes.get("segmentation", self._parameterNode.outputSegmentation)
                     self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(outcome["case"]))
         except Exception:  # already shown to the user by tryWithErrorDisplay
@@ -227,7 +236,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._outcome = {}
         options = dict(engine=p.engine, lungmaskWeights=p.lungmaskWeights or None,
                        emphysemaThreshold=p.emphysemaThreshold, qcProfile=p.qcProfile,
-                       configFile=p.configFile or None, modelPath=p.modelPath or None, device=p.device)
+                       configFile=p.configFile or None, modelPath=p.modelPath or None, device=p.device,
+                       explainMethods=p.explainMethods)
 
         def work():
             try:
@@ -261,6 +271,13 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not load the sample."), waitCursor=True):
             node = self.logic.loadSample(generated=self.ui.sampleComboBox.currentIndex == 0)
             self._parameterNode.inputVolume = node
+
+    def onAttributionDisplayChanged(self, *_args) -> None:
+        """Switch the attribution overlay / 3D rendering to the chosen method, opacity, threshold."""
+        method = self.ui.attributionMethodComboBox.currentText
+        if method and method in self._resultNodes.get("attributions", {}):
+            self.logic.showAttribution(self._resultNodes, method, opacity=self.ui.attributionOpacitySlider.value,
+                                       threshold=self.ui.attributionThresholdSlider.value)
 
     def onDependenciesButton(self) -> None:
         missing = self.logic.missingDependencies()
@@ -366,7 +383,8 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def analyze(ct, mask=None, engine="auto", lungmaskWeights=None, emphysemaThreshold=-950.0,
-                qcProfile="default", configFile=None, progress=None, cancel=None, modelPath=None, device="auto"):
+                qcProfile="default", configFile=None, progress=None, cancel=None, modelPath=None, device="auto",
+                explainMethods=""):
         """QC, lungs, densitometry and CNN severity of a CTVolume (no MRML: safe in a worker
         thread); ``modelPath`` None uses the shipped model."""
         from EmphysemaXAILib.config import load_settings
@@ -377,7 +395,8 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             settings.qct.emphysema_hu = emphysemaThreshold
         return analyze_case(ct, engine=engine, lung_mask=mask, lungmask_weights=lungmaskWeights,
                             qc_profile=qcProfile, progress=progress, cancel=cancel, settings=settings,
-                            model=modelPath or "auto", device=device)
+                            model=modelPath or "auto", device=device,
+                            explain=tuple(m.strip() for m in explainMethods.split(",") if m.strip()))
 
     @staticmethod
     def show(case, inputVolume):
@@ -429,6 +448,17 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             slicer.app.applicationLogic().PropagateTableSelection()
         if "laa_map" in nodes:
             slicer.util.setSliceViewerLayers(foreground=nodes["laa_map"], foregroundOpacity=0.6)
+
+    @staticmethod
+    def showAttribution(nodes, method, opacity=0.6, threshold=0.2):
+        """Show one method's attribution: slice-view foreground at ``opacity``, values under
+        ``threshold`` x its display top transparent, its 3D rendering on and the others off."""
+        from EmphysemaXAILib.mrml.nodes import style_attribution
+
+        for name, rendering in nodes.get("attribution_renderings", {}).items():
+            rendering.SetVisibility(name == method)
+        style_attribution(nodes["attributions"][method], nodes["attribution_colors"], threshold=threshold,
+                          app_logic=slicer.app.applicationLogic(), opacity=opacity)
 
     @staticmethod
     def formatResult(case) -> str:

@@ -49,6 +49,8 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
         result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
         save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
         save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
+        for method, explanation in result.explanations.items():
+            save_label(explanation.volume, result.ct, folder / f"attribution_{method}.nrrd")
     views = None
     if scene:
         from .mrml.scene_export import export_case_scene

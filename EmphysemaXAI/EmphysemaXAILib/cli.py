@@ -249,6 +249,19 @@ def _ct_input(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+def _methods(text: str | None) -> tuple:
+    """--explain gradcam,ig -> ("gradcam", "ig"), checked against the known methods."""
+    if not text:
+        return ()
+    from .explain.methods import METHODS
+
+    methods = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown explanation method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return tuple(dict.fromkeys(methods))
+
+
 def _model_choice(args):
     """analyze / batch: --no-model -> None, --model DIR -> DIR, else the shipped model."""
     return None if args.no_model else (args.model or "auto")
@@ -272,7 +285,7 @@ def cmd_analyze(args) -> int:
     result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
                           lungmask_weights=args.lungmask_weights, series_uid=args.series,
                           progress=None if args.json else _progress, settings=_settings(args),
-                          model=_model_choice(args), device=args.device)
+                          model=_model_choice(args), device=args.device, explain=_methods(args.explain))
     write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     summary = result.summary()
     if args.json:
@@ -364,6 +377,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_explain_eval(args) -> int:
+    from .explain.evaluate import KEYS, explain_eval
+
+    _refuse_existing(args.out, args.overwrite)
+    methods = _methods(args.methods) or ("gradcam", "ig", "attention", "occlusion")
+    metrics = explain_eval(args.out, methods, model_path=args.model, phantoms=args.phantoms, seed=args.seed,
+                           manifest=args.manifest, size=args.phantom_size, top_tiles=args.top_tiles)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{'method':<11}" + "".join(f"{k[:18]:>19}" for k in KEYS))
+    for method in methods:
+        row = metrics[method]
+        print(f"{method:<11}" + "".join(f"{row[k]:19.3f}" if row[k] is not None else f"{'n/a':>19}" for k in KEYS))
+    print(f"{args.out}: metrics.json, cases.csv ({metrics['_run']['cases']} cases)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emphysema-xai",
@@ -446,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-report", action="store_true", help="no report.html")
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _model_flags(analyze)
+    analyze.add_argument("--explain", metavar="LIST",
+                         help="attribution maps to write: gradcam,gradcampp,ig,attention,occlusion,smoothgrad")
     analyze.set_defaults(func=cmd_analyze)
 
     batch = sub.add_parser("batch", parents=[common], help="analyze every case (DICOM series or image file) under a folder")
@@ -491,6 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    explain_eval = sub.add_parser("explain-eval", help="faithfulness and plausibility of the attribution methods")
+    explain_eval.add_argument("--model", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
+    source = explain_eval.add_mutually_exclusive_group(required=True)
+    source.add_argument("--phantoms", type=int, metavar="N", help="N new phantoms with emphysema")
+    source.add_argument("--manifest", metavar="CSV", help="your cases (the LAA map stands in for lesions)")
+    explain_eval.add_argument("--seed", type=int, default=1)
+    explain_eval.add_argument("--methods", metavar="LIST", help="default gradcam,ig,attention,occlusion")
+    explain_eval.add_argument("--phantom-size", choices=("small", "medium", "full"), default="medium")
+    explain_eval.add_argument("--top-tiles", type=int, default=96,
+                              help="expensive methods run on this many most-attended tiles")
+    explain_eval.add_argument("--out", required=True, help="folder for metrics.json and cases.csv")
+    explain_eval.add_argument("--json", action="store_true", help="print metrics.json on stdout")
+    explain_eval.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    explain_eval.set_defaults(func=cmd_explain_eval)
 
     demo = sub.add_parser("demo", parents=[common], help="analyze a generated medium phantom (the main job)")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import EmphysemaXAIError, InputError
 
-STEPS = ("read", "qc", "segment", "qct", "severity")
+STEPS = ("read", "qc", "segment", "qct", "severity", "explain")
 NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
 
 
@@ -34,6 +34,7 @@ class CaseResult:
     segmentation: object = None    # Segmentation (None when excluded)
     qct: object = None             # QCTResult (None when excluded)
     severity: object = None        # model.infer.SeverityResult (None without a model)
+    explanations: dict = field(default_factory=dict)   # method -> explain.assemble.Explanation
     timings_s: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
@@ -54,7 +55,7 @@ class CaseResult:
             "qct": {"regions": self.qct.regions, "noise_hu": self.qct.noise_hu} if self.qct else None,
             "qct_severity": self.qct.qct_severity if self.qct else None,
             "severity": self.severity.summary if self.severity is not None else None,
-            "explanations": {},     # from the explanation step (issue 7)
+            "explanations": {m: e.summary(f"attribution_{m}.nrrd") for m, e in self.explanations.items()},
             "timings_s": self.timings_s,
             "versions": versions(),
             "warnings": self.warnings,
@@ -106,7 +107,7 @@ def versions() -> dict:
 def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights=None,
                  fill_weights=None, lobes: bool = False, qct_config=None, qc_profile: str = "default",
                  series_uid: str | None = None, progress=None, cancel=None, settings=None,
-                 model="auto", device: str = "auto") -> CaseResult:
+                 model="auto", device: str = "auto", explain=()) -> CaseResult:
     """Read, check, segment and measure one case.
 
     Args:
@@ -120,7 +121,10 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
             arguments other than the defaults win over it.
         model: severity model folder, ``"auto"`` (the shipped model when it and torch are
             installed, else a warning) or None (no model step); device: auto, cpu, cuda, mps.
+        explain: attribution methods to run after the model (``explain.methods.METHODS``).
     """
+    if explain and model is None:
+        raise InputError("explanations need the severity model: drop --no-model or give --model")
     if settings is not None:
         engine = engine if engine != "auto" else settings.engine
         lungmask_weights = lungmask_weights or settings.lungmask_weights
@@ -181,6 +185,13 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         result.severity = predictor.predict(ct, segmentation.labels, segmentation.lobes, cutpoints=cutpoints)
         timings["severity"] = round(time.perf_counter() - start, 3)
         result.warnings.extend(result.severity.summary["notes"])
+    if explain and predictor is not None:
+        from .explain.assemble import explain_case
+
+        start = step("explain", 5, f"explaining the model ({', '.join(explain)})")
+        result.explanations = explain_case(predictor.model, result.severity, ct, segmentation.labels, explain,
+                                           lobes=segmentation.lobes)
+        timings["explain"] = round(time.perf_counter() - start, 3)
     if progress is not None:
         progress("done", 1.0, "done")
     return result

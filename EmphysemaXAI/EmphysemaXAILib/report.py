@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,108 @@ def _cnn_views(severity) -> str:
     return _png(fig)
 
 
+def _planes(volume, k, j, i):
+    """Axial (k), coronal (j, head up) and sagittal (i, head up) planes of a (z, y, x) volume."""
+    return volume[k], volume[::-1, j], volume[::-1, :, i]
+
+
+def _attribution_views(ct, labels, laa_map, explanations) -> str:
+    """Per method: axial / coronal / sagittal planes through the attribution peak with the map
+    (values under 20% of its 99.5th percentile transparent), and the LAA map in the same planes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    sx, sy, sz = ct.spacing
+    aspects = (sy / sx, sz / sx, sz / sy)
+    rows = [("LAA map (<= -950 HU)", laa_map, ListedColormap(LAA_COLORS), (0.5, 4.5))] + [
+        (f"attribution: {m}", e.volume, "hot", None) for m, e in explanations.items()]
+    first = next(iter(explanations.values())).volume
+    peak = np.unravel_index(int(np.argmax(first)), first.shape) if first.max() > 0 else \
+        tuple(int(np.argmax((labels > 0).sum(axis=a))) for a in ((1, 2), (0, 2), (0, 1)))
+    k, j, i = peak
+    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 4.2 * len(rows)), squeeze=False)
+    for row, (title, volume, cmap, limits) in zip(axes, rows):
+        if limits is None:
+            positive = volume[volume > 0]
+            top = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+            limits, shown = (0.0, top), np.ma.masked_less(volume, 0.2 * top)
+        else:
+            shown = np.ma.masked_equal(volume, 0)
+        for ax, image, overlay, outline, aspect, plane in zip(row, _planes(ct.hu, k, j, i), _planes(shown, k, j, i),
+                                                              _planes(labels > 0, k, j, i), aspects,
+                                                              ("axial", "coronal", "sagittal")):
+            ax.imshow(image, cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
+            if outline.any():
+                ax.contour(outline, levels=[0.5], colors="#4cc9f0", linewidths=0.5)
+            ax.imshow(overlay, cmap=cmap, vmin=limits[0], vmax=limits[1], alpha=0.75, aspect=aspect,
+                      interpolation="nearest")
+            ax.set_title(f"{title} - {plane}", fontsize=9)
+            ax.axis("off")
+    return _png(fig)
+
+
+TEACHING = (
+    ("CT", "What the scanner measured: dark is air, lung tissue is grey; emphysema shows as darker holes. "
+           "It does not say by itself how much of the lung is destroyed."),
+    ("LAA map", "Voxels at or below -950 HU, coloured by cluster size: a threshold count. Noise and sharp "
+                "kernels add false voxels; it does not see texture."),
+    ("model attribution", "Where the network's emphysema estimate came from (brighter = pushed the estimate up). "
+                          "It shows what the model used, not proof that a region is diseased."),
+    ("per-zone scores", "Share of the positive attribution in each lung third: which zones drove the estimate. "
+                        "A high share is not a diagnosis of that zone."),
+)
+
+
+def _teaching_view(ct, labels, laa_map, method, explanation) -> str:
+    """CT, LAA map, the model's attribution and the per-zone scores side by side, each with one
+    sentence on what it means and what it does not prove."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    volume = explanation.volume
+    k = int(np.argmax(volume.reshape(len(volume), -1).sum(axis=1))) if volume.max() > 0 else \
+        int(np.argmax((labels > 0).sum(axis=(1, 2))))
+    sx, sy, _ = ct.spacing
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
+    positive = volume[volume > 0]
+    top = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+    overlays = [None, (np.ma.masked_equal(laa_map[k], 0), ListedColormap(LAA_COLORS), 0.5, 4.5),
+                (np.ma.masked_less(volume[k], 0.2 * top), "hot", 0.0, top)]
+    for ax, overlay, (title, sentence) in zip(axes[:3], overlays, TEACHING[:3]):
+        ax.imshow(ct.hu[k], cmap="gray", vmin=-1200, vmax=200, aspect=sy / sx, interpolation="nearest")
+        if overlay is not None:
+            ax.imshow(overlay[0], cmap=overlay[1], vmin=overlay[2], vmax=overlay[3], alpha=0.8, aspect=sy / sx,
+                      interpolation="nearest")
+        ax.set_title(title if title != "model attribution" else f"model attribution ({method})", fontsize=11)
+        ax.text(0.5, -0.04, textwrap.fill(sentence, 48), transform=ax.transAxes, ha="center", va="top", fontsize=8.5)
+        ax.axis("off")
+    zones = [f"{s}_{t}" for s in ("right", "left") for t in ("upper", "middle", "lower")]
+    scores = [explanation.region_scores.get(z) or 0.0 for z in zones]
+    axes[3].barh(range(len(zones))[::-1], scores, color="#e85d04")
+    axes[3].set_yticks(range(len(zones))[::-1], [z.replace("_", " ") for z in zones])
+    axes[3].set_xlabel("share of positive attribution")
+    axes[3].set_title(TEACHING[3][0], fontsize=11)
+    axes[3].text(0.5, -0.14, textwrap.fill(TEACHING[3][1], 48), transform=axes[3].transAxes, ha="center", va="top",
+                 fontsize=8.5)
+    fig.subplots_adjust(bottom=0.25, wspace=0.35, left=0.02, right=0.98)
+    return _png(fig)
+
+
+def _explanation_section(result) -> str:
+    explanations = result.explanations
+    methods = list(explanations)
+    rows = [{"region": r, **{m: ("" if explanations[m].region_scores[r] is None else f"{explanations[m].region_scores[r]:.3f}")
+                             for m in methods}} for r in next(iter(explanations.values())).region_scores]
+    coverage = "".join(f"<li>{html.escape(m)}: {html.escape(e.summary()['coverage'])}, {e.seconds:.1f} s</li>"
+                       for m, e in explanations.items())
+    first = methods[0]
+    return ("<h2>Explanations</h2><p>Attribution maps of the CNN's emphysema estimate on the CT grid "
+            "(zero outside the lung). They show what the model used, not where disease is proven.</p>"
+            f"<ul>{coverage}</ul><h3>Share of positive attribution per region</h3>{_table(rows, ['region'] + methods)}"
+            f"<img src='{_attribution_views(result.ct, result.segmentation.labels, result.qct.laa_map, explanations)}'>"
+            f"<h3>Teaching view</h3><img src='{_teaching_view(result.ct, result.segmentation.labels, result.qct.laa_map, first, explanations[first])}'>")
+
+
 def _cnn_section(severity) -> str:
     cnn = severity.summary
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in cnn["notes"])
@@ -190,6 +293,8 @@ def write_report(result, path, views: dict | None = None) -> Path:
             parts.append(f"<h2>Slicer views</h2><img src='{_slicer_views(views)}'>")
         parts.append(f"<img src='{_histogram(ct, result.segmentation.labels, whole)}'>"
                      f"<img src='{_zones(result.qct, result.severity.summary if result.severity is not None else None)}'>")
+        if result.explanations:
+            parts.append(_explanation_section(result))
         columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "laa950_pct", "laa910_pct",
                    "laa856_pct", "robust_extent_pct", "laa_clusters", "laa_cluster_d"]
         parts.append("<h2>Densitometry</h2>" + _table(result.qct.regions, columns))

@@ -78,14 +78,17 @@ class SeverityPredictor:
                 embeddings.append(out["embedding"].float().cpu())
         return {"fraction": torch.cat(fractions), "embedding": torch.cat(embeddings)}
 
-    def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS) -> SeverityResult:
-        """Severity of ``ct`` (CTVolume) within its (z, y, x) lung ``labels`` (1 right, 2 left)."""
+    def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS,
+                extra: dict | None = None) -> SeverityResult:
+        """Severity of ``ct`` (CTVolume) within its (z, y, x) lung ``labels`` (1 right, 2 left);
+        ``extra`` label maps on the CT grid are resampled onto the working grid alongside
+        (``result.grid.extra``)."""
         torch = self.torch
         arch = self.config["architecture"]
         size, slices = arch["size"], arch["slices"]
         timings = {}
         start = time.perf_counter()
-        extra = {"lobes": lobes} if lobes is not None else None
+        extra = {**(extra or {}), **({"lobes": lobes} if lobes is not None else {})}
         grid = to_working_grid(ct, labels, extra=extra, spacing=tuple(self.config["working_spacing"]))
         lung = grid.labels > 0
         if not lung.any():

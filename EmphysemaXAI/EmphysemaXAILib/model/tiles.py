@@ -166,3 +166,31 @@ def paint_tiles(shape, corners: np.ndarray, values: np.ndarray, size: int = 64, 
     for (z0, y0, x0), value in zip(corners, values):
         out[max(z0, 0):min(z0 + slices, nz), max(y0, 0):min(y0 + size, ny), max(x0, 0):min(x0 + size, nx)] = value
     return out
+
+
+def paint_maps(shape, corners: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """A (z, y, x) float32 volume of ``shape`` holding the (n, S, P, P) tile ``maps`` at their
+    ``corners`` (non-overlapping tiles; the parts overhanging the volume are dropped)."""
+    out = np.zeros(shape, np.float32)
+    nz, ny, nx = shape
+    slices, size = maps.shape[1], maps.shape[2]
+    for (z0, y0, x0), values in zip(corners, maps):
+        z1, y1, x1 = max(z0, 0), max(y0, 0), max(x0, 0)
+        out[z1:min(z0 + slices, nz), y1:min(y0 + size, ny), x1:min(x0 + size, nx)] = \
+            values[z1 - z0:min(slices, nz - z0), y1 - y0:min(size, ny - y0), x1 - x0:min(size, nx - x0)]
+    return out
+
+
+def from_working_grid(volume: np.ndarray, grid: WorkingGrid, ct) -> np.ndarray:
+    """A (z, y, x) float32 volume on the working grid resampled (linear) onto ``ct``'s grid."""
+    import SimpleITK as sitk
+
+    reference = ct.to_sitk()
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.float32))
+    image.SetSpacing([float(s) for s in grid.spacing])
+    image.SetOrigin(reference.GetOrigin())
+    image.SetDirection(reference.GetDirection())
+    if np.allclose(grid.spacing, ct.spacing, rtol=0.01) and volume.shape == ct.shape:
+        return volume.astype(np.float32)
+    out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)

@@ -168,3 +168,70 @@ def lung_surface_models(segmentation_node) -> list:
         model.GetDisplayNode().SetVisibility(False)
         models.append(model)
     return models
+
+
+ATTRIBUTION_COLORS = 256
+
+
+def attribution_color_node(scene, name: str = "EmphysemaXAI attribution"):
+    """The module's continuous colour table for attribution maps (dark red -> orange -> yellow
+    -> white, 256 entries, built in code)."""
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(ATTRIBUTION_COLORS)
+    node.GetLookupTable().SetTableRange(0, ATTRIBUTION_COLORS - 1)
+    stops = np.array([[0.0, 0.25, 0.0, 0.05], [0.35, 0.85, 0.1, 0.05], [0.7, 1.0, 0.65, 0.0], [1.0, 1.0, 1.0, 0.8]])
+    for index in range(ATTRIBUTION_COLORS):
+        t = index / (ATTRIBUTION_COLORS - 1)
+        rgb = [float(np.interp(t, stops[:, 0], stops[:, c])) for c in (1, 2, 3)]
+        node.SetColor(index, f"{t:.2f}", *rgb, 1.0)
+    return node
+
+
+def attribution_range(values: np.ndarray) -> float:
+    """Top of the display range: the 99.5th percentile of the positive attribution (0 if none)."""
+    positive = values[values > 0]
+    return float(np.percentile(positive, 99.5)) if positive.size else 0.0
+
+
+def style_attribution(node, color_node, threshold: float = 0.2, app_logic=None, opacity: float | None = None) -> None:
+    """Colour ``node`` (an attribution volume) with ``color_node`` from 0 to its display top;
+    values below ``threshold`` x top are transparent; optionally make it the slice views'
+    foreground at ``opacity``."""
+    values = slicer.util.arrayFromVolume(node)
+    top = attribution_range(values) or 1.0
+    display = node.GetScalarVolumeDisplayNode()
+    display.SetAndObserveColorNodeID(color_node.GetID())
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevelMinMax(0.0, top)
+    display.SetApplyThreshold(True)
+    display.SetLowerThreshold(threshold * top)
+    display.SetUpperThreshold(float(values.max()) + 1.0)
+    if app_logic is not None and opacity is not None:
+        selection = app_logic.GetSelectionNode()
+        selection.SetSecondaryVolumeID(node.GetID())
+        app_logic.PropagateForegroundVolumeSelection(0)
+        for composite in node.GetScene().GetNodesByClass("vtkMRMLSliceCompositeNode"):
+            composite.SetForegroundOpacity(opacity)
+
+
+def attribution_rendering(node, color_node, threshold: float = 0.2, visible: bool = False):
+    """3D volume rendering of an attribution volume: transparent below ``threshold`` x top,
+    opacity rising to 0.5 at the top, colours from ``color_node``."""
+    logic = slicer.modules.volumerendering.logic()
+    display = logic.CreateDefaultVolumeRenderingNodes(node)
+    prop_node = display.GetVolumePropertyNode()
+    prop_node.SetName(f"{node.GetName()} rendering")
+    top = attribution_range(slicer.util.arrayFromVolume(node)) or 1.0
+    opacity, colors = vtk.vtkPiecewiseFunction(), vtk.vtkColorTransferFunction()
+    opacity.AddPoint(0.0, 0.0)
+    opacity.AddPoint(threshold * top, 0.0)
+    opacity.AddPoint(top, 0.5)
+    rgba = [0.0] * 4
+    for index in range(0, ATTRIBUTION_COLORS, 32):
+        color_node.GetColor(index, rgba)
+        colors.AddRGBPoint(top * index / (ATTRIBUTION_COLORS - 1), *rgba[:3])
+    prop_node.GetVolumeProperty().SetScalarOpacity(opacity)
+    prop_node.GetVolumeProperty().SetColor(colors)
+    display.SetVisibility(visible)
+    return display

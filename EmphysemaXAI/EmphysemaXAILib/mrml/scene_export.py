@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .app import bootstrap
-from .nodes import (laa_color_node, lung_segmentation_node, lung_surface_models, overlay_volume, table_node,
-                    volume_rendering)
+from .nodes import (attribution_color_node, attribution_rendering, laa_color_node, lung_segmentation_node,
+                    lung_surface_models, overlay_volume, style_attribution, table_node, volume_rendering)
 from .volumes import volume_node_from_ct
 
 QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",
@@ -46,11 +46,39 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
         nodes["qct_table"] = table_node(scene, "QCT", result.qct.regions, QCT_UNITS, QCT_DESCRIPTIONS)
         nodes["severity_table"] = table_node(scene, "Severity", severity_rows(result))
+        if result.explanations:
+            add_attributions(result, scene, ct_node, nodes, app_logic)
     qc_rows = [{"item": "error", "value": e} for e in result.qc.errors]
     qc_rows += [{"item": "warning", "value": w} for w in result.qc.warnings]
     qc_rows += [{"item": k, "value": str(v)} for k, v in result.qc.measures.items()]
     nodes["qc_table"] = table_node(scene, "Quality control", qc_rows)
     return nodes
+
+
+def add_attributions(result, scene, ct_node, nodes: dict, app_logic=None) -> None:
+    """One volume per explanation method ("Attribution <method>", the module's colour table,
+    thresholded), its volume rendering (the first method's shown in 3D instead of the LAA map),
+    and the "Attribution by region" table (share of positive attribution per region and method)."""
+    import slicer.util
+
+    nodes["attribution_colors"] = attribution_color_node(scene)
+    nodes["attributions"], nodes["attribution_renderings"] = {}, {}
+    for index, (method, explanation) in enumerate(result.explanations.items()):
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"Attribution {method}")
+        node.CopyOrientation(ct_node)
+        slicer.util.updateVolumeFromArray(node, explanation.volume)
+        node.CreateDefaultDisplayNodes()
+        first = index == 0
+        style_attribution(node, nodes["attribution_colors"], app_logic=app_logic if first else None,
+                          opacity=0.6 if first else None)
+        nodes["attributions"][method] = node
+        nodes["attribution_renderings"][method] = attribution_rendering(node, nodes["attribution_colors"], visible=first)
+    if "laa_rendering" in nodes:
+        nodes["laa_rendering"].SetVisibility(False)
+    regions = next(iter(result.explanations.values())).region_scores
+    rows = [{"region": region, **{m: ("" if e.region_scores[region] is None else f"{e.region_scores[region]:.3f}")
+                                  for m, e in result.explanations.items()}} for region in regions]
+    nodes["attribution_table"] = table_node(scene, "Attribution by region", rows)
 
 
 def severity_rows(result) -> list:
