@@ -37,3 +37,14 @@ def ramp_volume(shape=(12, 32, 40), seed=0) -> np.ndarray:
 @pytest.fixture
 def ramp():
     return ramp_volume()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A severity model trained by the real `train` command on 8 small phantoms (1 tile epoch,
+    2 case epochs): fast, not accurate; for tests of the machinery, not of the figures."""
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    done = run_cli("train", "--phantoms", 8, "--phantom-size", "small", "--epochs", 1, "--case-epochs", 2,
+                   "--tiles-per-case", 24, "--workers", 1, "--seed", 3, "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out

@@ -17,16 +17,6 @@ from EmphysemaXAILib.model.network import SeverityNet
 from conftest import run_cli
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A model trained by the real `train` command on 8 small phantoms (1 epoch per stage)."""
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    done = run_cli("train", "--phantoms", 8, "--phantom-size", "small", "--epochs", 1, "--case-epochs", 2,
-                   "--tiles-per-case", 24, "--workers", 1, "--seed", 3, "--out", out)
-    assert done.returncode == 0, done.stderr
-    return out
-
-
 def test_split_is_by_subject_and_70_15_15():
     subjects = [f"s{i // 2}" for i in range(40)]  # two scans per subject
     parts = split_subjects(subjects, seed=0)

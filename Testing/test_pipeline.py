@@ -24,14 +24,26 @@ def test_analyze_case_steps_progress_and_results(phantom_dir):
     folder, phantom = phantom_dir
     calls = []
     result = analyze_case(folder / "ct.nrrd", engine="classical", progress=lambda *a: calls.append(a))
-    assert [c[0] for c in calls] == ["read", "qc", "segment", "qct", "done"]
-    assert [c[1] for c in calls] == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert set(result.timings_s) == {"read", "qc", "segment", "qct"}
+    assert [c[0] for c in calls] == ["read", "qc", "segment", "qct", "severity", "done"]
+    assert [c[1] for c in calls] == pytest.approx([0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0])
+    assert set(result.timings_s) == {"read", "qc", "segment", "qct", "severity"}
     whole = result.qct.region("whole")
     assert whole["laa950_pct"] == pytest.approx(phantom.truth["extent_pct"], abs=2.0)
     summary = result.summary()
-    assert summary["qct_severity"]["class"] == "mild" and summary["severity"] is None
+    assert summary["qct_severity"]["class"] == "mild"
+    severity = summary["severity"]   # the shipped model runs by default
+    assert set(severity) >= {"class", "probabilities", "extent_pct", "extent_by_region", "model"}
+    assert sum(severity["probabilities"].values()) == pytest.approx(1.0)
+    from EmphysemaXAILib.severity import severity_class
+
+    assert severity["class"] == severity_class(severity["extent_pct"])   # severity.md: the band of the extent
+    from EmphysemaXAILib.model.checkpoint import SHIPPED_SHA256
+    from EmphysemaXAILib.regions import REGION_NAMES
+
+    assert severity["model"]["sha256"] == SHIPPED_SHA256 and set(REGION_NAMES) <= set(severity["extent_by_region"])
     assert summary["input"]["shape"] == [96, 128, 128] and "identity" not in json.dumps(summary)
+    plain = analyze_case(folder / "ct.nrrd", engine="classical", model=None)
+    assert plain.summary()["severity"] is None and "severity" not in plain.timings_s
 
 
 def test_cancel_between_steps(phantom_dir):

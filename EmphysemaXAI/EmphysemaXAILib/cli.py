@@ -395,6 +395,19 @@ def cmd_explain_eval(args) -> int:
     return 0
 
 
+def _held_out_source(parser, phantoms_help: str, manifest_help: str, out_help: str) -> None:
+    """The options evaluate and explain-eval share: model, phantoms or manifest, seed, out."""
+    parser.add_argument("--model", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--phantoms", type=int, metavar="N", help=phantoms_help)
+    source.add_argument("--manifest", metavar="CSV", help=manifest_help)
+    parser.add_argument("--seed", type=int, default=1, help="phantom seed (use one the model was not trained on)")
+    parser.add_argument("--phantom-size", choices=("small", "medium", "full"), default="medium")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--json", action="store_true", help="print metrics.json on stdout")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emphysema-xai",
@@ -512,32 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="figures of a severity model on held-out phantoms or your cohort")
-    evaluate.add_argument("--model", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
-    source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--phantoms", type=int, metavar="N", help="N new phantoms (all doses and kernels)")
-    source.add_argument("--manifest", metavar="CSV", help="labelled cases (path, lung_mask, label, extent_pct, subject)")
-    evaluate.add_argument("--seed", type=int, default=1, help="phantom seed (use one the model was not trained on)")
-    evaluate.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and plots")
-    evaluate.add_argument("--phantom-size", choices=("small", "medium", "full"), default="medium")
+    _held_out_source(evaluate, "N new phantoms (all doses and kernels)", "labelled cases (path, lung_mask, label, extent_pct, subject)",
+                     "folder for metrics.json, predictions.csv and plots")
     evaluate.add_argument("--workers", type=int, default=2, help="processes for the phantoms")
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu")
-    evaluate.add_argument("--json", action="store_true", help="print metrics.json on stdout")
-    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     evaluate.set_defaults(func=cmd_evaluate)
 
     explain_eval = sub.add_parser("explain-eval", help="faithfulness and plausibility of the attribution methods")
-    explain_eval.add_argument("--model", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
-    source = explain_eval.add_mutually_exclusive_group(required=True)
-    source.add_argument("--phantoms", type=int, metavar="N", help="N new phantoms with emphysema")
-    source.add_argument("--manifest", metavar="CSV", help="your cases (the LAA map stands in for lesions)")
-    explain_eval.add_argument("--seed", type=int, default=1)
+    _held_out_source(explain_eval, "N new phantoms with emphysema", "your cases (the LAA map stands in for lesions)",
+                     "folder for metrics.json and cases.csv")
     explain_eval.add_argument("--methods", metavar="LIST", help="default gradcam,ig,attention,occlusion")
-    explain_eval.add_argument("--phantom-size", choices=("small", "medium", "full"), default="medium")
     explain_eval.add_argument("--top-tiles", type=int, default=96,
                               help="expensive methods run on this many most-attended tiles")
-    explain_eval.add_argument("--out", required=True, help="folder for metrics.json and cases.csv")
-    explain_eval.add_argument("--json", action="store_true", help="print metrics.json on stdout")
-    explain_eval.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     explain_eval.set_defaults(func=cmd_explain_eval)
 
     demo = sub.add_parser("demo", parents=[common], help="analyze a generated medium phantom (the main job)")

@@ -160,6 +160,8 @@ def train_case_model(model, train: list, val: list, *, epochs: int = 30, lr: flo
     import torch
     from tqdm import tqdm
 
+    from .train import EarlyStopping
+
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 2])
     encoder_params = list(model.encoder.parameters()) + list(model.fraction_head.parameters()) + \
@@ -170,7 +172,7 @@ def train_case_model(model, train: list, val: list, *, epochs: int = 30, lr: flo
     optimizer = torch.optim.Adam(params, lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
     model.to(device).eval()
-    history, best, best_state, waited = [], float("inf"), None, 0
+    history, stopper = [], EarlyStopping(patience)
     bar = tqdm(range(epochs), desc="case epochs", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
@@ -188,15 +190,9 @@ def train_case_model(model, train: list, val: list, *, epochs: int = 30, lr: flo
         history.append({"epoch": epoch + 1, "train_loss": total / max(len(train), 1), "val_loss": val_loss,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
         bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best - 1e-6:
-            best, waited = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopper.step(model, val_loss):
+            break
+    stopper.restore(model)
     for p in model.parameters():
         p.requires_grad_(True)
     return history

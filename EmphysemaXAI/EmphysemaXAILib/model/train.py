@@ -40,6 +40,26 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+class EarlyStopping:
+    """Keeps the best weights by validation loss; ``step`` returns True when ``patience``
+    epochs passed without improvement; ``restore`` loads the best weights back."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.state, self.waited = patience, float("inf"), None, 0
+
+    def step(self, model, val_loss: float) -> bool:
+        if val_loss < self.best - 1e-6:
+            self.best, self.waited = val_loss, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
 def _loss(model, batch, device, config):
     out = model(batch["image"].to(device))
     fraction = batch["fraction"].to(device).float()
@@ -72,7 +92,7 @@ def train_patch_model(model, train_set, val_set, config: TrainConfig, out_dir=No
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    history, best, best_state, waited = [], float("inf"), None, 0
+    history, stopper = [], EarlyStopping(config.patience)
     bar = tqdm(range(config.epochs), desc="epochs", disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
@@ -102,15 +122,9 @@ def train_patch_model(model, train_set, val_set, config: TrainConfig, out_dir=No
                "seconds": time.perf_counter() - start}
         history.append(row)
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best - 1e-6:
-            best, waited = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopper.step(model, val_loss):
+            break
+    stopper.restore(model)
     if out_dir is not None:
         _write_log(history, config, Path(out_dir))
     return history
