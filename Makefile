@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_phantom.py
 	$(PY) bench/bench_segment_qct.py --lungmask-slices 40
 	$(PY) bench/bench_classify.py
+	$(PY) bench/bench_explain.py --lungmask-slices 40
 
 check-layers:
 	$(PYTHON) ../shared/tools/check_layers.py .

@@ -117,13 +117,15 @@ Stage 1: tiles, binary cross-entropy of the predicted against the true fraction 
 cross-entropy; Adam (lr {t['patch_stage']['lr']}, weight decay {t['patch_stage']['weight_decay']}), batch {t['patch_stage']['batch_size']}, plateau schedule, early
 stopping on validation loss (patience {t['patch_stage']['patience']}; {t['patch_epochs_run']} of {t['patch_stage']['epochs']} epochs run). Stage 2: bags of the
 training phantoms' tiles, encoder frozen, pooling and class head by cross-entropy ({t['case_epochs_run']} epochs).
-Seeded, deterministic algorithms on the CPU. Total {t['total_s'] / 60:.0f} min on 2 CPU cores (torch {t['torch']}),
-generation of the phantoms {t['generation_s'] / 60:.0f} min of it.
+Calibration: a linear map of the tile fractions fitted on the validation phantoms' case extents
+(slope {config.get('extent_calibration', [1, 0])[0]:.4f}, intercept {config.get('extent_calibration', [1, 0])[1]:.3f} points; `train` fits it at the end of the run{'; this checkpoint predates that step and was calibrated after its run by `EmphysemaXAILib.model.experiment.calibrate_phantom_model`, the same fit on the same validation phantoms, weights unchanged' if t.get('calibration_fitted_after_run') else ''}).
+Seeded, deterministic algorithms on the CPU. Total {t['total_s'] / 60:.0f} min on 2 CPU cores (torch {t['torch']}; other
+work shared the CPU during part of the run), generation of the phantoms {t['generation_s'] / 60:.0f} min of it.
 
 Reproduce (same figures, same SHA-256 on the same torch build):
 
 ```bash
-{t.get('command') or 'emphysema-xai train --phantoms 120 --seed 0 --out MODEL_DIR'}
+{(t.get('command') or 'emphysema-xai train --phantoms 120 --seed 0 --out MODEL_DIR').rsplit('--out', 1)[0]}--out MODEL_DIR
 {held.get('_command', 'emphysema-xai evaluate --model MODEL_DIR --phantoms ' + str(held['source']['phantoms']) + ' --seed ' + str(held['source']['seed']) + ' --out EVAL_DIR')}
 ```
 

@@ -19,7 +19,7 @@ CONFIG_FILE = "config.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_NAME = "emphysema-xai-severity-v1"
 #: SHA-256 of the shipped ``weights.pt`` (written when the checkpoint was trained; MODEL_CARD.md).
-SHIPPED_SHA256 = None
+SHIPPED_SHA256 = "833524b7e694ff7a34ff7d496763b475fde76ace72e00b379e02e89d8f431f29"
 
 
 def sha256(path) -> str:

@@ -92,7 +92,7 @@ def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, e
 
     from .checkpoint import load_model, save_model
     from .experiment import ARCHITECTURE, _figures, _sigma, _write_log, _write_predictions
-    from .fit import predict_bags, split_subjects
+    from .fit import fit_calibration, predict_bags, split_subjects
     from .train import pick_device
 
     started = time.perf_counter()
@@ -122,13 +122,15 @@ def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, e
     split = split_subjects(subjects, seed)
     parts = {k: [bags[i] for i in v] for k, v in split.items()}
     model, _, history = _fine_tune(init, parts["train"], parts["val"], epochs, seed, dev, progress)
-    rows = {k: predict_bags(model, parts[k]) for k in ("val", "test")}
+    calibration = fit_calibration(predict_bags(model, parts["val"]))   # identity without known extents
+    rows = {k: predict_bags(model, parts[k], calibration=calibration) for k in ("val", "test")}
     known = [r for r in rows["val"] if r["extent_true"] is not None]
     sigma = _sigma(known) if known else float(init_config.get("extent_sigma", 1.0))
     metrics["test"] = _figures(rows["test"], sigma, seed=seed)
     metrics["split"] = {k: len(v) for k, v in split.items()}
     config = {**{k: v for k, v in init_config.items() if k not in ("weights_sha256", "training")},
               "name": f"severity-{Path(manifest).stem}-seed{seed}", "extent_sigma": sigma,
+              "extent_calibration": list(calibration),
               "training": {"source": "manifest", "manifest": str(manifest), "init": init_config.get("name"),
                            "init_sha256": init_config["weights_sha256"], "seed": seed, "folds": folds,
                            "epochs": epochs, "split": metrics["split"], "command": command}}

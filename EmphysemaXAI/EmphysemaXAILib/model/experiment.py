@@ -22,7 +22,8 @@ import numpy as np
 from ..atomic import atomic_folder
 from ..errors import InputError
 from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
-from .fit import (case_bag, generate_cases, phantom_design, predict_bags, split_subjects, train_case_model)
+from .fit import (case_bag, fit_calibration, generate_cases, phantom_design, predict_bags, split_subjects,
+                  train_case_model)
 from .infer import class_probabilities
 from .metrics import case_metrics, plot_confusion, plot_roc
 from .train import TrainConfig, config_dict, pick_device, train_patch_model
@@ -118,13 +119,15 @@ def train_phantoms(n: int, out, *, seed: int = 0, epochs: int = 20, case_epochs:
     case_history = train_case_model(model, bags["train"], bags["val"], epochs=case_epochs, seed=seed, device=dev,
                                     progress=progress)
     model.cpu().eval()
-    rows = {part: predict_bags(model, bags[part]) for part in ("val", "test")}
+    calibration = fit_calibration(predict_bags(model, bags["val"]))
+    rows = {part: predict_bags(model, bags[part], calibration=calibration) for part in ("val", "test")}
     sigma = _sigma(rows["val"])
     metrics = {"test": _figures(rows["test"], sigma, seed=seed), "val": _figures(rows["val"], sigma, seed=seed),
-               "extent_sigma": sigma, "split": {k: len(v) for k, v in split.items()}}
+               "extent_sigma": sigma, "extent_calibration": list(calibration),
+               "split": {k: len(v) for k, v in split.items()}}
     model_config = {
         "name": f"severity-phantoms-{n}-seed{seed}", "architecture": ARCHITECTURE,
-        "working_spacing": [1.4, 1.4, 1.4], "extent_sigma": sigma,
+        "working_spacing": [1.4, 1.4, 1.4], "extent_sigma": sigma, "extent_calibration": list(calibration),
         "cutpoints": [list(c) for c in SEVERITY_CUTPOINTS], "classes": list(SEVERITY_CLASSES),
         "training": {"source": "phantoms", "phantoms": n, "phantom_size": phantom_size, "seed": seed, "tiles_per_case": tiles_per_case,
                      "split": metrics["split"], "patch_stage": config_dict(config),
@@ -238,4 +241,34 @@ def evaluate(model_path, out, *, phantoms: int | None = None, seed: int = 1, man
             plot_confusion(metrics["confusion"], folder / "confusion.png", f"{metrics['model']['name']}: {len(known)} cases")
             plot_roc([r["label"] for r in known], [[r[f"p_{c}"] for c in SEVERITY_CLASSES] for r in known],
                      folder / "roc.png")
+    return metrics
+
+
+def calibrate_phantom_model(model_dir, *, workers: int = 2, progress: bool = True) -> dict:
+    """Fit the extent calibration of a model trained by :func:`train_phantoms` that has none:
+    regenerate its validation and test phantoms (same design, seed and split as the config
+    records), fit on validation, recompute the figures; rewrites config.json and metrics.json
+    (weights untouched). The same steps ``train_phantoms`` now runs itself."""
+    from .checkpoint import CONFIG_FILE, load_model
+
+    folder = Path(model_dir)
+    model, config = load_model(folder)
+    t = config["training"]
+    design = phantom_design(t["phantoms"], t["seed"], t.get("phantom_size", "medium"))
+    split = split_subjects([p.seed for p in design], t["seed"])
+    arch = config["architecture"]
+    wanted = split["val"] + split["test"]
+    cases = generate_cases([design[i] for i in wanted], 1, arch["size"], arch["slices"], workers, progress)
+    bags = dict(zip(wanted, (bag for _, bag in cases)))
+    calibration = fit_calibration(predict_bags(model, [bags[i] for i in split["val"]]))
+    rows = {part: predict_bags(model, [bags[i] for i in split[part]], calibration=calibration) for part in ("val", "test")}
+    sigma = _sigma(rows["val"])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(test=_figures(rows["test"], sigma, seed=t["seed"]), val=_figures(rows["val"], sigma, seed=t["seed"]),
+                   extent_sigma=sigma, extent_calibration=list(calibration))
+    config.update(extent_sigma=sigma, extent_calibration=list(calibration))
+    config["training"]["calibration_fitted_after_run"] = True
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _write_predictions(rows["test"], folder / "predictions_test.csv")
     return metrics

@@ -132,7 +132,7 @@ def case_outputs(model, bag: CaseBag, device, rng=None, max_tiles: int | None = 
     with torch.set_grad_enabled(grad):
         outs = [model(images[i:i + 256].to(device)) for i in range(0, len(images), 256)]
         patch = {k: torch.cat([o[k] for o in outs]) for k in ("fraction", "embedding")}
-        return model.case(patch, lung.to(device))
+        return {**model.case(patch, lung.to(device)), "fractions": patch["fraction"]}
 
 
 def _case_loss(out, bag: CaseBag, cutpoints, extent_weight: float):
@@ -198,20 +198,34 @@ def train_case_model(model, train: list, val: list, *, epochs: int = 30, lr: flo
     return history
 
 
-def predict_bags(model, bags: list, device="cpu", cutpoints=SEVERITY_CUTPOINTS) -> list:
-    """Per case: ``name``, ``extent_true``, ``label`` (class name or None), ``extent_pct``,
-    ``class`` (band of the extent), ``head_probabilities`` (4,)."""
+def fit_calibration(rows: list) -> tuple:
+    """(slope, intercept) of true against predicted case extent (least squares over ``rows``
+    with a known extent): the linear map applied to tile fractions at inference."""
+    pairs = np.array([(r["extent_raw"], r["extent_true"]) for r in rows if r.get("extent_true") is not None])
+    if len(pairs) < 3:
+        return 1.0, 0.0
+    slope, intercept = np.polyfit(pairs[:, 0], pairs[:, 1], 1)
+    return float(slope), float(intercept)
+
+
+def predict_bags(model, bags: list, device="cpu", cutpoints=SEVERITY_CUTPOINTS, calibration=(1.0, 0.0)) -> list:
+    """Per case: ``name``, ``extent_true``, ``label`` (class name or None), ``extent_raw`` (before
+    calibration), ``extent_pct`` (after), ``class`` (band of the extent), ``head_probabilities`` (4,)."""
     import torch
 
     model.eval()
+    slope, intercept = calibration
     rows = []
     for bag in bags:
         out = case_outputs(model, bag, device)
-        extent = float(out["extent_pct"])
+        raw = float(out["extent_pct"])
+        counts = bag.lung_count.astype(float)
+        fractions = np.clip(slope * out["fractions"].float().cpu().numpy() + intercept / 100, 0, 1)
+        extent = float(100 * (fractions * counts).sum() / counts.sum())
         rows.append({"name": bag.name, "subject": bag.subject,
                      "extent_true": bag.extent_pct if np.isfinite(bag.extent_pct) else None,
                      "label": SEVERITY_CLASSES[bag.label] if bag.label >= 0 else None,
-                     "extent_pct": extent, "class": severity_class(extent, cutpoints),
+                     "extent_raw": raw, "extent_pct": extent, "class": severity_class(extent, cutpoints),
                      "head_probabilities": torch.softmax(out["class_logits"].float(), 0).tolist(),
                      **(bag.info or {})})
     return rows

@@ -6,6 +6,8 @@ the predicted extent; the probability of each class is the mass of a normal dist
 on the predicted extent, with the SD of the model's validation error (``config["extent_sigma"]``),
 falling in that class's band. The model's attention-pooled class head is reported beside it
 (``class_head``) for comparison, and its patch weights are kept for the explanations.
+Tile fractions pass through the linear calibration fitted on the validation phantoms
+(``config["extent_calibration"]`` = slope, intercept in points) before they are averaged.
 """
 from __future__ import annotations
 
@@ -103,7 +105,10 @@ class SeverityPredictor:
             case = self.model.case({k: v.to(self.device) for k, v in out.items()}, (count / tiles.images[0].size).to(self.device))
         timings["network"] = time.perf_counter() - start
         fractions = out["fraction"].numpy()
-        extent = float(case["extent_pct"])
+        slope, intercept = self.config.get("extent_calibration", (1.0, 0.0))
+        fractions = np.clip(slope * fractions + intercept / 100.0, 0.0, 1.0).astype(np.float32)
+        counts = tiles.lung_count
+        extent = float(100.0 * (fractions * counts).sum() / counts.sum())
         fraction_map = paint_tiles(lung.shape, corners, fractions, size, slices) * lung
         regions = lung_regions(grid.labels, grid.extra.get("lobes"), grid.superior_is_high_index)
         values = regions.gather(fraction_map)

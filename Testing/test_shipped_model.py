@@ -1,0 +1,93 @@
+"""The checkpoint shipped inside the package: integrity, packaging, and real figures on
+held-out phantoms (seeds the training never saw)."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from EmphysemaXAILib.model.checkpoint import (CONFIG_FILE, SHIPPED_DIR, SHIPPED_SHA256, WEIGHTS_FILE, load_model,
+                                              sha256)
+from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+
+from conftest import PROJECT
+
+
+def test_shipped_checkpoint_is_pinned_small_and_packaged():
+    weights = SHIPPED_DIR / WEIGHTS_FILE
+    assert SHIPPED_SHA256 is not None and sha256(weights) == SHIPPED_SHA256
+    assert weights.stat().st_size < 5e6                      # a few MB at most
+    config = json.loads((SHIPPED_DIR / CONFIG_FILE).read_text())
+    assert config["weights_sha256"] == SHIPPED_SHA256 and config["training"]["source"] == "phantoms"
+    card = (SHIPPED_DIR / "MODEL_CARD.md").read_text()
+    assert SHIPPED_SHA256 in card and "not for clinical decisions" in card and "emphysema-xai train" in card
+    model, loaded = load_model()                              # weights_only load of the shipped model
+    assert loaded["weights_sha256"] == SHIPPED_SHA256 and not model.training
+    cmake = (PROJECT / "EmphysemaXAI" / "CMakeLists.txt").read_text()
+    pyproject = (PROJECT / "pyproject.toml").read_text()
+    for name in (WEIGHTS_FILE, CONFIG_FILE, "MODEL_CARD.md"):
+        assert f"EmphysemaXAILib/model/shipped/{name}" in cmake
+        assert re.search(rf'"model/shipped/{re.escape(name)}"', pyproject)
+
+
+def test_a_swapped_shipped_file_is_refused(monkeypatch, tmp_path):
+    import shutil
+
+    from EmphysemaXAILib.errors import InputError
+    from EmphysemaXAILib.model import checkpoint
+
+    copy = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_DIR, copy)
+    data = bytearray((copy / WEIGHTS_FILE).read_bytes())
+    data[-64] ^= 0x01
+    (copy / WEIGHTS_FILE).write_bytes(bytes(data))
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    config["weights_sha256"] = sha256(copy / WEIGHTS_FILE)   # a matching config does not help
+    (copy / CONFIG_FILE).write_text(json.dumps(config))
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", copy)
+    with pytest.raises(InputError, match="SHA-256"):
+        checkpoint.load_model()
+
+
+@pytest.mark.parametrize("extent, pattern, dose, kernel, seed", [
+    (0.0, "none", "standard", "standard", 990001),
+    (20.0, "mixed", "low", "sharp", 990002),
+    (32.0, "panlobular", "ultralow", "soft", 990003),
+])
+def test_shipped_model_on_held_out_medium_phantoms(extent, pattern, dose, kernel, seed):
+    from EmphysemaXAILib.model.infer import SeverityPredictor
+    from EmphysemaXAILib.segmentation import segment_lungs
+
+    phantom = generate_phantom(PhantomParams(extent_pct=extent, pattern=pattern, dose=dose, kernel=kernel,
+                                             size="medium", seed=seed))
+    labels = segment_lungs(phantom.ct, engine="classical").labels
+    result = SeverityPredictor(device="cpu").predict(phantom.ct, labels)
+    truth = phantom.truth["extent_pct"]
+    naive = 100 * (phantom.ct.hu[labels > 0] <= -950).mean()
+    error = abs(result.summary["extent_pct"] - truth)
+    assert error < 3.0, (result.summary["extent_pct"], truth)
+    assert result.summary["class"] == phantom.truth["severity"]
+    if dose != "standard":           # where a threshold fails, the learned estimate must not
+        assert error < 0.5 * abs(naive - truth), (error, naive, truth)
+    assert not result.summary["low_confidence"]
+
+
+def test_one_slice_input_is_graded_with_a_note(tmp_path):
+    """A single axial image works end to end; the output says the estimate covers one slice."""
+    import SimpleITK as sitk
+
+    from EmphysemaXAILib.pipeline import analyze_case
+    from EmphysemaXAILib.volume import CTVolume
+
+    phantom = generate_phantom(PhantomParams(extent_pct=15, pattern="mixed", size="medium", seed=990004))
+    k = int(np.argmax((phantom.labels["lungs"] > 0).sum(axis=(1, 2))))
+    ct = phantom.ct
+    one = CTVolume(ct.hu[k:k + 1].copy(), ct.spacing, tuple(ct.index_to_lps((k, 0, 0))), ct.direction)
+    path = tmp_path / "slice.nrrd"
+    image = one.to_sitk()
+    sitk.WriteImage(image, str(path))
+    result = analyze_case(path, engine="classical")
+    severity = result.summary()["severity"]
+    assert severity["low_confidence"] and any("one axial slice" in n for n in severity["notes"])
+    assert any("one axial slice" in w for w in result.warnings)
+    assert 0 <= severity["extent_pct"] <= 100 and severity["class"] in ("none", "mild", "moderate", "severe")
