@@ -105,7 +105,8 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     assert scene.GetFirstNodeByClass("vtkMRMLVolumeRenderingDisplayNode") is not None
     assert {n.GetName() for n in scene.GetNodesByClass("vtkMRMLModelNode")} >= {"Right lung", "Left lung"}
     html = (out / "report.html").read_text()
-    assert "Slicer views" in html and html.count("data:image/png;base64,") == 4  # + Slicer's 3D and slice views
+    assert "Slicer views" in html and html.count("data:image/png;base64,") == 5  # + Slicer's views, the CNN's map
+    assert "CNN severity" in html
     # the segmentation file alone loads as a segmentation too
     seg_node = slicer.util.loadSegmentation(str(out / "lungs.seg.nrrd"))
     assert seg_node.GetSegmentation().GetNumberOfSegments() == 2

@@ -165,6 +165,9 @@ screening or any individual patient's care.
   it inherits that definition's limits.
 - Class bands above 5 % are conventions, not a clinical standard.
 - Inputs with slices thicker than about 2.8 mm blur the texture the model relies on (flagged).
+- Trained at the 1.4 mm working grid on medium phantoms only: on full-size phantoms (0.7 mm,
+  resampled onto the working grid) it underestimates the larger extents by a few points (table
+  above); training on resampled full-resolution phantoms as well is the known fix.
 """
     (model_dir / "MODEL_CARD.md").write_text(text)
     print(f"wrote {model_dir / 'MODEL_CARD.md'}")
