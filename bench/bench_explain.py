@@ -19,26 +19,18 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+from common import lungmask_seconds, timed
 
 
 def main() -> None:
     import SimpleITK as sitk
     import torch
-    from lungmask.resunet import UNet
 
     from EmphysemaXAILib.explain.assemble import explain_case
     from EmphysemaXAILib.model.infer import SeverityPredictor
     from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
-    from EmphysemaXAILib.segmentation import segment_lungs
-    from EmphysemaXAILib.volume import CTVolume
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lungmask-slices", type=int, default=0, help="time lungmask on N slices (0: all)")
@@ -66,14 +58,7 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(done.stderr)
         print(f"{'analyze --explain gradcam (end to end)':40} {t_analyze:8.2f} s")
-        torch.manual_seed(0)
-        model = UNet(n_classes=3, padding=True, depth=5, up_mode="upsample", batch_norm=True, residual=False)
-        weights = Path(folder) / "r231_generated.pth"
-        torch.save(model.state_dict(), weights)
-        n = args.lungmask_slices or ct.shape[0]
-        part = CTVolume(hu=ct.hu[:n], spacing=ct.spacing, origin=ct.origin, direction=ct.direction)
-        _, t_lungmask = timed(lambda: segment_lungs(part, engine="lungmask", lungmask_weights=weights))
-    full = t_lungmask * ct.shape[0] / n
+    _, n, full = lungmask_seconds(ct, args.lungmask_slices)
     print(f"{'lungmask R231 alone':40} {full:8.2f} s   ({n} slices timed{', extrapolated' if n < ct.shape[0] else ''})")
     print(f"{'ratio analyze+Grad-CAM / lungmask':40} {t_analyze / full:8.3f}     (goal <= 0.15)")
 

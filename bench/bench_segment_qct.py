@@ -13,27 +13,19 @@ extent <= 6 s more.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+from common import lungmask_seconds, timed
 
 
 def main() -> None:
     import torch
-    from lungmask.resunet import UNet
 
     from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
     from EmphysemaXAILib.qct import measure_qct
     from EmphysemaXAILib.segmentation import segment_lungs
-    from EmphysemaXAILib.volume import CTVolume
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lungmask-slices", type=int, default=0, help="time lungmask on N slices (0: all)")
@@ -50,15 +42,7 @@ def main() -> None:
     classical, t_classical = timed(lambda: segment_lungs(ct, engine="classical"))
     print(f"{'classical engine':34} {t_classical:8.2f} s   Dice vs truth {dice(classical.labels > 0, truth > 0):.4f}")
     if not args.skip_lungmask:
-        with tempfile.TemporaryDirectory() as folder:
-            torch.manual_seed(0)
-            model = UNet(n_classes=3, padding=True, depth=5, up_mode="upsample", batch_norm=True, residual=False)
-            weights = Path(folder) / "r231_generated.pth"
-            torch.save(model.state_dict(), weights)
-            n = args.lungmask_slices or ct.shape[0]
-            part = CTVolume(hu=ct.hu[:n], spacing=ct.spacing, origin=ct.origin, direction=ct.direction)
-            _, t_lungmask = timed(lambda: segment_lungs(part, engine="lungmask", lungmask_weights=weights))
-        full = t_lungmask * ct.shape[0] / n
+        t_lungmask, n, full = lungmask_seconds(ct, args.lungmask_slices)
         label = f"lungmask R231 ({n} slices)"
         print(f"{label:34} {t_lungmask:8.2f} s   -> {full:.1f} s for {ct.shape[0]} slices "
               f"(generated weights, same compute)")

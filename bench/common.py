@@ -1,0 +1,34 @@
+"""Helpers the benchmark scripts share (run them from the project root: `python bench/NAME.py`)."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(fn):
+    """(fn(), seconds)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def lungmask_seconds(ct, slices: int = 0) -> tuple:
+    """Seconds lungmask's R231 U-Net (its real architecture and inference code, generated random
+    weights: the same compute as the published ones) takes on ``ct``'s first ``slices`` slices
+    (0: all) -> (measured seconds, slices timed, seconds extrapolated to the whole volume)."""
+    import torch
+    from lungmask.resunet import UNet
+
+    from EmphysemaXAILib.segmentation import segment_lungs
+    from EmphysemaXAILib.volume import CTVolume
+
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        model = UNet(n_classes=3, padding=True, depth=5, up_mode="upsample", batch_norm=True, residual=False)
+        weights = Path(folder) / "r231_generated.pth"
+        torch.save(model.state_dict(), weights)
+        n = slices or ct.shape[0]
+        part = CTVolume(hu=ct.hu[:n], spacing=ct.spacing, origin=ct.origin, direction=ct.direction)
+        _, seconds = timed(lambda: segment_lungs(part, engine="lungmask", lungmask_weights=weights))
+    return seconds, n, seconds * ct.shape[0] / n
