@@ -21,24 +21,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import lungmask_seconds, timed
+from common import full_phantom, lungmask_seconds, timed
 
 
 def main() -> None:
     import SimpleITK as sitk
-    import torch
 
     from EmphysemaXAILib.explain.assemble import explain_case
     from EmphysemaXAILib.model.infer import SeverityPredictor
-    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lungmask-slices", type=int, default=0, help="time lungmask on N slices (0: all)")
     parser.add_argument("--skip-ig", action="store_true")
     args = parser.parse_args()
-    phantom = generate_phantom(PhantomParams(size="full", seed=7, extent_pct=15, pattern="mixed", dose="low"))
+    phantom = full_phantom()
     ct, labels = phantom.ct, phantom.labels["lungs"]
-    print(f"volume {'x'.join(map(str, ct.shape[::-1]))} voxels, torch threads {torch.get_num_threads()}")
     predictor = SeverityPredictor(device="cpu")
     severity, t_classify = timed(lambda: predictor.predict(ct, labels))
     print(f"{'classification step':40} {t_classify:8.2f} s   ({severity.summary['tiles']} tiles)")

@@ -17,13 +17,10 @@ import argparse
 import numpy as np
 
 
-from common import lungmask_seconds, timed
+from common import full_phantom, lungmask_seconds, timed
 
 
 def main() -> None:
-    import torch
-
-    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
     from EmphysemaXAILib.qct import measure_qct
     from EmphysemaXAILib.segmentation import segment_lungs
 
@@ -32,9 +29,8 @@ def main() -> None:
     parser.add_argument("--skip-lungmask", action="store_true")
     args = parser.parse_args()
 
-    phantom = generate_phantom(PhantomParams(size="full", seed=7, extent_pct=15, pattern="mixed", dose="low"))
+    phantom = full_phantom()
     ct, truth = phantom.ct, phantom.labels["lungs"]
-    print(f"volume {'x'.join(map(str, ct.shape[::-1]))} voxels, torch threads {torch.get_num_threads()}")
 
     def dice(a, b):
         return 2.0 * (a & b).sum() / (a.sum() + b.sum())

@@ -32,3 +32,15 @@ def lungmask_seconds(ct, slices: int = 0) -> tuple:
         part = CTVolume(hu=ct.hu[:n], spacing=ct.spacing, origin=ct.origin, direction=ct.direction)
         _, seconds = timed(lambda: segment_lungs(part, engine="lungmask", lungmask_weights=weights))
     return seconds, n, seconds * ct.shape[0] / n
+
+
+def full_phantom():
+    """The full-size (512 x 512 x 400) low-dose phantom with 15 % mixed emphysema the benchmarks
+    share; prints the volume size and torch's thread count."""
+    import torch
+
+    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+
+    phantom = generate_phantom(PhantomParams(size="full", seed=7, extent_pct=15, pattern="mixed", dose="low"))
+    print(f"volume {'x'.join(map(str, phantom.ct.shape[::-1]))} voxels, torch threads {torch.get_num_threads()}")
+    return phantom

@@ -37,9 +37,9 @@ class Explanation:
                 "tiles_total": self.tiles_total, "coverage": note, "seconds": round(self.seconds, 2)}
 
 
-def region_scores(volume: np.ndarray, labels: np.ndarray, lobes=None, superior_is_high_index: bool = True) -> dict:
-    """Share of the positive attribution of ``volume`` in each lung region of ``labels``."""
-    regions = lung_regions(labels, lobes, superior_is_high_index)
+def region_scores(volume: np.ndarray, regions) -> dict:
+    """Share of the positive attribution of ``volume`` in each region of ``regions``
+    (:class:`~EmphysemaXAILib.regions.LungRegions` of the same grid)."""
     positive = np.clip(regions.gather(volume), 0, None)
     total = float(positive.sum())
     return {name: (float(positive[mask].sum() / total) if total > 0 else None) for name, mask in regions.masks.items()}
@@ -50,12 +50,13 @@ def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None
     """method -> :class:`Explanation` for a case the model has graded (``severity`` is the
     :class:`~EmphysemaXAILib.model.infer.SeverityResult`)."""
     lung = labels > 0
+    regions = lung_regions(labels, lobes, severity.grid.superior_is_high_index)   # once for every method
     out = {}
     for method in methods:
         start = time.perf_counter()
         working, chosen = working_attribution(model, severity, method, top_tiles=top_tiles, ig_steps=ig_steps)
         volume = from_working_grid(working, severity.grid, ct) * lung
-        scores = region_scores(volume, labels, lobes, severity.grid.superior_is_high_index)
+        scores = region_scores(volume, regions)
         out[method] = Explanation(method, volume.astype(np.float32), scores, len(chosen), len(severity.tiles),
                                   time.perf_counter() - start)
     return out

@@ -79,14 +79,7 @@ def _with_model(predictor, model, severity):
     """``severity`` re-weighted by another model's attention pooling over the same tiles."""
     import dataclasses
 
-    out = predictor.run_tiles(severity.tiles.images) if model is predictor.model else None
-    if out is None:
-        original = predictor.model
-        predictor.model = model
-        try:
-            out = predictor.run_tiles(severity.tiles.images)
-        finally:
-            predictor.model = original
+    out = predictor.run_tiles(severity.tiles.images, model=model)
     counts = torch.from_numpy(severity.tiles.lung_count.astype(np.float32))
     with torch.no_grad():
         case = model.case(out, counts / severity.tiles.images[0].size)

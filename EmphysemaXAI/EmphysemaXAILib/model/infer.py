@@ -66,16 +66,18 @@ class SeverityPredictor:
     def info(self) -> dict:
         return {"name": self.config.get("name", self.path.name), "sha256": self.config["weights_sha256"]}
 
-    def run_tiles(self, images: np.ndarray) -> dict:
+    def run_tiles(self, images: np.ndarray, model=None) -> dict:
         """Patch outputs for (n, S, P, P) HU tiles, batched: ``fraction`` (n,), ``embedding``
-        (n, C) (tensors on the CPU)."""
+        (n, C) (tensors on the CPU); ``model`` another network on the same device (default: this
+        predictor's)."""
         torch = self.torch
+        model = self.model if model is None else model
         fractions, embeddings = [], []
         amp = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=amp):
             for start in range(0, len(images), self.batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size], np.float32))
-                out = self.model(batch.to(self.device))
+                out = model(batch.to(self.device))
                 fractions.append(out["fraction"].float().cpu())
                 embeddings.append(out["embedding"].float().cpu())
         return {"fraction": torch.cat(fractions), "embedding": torch.cat(embeddings)}

@@ -185,12 +185,18 @@ def from_working_grid(volume: np.ndarray, grid: WorkingGrid, ct) -> np.ndarray:
     """A (z, y, x) float32 volume on the working grid resampled (linear) onto ``ct``'s grid."""
     import SimpleITK as sitk
 
-    reference = ct.to_sitk()
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.float32))
-    image.SetSpacing([float(s) for s in grid.spacing])
-    image.SetOrigin(reference.GetOrigin())
-    image.SetDirection(reference.GetDirection())
     if np.allclose(grid.spacing, ct.spacing, rtol=0.01) and volume.shape == ct.shape:
         return volume.astype(np.float32)
-    out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.float32))
+    image.SetSpacing([float(s) for s in grid.spacing])
+    image.SetOrigin([float(o) for o in ct.origin])
+    image.SetDirection([float(d) for d in ct.direction])
+    resample = sitk.ResampleImageFilter()   # the CT's geometry only: no copy of its voxels
+    resample.SetSize([int(n) for n in ct.shape[::-1]])
+    resample.SetOutputSpacing([float(s) for s in ct.spacing])
+    resample.SetOutputOrigin([float(o) for o in ct.origin])
+    resample.SetOutputDirection([float(d) for d in ct.direction])
+    resample.SetInterpolator(sitk.sitkLinear)
+    resample.SetDefaultPixelValue(0.0)
+    resample.SetOutputPixelType(sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resample.Execute(image))
