@@ -14,7 +14,10 @@ All on the model's working grid (z, y, x), within the lung:
 - model randomisation (Adebayo et al. 2018): maps of a copy with re-initialised weights;
   ``randomization_ssim`` is the SSIM map averaged over lung voxels (scikit-image) and
   ``randomization_spearman`` the rank correlation over lung voxels, both within the tiles the
-  method explained (low = the map depends on what the model learned).
+  method explained (low = the map depends on what the model learned); the correlation is None
+  when either map is constant there, and ``randomization_map_empty`` says when the randomised
+  model's map is 0 everywhere (SSIM of a sparse map with an empty one stays high: the flat
+  background dominates the average).
 """
 from __future__ import annotations
 
@@ -144,7 +147,11 @@ def case_faithfulness(predictor, severity, lesion: np.ndarray | None, methods, *
             other = _with_model(predictor, noise_model, severity)
             random_map, _ = working_attribution(noise_model, other, method, chosen=chosen)
             figures["randomization_ssim"] = lung_ssim(attribution, random_map, explained)
-            rho = spearmanr(attribution[explained], random_map[explained]).statistic
-            figures["randomization_spearman"] = float(rho) if np.isfinite(rho) else 0.0
+            a, b = attribution[explained], random_map[explained]
+            # a constant map (e.g. a randomised model whose Grad-CAM is 0 everywhere after the ReLU)
+            # has no ranks: the correlation is undefined, not 0
+            constant = bool(np.ptp(a) == 0 or np.ptp(b) == 0)
+            figures["randomization_spearman"] = None if constant else float(spearmanr(a, b).statistic)
+            figures["randomization_map_empty"] = bool(not np.any(b))
         out[method] = figures
     return out

@@ -5,8 +5,11 @@ quantity the case extent and class are built from). Inputs are HU tiles (n, S, P
 :mod:`..model.tiles` makes them (non-lung voxels at FILL_HU); every map is (n, S, P, P) float32,
 positive where the voxel pushes the estimate up:
 
-- ``gradcam``: captum LayerGradCam on the last convolutional block, upsampled (same map on the
-  S channels); ``gradcampp``: MONAI's GradCAMpp on the same layer (no per-tile normalisation);
+- ``gradcam``: captum LayerGradCam on the last convolutional block, at its last ReLU before the
+  max-pool (P/4 x P/4 = 16 x 16 positions, 5.6 mm at 1.4 mm: measured on 3 held-out phantoms
+  against the pooled 8 x 8 output, top-k Dice 0.58 vs 0.55, deletion AUC 0.248 vs 0.261 with a
+  random order at 0.293), upsampled (same map on the S channels); ``gradcampp``: MONAI's
+  GradCAMpp on the same layer (no per-tile normalisation);
 - ``ig``: captum IntegratedGradients from a *normal-lung baseline* (every lung voxel at
   :data:`NORMAL_LUNG_HU`, non-lung unchanged), ``steps`` steps, internal batching;
 - ``attention``: the model's own spatial attention ``A = softmax(g(F))``, upsampled;
@@ -25,6 +28,12 @@ from ..model.tiles import FILL_HU
 NORMAL_LUNG_HU = -860.0        # healthy parenchyma at full inspiration (the phantoms: -868 +/- 8)
 METHODS = ("gradcam", "gradcampp", "ig", "attention", "occlusion", "smoothgrad")
 EXPENSIVE = ("gradcampp", "ig", "occlusion", "smoothgrad")   # on the most-attended tiles only
+CAM_LAYER = "net.encoder.features.2.5"   # the last ReLU of the last block (FractionLogit's naming)
+
+
+def cam_layer(model) -> nn.Module:
+    """The Grad-CAM target of a SeverityNet: the last ReLU of the last convolutional block."""
+    return model.encoder.features[-1][5]
 
 
 class FractionLogit(nn.Module):
@@ -65,12 +74,12 @@ def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: 
     for start in range(0, len(tiles), batch):
         x = torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch], np.float32)).to(device)
         if method == "gradcam":
-            cam = LayerGradCam(wrapper, model.encoder.features[-1]).attribute(x, target=0, relu_attributions=True)
+            cam = LayerGradCam(wrapper, cam_layer(model)).attribute(x, target=0, relu_attributions=True)
             maps = _upsample(LayerAttribution.interpolate(cam, cam.shape[-2:]), x.shape)
         elif method == "gradcampp":
             from monai.visualize import GradCAMpp
 
-            cam = GradCAMpp(wrapper, target_layers="net.encoder.features.2", postprocessing=lambda m: m)
+            cam = GradCAMpp(wrapper, target_layers=CAM_LAYER, postprocessing=lambda m: m)
             # one tile per call: MONAI 1.6's GradCAMpp multiplies the (n,) score into (n, C, h, w)
             # gradients, which only broadcasts for n = 1
             maps = torch.cat([cam(x[i:i + 1], class_idx=0) for i in range(len(x))]).expand(-1, x.shape[1], -1, -1)

@@ -64,6 +64,31 @@ BOOTSTRAP_KEYS = ("accuracy", "balanced_accuracy", "f1_macro", "weighted_kappa_q
                   "extent_mae", "extent_rmse", "extent_spearman", "accuracy_clear")
 
 
+def bootstrap_ci(compute, n: int, keys, *, n_boot: int = 1000, seed: int = 0, min_draws: int = 10) -> dict:
+    """Percentile bootstrap 95% intervals, resampling the ``n`` cases with replacement.
+
+    ``compute(idx)`` returns a dict of figures for the cases ``idx`` (an int array of length n);
+    for each of ``keys``, draws that are None or not finite (e.g. an AUC on a resample holding one
+    class) are skipped, and a key gets ``[low, high]`` only with at least ``min_draws`` valid draws.
+    The draws are seeded (``seed``): same inputs, same intervals.
+    """
+    import warnings
+
+    everything = np.arange(n)
+    rng = np.random.default_rng([seed, 95])
+    draws = {k: [] for k in keys}
+    for _ in range(n_boot if n > 1 else 0):
+        sample = rng.choice(everything, n, replace=True)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            boot = compute(sample)
+        for k in keys:
+            if boot.get(k) is not None and np.isfinite(boot[k]):
+                draws[k].append(boot[k])
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+            for k, v in draws.items() if len(v) >= min_draws}
+
+
 def case_metrics(y_true, y_pred, proba=None, extent_true=None, extent_pred=None, *, margin: float = 2.0,
                  cutpoints=SEVERITY_CUTPOINTS, n_boot: int = 1000, seed: int = 0) -> dict:
     """Every figure of issue 6 with ``ci95`` (percentile bootstrap over cases, ``n_boot`` draws).
@@ -87,23 +112,8 @@ def case_metrics(y_true, y_pred, proba=None, extent_true=None, extent_pred=None,
             out["accuracy_clear"] = float((y_true[idx][clear] == y_pred[idx][clear]).mean()) if clear.any() else None
         return out
 
-    everything = np.arange(len(y_true))
-    result = compute(everything)
-    rng = np.random.default_rng([seed, 95])
-    draws = {k: [] for k in BOOTSTRAP_KEYS}
-    for _ in range(n_boot if len(y_true) > 1 else 0):
-        sample = rng.choice(everything, len(everything), replace=True)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                boot = compute(sample)
-        for k in BOOTSTRAP_KEYS:
-            if boot.get(k) is not None and np.isfinite(boot[k]):
-                draws[k].append(boot[k])
-    result["ci95"] = {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-                      for k, v in draws.items() if len(v) >= 10}
+    result = compute(np.arange(len(y_true)))
+    result["ci95"] = bootstrap_ci(compute, len(y_true), BOOTSTRAP_KEYS, n_boot=n_boot, seed=seed)
     result["margin_points"] = margin
     result["bootstrap"] = n_boot
     return result
