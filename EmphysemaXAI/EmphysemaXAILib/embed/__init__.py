@@ -7,9 +7,9 @@
 """
 from .backbones import BACKBONES, Backbone, load_backbone  # noqa: F401
 from .extract import (case_id, case_row, embed_cases, embed_images, qct_markers, read_embeddings,  # noqa: F401
-                      write_embeddings)
+                      table_suffix, write_embeddings)
 from .zones import HU_CLIP, ZonePatches, save_zone_preview, window, zone_patches  # noqa: F401
 
 __all__ = ["BACKBONES", "Backbone", "load_backbone", "case_id", "case_row", "embed_cases", "embed_images",
-           "qct_markers", "read_embeddings", "write_embeddings", "HU_CLIP", "ZonePatches", "save_zone_preview",
+           "qct_markers", "read_embeddings", "table_suffix", "write_embeddings", "HU_CLIP", "ZonePatches", "save_zone_preview",
            "window", "zone_patches"]

@@ -44,6 +44,24 @@ def case_id(path) -> str:
     return name
 
 
+def case_ids(paths) -> list:
+    """Ids of several inputs: :func:`case_id` of each when they are all different, else each
+    path relative to the inputs' common folder, image suffix dropped (``case0/ct``, ``case1/ct``)."""
+    import os
+
+    paths = [Path(p) for p in paths]
+    ids = [case_id(p) for p in paths]
+    if len(set(ids)) == len(ids):
+        return ids
+    absolute = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    ids = [(p.parent.relative_to(root) / case_id(p)).as_posix() for p in absolute]
+    if len(set(ids)) < len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"two inputs give the id {dup!r}; rename one so that every case has its own id")
+    return ids
+
+
 def qct_markers(hu_values: np.ndarray, voxel_mm3: float | None = None) -> dict:
     """``qct_laa950_pct``, ``qct_perc15_hu`` (and ``qct_volume_l`` when ``voxel_mm3`` is given)
     of the HU values of a region (any shape), with the project's QCT conventions."""
@@ -63,17 +81,22 @@ def feature_columns(prefixes, dim: int) -> list:
     return [f"{prefix}_{i:04d}" for prefix in prefixes for i in range(dim)]
 
 
-def case_row(ct, labels: np.ndarray, backbone: Backbone, case: str = "case") -> dict:
+def case_row(ct, labels: np.ndarray, backbone: Backbone, case: str = "case", preview=None) -> dict:
     """The table row of one case already read and segmented: ``id``, QCT markers, features.
 
     Args:
         ct: :class:`~EmphysemaXAILib.volume.CTVolume`.
         labels: (z, y, x) lung labels on the CT grid (0 background, 1 right, 2 left).
         backbone: from :func:`load_backbone`.
+        preview: optional PNG path for the three zone patches (:func:`.zones.save_zone_preview`).
     """
     lung = labels > 0
     row = {"id": case, **qct_markers(ct.hu[lung], float(np.prod(ct.spacing)))}
     patches = zone_patches(ct, labels)
+    if preview is not None:
+        from .zones import save_zone_preview
+
+        save_zone_preview(patches, preview, title=f"{case}: zone patches ({backbone.name} input)")
     embedding = backbone.embed_zones(patches).astype(FEATURE_DTYPE)
     row.update(zip(feature_columns(patches.zones, backbone.dim), embedding.ravel()))
     return row
@@ -96,7 +119,7 @@ def _table(rows: list, backbone: Backbone):
 
 
 def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", lung_masks=None,
-                progress: bool = True):
+                progress: bool = True, preview_dir=None):
     """One row per CT case: ``id``, ``qct_laa950_pct``, ``qct_perc15_hu``, ``qct_volume_l``,
     ``upper_0000`` ... ``lower_<dim-1>`` (float32). See the module docstring.
 
@@ -106,6 +129,7 @@ def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", 
         engine: segmentation engine (``segment_lungs``) for cases without a mask.
         lung_masks: optional masks, one per input (path or None), on each CT's grid.
         progress: a tqdm bar on stderr.
+        preview_dir: optional folder for ``<id>.png`` previews (``/`` in ids as ``__``) of each case's zone patches.
     Returns:
         pandas DataFrame; ``attrs["embedding"]`` holds the backbone's provenance.
     """
@@ -113,24 +137,29 @@ def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", 
     from ..segmentation import check_lung_labels, load_mask, segment_lungs
 
     inputs = [Path(p) for p in inputs]
+    missing = [p for p in inputs if not p.exists()]
+    if missing:
+        raise InputError(f"{missing[0]}: no such file or folder; check the path ({len(missing)} inputs missing)")
+    ids = case_ids(inputs)
     masks = list(lung_masks) if lung_masks is not None else [None] * len(inputs)
     if len(masks) != len(inputs):
         raise InputError(f"{len(masks)} lung masks for {len(inputs)} inputs; give one per input (or none)")
     backbone = _as_backbone(backbone)
     rows = []
-    iterator = zip(inputs, masks)
+    iterator = zip(inputs, masks, ids)
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(iterator, total=len(inputs), desc=f"embed ({backbone.name})", unit="case", file=sys.stderr)
-    for path, mask in iterator:
+    for path, mask, case in iterator:
         ct = read_ct(path)
         if mask is not None:
             labels = load_mask(mask, ct)
             check_lung_labels(labels, mask)
         else:
             labels = segment_lungs(ct, engine=engine).labels
-        rows.append(case_row(ct, labels, backbone, case_id(path)))
+        preview = Path(preview_dir) / f"{case.replace('/', '__')}.png" if preview_dir is not None else None
+        rows.append(case_row(ct, labels, backbone, case, preview))
     return _table(rows, backbone)
 
 
@@ -168,7 +197,9 @@ def embed_images(folder_or_paths, backbone="efficientnet-lite0", batch_size: int
     return _table(rows, backbone)
 
 
-def _suffix(path: Path) -> str:
+def table_suffix(path) -> str:
+    """``.csv`` or ``.parquet`` (the table formats); anything else is an InputError."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise InputError(f"{path}: unknown table type '{path.suffix}'; use .csv or .parquet")
@@ -180,7 +211,7 @@ def write_embeddings(table, path) -> Path:
     from ..atomic import write_atomic
 
     path = Path(path)
-    if _suffix(path) == ".csv":
+    if table_suffix(path) == ".csv":
         write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
     else:
         write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
@@ -192,7 +223,7 @@ def read_embeddings(path):
     import pandas as pd
 
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = table_suffix(path)
     if not path.is_file():
         raise InputError(f"{path}: no such embeddings file")
     try:
