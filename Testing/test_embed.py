@@ -109,8 +109,14 @@ def test_lite0_loads_the_packaged_weights(lite0, phantom):
     assert first.shape == (3, 1280) and first.dtype == np.float32 and np.isfinite(first).all()
     np.testing.assert_array_equal(first, second)
     assert np.abs(first[0] - first[2]).max() > 1e-3                  # different zones differ
-    alone = lite0.embed([patches.images[1]])[0]
-    np.testing.assert_allclose(alone, first[1], rtol=1e-4, atol=1e-4)  # batching changes nothing
+    # one zone alone with its lung mask: the same vector (no padding, batches by size)
+    alone = lite0.embed([patches.images[1]], [patches.lung[1].any(axis=0)])[0]
+    np.testing.assert_allclose(alone, first[1], rtol=1e-4, atol=1e-4)
+    # lung pooling: the whole-area average of the same image is a different vector
+    whole = lite0.embed([patches.images[1]])[0]
+    assert np.linalg.norm(whole - alone) > 0.05 * np.linalg.norm(alone)
+    resized = load_backbone("efficientnet-lite0", mode="resize")
+    assert resized.info()["mode"] == "resize" and resized.embed_zones(patches).shape == (3, 1280)
 
 
 def test_resnet152_from_a_path(resnet_file):

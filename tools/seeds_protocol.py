@@ -64,9 +64,10 @@ def _case(job):
 
     params, backbones, preview_dir = job
     torch.set_num_threads(1)
-    for name in backbones:
+    for name in backbones:   # "name" or "name:mode" (efficientnet-lite0:resize)
         if name not in _BACKBONES:
-            _BACKBONES[name] = load_backbone(name)
+            base, _, mode = name.partition(":")
+            _BACKBONES[name] = load_backbone(base, mode=mode or "lung")
     phantom = generate_phantom(params)
     labels = segment_lungs(phantom.ct, engine="classical").labels
     case = f"phantom-{params.seed}"
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=90)
     parser.add_argument("--seed", type=int, default=5, help="phantom seed (the shipped CNN saw seed 0)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--backbones", default="efficientnet-lite0,own")
+    parser.add_argument("--backbones", default="efficientnet-lite0,efficientnet-lite0:resize,own",
+                        help="backbone names, name:mode for an ImageNet backbone's input mode")
     parser.add_argument("--bootstraps", type=int, default=1000)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -113,11 +115,11 @@ def main(argv=None) -> int:
                "label_agreement": float((labels.label_seed == labels.label_truth).mean()), "fits": {}}
     for name in backbones:
         table = pd.DataFrame([r[1][name] for r in results])
-        write_embeddings(table, out / f"embeddings_{name}.parquet")
+        write_embeddings(table, out / f"embeddings_{name.replace(':', '-')}.parquet")
         for labeling in ("seed", "truth"):
             lab = labels.rename(columns={f"label_{labeling}": "label"})
             for cv, group in (("kfold", "subject"), ("logo", "acquisition")):
-                key = f"{name}_{labeling}_{cv}"
+                key = f"{name.replace(':', '-')}_{labeling}_{cv}"
                 metrics = fit_linear(table, lab, out / "fits" / key, model="ttest-lr", cv=cv, groups_column=group,
                                      bootstraps=args.bootstraps, seed=0)
                 summary["fits"][key] = {variant: {m: figures.get(m) for m in
