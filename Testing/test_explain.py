@@ -128,14 +128,22 @@ def test_faithfulness_figures_on_a_phantom(tiny_model):
     figures = case_faithfulness(predictor, severity, severity.grid.extra["lesion"], ["gradcam"], top_tiles=16)
     g = figures["gradcam"]
     for key in ("pointing_game", "dice_topk", "deletion_auc", "insertion_auc", "deletion_auc_random",
-                "deletion_auc_laa", "randomization_ssim", "randomization_spearman"):
+                "deletion_auc_laa", "randomization_ssim", "randomization_ssim_lung"):
         assert g[key] is not None and np.isfinite(g[key]), key
     assert g["pointing_game"] in (0.0, 1.0) and 0 <= g["dice_topk"] <= 1 and -1 <= g["randomization_ssim"] <= 1
+    # the rank correlation is undefined (None) only when a map is constant, e.g. an empty random map
+    if not g["randomization_map_empty"]:
+        assert g["randomization_spearman"] is not None
     assert FRACTIONS[0] == 0 and FRACTIONS[-1] == 1
     rng = np.random.default_rng(0)
     lung = np.ones((8, 16, 16), bool)
     a = rng.random(lung.shape)
     assert lung_ssim(a, a, lung) == pytest.approx(1.0) and lung_ssim(a, rng.random(lung.shape), lung) < 0.3
+    # a sparse map against an empty one: alike over the shared zero background, not where the map is
+    sparse = np.zeros((16, 32, 32))
+    sparse[6:10, 10:16, 10:16] = rng.random((4, 6, 6)) + 0.5
+    assert lung_ssim(sparse, np.zeros(sparse.shape), np.ones(sparse.shape, bool)) > 0.5
+    assert lung_ssim(sparse, np.zeros(sparse.shape), sparse > 0) < 0.3
     clone = randomized(predictor.model, seed=1)
     assert not torch.equal(clone.encoder.features[0][0].weight, predictor.model.encoder.features[0][0].weight)
 

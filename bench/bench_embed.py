@@ -3,12 +3,14 @@
 whole-lung QCT marker columns).
 
 Usage (from the project root):
-    .venv/bin/python bench/bench_embed.py [--repeats 3] [--backbones efficientnet-lite0,resnet152,own]
+    .venv/bin/python bench/bench_embed.py [--repeats 3]
+        [--backbones efficientnet-lite0,efficientnet-lite0:resize,resnet152,own]
         [--preview bench/out/embed_zones.png]
 
 Reading and segmentation are excluded: the phantom is generated (not timed) and its truth lung
 labels are used. Each backbone is loaded (timed apart), warmed up with one row, then timed over
-``--repeats`` rows. ResNet-152 runs with random weights written to a temporary file (the same
+``--repeats`` rows; ``name:mode`` picks an ImageNet backbone's input mode (default ``lung``:
+own pixels no finer than 1 mm, lung-pooled; ``resize``: 224 x 224). ResNet-152 runs with random weights written to a temporary file (the same
 compute as the published weights, which are not on this machine). torch uses 2 threads.
 Goal: <= 2 s per case on 2 CPU cores with EfficientNet-Lite0.
 """
@@ -43,7 +45,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backbones", default="efficientnet-lite0,resnet152,own")
+    parser.add_argument("--backbones", default="efficientnet-lite0,efficientnet-lite0:resize,resnet152,own")
     parser.add_argument("--preview", help="also write the zone preview PNG here")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -58,16 +60,17 @@ def main() -> None:
     if args.preview:
         save_zone_preview(patches, args.preview, "full-size phantom, 15 % mixed emphysema")
         print(f"preview: {args.preview}")
-    print(f"{'backbone':>20} {'dim':>5} {'load s':>7} {'warm-up s':>10} {'network s':>10} {'row s (median)':>15} "
+    print(f"{'backbone':>26} {'dim':>5} {'load s':>7} {'warm-up s':>10} {'network s':>10} {'row s (median)':>15} "
           f"{'row s (max)':>12}")
     with tempfile.TemporaryDirectory() as folder:
         for name in args.backbones.split(","):
-            weights = random_resnet152(Path(folder)) if name == "resnet152" else None
-            backbone, load_s = timed(lambda: load_backbone(name, weights=weights))
+            base, _, mode = name.partition(":")
+            weights = random_resnet152(Path(folder)) if base == "resnet152" else None
+            backbone, load_s = timed(lambda: load_backbone(base, weights=weights, mode=mode or "lung"))
             _, warm_s = timed(lambda: case_row(ct, labels, backbone, "bench"))
             network = [timed(lambda: backbone.embed_zones(patches))[1] for _ in range(args.repeats)]
             rows = [timed(lambda: case_row(ct, labels, backbone, "bench"))[1] for _ in range(args.repeats)]
-            print(f"{name:>20} {backbone.dim:5d} {load_s:7.2f} {warm_s:10.2f} {statistics.median(network):10.3f} "
+            print(f"{name:>26} {backbone.dim:5d} {load_s:7.2f} {warm_s:10.2f} {statistics.median(network):10.3f} "
                   f"{statistics.median(rows):15.3f} {max(rows):12.3f}")
     print("goal: row s <= 2 s per case on 2 CPU cores (efficientnet-lite0); reading and segmentation excluded")
 

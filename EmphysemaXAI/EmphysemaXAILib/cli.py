@@ -387,7 +387,7 @@ def cmd_explain_eval(args) -> int:
     if args.json:
         print(json.dumps(metrics))
         return 0
-    print(f"{'method':<11}" + "".join(f"{k[:18]:>19}" for k in KEYS))
+    print(f"{'method':<11}" + "".join(f"{k.replace('randomization', 'rand')[:18]:>19}" for k in KEYS))
     for method in methods:
         row = metrics[method]
         print(f"{method:<11}" + "".join(f"{row[k]:19.3f}" if row[k] is not None else f"{'n/a':>19}" for k in KEYS))

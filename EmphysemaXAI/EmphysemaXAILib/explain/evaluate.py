@@ -11,7 +11,8 @@ import numpy as np
 from ..atomic import atomic_folder
 
 KEYS = ("pointing_game", "dice_topk", "deletion_auc", "insertion_auc", "deletion_auc_random", "deletion_auc_laa",
-        "randomization_ssim", "randomization_spearman", "randomization_map_empty")
+        "randomization_ssim", "randomization_ssim_lung", "randomization_spearman",
+        "randomization_map_empty")
 GOALS = {"pointing_game": (">=", 0.9), "dice_topk": (">=", 0.5), "deletion_vs_random": ("<=", 0.7),
          "randomization_ssim": ("<", 0.3)}
 

@@ -12,7 +12,9 @@ All on the model's working grid (z, y, x), within the lung:
   ``tolerance`` working voxels); ``dice_topk``: Dice of the k most attributed lung voxels with
   the lesion mask, k = the number of lesion voxels.
 - model randomisation (Adebayo et al. 2018): maps of a copy with re-initialised weights;
-  ``randomization_ssim`` is the SSIM map averaged over lung voxels (scikit-image) and
+  ``randomization_ssim`` is the SSIM map (scikit-image) averaged over the lung voxels where
+  either map is non-zero (``randomization_ssim_lung``: over all lung voxels of the explained
+  tiles, where the shared zero background of sparse maps pulls the figure towards 1), and
   ``randomization_spearman`` the rank correlation over lung voxels, both within the tiles the
   method explained (low = the map depends on what the model learned); the correlation is None
   when either map is constant there, and ``randomization_map_empty`` says when the randomised
@@ -146,7 +148,12 @@ def case_faithfulness(predictor, severity, lesion: np.ndarray | None, methods, *
             noise_model = randomized(predictor.model, seed)
             other = _with_model(predictor, noise_model, severity)
             random_map, _ = working_attribution(noise_model, other, method, chosen=chosen)
-            figures["randomization_ssim"] = lung_ssim(attribution, random_map, explained)
+            # SSIM where either map says something: two maps that are both 0 over most of the lung
+            # (ReLU'd Grad-CAM) agree trivially there; the whole-lung figure is kept beside it
+            support = explained & ((attribution != 0) | (random_map != 0))
+            figures["randomization_ssim"] = lung_ssim(attribution, random_map,
+                                                      support if support.sum() >= 64 else explained)
+            figures["randomization_ssim_lung"] = lung_ssim(attribution, random_map, explained)
             a, b = attribution[explained], random_map[explained]
             # a constant map (e.g. a randomised model whose Grad-CAM is 0 everywhere after the ReLU)
             # has no ranks: the correlation is undefined, not 0
