@@ -112,11 +112,12 @@ def test_lite0_loads_the_packaged_weights(lite0, phantom):
     # one zone alone with its lung mask: the same vector (no padding, batches by size)
     alone = lite0.embed([patches.images[1]], [patches.lung[1].any(axis=0)])[0]
     np.testing.assert_allclose(alone, first[1], rtol=1e-4, atol=1e-4)
-    # lung pooling: the whole-area average of the same image is a different vector
+    # without a mask (the images route) the image takes the 224 resize path: another vector
     whole = lite0.embed([patches.images[1]])[0]
     assert np.linalg.norm(whole - alone) > 0.05 * np.linalg.norm(alone)
     resized = load_backbone("efficientnet-lite0", mode="resize")
     assert resized.info()["mode"] == "resize" and resized.embed_zones(patches).shape == (3, 1280)
+    np.testing.assert_allclose(resized.embed([patches.images[1]])[0], whole, rtol=1e-4, atol=1e-4)
 
 
 def test_resnet152_from_a_path(resnet_file):

@@ -25,7 +25,9 @@ channel (what both packages' examples use); the 3 channels are the 3 slices, not
   padding); the last feature map is averaged over the
   cells the lung covers (the lung mask of the three slices, area-downsampled onto the feature
   grid, as weights), so chest wall, mediastinum and air outside the body do not enter the
-  embedding. Images without a mask (the images route) are averaged over their whole area.
+  embedding. Images without a mask (the images route: patches of any size, no pixel size) take
+  the ``resize`` path: measured on 48 phantom patches of 64 x 64, own pixels gave out-of-fold
+  ROC-AUC 0.79 against 0.85+ resized.
 - ``resize``: each image padded to a square with 0 (air) and resized to 224 x 224 (bilinear,
   antialiased), the feature map averaged everywhere: the ImageNet convention. Measured on 90
   phantoms (tools/seeds_protocol.py), the ``lung`` mode separates emphysema far better.
@@ -108,15 +110,17 @@ class ImageNetBackbone(Backbone):
         return self.embed(images, masks)
 
     def embed(self, images, masks=None) -> np.ndarray:
-        """(n, dim) float32 embeddings of n images (3, H, W) in [0, 1]; ``masks``: optional
-        (H, W) bool pooling regions (``lung`` mode), else each image's whole area."""
+        """(n, dim) float32 embeddings of n images (3, H, W) in [0, 1]. With ``masks`` ((H, W)
+        bool lung regions) in ``lung`` mode: own pixels, lung-pooled; without masks (2D images of
+        the images route: no lung mask, no pixel size) or in ``resize`` mode: the 224 x 224
+        convention (a 64 x 64 patch at its own pixels would leave the network a 2 x 2 map)."""
         import torch
 
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
         images = [self._check(image) for image in images]
         with torch.no_grad():
-            if self.mode == "resize":
+            if self.mode == "resize" or masks is None:
                 out = self.features(self.network, self._resized(images).to(self.device)).mean(dim=(2, 3))
             else:
                 out = self._lung_pooled(images, masks)
@@ -157,7 +161,7 @@ class ImageNetBackbone(Backbone):
     def _lung_pooled(self, images, masks):
         """(n, dim): images of one size go through the network together (no padding, so an
         image's embedding does not depend on its batch); each feature map is averaged with the
-        area-downsampled mask (or uniformly) as weights."""
+        area-downsampled lung mask as weights."""
         import torch
         import torch.nn.functional as F
 
@@ -168,8 +172,7 @@ class ImageNetBackbone(Backbone):
         for shape, group in by_shape.items():
             x = self._normalised(torch.stack([images[k] for k in group])).to(self.device)
             fmap = self.features(self.network, x)
-            region = torch.stack([torch.ones(shape[1:]) if masks is None else
-                                  torch.as_tensor(np.asarray(masks[k], np.float32)) for k in group])
+            region = torch.stack([torch.as_tensor(np.asarray(masks[k], np.float32)) for k in group])
             cells = F.adaptive_avg_pool2d(region[:, None], fmap.shape[-2:]).to(fmap.device)
             pooled = (fmap * cells).sum(dim=(2, 3)) / cells.sum(dim=(2, 3)).clamp_min(1e-6)
             for row, k in enumerate(group):
