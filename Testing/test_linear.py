@@ -137,7 +137,14 @@ def test_fit_linear_writes_the_contract(tmp_path):
         assert not set(oof.loc[oof.fold == fold, "group"]) & set(oof.loc[oof.fold != fold, "group"])
     description = json.loads((out / "model.json").read_text())
     assert len(description["selected_features"]) == len(description["coefficients"]) == 10
-    assert predict_linear(out, features)["predicted"].isin(["none", "emphysema"]).all()
+    predicted = predict_linear(out, features)
+    assert predicted["predicted"].isin(["none", "emphysema"]).all()
+    # the refitted model on all cases agrees with the labels it was fitted on far above chance
+    assert (predicted["predicted"].to_numpy() == labels.set_index("id").loc[predicted["id"], "label"].to_numpy()).mean() > 0.8
+    with open(out / "model.joblib", "ab") as handle:               # a changed pickle is never unpickled
+        handle.write(b"x")
+    with pytest.raises(InputError, match="SHA-256"):
+        predict_linear(out, features)
 
 
 def test_fit_linear_fused_multiclass_and_logo(tmp_path):

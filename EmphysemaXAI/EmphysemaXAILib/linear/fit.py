@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..atomic import atomic_folder
 from ..errors import InputError
+from ..model.checkpoint import sha256
 from .inputs import Cohort, load_cohort
 from .models import BASE_VARIANTS, build_classifier, build_regressor, describe, variant_names
 from .plots import plot_coefficients, plot_pca, plot_roc, plot_tsne
@@ -119,6 +120,7 @@ def fit_linear(features: pd.DataFrame, labels: pd.DataFrame, out_dir, *, model: 
         joblib.dump({"pipeline": final, "input_columns": columns, "classes": cohort.classes, "variant": chosen},
                     folder / "model.joblib")
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
+        run["model_joblib_sha256"] = sha256(folder / "model.joblib")   # checked before predict_linear unpickles it
         run["duration_s"] = round(time.perf_counter() - started, 1)
         metrics["_run"] = run
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -126,10 +128,20 @@ def fit_linear(features: pd.DataFrame, labels: pd.DataFrame, out_dir, *, model: 
 
 
 def predict_linear(model_dir, features: pd.DataFrame) -> pd.DataFrame:
-    """Apply a ``fit-linear`` model to a features table: ``id``, ``predicted``, ``prob_<class>``."""
+    """Apply a ``fit-linear`` model to a features table: ``id``, ``predicted``, ``prob_<class>``.
+
+    ``model.joblib`` is a pickle: it is unpickled only when its SHA-256 equals the one its own
+    ``metrics.json`` recorded (a swapped or edited file is refused); load folders you trust."""
     import joblib
 
-    bundle = joblib.load(Path(model_dir) / "model.joblib")
+    folder = Path(model_dir)
+    try:
+        expected = json.loads((folder / "metrics.json").read_text())["_run"]["model_joblib_sha256"]
+    except (OSError, ValueError, KeyError):
+        raise InputError(f"{folder}: not a fit-linear output (metrics.json with the model's SHA-256 missing)") from None
+    if sha256(folder / "model.joblib") != expected:
+        raise InputError(f"{folder / 'model.joblib'}: SHA-256 differs from metrics.json; the file was changed, refit")
+    bundle = joblib.load(folder / "model.joblib")
     missing = [c for c in bundle["input_columns"] if c not in features.columns]
     if missing:
         raise InputError(f"the features table lacks {len(missing)} of the model's columns, e.g. {missing[0]!r}")
