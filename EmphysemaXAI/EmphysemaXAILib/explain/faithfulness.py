@@ -92,17 +92,20 @@ def _with_model(predictor, model, severity):
 
 
 def lung_ssim(a: np.ndarray, b: np.ndarray, lung: np.ndarray) -> float:
-    """SSIM of two maps (each scaled by its largest magnitude) averaged over lung voxels."""
+    """SSIM of two maps (each scaled by its largest magnitude) averaged over lung voxels. The
+    data range given to SSIM is that of the scaled maps: 1 when both are non-negative (Grad-CAM,
+    attention: values in [0, 1]), 2 when either is signed (integrated gradients: [-1, 1])."""
     from skimage.metrics import structural_similarity
 
     def scaled(v):
         m = np.abs(v[lung]).max()
         return (v / m if m > 0 else v).astype(np.float64)
 
+    span = 2.0 if (a[lung].min() < 0 or b[lung].min() < 0) else 1.0
     if min(lung.shape) < 7:   # SSIM's 7-voxel window: compare slice by slice
-        maps = [structural_similarity(x, y, data_range=2.0, full=True)[1] for x, y in zip(scaled(a), scaled(b))]
+        maps = [structural_similarity(x, y, data_range=span, full=True)[1] for x, y in zip(scaled(a), scaled(b))]
         return float(np.stack(maps)[lung].mean())
-    _, full = structural_similarity(scaled(a), scaled(b), data_range=2.0, full=True)
+    _, full = structural_similarity(scaled(a), scaled(b), data_range=span, full=True)
     return float(full[lung].mean())
 
 
