@@ -127,6 +127,7 @@ def test_embed_cases_then_fit_linear_embeddings_route(tmp_path):
     (("embed", "nothing.nrrd", "--out", "x.txt"), "unknown table type"),
     (("embed", "--images", "missing_folder", "--out", "x.csv"), "missing_folder"),
     (("fit-linear", "--embeddings", "none.parquet", "--labels", "none.csv", "--out", "o"), "none.csv"),
+    (("embed", "missing.nrrd", "--out", "x.csv", "--preview", "pv"), "missing.nrrd"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     result = run_cli(*args, cwd=tmp_path)

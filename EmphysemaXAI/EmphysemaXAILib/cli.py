@@ -7,6 +7,7 @@ control; 1 unexpected internal error (one line plus the path of a log with the t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -411,10 +412,12 @@ def cmd_embed(args) -> int:
     else:
         if not args.inputs:
             raise InputError("no inputs: give CT files / DICOM folders, or --images DIR for 2D images")
-        if args.preview:
-            Path(args.preview).mkdir(parents=True, exist_ok=True)
-        table = embed_cases(args.inputs, backbone, engine=args.engine, lung_masks=args.lung_mask,
-                            preview_dir=args.preview)
+        if args.preview and Path(args.preview).exists() and any(Path(args.preview).iterdir()) and not args.overwrite:
+            raise InputError(f"{args.preview} is not empty: choose another preview folder or pass --overwrite")
+        # previews go to a temporary folder that becomes --preview only when every case worked
+        with atomic_folder(args.preview) if args.preview else contextlib.nullcontext() as preview_dir:
+            table = embed_cases(args.inputs, backbone, engine=args.engine, lung_masks=args.lung_mask,
+                                preview_dir=preview_dir)
     write_embeddings(table, out)
     info = {"out": str(out), "rows": len(table), "features": table.shape[1] - 1, "backbone": backbone.info()}
     if args.json:
@@ -644,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--lung-mask", nargs="+", metavar="MASK", help="lung masks, one per input, same order")
     embed.add_argument("--preview", metavar="DIR", help="write <id>.png previews of each case's zone patches")
     embed.add_argument("--json", action="store_true", help="print a JSON object on stdout")
-    embed.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    embed.add_argument("--overwrite", action="store_true", help="replace an existing table and preview folder")
     embed.set_defaults(func=cmd_embed)
 
     fit = sub.add_parser("fit-linear", help="interpretable linear models on embeddings (+ QCT markers), cross-validated")
