@@ -120,6 +120,15 @@ def test_embed_cases_then_fit_linear_embeddings_route(tmp_path):
     assert "circularity" in result.stdout + json.dumps(metrics["_run"])
     model = json.loads((out / "model.json").read_text())
     assert any(str(name).startswith("qct_") for name in json.dumps(model).split('"'))
+    # one zone's embedding alone: the model's inputs are upper_* columns (+ QCT) only
+    result = run_cli("fit-linear", "--embeddings", str(emb), "--labels", str(labels), "--zones", "upper",
+                     "--folds", "3", "--bootstraps", "20", "--out", str(tmp_path / "upper"))
+    assert result.returncode == 0, result.stderr
+    columns = json.loads((tmp_path / "upper" / "model.json").read_text())["input_columns"]
+    assert columns and all(c.startswith("upper_") for c in columns)
+    bad = run_cli("fit-linear", "--embeddings", str(emb), "--labels", str(labels), "--zones", "apex",
+                  "--out", str(tmp_path / "apex"))
+    assert bad.returncode == 2 and "--zones" in bad.stderr and not (tmp_path / "apex").exists()
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -445,6 +445,21 @@ def _labelled_image_embeddings(folder, labels, backbone):
     return table
 
 
+def _zone_columns(features, zones: str):
+    """The table with only the feature columns of ``zones`` (comma-separated upper, middle, lower)."""
+    from .regions import THIRDS
+
+    chosen = [z.strip() for z in zones.split(",") if z.strip()]
+    unknown = [z for z in chosen if z not in THIRDS]
+    if unknown or not chosen:
+        raise InputError(f"--zones {zones!r}: use a comma-separated subset of {', '.join(THIRDS)}")
+    keep = [c for c in features.columns if c == "id" or str(c).startswith("qct_")
+            or str(c).split("_")[0] in chosen]
+    if len(keep) == sum(1 for c in features.columns if c == "id" or str(c).startswith("qct_")):
+        raise InputError(f"the embeddings table has no {'/'.join(chosen)} zone columns (it may come from --images)")
+    return features[keep]
+
+
 def cmd_fit_linear(args) -> int:
     import pandas as pd
 
@@ -463,6 +478,8 @@ def cmd_fit_linear(args) -> int:
         from .embed import read_embeddings
 
         features = read_embeddings(args.embeddings)
+        if args.zones:
+            features = _zone_columns(features, args.zones)
     metrics = fit_linear(features, labels, args.out, model=args.model, cv=args.cv, groups_column=args.groups_column,
                          fuse_qct=args.fuse_qct, k=args.k, n_splits=args.folds, bootstraps=args.bootstraps,
                          seed=args.seed)
@@ -661,6 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", choices=("ttest-lr", "lasso", "rfe"), default="ttest-lr",
                      help="the variant metrics.json reports at the top level (all are fitted)")
     fit.add_argument("--fuse-qct", action="store_true", help="the top-level model uses the QCT markers too")
+    fit.add_argument("--zones", metavar="LIST", help="only these zones' embeddings, e.g. upper or upper,lower "
+                                                     "(default: all three concatenated)")
     fit.add_argument("--k", type=int, default=20, help="features kept by the t-test / RFE")
     fit.add_argument("--bootstraps", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     fit.add_argument("--seed", type=int, default=0)
