@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_series import read_dicom_series
+from .dicom_series import looks_like_dicom, read_dicom_series
 from .errors import InputError
 from .volume import CTVolume
 
@@ -50,15 +50,10 @@ def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,
     suffix = _suffix(path)
     if suffix in _VOLUME_SUFFIXES or suffix in _IMAGE_SUFFIXES:
         return read_image_file(path)
-    if suffix in _DICOM_SUFFIXES or _is_dicom(path):
+    if suffix in _DICOM_SUFFIXES or looks_like_dicom(path):
         return read_dicom_series(path, series_uid, keep_identity, irregular)
     raise InputError(f"{path}: unknown file type '{suffix}'; give a DICOM folder, a DICOM file, "
                      "NRRD, NIfTI (.nii / .nii.gz), MHA or a 16-bit TIFF")
-
-
-def _is_dicom(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(132)[128:132] == b"DICM"
 
 
 def read_image_file(path: Path) -> CTVolume:

@@ -85,7 +85,8 @@ def _identity(ds) -> dict:
             "birth_date": _text(ds, "PatientBirthDate")}
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def looks_like_dicom(path: Path) -> bool:
+    """True when ``path`` is a readable file with the DICOM preamble ("DICM" at byte 128)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)
@@ -132,11 +133,11 @@ def scan_folder(folder: Path):
             try:
                 ds = _read_header(path)
             except Exception as error:  # pydicom raises many types on broken files
-                if suffix in {".dcm", ".ima", ".dicom", ""} or _looks_like_dicom(path):
+                if suffix in {".dcm", ".ima", ".dicom", ""} or looks_like_dicom(path):
                     skipped.append((path, f"{type(error).__name__}: {error}".splitlines()[0]))
                 continue
             if ds is None:
-                if suffix not in _NOT_IMAGES and _looks_like_dicom(path):
+                if suffix not in _NOT_IMAGES and looks_like_dicom(path):
                     skipped.append((path, "DICOM file without image pixels"))
                 continue
             series[_text(ds, "SeriesInstanceUID") or "unknown"].append((path, ds))

@@ -14,23 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dicom_series import looks_like_dicom
 from ..errors import InputError
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 
 
-def _is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def is_image_file(path: Path) -> bool:
     suffix = path.suffix.lower()
-    return suffix in TIFF_SUFFIXES or suffix in DICOM_SUFFIXES or (suffix == "" and _is_dicom(path))
+    return suffix in TIFF_SUFFIXES or suffix in DICOM_SUFFIXES or (suffix == "" and looks_like_dicom(path))
 
 
 def image_files(folder) -> list:
@@ -52,7 +45,7 @@ def read_slice(path) -> np.ndarray:
         raise InputError(f"{path}: no such image file")
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _read_tiff(path)
-    if path.suffix.lower() in DICOM_SUFFIXES or _is_dicom(path):
+    if path.suffix.lower() in DICOM_SUFFIXES or looks_like_dicom(path):
         return _read_dicom(path)
     raise InputError(f"{path}: unknown image type '{path.suffix}'; give a 16-bit signed TIFF or a DICOM file")
 

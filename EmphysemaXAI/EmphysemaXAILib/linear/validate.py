@@ -157,9 +157,7 @@ def classification_figures(y, proba, class_names, fold_of=None, *, n_boot: int =
                                CLASSIFICATION_CI_KEYS, n_boot=n_boot, seed=seed)
     out["bootstrap"] = n_boot
     if fold_of is not None:
-        out["per_fold"] = [{"fold": int(k), "n_test": int((fold_of == k).sum()),
-                            **_scores(y[fold_of == k], proba[fold_of == k], n_classes)}
-                           for k in np.unique(fold_of)]
+        out["per_fold"] = _per_fold(fold_of, lambda test: _scores(y[test], proba[test], n_classes))
     return out
 
 
@@ -184,7 +182,11 @@ def regression_figures(true, pred, fold_of=None, *, n_boot: int = 1000, seed: in
                                REGRESSION_CI_KEYS, n_boot=n_boot, seed=seed)
     out["bootstrap"] = n_boot
     if fold_of is not None:
-        out["per_fold"] = [{"fold": int(k), "n_test": int((fold_of == k).sum()),
-                            **_regression_scores(true[fold_of == k], pred[fold_of == k])}
-                           for k in np.unique(fold_of)]
+        out["per_fold"] = _per_fold(fold_of, lambda test: _regression_scores(true[test], pred[test]))
     return out
+
+
+def _per_fold(fold_of: np.ndarray, scores) -> list:
+    """One entry per fold: ``fold``, ``n_test`` and ``scores(test_mask)`` of its test cases."""
+    return [{"fold": int(k), "n_test": int((fold_of == k).sum()), **scores(fold_of == k)}
+            for k in np.unique(fold_of)]
