@@ -195,6 +195,13 @@ def _percentile(cdf, hu, p, rule):
     return int(hu[np.searchsorted(cdf, p - 1e-12)])
 
 
+def region_metrics(hu_values, voxel_mm3: float = 1.0, config: QCTConfig | None = None) -> dict:
+    """The histogram metrics of :func:`measure_qct` (``laa950_pct``, ``perc15_hu``, ``volume_l``
+    ...) for the HU values of one region (any shape), without noise, clusters or sub-regions."""
+    values = np.clip(np.rint(np.asarray(hu_values, np.float64).ravel()), -OFFSET, OFFSET - 1).astype(np.int64)
+    return _histogram_metrics(np.bincount(values + OFFSET, minlength=2 * OFFSET), voxel_mm3, config or QCTConfig())
+
+
 def _histogram_metrics(histogram, voxel_mm3, config) -> dict:
     nonzero = np.flatnonzero(histogram)
     n = int(histogram.sum())

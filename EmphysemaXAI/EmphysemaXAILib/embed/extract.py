@@ -65,11 +65,9 @@ def case_ids(paths) -> list:
 def qct_markers(hu_values: np.ndarray, voxel_mm3: float | None = None) -> dict:
     """``qct_laa950_pct``, ``qct_perc15_hu`` (and ``qct_volume_l`` when ``voxel_mm3`` is given)
     of the HU values of a region (any shape), with the project's QCT conventions."""
-    from ..qct import OFFSET, QCTConfig, _histogram_metrics
+    from ..qct import region_metrics
 
-    values = np.clip(np.rint(np.asarray(hu_values, np.float64).ravel()), -OFFSET, OFFSET - 1).astype(np.int64)
-    histogram = np.bincount(values + OFFSET, minlength=2 * OFFSET)
-    metrics = _histogram_metrics(histogram, voxel_mm3 or 1.0, QCTConfig())
+    metrics = region_metrics(hu_values, voxel_mm3 or 1.0)
     out = {"qct_laa950_pct": metrics.get("laa950_pct"), "qct_perc15_hu": metrics.get("perc15_hu")}
     if voxel_mm3 is not None:
         out["qct_volume_l"] = metrics["volume_l"]
