@@ -27,7 +27,7 @@ def _suffix(path: Path) -> str:
 
 
 def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,
-            irregular: str = "resample") -> CTVolume:
+            irregular: str = "resample", reorient: bool = True) -> CTVolume:
     """Read a CT volume in HU.
 
     Args:
@@ -35,9 +35,12 @@ def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,
         series_uid: for DICOM folders, the series to read (default: CT series with most slices).
         keep_identity: keep patient name / ID / birth date (DICOM only) in ``identity``.
         irregular: ``resample`` or ``refuse`` for DICOM gaps, non-uniform spacing and tilt.
+        reorient: bring the volume onto the canonical axial grid (:mod:`.orientation`; its
+            ``orientation`` maps results back onto the file's grid). False: the grid as stored.
 
     Returns:
-        :class:`CTVolume` with ``hu`` (z, y, x), spacing / origin (x, y, z) mm and direction, LPS.
+        :class:`CTVolume` with ``hu`` (z, y, x), spacing / origin (x, y, z) mm and direction, LPS,
+        on the canonical axial grid unless ``reorient=False``.
 
     Raises:
         InputError: the path does not exist or cannot be read as CT (one-line message).
@@ -45,13 +48,18 @@ def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
+    from .orientation import canonical
+
+    def done(volume: CTVolume) -> CTVolume:
+        return canonical(volume) if reorient else volume
+
     if path.is_dir():
-        return read_dicom_series(path, series_uid, keep_identity, irregular)
+        return done(read_dicom_series(path, series_uid, keep_identity, irregular))
     suffix = _suffix(path)
     if suffix in _VOLUME_SUFFIXES or suffix in _IMAGE_SUFFIXES:
-        return read_image_file(path)
+        return done(read_image_file(path))
     if suffix in _DICOM_SUFFIXES or looks_like_dicom(path):
-        return read_dicom_series(path, series_uid, keep_identity, irregular)
+        return done(read_dicom_series(path, series_uid, keep_identity, irregular))
     raise InputError(f"{path}: unknown file type '{suffix}'; give a DICOM folder, a DICOM file, "
                      "NRRD, NIfTI (.nii / .nii.gz), MHA or a 16-bit TIFF")
 

@@ -46,9 +46,9 @@ class CaseResult:
         """The ``summary.json`` object (``contracts.md``); never holds patient identity."""
         ct = self.ct
         out = {
-            "input": {"kind": ct.kind, "shape": list(ct.shape), "spacing": [float(s) for s in ct.spacing],
-                      "origin": [float(o) for o in ct.origin], "direction": [float(d) for d in ct.direction],
-                      "acquisition": dict(ct.acquisition)},
+            "input": {"kind": ct.kind, **ct.input_geometry_dict(), "acquisition": dict(ct.acquisition),
+                      "reoriented": None if ct.orientation is None or ct.orientation.identity
+                      else ct.orientation.describe()},
             "qc": {"errors": self.qc.errors, "warnings": self.qc.warnings, "measures": self.qc.measures,
                    "profile": self.qc.profile, "excluded": self.excluded},
             "segmentation": self.segmentation.as_dict() if self.segmentation is not None else None,
@@ -145,10 +145,12 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
             progress(name, index / len(STEPS), message)
         return time.perf_counter()
 
+    from .orientation import canonical
     from .volume import CTVolume
 
     start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")
-    ct = path if isinstance(path, CTVolume) else read_ct(path, series_uid=series_uid)
+    # every step works on the canonical axial grid; outputs are mapped back when written
+    ct = canonical(path) if isinstance(path, CTVolume) else read_ct(path, series_uid=series_uid)
     timings["read"] = round(time.perf_counter() - start, 3)
     start = step("qc", 1, "quality control")
     qc = run_qc(ct, profile=qc_profile)
@@ -160,9 +162,13 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         return result
     start = step("segment", 2, "segmenting the lungs")
     if lung_mask is not None:
-        labels = np.asarray(lung_mask) if isinstance(lung_mask, np.ndarray) else load_mask(lung_mask, ct)
-        if labels.shape != ct.shape:
-            raise InputError(f"the lung mask is {labels.shape} voxels but the CT is {ct.shape}: give a mask on the CT grid")
+        if isinstance(lung_mask, np.ndarray):  # on the grid of the CT as given (e.g. a Slicer node)
+            if lung_mask.shape != tuple(ct.input_geometry_dict()["shape"]):
+                raise InputError(f"the lung mask is {lung_mask.shape} voxels but the CT is "
+                                 f"{tuple(ct.input_geometry_dict()['shape'])}: give a mask on the CT grid")
+            labels = ct.orientation.to_canonical(lung_mask, labels=True) if ct.orientation is not None else lung_mask
+        else:
+            labels = load_mask(lung_mask, ct)
         check_lung_labels(labels, lung_mask if not isinstance(lung_mask, np.ndarray) else "the lung mask")
         segmentation = Segmentation(labels.astype(np.uint8), "file")
     else:

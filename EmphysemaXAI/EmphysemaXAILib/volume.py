@@ -55,6 +55,9 @@ class CTVolume:
         geometry: how the slice geometry was found (``uniform``, ``resampled_z``,
             ``tilt_corrected``, ``single_slice``) and the raw slice spacings measured.
         identity: patient name / ID / birth date, filled only when the caller asks.
+        orientation: the :class:`~.orientation.Reorientation` from the grid the volume was
+            read on to this (canonical axial) grid; None for a volume never reoriented.
+            Writers map arrays back with it (:meth:`on_input_grid`).
     """
 
     hu: np.ndarray
@@ -69,6 +72,7 @@ class CTVolume:
     read_warnings: list = field(default_factory=list)
     geometry: dict = field(default_factory=dict)
     identity: dict | None = None
+    orientation: object = None
 
     @property
     def shape(self) -> tuple:
@@ -94,6 +98,26 @@ class CTVolume:
         image.SetOrigin([float(o) for o in self.origin])
         image.SetDirection([float(d) for d in self.direction])
         return image
+
+    def input_geometry_dict(self) -> dict:
+        """Like :meth:`geometry_dict`, for the grid the volume was read on (the user's file)."""
+        if self.orientation is None:
+            return self.geometry_dict()
+        return self.orientation.input_geometry()
+
+    def on_input_grid(self, array: np.ndarray, labels: bool | None = None) -> np.ndarray:
+        """A (z, y, x) array on this volume's grid mapped back onto the grid it was read on."""
+        return array if self.orientation is None else self.orientation.to_input(array, labels)
+
+    def as_input(self) -> "CTVolume":
+        """This volume on the grid it was read on (itself when never reoriented)."""
+        if self.orientation is None or self.orientation.identity:
+            return self
+        from dataclasses import replace
+
+        geometry = self.orientation.input_geometry()
+        return replace(self, hu=self.on_input_grid(self.hu, labels=False), spacing=tuple(geometry["spacing"]),
+                       origin=tuple(geometry["origin"]), direction=tuple(geometry["direction"]), orientation=None)
 
     def geometry_dict(self) -> dict:
         """``shape``, ``spacing``, ``origin``, ``direction`` as plain lists (JSON-ready)."""

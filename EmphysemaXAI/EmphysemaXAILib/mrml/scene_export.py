@@ -27,22 +27,24 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
     """Add the case's nodes to ``scene`` (default: a fresh headless scene); returns them by role.
 
     ``ct_node``: an existing volume node holding the CT (inside Slicer, the user's input), used
-    instead of a new one.
+    instead of a new one. Every array is placed on the grid of the CT as the user gave it
+    (``result.ct.on_input_grid``), whatever canonical grid the analysis ran on.
     """
     if scene is None:
         scene, app_logic = bootstrap(fresh=True)
     if ct_node is None:
-        ct_node = volume_node_from_ct(scene, result.ct, "CT")
+        ct_node = volume_node_from_ct(scene, result.ct.as_input(), "CT")
         ct_node.CreateDefaultDisplayNodes()
         display = ct_node.GetDisplayNode()
         display.SetAutoWindowLevel(False)
         display.SetWindowLevel(1400, -500)
     nodes = {"ct": ct_node}
     if result.qct is not None:
-        nodes["segmentation"] = lung_segmentation_node(scene, ct_node, result.segmentation.labels)
+        on_grid = result.ct.on_input_grid
+        nodes["segmentation"] = lung_segmentation_node(scene, ct_node, on_grid(result.segmentation.labels))
         nodes["surfaces"] = lung_surface_models(nodes["segmentation"])
         nodes["laa_colors"] = laa_color_node(scene)
-        nodes["laa_map"] = overlay_volume(scene, ct_node, result.qct.laa_map, "LAA map", nodes["laa_colors"], app_logic)
+        nodes["laa_map"] = overlay_volume(scene, ct_node, on_grid(result.qct.laa_map), "LAA map", nodes["laa_colors"], app_logic)
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
         nodes["qct_table"] = table_node(scene, "QCT", result.qct.regions, QCT_UNITS, QCT_DESCRIPTIONS)
         nodes["severity_table"] = table_node(scene, "Severity", severity_rows(result))
@@ -66,7 +68,7 @@ def add_attributions(result, scene, ct_node, nodes: dict, app_logic=None) -> Non
     for index, (method, explanation) in enumerate(result.explanations.items()):
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"Attribution {method}")
         node.CopyOrientation(ct_node)
-        slicer.util.updateVolumeFromArray(node, explanation.volume)
+        slicer.util.updateVolumeFromArray(node, result.ct.on_input_grid(explanation.volume))
         node.CreateDefaultDisplayNodes()
         first = index == 0
         style_attribution(node, nodes["attribution_colors"], app_logic=app_logic if first else None,

@@ -20,13 +20,21 @@ FORMATS = ("dicom", "nrrd", "nifti")
 
 
 def save_label(array: np.ndarray, ct, path: Path) -> None:
-    """Write a (z, y, x) label map on the grid of ``ct`` as gzip-compressed NRRD."""
+    """Write a (z, y, x) label map (or float map) on the grid of ``ct`` as gzip-compressed NRRD.
+
+    When ``ct`` was reoriented after reading (``ct.orientation``), the array is mapped back and
+    written on the grid of the file the user gave, so outputs overlay the input in any viewer.
+    """
     import SimpleITK as sitk
 
+    geometry = ct.input_geometry_dict() if hasattr(ct, "input_geometry_dict") else {
+        "spacing": ct.spacing, "origin": ct.origin, "direction": ct.direction}
+    if getattr(ct, "orientation", None) is not None:
+        array = ct.on_input_grid(array)
     image = sitk.GetImageFromArray(array)
-    image.SetSpacing([float(s) for s in ct.spacing])
-    image.SetOrigin([float(o) for o in ct.origin])
-    image.SetDirection([float(d) for d in ct.direction])
+    image.SetSpacing([float(s) for s in geometry["spacing"]])
+    image.SetOrigin([float(o) for o in geometry["origin"]])
+    image.SetDirection([float(d) for d in geometry["direction"]])
     sitk.WriteImage(image, str(path), useCompression=True)
 
 

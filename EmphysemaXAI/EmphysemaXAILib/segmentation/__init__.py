@@ -83,19 +83,28 @@ def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:
     origin, direction within 0.01 mm / 1e-4). Returns the (z, y, x) uint8 array."""
     from ..ct_io import read_ct
 
-    mask = read_ct(Path(path))
-    if mask.shape != ct.shape:
-        raise InputError(f"{path}: {name} is {mask.shape[::-1]} voxels but the CT is "
-                         f"{ct.shape[::-1]}: give a mask on the CT grid")
-    for what, a, b, tol in (("spacing", mask.spacing, ct.spacing, 0.01), ("origin", mask.origin, ct.origin, 0.01),
-                            ("direction", mask.direction, ct.direction, 1e-4)):
+    mask = read_ct(Path(path), reorient=False)  # compared with the CT's grid as the user has it
+    grid = ct.input_geometry_dict()
+    if mask.shape != tuple(grid["shape"]):
+        raise InputError(f"{path}: {name} is {_plain(mask.shape[::-1], 0)} voxels but the CT is "
+                         f"{_plain(grid['shape'][::-1], 0)}: give a mask on the CT grid")
+    for what, a, b, tol in (("spacing", mask.spacing, grid["spacing"], 0.01),
+                            ("origin", mask.origin, grid["origin"], 0.01),
+                            ("direction", mask.direction, grid["direction"], 1e-4)):
         if not np.allclose(a, b, atol=tol):
-            raise InputError(f"{path}: {name} {what} {tuple(np.round(a, 4))} differs from the CT's "
-                             f"{tuple(np.round(b, 4))}: resample the mask onto the CT grid")
+            raise InputError(f"{path}: {name} {what} {_plain(a)} differs from the CT's "
+                             f"{_plain(b)}: resample the mask onto the CT grid")
     values = mask.hu
     if values.min() < 0 or values.max() > 65535:
         raise InputError(f"{path}: {name} holds values outside 0..65535; give a label map")
-    return values.astype(np.uint16 if values.max() > 255 else np.uint8)
+    values = values.astype(np.uint16 if values.max() > 255 else np.uint8)
+    # onto the CT's canonical grid, exactly as the CT was moved (nearest neighbour if resampled)
+    return ct.orientation.to_canonical(values, labels=True) if ct.orientation is not None else values
+
+
+def _plain(values, digits: int = 4) -> str:
+    """(1.5, 2, 3) as plain text (never numpy reprs such as np.float64(1.5))."""
+    return "(" + ", ".join(f"{round(float(v), digits):g}" if digits else str(int(v)) for v in values) + ")"
 
 
 def check_lung_labels(labels: np.ndarray, source, hint: str = "") -> None:

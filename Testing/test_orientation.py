@@ -1,0 +1,195 @@
+"""One canonical orientation: the same chest stored axial, coronal, sagittal or flipped gives the
+same numbers, and every output lies on the grid of the file the user gave.
+
+The reoriented copies are made here with SimpleITK's PermuteAxes / Flip, which move voxels and
+keep every voxel's physical (LPS) position, so each file holds the same chest in the same place.
+"""
+import itertools
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from EmphysemaXAILib import read_ct
+from EmphysemaXAILib.errors import InputError
+from EmphysemaXAILib.orientation import canonical, reorientation
+from EmphysemaXAILib.volume import CTVolume
+
+from conftest import run_cli, shared
+
+#: name -> (PermuteAxes order, Flip axes), in SimpleITK's (x, y, z) index order
+STORAGES = {
+    "axial": ((0, 1, 2), (False, False, False)),
+    "coronal": ((0, 2, 1), (False, True, False)),      # slices along y (anterior-posterior)
+    "sagittal": ((2, 1, 0), (True, False, True)),      # slices along x (right-left)
+    "flipped": ((0, 1, 2), (True, True, True)),        # axial, every axis reversed (feet-first, RAS-like)
+    "coronal_flipped": ((1, 2, 0), (True, False, True)),
+}
+
+
+def stored(image, name):
+    order, flips = STORAGES[name]
+    return sitk.Flip(sitk.PermuteAxes(image, list(order)), list(flips))
+
+
+def ct_of(image) -> CTVolume:
+    return CTVolume(hu=sitk.GetArrayFromImage(image), spacing=image.GetSpacing(), origin=image.GetOrigin(),
+                    direction=image.GetDirection())
+
+
+def test_every_axis_order_and_flip_maps_exactly_both_ways():
+    rng = np.random.default_rng(0)
+    values = rng.integers(-1000, 100, (7, 9, 11)).astype(np.int16)
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing((0.7, 0.8, 2.0))
+    image.SetOrigin((-10.0, 20.0, 30.0))
+    reference = canonical(ct_of(image))
+    assert reference.orientation.identity and reference.hu is not None
+    for order in itertools.permutations(range(3)):
+        for flips in itertools.product((False, True), repeat=3):
+            moved = sitk.Flip(sitk.PermuteAxes(image, list(order)), list(flips))
+            ct = canonical(ct_of(moved))
+            assert np.array_equal(ct.hu, values), (order, flips)
+            np.testing.assert_allclose(ct.spacing, reference.spacing)
+            np.testing.assert_allclose(ct.origin, reference.origin, atol=1e-6)
+            np.testing.assert_allclose(ct.direction, reference.direction, atol=1e-9)
+            assert np.array_equal(ct.on_input_grid(ct.hu), sitk.GetArrayFromImage(moved))
+            np.testing.assert_allclose(ct.as_input().origin, moved.GetOrigin(), atol=1e-6)
+            assert canonical(ct) is ct  # idempotent
+
+
+def test_oblique_grid_is_resampled_with_a_warning_and_maps_back():
+    values = np.full((20, 30, 30), -800, np.int16)
+    values[5:15, 10:20, 10:20] = 40
+    image = sitk.GetImageFromArray(values)
+    rotation = sitk.Euler3DTransform()
+    rotation.SetRotation(0.45, 0.0, 0.0)  # 26 degrees about x
+    image.SetDirection(rotation.GetMatrix())
+    ct = canonical(ct_of(image))
+    assert ct.orientation.resampled and ct.orientation.oblique_deg == pytest.approx(25.78, abs=0.01)
+    assert any("oblique grid (25.8 degrees" in w for w in ct.read_warnings)
+    np.testing.assert_allclose(ct.direction_matrix, np.eye(3))
+    labels = (ct.hu > -200).astype(np.uint8)
+    back = ct.on_input_grid(labels)
+    assert back.shape == values.shape and back.dtype == np.uint8
+    inside = values > -200
+    dice = 2 * np.sum(back.astype(bool) & inside) / (back.astype(bool).sum() + inside.sum())
+    assert dice > 0.9
+
+
+def test_axes_at_45_degrees_are_refused():
+    c = np.sqrt(0.5)
+    with pytest.raises(InputError, match="about 45 degrees"):
+        reorientation((4, 4, 4), (1, 1, 1), (0, 0, 0), (c, -c, 0, c, c, 0, 0, 0, 1))
+
+
+def _regions(summary):
+    return {r["region"]: r for r in summary["qct"]["regions"]}
+
+
+def _assert_same_results(reference, other, name):
+    ref_regions, regions = _regions(reference), _regions(other)
+    assert set(ref_regions) == set(regions), name
+    for region, row in ref_regions.items():
+        for key in ("voxels", "volume_l", "mean_hu", "perc15_hu", "laa950_pct", "robust_extent_pct"):
+            a, b = row[key], regions[region][key]
+            assert (a is None and b is None) or abs(a - b) <= 0.01, (name, region, key, a, b)
+    assert reference["qct_severity"]["class"] == other["qct_severity"]["class"], name
+    assert reference["qct_severity"]["zone_grades"] == other["qct_severity"]["zone_grades"], name
+    if reference.get("severity"):
+        assert other["severity"]["class"] == reference["severity"]["class"], name
+        assert abs(other["severity"]["extent_pct"] - reference["severity"]["extent_pct"]) <= 0.01, name
+        for region, value in reference["severity"]["extent_by_region"].items():
+            assert abs(other["severity"]["extent_by_region"][region] - value) <= 0.01, (name, region)
+
+
+def _write(image, path):
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
+
+def _check_outputs_on_input_grid(out, input_path, reference_labels):
+    """lung_labels.nrrd lies on the input file's grid and, put on the canonical grid, equals
+    the axial run's labels voxel for voxel."""
+    written = sitk.ReadImage(str(out / "lung_labels.nrrd"))
+    source = sitk.ReadImage(str(input_path))
+    assert written.GetSize() == source.GetSize()
+    np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(written.GetSpacing(), source.GetSpacing(), atol=1e-6)
+    labels = canonical(ct_of(written)).hu
+    assert np.array_equal(labels, reference_labels)
+
+
+@pytest.fixture(scope="module")
+def phantom_chest(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("orient")
+    done = run_cli("phantom", folder / "ph", "--size", "small", "--format", "nrrd", "--extent", 14,
+                   "--pattern", "mixed", "--zones", "0.6,0.3,0.1", "--seed", 4)
+    assert done.returncode == 0, done.stderr
+    return folder, sitk.ReadImage(str(folder / "ph" / "ct.nrrd")), sitk.ReadImage(str(folder / "ph" / "labels" / "lungs.nrrd"))
+
+
+@pytest.mark.parametrize("engine_args", [("--engine", "classical"), ("--lung-mask",)], ids=["classical", "user_mask"])
+def test_same_chest_in_five_storages_gives_the_same_numbers_and_class(phantom_chest, engine_args):
+    folder, image, lungs = phantom_chest
+    summaries, labels = {}, None
+    for name in STORAGES:
+        ct_path = _write(stored(image, name), folder / f"{name}-{engine_args[0][2:]}.nrrd")
+        args = list(engine_args)
+        if args == ["--lung-mask"]:
+            args.append(_write(stored(lungs, name), folder / f"{name}-mask.nrrd"))
+        out = folder / f"out-{name}-{engine_args[0][2:]}"
+        done = run_cli("analyze", ct_path, "--out", out, "--no-scene", "--no-report", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["input"]["shape"] == list(sitk.GetArrayViewFromImage(stored(image, name)).shape)
+        summaries[name] = summary
+        if name == "axial":
+            assert summary["input"]["reoriented"] is None
+            labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lung_labels.nrrd")))
+        else:
+            assert "reordered" in summary["input"]["reoriented"]
+            _check_outputs_on_input_grid(out, ct_path, labels)
+    reference = summaries["axial"]
+    upper, lower = _regions(reference)["upper"]["laa950_pct"], _regions(reference)["lower"]["laa950_pct"]
+    assert upper > lower + 3  # the phantom's emphysema is upper-zone: the zones are not mixed up
+    assert reference["severity"] is not None
+    for name, summary in summaries.items():
+        _assert_same_results(reference, summary, name)
+
+
+def test_real_ct_stored_coronally_gives_the_axial_numbers(tmp_path):
+    """COPDGene ct-64 (real CT, CIP's whole-lung mask as the user's mask) stored axial and
+    coronal (feet-first): every region the same."""
+    image = sitk.ReadImage(str(shared("cip-copdgene", "ct-64.nrrd")))
+    whole = sitk.ReadImage(str(shared("cip-copdgene", "wholeLung-64.nrrd")))
+    summaries = {}
+    for name in ("axial", "coronal_flipped"):
+        ct_path = _write(stored(image, name), tmp_path / f"{name}.nrrd")
+        mask_path = _write(sitk.Cast(stored(whole, name), sitk.sitkUInt8), tmp_path / f"{name}-mask.nrrd")
+        done = run_cli("analyze", ct_path, "--lung-mask", mask_path, "--out", tmp_path / name, "--no-scene",
+                       "--no-report", "--no-model", "--json")
+        assert done.returncode == 0, done.stderr
+        summaries[name] = json.loads(done.stdout)
+        # the classical engine too (it traces airways from the top: orientation matters)
+        done = run_cli("segment", ct_path, "--engine", "classical", "--out", tmp_path / f"{name}-seg.nrrd", "--json")
+        assert done.returncode == 0, done.stderr
+        summaries[name + "-seg"] = json.loads(done.stdout)
+    _assert_same_results(summaries["axial"], summaries["coronal_flipped"], "ct-64 coronal")
+    for key in ("right_voxels", "left_voxels"):
+        assert summaries["axial-seg"][key] == summaries["coronal_flipped-seg"][key]
+    regions = _regions(summaries["axial"])
+    assert 10 < regions["whole"]["laa950_pct"] < 30  # the case has visible emphysema
+
+
+def test_read_ct_reorients_and_reorient_false_keeps_the_file_grid(tmp_path):
+    values = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 1000
+    image = sitk.GetImageFromArray(values)
+    path = _write(stored(image, "coronal"), tmp_path / "c.nrrd")
+    ct = read_ct(path)
+    assert np.array_equal(ct.hu, values) and ct.orientation is not None
+    raw = read_ct(path, reorient=False)
+    assert raw.shape == (5, 4, 6) and raw.orientation is None
+    assert ct.input_geometry_dict()["shape"] == [5, 4, 6]
