@@ -35,7 +35,7 @@ def test_slices_sorted_by_position_not_name_or_instance_number(tmp_path, ramp):
 def test_matches_simpleitk_gdcm_reader_on_oblique_series(tmp_path, ramp):
     """Geometry and voxels agree with ITK's own DICOM series reader (an independent reader)."""
     write_dicom_series(ramp, tmp_path, spacing=(0.8, 0.6, 2.0), origin=(5, -7, 11), direction=OBLIQUE)
-    ct = read_ct(tmp_path)
+    ct = read_ct(tmp_path, reorient=False)  # the series' own grid (read_ct reorients by default)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path)))
     ref = reader.Execute()

@@ -18,7 +18,7 @@ def test_volume_files_keep_voxels_and_geometry(tmp_path, name):
     image.SetOrigin((-100.0, 20.0, -300.0))
     image.SetDirection(DIRECTION)
     sitk.WriteImage(image, str(tmp_path / name))
-    ct = read_ct(tmp_path / name)
+    ct = read_ct(tmp_path / name, reorient=False)  # the grid as stored
     assert ct.hu.dtype == np.int16 and np.array_equal(ct.hu, hu)
     assert ct.spacing == pytest.approx((0.7, 0.8, 1.5))
     assert ct.origin == pytest.approx((-100.0, 20.0, -300.0), abs=1e-4)
@@ -26,6 +26,13 @@ def test_volume_files_keep_voxels_and_geometry(tmp_path, name):
     assert ct.kind == {"nrrd": "nrrd", "gz": "nifti", "nii": "nifti", "mha": "mha"}[name.rsplit(".", 1)[1]]
     # index -> LPS point agrees with ITK
     assert ct.index_to_lps((2, 3, 4)) == pytest.approx(image.TransformIndexToPhysicalPoint((4, 3, 2)))
+    # by default on the canonical axial grid: identity direction, every voxel at the same place
+    canonical = read_ct(tmp_path / name)
+    assert canonical.direction == pytest.approx(np.eye(3).ravel(), abs=1e-6)
+    assert canonical.input_geometry_dict()["direction"] == pytest.approx(DIRECTION, abs=1e-6)
+    k, j, i = 2, 3, 4  # a canonical voxel and the stored voxel at the same LPS point hold the same HU
+    stored_index = image.TransformPhysicalPointToIndex(tuple(canonical.index_to_lps((k, j, i))))
+    assert canonical.hu[k, j, i] == hu[stored_index[::-1]]
 
 
 def test_float_volume_with_fractions_stays_float(tmp_path):
