@@ -164,3 +164,33 @@ def test_3d_view_renders_offscreen_with_the_laa_clusters(case, tmp_path):
     nodes["laa_rendering"].SetVisibility(False)
     without = render_3d(scene, app_logic, None, size=300).astype(int)
     assert ((without.max(axis=2) - without.min(axis=2)) > 80).sum() < 0.2 * saturated.sum()
+
+
+def test_slicer_module_path_with_a_coronally_stored_volume_node(case):
+    """A user's volume node stored coronally: the analysis runs on the canonical grid, the
+    result nodes lie on the user's node grid (the segmentation and LAA map overlay the CT
+    voxel for voxel), and a recompute from that segmentation gives the same numbers."""
+    import SimpleITK as sitk
+
+    from EmphysemaXAILib.mrml.volumes import ct_from_volume_node, volume_node_from_ct
+    from EmphysemaXAILib.volume import CTVolume
+
+    image = sitk.Flip(sitk.PermuteAxes(case.ct.to_sitk(), [0, 2, 1]), [False, True, False])
+    coronal = CTVolume(hu=sitk.GetArrayFromImage(image), spacing=image.GetSpacing(), origin=image.GetOrigin(),
+                       direction=image.GetDirection())
+    scene, app_logic = bootstrap(fresh=True)
+    user_node = volume_node_from_ct(scene, coronal, "coronal chest CT")
+    result = analyze_case(ct_from_volume_node(user_node), engine="classical", model=None)
+    assert result.ct.orientation is not None and not result.ct.orientation.identity
+    for region in ("whole", "upper", "lower", "right_lower"):
+        assert result.qct.region(region)["laa950_pct"] == pytest.approx(case.qct.region(region)["laa950_pct"], abs=0.01)
+    nodes = build_case_scene(result, scene, app_logic, ct_node=user_node)
+    on_user_grid = labels_from_segmentation_node(nodes["segmentation"], user_node)
+    assert on_user_grid.shape == coronal.shape
+    expected = sitk.GetArrayFromImage(sitk.Flip(sitk.PermuteAxes(
+        sitk.GetImageFromArray(case.segmentation.labels), [0, 2, 1]), [False, True, False]))
+    assert np.array_equal(on_user_grid, expected)
+    laa = slicer.util.arrayFromVolume(nodes["laa_map"])
+    assert laa.shape == coronal.shape and np.array_equal(laa > 0, (coronal.hu <= -950) & (expected > 0))
+    again = analyze_case(ct_from_volume_node(user_node), lung_mask=on_user_grid, model=None)
+    assert again.qct.region("whole")["voxels"] == case.qct.region("whole")["voxels"]
