@@ -30,7 +30,21 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+#: Fewer slices than this: the report shows axial views only (a coronal plane of one or two
+#: rows says nothing and cannot be outlined).
+MIN_SLICES_FOR_CORONAL = 3
+
+
+def _outline(ax, mask, color: str = "#4cc9f0", width: float = 0.6) -> None:
+    """Draw the 0.5 contour of a 2D boolean mask (skipped when the image is thinner than 2 x 2
+    pixels or the mask is empty / full: matplotlib cannot contour it)."""
+    if min(mask.shape) >= 2 and mask.any() and not mask.all():
+        ax.contour(mask, levels=[0.5], colors=color, linewidths=width)
+
+
 def _views(ct, labels, laa_map) -> str:
+    """Axial slice with the most LAA, coronal row through the most lung, and the coronal LAA
+    projection; for inputs of one or two slices the axial slice with and without the overlay."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
@@ -39,22 +53,27 @@ def _views(ct, labels, laa_map) -> str:
     j = int(np.argmax(lung.sum(axis=(0, 2))))
     sx, sy, sz = ct.spacing
     cmap = ListedColormap(LAA_COLORS)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    panels = [(ct.hu[k], lung[k], laa_map[k], sy / sx, f"axial slice {k}"),
-              (ct.hu[::-1, j], lung[::-1, j], laa_map[::-1, j], sz / sx, f"coronal row {j} (head up)")]
+    thin = ct.hu.shape[0] < MIN_SLICES_FOR_CORONAL
+    fig, axes = plt.subplots(1, 2 if thin else 3, figsize=(10 if thin else 15, 5.2))
+    panels = [(ct.hu[k], lung[k], laa_map[k], sy / sx, f"axial slice {k}")]
+    if thin:
+        panels.append((ct.hu[k], lung[k], np.zeros_like(laa_map[k]), sy / sx,
+                       f"axial slice {k} without overlay ({ct.hu.shape[0]}-slice input: no coronal view)"))
+    else:
+        panels.append((ct.hu[::-1, j], lung[::-1, j], laa_map[::-1, j], sz / sx, f"coronal row {j} (head up)"))
     for ax, (image, outline, laa, aspect, title) in zip(axes, panels):
         ax.imshow(image, cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
-        if outline.any():
-            ax.contour(outline, levels=[0.5], colors="#4cc9f0", linewidths=0.6)
+        _outline(ax, outline)
         overlay = np.ma.masked_equal(laa, 0)
         ax.imshow(overlay, cmap=cmap, vmin=0.5, vmax=4.5, alpha=0.8, aspect=aspect, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    projection = (laa_map > 0).sum(axis=1)[::-1]
-    axes[2].imshow(lung.any(axis=1)[::-1], cmap="gray", vmin=0, vmax=3, aspect=sz / sx)
-    axes[2].imshow(np.ma.masked_equal(projection, 0), cmap="inferno", aspect=sz / sx)
-    axes[2].set_title("coronal projection: LAA voxels per column", fontsize=10)
-    axes[2].axis("off")
+    if not thin:
+        projection = (laa_map > 0).sum(axis=1)[::-1]
+        axes[2].imshow(lung.any(axis=1)[::-1], cmap="gray", vmin=0, vmax=3, aspect=sz / sx)
+        axes[2].imshow(np.ma.masked_equal(projection, 0), cmap="inferno", aspect=sz / sx)
+        axes[2].set_title("coronal projection: LAA voxels per column", fontsize=10)
+        axes[2].axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in LAA_COLORS]
     fig.legend(handles, [f"LAA cluster {n}" for n in LAA_NAMES], loc="lower center", ncol=4, frameon=False)
     return _png(fig)
@@ -143,7 +162,8 @@ def _attribution_views(ct, labels, laa_map, explanations) -> str:
     peak = np.unravel_index(int(np.argmax(first)), first.shape) if first.max() > 0 else \
         tuple(int(np.argmax((labels > 0).sum(axis=a))) for a in ((1, 2), (0, 2), (0, 1)))
     k, j, i = peak
-    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 4.2 * len(rows)), squeeze=False)
+    planes = 1 if ct.hu.shape[0] < MIN_SLICES_FOR_CORONAL else 3  # thin inputs: axial only
+    fig, axes = plt.subplots(len(rows), planes, figsize=(4.4 * planes, 4.2 * len(rows)), squeeze=False)
     for row, (title, volume, cmap, limits) in zip(axes, rows):
         if limits is None:
             positive = volume[volume > 0]
@@ -155,8 +175,7 @@ def _attribution_views(ct, labels, laa_map, explanations) -> str:
                                                               _planes(labels > 0, k, j, i), aspects,
                                                               ("axial", "coronal", "sagittal")):
             ax.imshow(image, cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
-            if outline.any():
-                ax.contour(outline, levels=[0.5], colors="#4cc9f0", linewidths=0.5)
+            _outline(ax, outline, width=0.5)
             ax.imshow(overlay, cmap=cmap, vmin=limits[0], vmax=limits[1], alpha=0.75, aspect=aspect,
                       interpolation="nearest")
             ax.set_title(f"{title} - {plane}", fontsize=9)
@@ -287,6 +306,10 @@ def write_report(result, path, views: dict | None = None) -> Path:
         if result.severity is not None:
             parts.append(_cnn_section(result.severity))
         grades = severity.get("zone_grades", {})
+        if ct.shape[0] < MIN_SLICES_FOR_CORONAL:
+            parts.append(f"<p class='warn'>{ct.shape[0]}-slice input: the views are axial only (no coronal view) "
+                         "and the zone values (upper / middle / lower thirds) come from these slices: they do "
+                         "not describe the whole lung.</p>")
         parts.append(_table([{"zone": z, "grade": g} for z, g in grades.items()], ["zone", "grade"]))
         parts.append(f"<h2>Images</h2><img src='{_views(ct, result.segmentation.labels, result.qct.laa_map)}'>")
         if views:
