@@ -144,7 +144,7 @@ def predict_linear(model_dir, features: pd.DataFrame) -> pd.DataFrame:
     bundle = joblib.load(folder / "model.joblib")
     missing = [c for c in bundle["input_columns"] if c not in features.columns]
     if missing:
-        raise InputError(f"the features table lacks {len(missing)} of the model's columns, e.g. {missing[0]!r}")
+        raise InputError(f"the features table lacks {len(missing)} of the model's columns, e.g. '{missing[0]}'")
     proba = bundle["pipeline"].predict_proba(features[bundle["input_columns"]].to_numpy(float))
     out = pd.DataFrame({"id": features["id"].astype(str) if "id" in features else range(len(features)),
                         "predicted": [bundle["classes"][i] for i in proba.argmax(axis=1)]})

@@ -78,10 +78,10 @@ def load_cohort(features: pd.DataFrame, labels: pd.DataFrame, groups_column: str
     label_ids = labels[key].map(_norm_id)
     for name, ids in (("features table", feature_ids), ("labels CSV", label_ids)):
         if ids.duplicated().any():
-            raise InputError(f"the {name} repeats ids, e.g. {ids[ids.duplicated()].iloc[0]!r}; one row per case")
+            raise InputError(f"the {name} repeats ids, e.g. '{ids[ids.duplicated()].iloc[0]}'; one row per case")
     missing = sorted(set(label_ids) - set(feature_ids))
     if missing:
-        raise InputError(f"{len(missing)} labelled ids have no features, e.g. {missing[0]!r}; "
+        raise InputError(f"{len(missing)} labelled ids have no features, e.g. '{missing[0]}'; "
                          "embed those cases or drop them from the labels CSV")
 
     qct = [c for c in QCT_COLUMNS if c in features.columns]
@@ -109,9 +109,9 @@ def load_cohort(features: pd.DataFrame, labels: pd.DataFrame, groups_column: str
     y = labels["label"].map(index).to_numpy(int)
     counts = np.bincount(y, minlength=len(classes))
     if len(classes) < 2:
-        raise InputError(f"all labels are {classes[0]!r}: a classifier needs at least two classes")
+        raise InputError(f"all labels are '{classes[0]}': a classifier needs at least two classes")
     if counts.min() < 2:
-        raise InputError(f"class {classes[int(counts.argmin())]!r} has {int(counts.min())} case; "
+        raise InputError(f"class '{classes[int(counts.argmin())]}' has {int(counts.min())} case; "
                          "every class needs at least 2 cases")
     laa = None
     if "laa_pct" in labels.columns:

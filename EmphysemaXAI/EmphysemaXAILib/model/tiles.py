@@ -53,8 +53,8 @@ def to_working_grid(ct, labels: np.ndarray, extra: dict | None = None,
     coarse = [axis for axis, s, t in zip("xyz", source, target) if s > COARSE_FACTOR * t and not (one_slice and axis == "z")]
     if coarse:
         low = True
-        notes.append(f"input spacing {tuple(round(s, 2) for s in source)} mm is much coarser than the "
-                     f"model's {tuple(target)} mm along {', '.join(coarse)}: the texture the model relies "
+        notes.append(f"input spacing {' x '.join(f'{s:.2f}' for s in source)} mm is much coarser than the "
+                     f"model's {' x '.join(f'{t:g}' for t in target)} mm along {', '.join(coarse)}: the texture the model relies "
                      "on is blurred, treat the estimate as low confidence")
     if one_slice:
         low = True
