@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from EmphysemaXAILib import read_ct
+from EmphysemaXAILib import InputError, read_ct
+from EmphysemaXAILib.segmentation import load_mask
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.qct import QCTConfig, measure_qct
 from EmphysemaXAILib.regions import LOBE_NAMES, REGION_NAMES, lung_regions, thirds_by_tally
@@ -181,3 +182,35 @@ def test_qct_is_deterministic(noise_free_phantom):
     a = measure_qct(phantom.ct, phantom.labels["lungs"]).as_dict()
     b = measure_qct(phantom.ct, phantom.labels["lungs"]).as_dict()
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_laa_clusters_are_per_axial_slice_by_default_and_3d_on_request(tmp_path):
+    """D as Mishima 1999 defines it counts 2D clusters in each axial slice; a tube of LAA along z
+    is one 3D cluster but one cluster per slice in 2D."""
+    from EmphysemaXAILib.config import load_settings
+    hu = np.full((10, 40, 40), -850, np.int16)
+    hu[:, 5:8, 5:8] = -990                      # a tube through all 10 slices
+    hu[4, 20:30, 20:30] = -990                  # one 10 x 10 patch on one slice
+    hu[6, 30:32, 10:12] = -990                  # one 2 x 2 patch
+    labels = np.ones(hu.shape, np.uint8)
+    ct = CTVolume(hu=hu, spacing=(1.0, 1.0, 1.0), origin=(0, 0, 0), direction=tuple(np.eye(3).ravel()))
+    per_slice = measure_qct(ct, labels, config=QCTConfig(), noise_hu=10).region("whole")
+    in_3d = measure_qct(ct, labels, config=QCTConfig(cluster_dim=3), noise_hu=10).region("whole")
+    assert per_slice["laa_clusters"] == 12 and in_3d["laa_clusters"] == 3
+    assert per_slice["laa_cluster_d"] is not None and in_3d["laa_cluster_d"] is not None
+    config = tmp_path / "c.toml"
+    config.write_text("[qct]\ncluster_dim = 3\n")
+    assert load_settings(config).qct.cluster_dim == 3
+    config.write_text("[qct]\ncluster_dim = 4\n")
+    with pytest.raises(InputError, match="cluster_dim 4"):
+        load_settings(config)
+
+
+def test_cluster_slope_d_on_copdgene_ct64_per_slice_and_3d():
+    """Real COPDGene CT with emphysema and CIP's whole-lung mask: D from 2D clusters (the
+    published definition) is about twice the 3D figure (1.26 vs 0.63)."""
+    ct = read_ct(shared("cip-copdgene", "ct-64.nrrd"))
+    mask = load_mask(shared("cip-copdgene", "wholeLung-64.nrrd"), ct)
+    per_slice = measure_qct(ct, mask).region("whole")["laa_cluster_d"]
+    in_3d = measure_qct(ct, mask, config=QCTConfig(cluster_dim=3)).region("whole")["laa_cluster_d"]
+    assert per_slice == pytest.approx(1.258, abs=0.01) and in_3d == pytest.approx(0.626, abs=0.01)

@@ -39,6 +39,8 @@ METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "
 OFFSET = 32768           # histogram bin of HU v is v + OFFSET
 NOISY_HU = 30.0          # above this noise SD, severity uses the noise-robust extent
 CLUSTER_CLASSES_MM = (5.0, 10.0, 20.0)  # LAA map codes by cluster equivalent diameter
+#: 4-connectivity within an axial slice and none across slices: 2D clusters per slice
+IN_PLANE = np.array([np.zeros((3, 3), int), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3), int)])
 #: CIP region codes (low byte of its label values) of each region (type byte ignored).
 CIP_REGIONS = {"right": (2, 4, 5, 6, 12, 13, 14), "left": (3, 7, 8, 9, 10, 11),
                "upper": (9, 12, 20), "middle": (10, 13, 21), "lower": (11, 14, 22),
@@ -60,6 +62,7 @@ class QCTConfig:
     seeds_rule: bool = False          # add the seeds' binary label (LAA-950 >= 6% and MLD < -850)
     severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of severity.md
     zone_cutpoints: tuple = ZONE_CUTPOINTS
+    cluster_dim: int = 2              # LAA clusters for D: 2 = per axial slice (Mishima 1999), 3 = 3D
 
     @classmethod
     def cip(cls, **overrides) -> "QCTConfig":
@@ -147,10 +150,15 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
 
     clock.lap("histograms")
     laa = lung & (ct.hu <= config.emphysema_hu if config.inclusive else ct.hu < config.emphysema_hu)
-    clusters, n_clusters = ndimage.label(laa)
-    del laa
+    clusters, n_clusters = ndimage.label(laa)  # 3D clusters: the LAA map's size classes
     cluster_sizes = np.bincount(clusters.ravel(), minlength=n_clusters + 1)
     laa_map = _laa_map(clusters, cluster_sizes, voxel_mm3)
+    if config.cluster_dim == 2:  # D as published: clusters within each axial slice
+        del clusters
+        clusters, _ = ndimage.label(laa, structure=IN_PLANE)
+    elif config.cluster_dim != 3:
+        raise ValueError(f"cluster_dim is 2 (per axial slice) or 3, not {config.cluster_dim}")
+    del laa
     cluster_of_voxel = regions.gather(clusters)
     del clusters
     clock.lap("clusters")
@@ -241,8 +249,10 @@ def _histogram_metrics(histogram, voxel_mm3, config) -> dict:
 def _cluster_metrics(cluster_ids) -> dict:
     """Number of LAA clusters meeting the region and the slope D of their size distribution.
 
-    D: minus the slope of log(number of clusters of size >= s) against log(s) (Mishima 1999),
-    sizes in voxels counted inside the region; None with fewer than 3 distinct sizes.
+    D: minus the slope of log(number of clusters of size >= s) against log(s) (Mishima M. et
+    al., PNAS 1999;96:8829), sizes in voxels counted inside the region; the clusters are 2D
+    (per axial slice, as published) or 3D (``QCTConfig.cluster_dim``). None with fewer than 3
+    distinct sizes.
     """
     ids = cluster_ids[cluster_ids > 0]
     if not ids.size:
