@@ -214,3 +214,16 @@ def test_cluster_slope_d_on_copdgene_ct64_per_slice_and_3d():
     per_slice = measure_qct(ct, mask).region("whole")["laa_cluster_d"]
     in_3d = measure_qct(ct, mask, config=QCTConfig(cluster_dim=3)).region("whole")["laa_cluster_d"]
     assert per_slice == pytest.approx(1.258, abs=0.01) and in_3d == pytest.approx(0.626, abs=0.01)
+
+
+def test_laa_map_threshold_moves_the_map_and_clusters_not_the_robust_extent(noise_free_phantom):
+    """The Slicer panel's "emphysema threshold" (QCTConfig.emphysema_hu) is the LAA map's and
+    its clusters' threshold (its tooltip); %LAA-950 and the robust extent keep -950 HU."""
+    ct, labels = noise_free_phantom.ct, noise_free_phantom.labels["lungs"]
+    default = measure_qct(ct, labels, noise_hu=40.0)
+    moved = measure_qct(ct, labels, config=QCTConfig(emphysema_hu=-900.0), noise_hu=40.0)
+    for region in ("whole", "upper", "lower"):
+        assert moved.region(region)["robust_extent_pct"] == default.region(region)["robust_extent_pct"]
+        assert moved.region(region)["laa950_pct"] == default.region(region)["laa950_pct"]
+    assert (moved.laa_map > 0).sum() > (default.laa_map > 0).sum()
+    assert moved.qct_severity == default.qct_severity

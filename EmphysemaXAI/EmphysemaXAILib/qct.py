@@ -38,6 +38,7 @@ METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "
                "robust_extent_pct")
 OFFSET = 32768           # histogram bin of HU v is v + OFFSET
 NOISY_HU = 30.0          # above this noise SD, severity uses the noise-robust extent
+ROBUST_EXTENT_HU = -950.0  # the robust extent estimates %LAA-950
 CLUSTER_CLASSES_MM = (5.0, 10.0, 20.0)  # LAA map codes by cluster equivalent diameter
 #: 4-connectivity within an axial slice and none across slices: 2D clusters per slice
 IN_PLANE = np.array([np.zeros((3, 3), int), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3), int)])
@@ -57,7 +58,7 @@ class QCTConfig:
     inclusive: bool = True            # LAA counts HU <= T (COPDGene); False: HU < T (CIP)
     hu_range: tuple | None = None     # (lo, hi) HU counted; CIP: (-1024, 1024)
     percentile_rule: str = "ge"       # "ge": smallest HU with CDF >= p; "cip": largest with CDF <= p
-    emphysema_hu: float = -950.0
+    emphysema_hu: float = -950.0      # threshold of the LAA map and its clusters (the panel's setting)
     noisy_hu: float = NOISY_HU
     seeds_rule: bool = False          # add the seeds' binary label (LAA-950 >= 6% and MLD < -850)
     severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of severity.md
@@ -278,7 +279,9 @@ def _laa_map(clusters, sizes, voxel_mm3) -> np.ndarray:
 
 
 def _robust_extent(histogram, noise_hu, config, iterations: int = 500, width: float = 2.0):
-    """% below the emphysema threshold of the Richardson-Lucy-deconvolved histogram."""
+    """% below -950 HU of the Richardson-Lucy-deconvolved histogram: the noise-robust
+    counterpart of %LAA-950, so its threshold is -950 HU whatever ``config.emphysema_hu`` (the
+    LAA map's threshold) says."""
     n = histogram.sum()
     if n == 0 or noise_hu is None or not np.isfinite(noise_hu) or noise_hu <= 0:
         return None
@@ -299,7 +302,7 @@ def _robust_extent(histogram, noise_hu, config, iterations: int = 500, width: fl
     for _ in range(iterations):
         predicted = kernel @ estimate
         estimate *= (kernel.T @ (observed / np.maximum(predicted, 1e-12))) / norm_true
-    below = centers < config.emphysema_hu
+    below = centers < ROBUST_EXTENT_HU
     return round(100.0 * float(estimate[below].sum() / estimate.sum()), 4)
 
 
