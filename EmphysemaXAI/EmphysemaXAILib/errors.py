@@ -15,3 +15,11 @@ class InputError(EmphysemaXAIError, ValueError):
 
 class ExcludedError(EmphysemaXAIError):
     """Quality control excluded the case: analysis is impossible (message gives the reason)."""
+
+
+def plain_numbers(values, digits: int = 4) -> str:
+    """(0.7, 0, 1.5) as plain text for messages: never numpy reprs such as np.float64(0.7);
+    ``digits=0`` prints integers."""
+    if digits == 0:
+        return "(" + ", ".join(str(int(v)) for v in values) + ")"
+    return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
