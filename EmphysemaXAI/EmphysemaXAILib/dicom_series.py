@@ -552,9 +552,8 @@ def _order_slices(items, normal, warnings):
     unique on every slice and run with the positions present: the slices are then ordered by
     it and the missing positions come from a straight-line fit of position on InstanceNumber
     (refused when the fit misses a present position by more than a twentieth of a slice step,
-    at least 0.04 mm). With fewer than two positions present, the slices are ordered by
-    InstanceNumber and ``positions`` are all None (spacing from the header, origin unknown).
-    Anything else raises InputError naming up to 3 of the slices without a position.
+    at least 0.04 mm). With fewer than two positions present the head / feet direction is
+    unknown, and so is everything else: InputError naming up to 3 of the slices without one.
     """
     positions = [_position(ds) for _, ds in items]
     missing = [i for i, position in enumerate(positions) if position is None]
@@ -583,8 +582,10 @@ def _order_slices(items, normal, warnings):
     numbers = np.array([instance[i] for i in order])
     present = [i for i, position in enumerate(positions) if position is not None]
     if len(present) < 2:
-        warnings.append(f"{lacking}: ordered by InstanceNumber")
-        return items, [None] * len(items)
+        # InstanceNumber gives an order but not which end is the head (scanners number both
+        # ways): upper and lower zones could be swapped without a word. Refuse.
+        refuse("fewer than two slices have one, so which end of the stack is the head is "
+               "unknown (InstanceNumber runs head-first on some scanners, feet-first on others)")
 
     known = np.array([positions[i] for i in present])
     steps = np.diff(known @ normal)
@@ -664,14 +665,11 @@ def _geometry(hu, items, positions, row, col, spacing, irregular, warnings) -> C
                         origin=tuple(float(v) for v in origin),
                         direction=tuple(float(v) for v in direction.ravel()), geometry=geometry)
 
-    if len(items) == 1 or positions[0] is None:
-        step, source = _header_step(items[0][1], warnings)
-        if len(items) > 1:
-            said = f"{step:g} mm from {source}" if step else "unknown, 1 mm assumed"
-            warnings.append(f"no slice positions: slice spacing {said}, origin unknown (0, 0, 0)")
-        elif step is None:
+    if len(items) == 1:  # (a stack without positions was refused by _order_slices)
+        step, _ = _header_step(items[0][1], warnings)
+        if step is None:
             warnings.append("one slice of unknown thickness: 1 mm assumed")
-        return volume(hu, step or 1.0, {"method": "single_slice" if len(items) == 1 else "no_positions"})
+        return volume(hu, step or 1.0, {"method": "single_slice"})
 
     p = np.array(positions)
     along = p @ normal
