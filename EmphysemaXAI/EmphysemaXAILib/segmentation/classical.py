@@ -36,6 +36,7 @@ AIRWAY_WALL_MM = 2.0
 AIRWAY_RIM_MM = 3.0
 MIN_PART_FRACTION = 0.005       # lung pieces smaller than this share of the lungs are dropped
 CLOSING_MM = 5.0
+CUT_LUNG_INSIDE = 0.9          # share of a border-cut lung inside the convex hull of the body
 
 
 @dataclass
@@ -57,7 +58,7 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
     air = hu < LUNG_AIR_HU
     if padding_hu is not None:
         air |= hu == padding_hu
-    candidates = _enclosed_lung_air(hu, air, voxel_ml)
+    candidates = _enclosed_lung_air(hu, air, voxel_ml, warnings)
     if not candidates.any():
         warnings.append("no enclosed lung-density air found: no lung segmented")
         return ClassicalResult(np.zeros(hu.shape, np.uint8), np.zeros(hu.shape, bool), warnings)
@@ -92,19 +93,26 @@ def _bounding_box(mask, margin) -> tuple:
     return tuple(box)
 
 
-def _enclosed_lung_air(hu, air, voxel_ml) -> np.ndarray:
-    """Air components not connected to the in-plane border that look like lung."""
+def _enclosed_lung_air(hu, air, voxel_ml, warnings=None) -> np.ndarray:
+    """Air components that look like lung: those not connected to the in-plane border, and
+    lungs cut by the field of view (see :func:`_cut_by_border`)."""
     components, count = ndimage.label(air)
     if count == 0:
         return np.zeros(hu.shape, bool)
-    border = np.zeros(count + 1, bool)
-    for edge in (components[:, 0, :], components[:, -1, :], components[:, :, 0], components[:, :, -1]):
-        border[np.unique(edge)] = True
+    edges = (components[:, 0, :], components[:, -1, :], components[:, :, 0], components[:, :, -1])
+    touched = np.zeros((4, count + 1), bool)  # which of the four in-plane image edges each touches
+    for e, edge in enumerate(edges):
+        touched[e, np.unique(edge)] = True
+    border = touched.any(axis=0)
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     lo, hi = PARENCHYMA_HU
     dense = np.bincount(components[(hu > lo) & (hu < hi)], minlength=count + 1)
     keep = np.zeros(count + 1, bool)
-    inside = ~border
+    cut = _cut_by_border(hu, components, touched, sizes, dense, voxel_ml)
+    if cut.any() and warnings is not None:
+        warnings.append("a lung touches the edge of the image: the field of view cuts it, so its volume and "
+                        "zone values cover only the part inside the image")
+    inside = ~border | cut
     inside[0] = False
     if not inside.any():
         return np.zeros(hu.shape, bool)
@@ -116,6 +124,40 @@ def _enclosed_lung_air(hu, air, voxel_ml) -> np.ndarray:
     if hu.shape[0] < 3:
         keep[inside & lungish & (sizes >= 0.02 * largest)] = True
     return keep[components]
+
+
+def _cut_by_border(hu, components, touched, sizes, dense, voxel_ml) -> np.ndarray:
+    """Border-touching air components that are lung cut by the field of view (bool per label).
+
+    Outside air reaches the image edges around the body; a lung cut by a crop (Slicer's Crop
+    Volume, a narrow reconstruction) touches an edge too, and would otherwise be dropped with
+    the outside air (and with it the other lung, joined through the airways). A border
+    component is taken as cut lung when it touches a single edge, holds at least
+    ``MIN_LUNG_ML``, is mostly lung density (``PARENCHYMA_HU``) and lies inside the body: at
+    least ``CUT_LUNG_INSIDE`` of its voxels are within the convex hull of the slice's tissue
+    (HU >= ``LUNG_AIR_HU``), where outside air is not. Geometry, not density, decides: outside
+    air reads -910 HU on some scanners and partial volume makes it lung-dense on coarse grids.
+    """
+    from skimage.morphology import convex_hull_image
+
+    count = len(sizes) - 1
+    cut = np.zeros(count + 1, bool)
+    candidates = np.flatnonzero((touched.sum(axis=0) == 1) & (dense >= 0.5 * sizes)
+                                & (sizes * voxel_ml >= MIN_LUNG_ML))
+    candidates = candidates[candidates > 0]
+    if not candidates.size:
+        return cut
+    tissue = hu >= LUNG_AIR_HU
+    chosen = np.isin(components, candidates)
+    inside = np.zeros(count + 1, np.int64)
+    for k in np.flatnonzero(chosen.any(axis=(1, 2))):
+        if tissue[k].sum() < 3:
+            continue
+        hull = convex_hull_image(tissue[k])
+        labels_here = components[k][chosen[k] & hull]
+        inside += np.bincount(labels_here, minlength=count + 1)
+    cut[candidates] = inside[candidates] >= CUT_LUNG_INSIDE * sizes[candidates]
+    return cut
 
 
 def _superior_order(n: int, D) -> np.ndarray:

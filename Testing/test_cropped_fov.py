@@ -1,0 +1,49 @@
+"""Lungs cut by the field of view (what Slicer's Crop Volume or a narrow reconstruction gives):
+the classical engine keeps the other lung and the part of the cut lung inside the image, and
+says that the lung is cut. Real chest CT from ../shared/data, cropped here."""
+import numpy as np
+import pytest
+
+from EmphysemaXAILib import read_ct
+from EmphysemaXAILib.segmentation.classical import segment_classical
+
+from conftest import shared
+
+CASES = {"ct64": ("cip-copdgene", "ct-64.nrrd"), "lung_pet_ct_dx": ("lung-pet-ct-dx-A0001",)}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def uncropped(request):
+    ct = read_ct(shared(*CASES[request.param]))
+    result = segment_classical(ct.hu, ct.spacing, ct.direction)
+    assert not any("edge of the image" in w for w in result.warnings)
+    return ct, result.labels
+
+
+def _dice(a, b):
+    return 2 * np.sum(a & b) / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize("pixels", [2, 5, 15])
+@pytest.mark.parametrize("cut_lung", [1, 2], ids=["right_cut", "left_cut"])
+def test_lung_cut_at_the_side_keeps_both_lungs(uncropped, cut_lung, pixels):
+    ct, full = uncropped
+    other = 3 - cut_lung
+    xs = np.flatnonzero((full == cut_lung).any(axis=(0, 1)))
+    # LPS: the right lung (1) lies at low x, the left (2) at high x
+    window = np.s_[:, :, xs[0] + pixels:] if cut_lung == 1 else np.s_[:, :, :xs[-1] - pixels + 1]
+    result = segment_classical(ct.hu[window], ct.spacing, ct.direction)
+    labels, reference = result.labels, full[window]
+    assert abs((labels == other).sum() / (full == other).sum() - 1) < 0.02
+    assert _dice(labels == cut_lung, reference == cut_lung) >= 0.97
+    assert any("edge of the image" in w and "cuts it" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("pixels", [5, 15])
+def test_both_lungs_cut_at_the_front(uncropped, pixels):
+    ct, full = uncropped
+    ys = np.flatnonzero((full > 0).any(axis=(0, 2)))
+    window = np.s_[:, ys[0] + pixels:, :]  # LPS: low y is anterior
+    labels = segment_classical(ct.hu[window], ct.spacing, ct.direction).labels
+    for lung in (1, 2):
+        assert _dice(labels == lung, full[window] == lung) >= 0.97
