@@ -2,15 +2,22 @@
 
 A front end (it may use the core, the report and the MRML layer): files are written into a
 temporary folder beside the output and renamed at the end, so a failure leaves nothing behind.
+A signal that stops a batch stops its worker processes too: each removes the case folder it
+was writing and its scratch folders before leaving; the parent removes what a worker killed
+after a grace period could not.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_folder, write_atomic
+from .atomic import Terminated, atomic_folder, signals_deferred, write_atomic
 from .errors import InputError
 from .pipeline import CaseResult
 
@@ -23,7 +30,7 @@ def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool 
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists: choose another folder or pass --overwrite")
     check_scene_support(scene)
-    with atomic_folder(out) as work:
+    with atomic_folder(out, overwrite=overwrite) as work:
         write_case_files(result, work, report=report, scene=scene)
     return out
 
@@ -78,32 +85,69 @@ def _case_id(relative: Path, suffix: str = "") -> str:
             text = text[: -len(ext)]
             break
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text.replace("/", "__"))
-    return (safe or "root") + suffix
+    if safe.strip(".") == "":
+        safe = "root"  # ROOT itself: never "." (that would be the cases folder)
+    elif safe.startswith("."):
+        safe = "_" + safe[1:]  # never a hidden folder (temporary folders are hidden)
+    return safe + suffix
 
 
-def find_cases(root) -> list:
-    """Every case under ``root``: each DICOM series (grouped per folder) and each image file.
+#: Files that document a cohort rather than hold images: a folder holding only these (and
+#: hidden files) is not a case. Anything else in a folder that yields no image is a failed case.
+DOCUMENT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".pdf", ".doc", ".docx", ".odt", ".rtf", ".html", ".htm",
+                               ".json", ".xml", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".log", ".csv", ".tsv",
+                               ".xls", ".xlsx", ".ods", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".py", ".sh"})
+DOCUMENT_NAMES = frozenset({"readme", "license", "licence", "copying", "notice", "changelog", "authors",
+                            "dicomdir", "thumbs.db", "desktop.ini"})
 
-    Returns dicts with ``case_id``, ``source`` (relative path), ``path`` and ``series_uid``.
-    Unreadable DICOM-looking files stay inside their series' case (the reader reports them).
+
+def _is_document(name: str) -> bool:
+    lower = name.lower()
+    stem, dot, suffix = lower.rpartition(".")
+    return lower in DOCUMENT_NAMES or (dot and stem in DOCUMENT_NAMES) or (dot and f".{suffix}" in DOCUMENT_SUFFIXES)
+
+
+def _under(path: Path, folders) -> bool:
+    return any(path == folder or folder in path.parents for folder in folders)
+
+
+def find_cases(root, exclude=()) -> list:
+    """Every case under ``root``: each DICOM series (grouped per folder) and each image file,
+    and a *failed* case for each folder that holds files but yields no readable image.
+
+    Returns dicts with ``case_id``, ``source`` (relative path), ``path`` and ``series_uid``;
+    failed cases also have ``error`` (the reason: DICOM files whose headers cannot be parsed,
+    or files that are neither DICOM nor a known image type). A folder whose files are all
+    documentation (``README``, ``.txt``, ``.csv``, ``.pdf``, pictures ...; see
+    ``DOCUMENT_SUFFIXES``) or hidden is not a case, so a README beside the case folders is
+    ignored. Unreadable DICOM-looking files in a folder that also holds a series stay inside
+    that series' case (the reader reports them). Hidden folders and the folders in
+    ``exclude`` (the batch's own output when it lies under ``root``) are never entered.
+    ``case_id`` values are unique (``-2``, ``-3`` ... added when two sources map to one id).
     """
     from .dicom_series import scan_folder
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder; batch takes a folder of cases")
-    cases = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and any(path.name.lower().endswith(ext) for ext in IMAGE_SUFFIXES):
-            if path.name.lower().endswith(".raw") or path.name.startswith("."):
-                continue
-            relative = path.relative_to(root)
-            cases.append({"case_id": _case_id(relative), "source": relative.as_posix(), "path": str(path),
-                          "series_uid": None})
-    series, _skipped = scan_folder(root)
+    excluded = [Path(p).resolve() for p in exclude]
+    cases, files_in = [], {}
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in excluded)
+        files_in[here] = [f for f in sorted(files) if not f.startswith(".")]
+        for name in files_in[here]:
+            if any(name.lower().endswith(ext) for ext in IMAGE_SUFFIXES):
+                relative = (here / name).relative_to(root)
+                cases.append({"case_id": _case_id(relative), "source": relative.as_posix(), "path": str(here / name),
+                              "series_uid": None})
+    with_images = {Path(c["path"]).parent for c in cases}
+    series, skipped = scan_folder(root)
     by_folder = {}
     for uid, items in series.items():
         for path, _ in items:
+            if excluded and _under(path.resolve(), excluded):
+                continue
             by_folder.setdefault((path.parent, uid), 0)
             by_folder[(path.parent, uid)] += 1
     folders = {}
@@ -111,10 +155,40 @@ def find_cases(root) -> list:
         folders.setdefault(folder, []).append(uid)
     for folder, uids in sorted(folders.items()):
         relative = folder.relative_to(root)
+        with_images.add(folder)
         for index, uid in enumerate(uids):
             suffix = f"-series{index + 1}" if len(uids) > 1 else ""
             cases.append({"case_id": _case_id(relative, suffix), "source": relative.as_posix() or ".",
                           "path": str(folder), "series_uid": uid})
+    unreadable = {}
+    for path, reason in skipped:
+        unreadable.setdefault(path.parent, []).append((path.name, reason))
+    for folder, names in sorted(files_in.items()):
+        if folder in with_images or not names:
+            continue
+        broken = unreadable.get(folder, [])
+        others = [n for n in names if not _is_document(n) and n not in {b for b, _ in broken}]
+        if not broken and not others:
+            continue  # documentation only: not a case
+        if broken:
+            name, reason = broken[0]
+            error = (f"no readable image: {len(broken)} DICOM file{'s' if len(broken) > 1 else ''} could not be "
+                     f"read (e.g. {name}: {reason})")
+        else:
+            error = (f"no readable image: {len(others)} file{'s' if len(others) > 1 else ''} neither DICOM nor a "
+                     f"known image type (e.g. {others[0]})")
+        relative = folder.relative_to(root)
+        cases.append({"case_id": _case_id(relative), "source": relative.as_posix() or ".", "path": str(folder),
+                      "series_uid": None, "error": error})
+    cases.sort(key=lambda c: (c["case_id"], c["source"]))
+    taken = set()
+    for case in cases:  # two sources never share a case folder
+        case_id, count = case["case_id"], 1
+        while case_id in taken:
+            count += 1
+            case_id = f"{case['case_id']}-{count}"
+        taken.add(case_id)
+        case["case_id"] = case_id
     return sorted(cases, key=lambda c: c["case_id"])
 
 
@@ -129,13 +203,47 @@ def _thumbnail(result, size: int = 96):
     return image, mask
 
 
+_WORKER = {"in_worker": False, "in_case": False, "stopping": False}
+
+
+def _remove_own_scratch() -> None:
+    """Remove this process's Slicer scratch folders (when the MRML layer was used here)."""
+    app = sys.modules.get(f"{__package__}.mrml.app")
+    if app is not None:
+        app.remove_scratch()
+
+
+def _worker_signal(signum, frame) -> None:
+    """In a worker: a signal during a case raises Terminated (the case's atomic writer removes
+    its temporary folder, then the worker leaves); between cases the worker leaves at once."""
+    if _WORKER["stopping"]:
+        return
+    _WORKER["stopping"] = True
+    if _WORKER["in_case"]:
+        raise Terminated(signum)
+    _remove_own_scratch()
+    os._exit(128 + signum)
+
+
+def _worker_init() -> None:
+    """Initializer of the batch's worker processes (whatever the start method)."""
+    _WORKER.update(in_worker=True, in_case=False, stopping=False)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) != signal.SIG_IGN:  # nohup stays nohup
+            signal.signal(signum, _worker_signal)
+
+
 def run_case(case: dict, out_root: str, options: dict) -> dict:
-    """Analyse one case into ``out_root/cases/<case_id>``; never raises (a failure is a row)."""
+    """Analyse one case into ``out_root/cases/<case_id>``; never raises for a failing case (a
+    failure is a row). A signal (Terminated, KeyboardInterrupt) stops it: nothing of the case
+    is left; in a worker process the worker then exits, in the main process it propagates."""
     from .pipeline import analyze_case
 
     row = dict.fromkeys(COHORT_COLUMNS)
     row.update(case_id=case["case_id"], source=case["source"])
     thumb = None
+    _WORKER["in_case"] = True
     try:
         from .config import load_settings
 
@@ -148,7 +256,50 @@ def run_case(case: dict, out_root: str, options: dict) -> dict:
         row = _cohort_row(case, result.summary())
     except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
         row.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    except (Terminated, KeyboardInterrupt) as stop:
+        if _WORKER["in_worker"]:
+            _remove_own_scratch()
+            os._exit(128 + getattr(stop, "signum", signal.SIGINT))
+        raise
+    finally:
+        _WORKER["in_case"] = False
     return {"row": row, "thumbnail": thumb}
+
+
+def _stop_workers(pool, processes: list, out: Path, case_ids, grace_s: float = 30.0) -> None:
+    """After a signal or an error in the main process: cancel the queued cases, ask every worker
+    to stop (SIGTERM: each removes the case folder it was writing), kill those still running
+    after ``grace_s``, and remove what they left (temporary case folders, scratch folders)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    with signals_deferred():
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        killed = []
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+                killed.append(process.pid)
+        import glob
+        import shutil
+        import tempfile
+
+        for pid in killed:  # mrml.app names its scratch folders emphysema-xai-mrml-<pid>-*
+            for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"emphysema-xai-mrml-{pid}-*")):
+                shutil.rmtree(folder, ignore_errors=True)
+        cases_dir = out / "cases"
+        if cases_dir.is_dir():
+            prefixes = tuple(f".{case_id}-" for case_id in case_ids)
+            for entry in cases_dir.iterdir():
+                if prefixes and entry.name.startswith(prefixes):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
 
 
 def _resumed(case: dict, out_root: Path) -> dict | None:
@@ -159,13 +310,26 @@ def _resumed(case: dict, out_root: Path) -> dict | None:
     return _cohort_row(case, json.loads(summary_path.read_text()))
 
 
+def zone_note(slices: int) -> str | None:
+    """For a one- or two-slice case: the upper / middle / lower values are not the whole lung's."""
+    if slices is None or slices > 2:
+        return None
+    return (f"only {slices} slice{'s' if slices > 1 else ''}: the zone values (upper / middle / lower thirds) "
+            f"come from {'this slice' if slices == 1 else 'these two slices'} and do not describe the whole lung")
+
+
 def _cohort_row(case: dict, summary: dict) -> dict:
-    """The cohort.csv row of a finished case from its summary (summary.json content)."""
+    """The cohort.csv row of a finished case from its summary (summary.json content); ``notes``
+    (not a cohort.csv column) holds what the command line prints beside the row."""
     row = dict.fromkeys(COHORT_COLUMNS)
     row.update(case_id=case["case_id"], source=case["source"])
     if summary["qc"]["excluded"]:
         row.update(status="excluded", error="; ".join(summary["qc"]["errors"]))
         return row
+    slices = (summary["qc"].get("measures") or {}).get("n_slices") or (summary.get("input") or {}).get("shape", [None])[0]
+    note = zone_note(slices)
+    if note:
+        row["notes"] = [note]
     whole = next(r for r in summary["qct"]["regions"] if r["region"] == "whole")
     qct_severity, model = summary["qct_severity"], summary.get("severity")
     row.update(status="ok", laa950_pct=whole["laa950_pct"], perc15_hu=whole["perc15_hu"],
@@ -177,43 +341,87 @@ def _cohort_row(case: dict, summary: dict) -> dict:
 
 def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: bool = True,
               scene: bool = True, engine: str = "auto", progress: bool = True, config=None,
-              model="auto", device: str = "auto") -> list:
+              model="auto", device: str = "auto", overwrite: bool = False) -> list:
     """Analyse every case under ``root`` into ``out_dir``; write ``cohort.csv`` and
-    ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason."""
+    ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason.
+
+    ``out_dir`` may lie under ``root`` (it is never searched for cases) but may not be ``root``,
+    contain it, or lie inside a DICOM case's folder. An existing non-empty ``out_dir`` needs
+    ``resume`` (finished cases are kept) or ``overwrite`` (every case is analysed again).
+    A signal stops the workers too; finished cases stay (``resume`` goes on from them), the
+    case being written and an output folder this run created and left empty are removed.
+    """
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm import tqdm
 
     out = Path(out_dir).resolve()
-    cases = find_cases(root)
+    top = Path(root).resolve()
+    if out == top or out in top.parents:
+        raise InputError(f"--out {out} {'is' if out == top else 'contains'} the batch root {top}: "
+                         "choose an output folder outside it or a new subfolder of it")
+    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+        raise InputError(f"{out} exists: pass --resume to finish that batch, --overwrite to analyse every "
+                         "case again, or choose another folder")
+    cases = find_cases(root, exclude=[out])
     if not cases:
         raise InputError(f"{root}: no DICOM series or image file found")
+    for case in cases:
+        folder = Path(case["path"]).resolve()
+        if case["series_uid"] is not None and (out == folder or folder in out.parents):
+            raise InputError(f"--out {out} lies inside the DICOM folder of case {case['case_id']} ({folder}): "
+                             "choose an output folder outside the cases")
+    created = [p for p in (out, out / "cases") if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     options = {"report": report, "scene": scene, "engine": engine, "config": str(config) if config else None,
                "model": str(model) if model not in (None, "auto") else model, "device": device}
     rows, thumbs, todo = {}, {}, []
     for case in cases:
-        done = _resumed(case, out) if resume else None
-        if done is not None:
+        done = _resumed(case, out) if resume and not overwrite else None
+        if case.get("error"):
+            rows[case["case_id"]] = dict(dict.fromkeys(COHORT_COLUMNS), case_id=case["case_id"],
+                                         source=case["source"], status="failed", error=case["error"])
+            thumbs[case["case_id"]] = None
+        elif done is not None:
             rows[case["case_id"]] = done
         else:
             todo.append(case)
     bar = tqdm(total=len(cases), initial=len(rows), desc="cases", unit="case", disable=not progress)
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_case, case, str(out), options) for case in todo]
-            for future in as_completed(futures):
-                outcome = future.result()
-                rows[outcome["row"]["case_id"]] = outcome["row"]
-                thumbs[outcome["row"]["case_id"]] = outcome["thumbnail"]
+    try:
+        if workers > 1 and len(todo) > 1:
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+            processes = []
+            try:
+                futures = [pool.submit(run_case, case, str(out), options) for case in todo]
+                processes = list((getattr(pool, "_processes", None) or {}).values())
+                for future in as_completed(futures):
+                    outcome = future.result()
+                    rows[outcome["row"]["case_id"]] = outcome["row"]
+                    thumbs[outcome["row"]["case_id"]] = outcome["thumbnail"]
+                    bar.update(1)
+            except BaseException:
+                known = {p.pid: p for p in processes}
+                known.update((getattr(pool, "_processes", None) or {}))
+                processes = list(known.values())
+                _stop_workers(pool, processes, out, [c["case_id"] for c in todo])
+                raise
+            pool.shutdown(wait=True)
+        else:
+            for case in todo:
+                outcome = run_case(case, str(out), options)
+                rows[case["case_id"]] = outcome["row"]
+                thumbs[case["case_id"]] = outcome["thumbnail"]
                 bar.update(1)
-    else:
-        for case in todo:
-            outcome = run_case(case, str(out), options)
-            rows[case["case_id"]] = outcome["row"]
-            thumbs[case["case_id"]] = outcome["thumbnail"]
-            bar.update(1)
-    bar.close()
+    except BaseException:
+        with signals_deferred():
+            for folder in reversed(created):  # made by this run and still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        raise
+    finally:
+        bar.close()
     ordered = [rows[c["case_id"]] for c in cases]
     _write_cohort(ordered, out / "cohort.csv")
     if thumbs:
@@ -224,7 +432,8 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
 def _write_cohort(rows, path: Path) -> None:
     import pandas as pd
 
-    write_atomic(path, lambda tmp: pd.DataFrame(rows, columns=list(COHORT_COLUMNS)).to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: pd.DataFrame(rows, columns=list(COHORT_COLUMNS)).to_csv(tmp, index=False),
+                 overwrite=True)
 
 
 def _montage(rows, thumbs, path: Path) -> None:
@@ -253,5 +462,5 @@ def _montage(rows, thumbs, path: Path) -> None:
         color = {"ok": "black", "excluded": "#e76f51", "failed": "#a4161a"}[row["status"]]
         ax.set_title(f"{row['case_id'][:22]}\n{row['status']} {row['qct_class'] or ''}", fontsize=7, color=color)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), overwrite=True)
     plt.close(fig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_folder, write_atomic
+from .atomic import Output, Terminated, atomic_folder, claim_outputs, signal_handlers, write_files_atomic
 from .errors import ExcludedError, InputError
 from .pipeline import NOT_CLINICAL
 
@@ -74,6 +75,7 @@ def cmd_info(args) -> int:
     from .qc import run_qc
 
     ct = read_ct(args.input, series_uid=args.series, keep_identity=args.keep_identity)
+    _print_warnings(ct.read_warnings)
     profile = args.qc_profile if args.qc_profile != "default" else _settings(args).qc_profile
     report = run_qc(ct, profile=profile)
     info = info_dict(ct, report)
@@ -92,8 +94,12 @@ def cmd_demo(args) -> int:
     from .pipeline import analyze_case
 
     out = Path(args.out).resolve()
+    if out.is_dir() and any(out.iterdir()) and not _is_demo_folder(out):
+        raise InputError(f"{out} exists and is not a demo folder (no summary.json and phantom/truth.json): "
+                         "demo replaces only its own folder; choose another --out")
     check_scene_support(not args.no_scene)
-    with atomic_folder(out) as work:  # the demo's own folder, replaced on rerun
+    with claim_outputs([("--config", args.config)], [Output("--out", args.out)], overwrite=True), \
+            atomic_folder(out) as work:  # the demo's own folder, replaced on rerun
         print(f"generating a medium phantom (mixed emphysema {DEMO_EXTENT_PCT:g}%, seed {args.seed})",
               file=sys.stderr)
         phantom = generate_phantom(PhantomParams(extent_pct=DEMO_EXTENT_PCT, pattern="mixed",
@@ -118,6 +124,22 @@ def cmd_demo(args) -> int:
               "report.html, scene.mrb (open it in 3D Slicer), phantom/ (DICOM input, labels, truth.json)")
         print(NOT_CLINICAL)
     return 0
+
+
+def _is_demo_folder(folder: Path) -> bool:
+    """A folder a previous ``demo`` wrote (the only kind ``demo`` replaces)."""
+    return (folder / "summary.json").is_file() and (folder / "phantom" / "truth.json").is_file()
+
+
+def _print_warnings(*groups) -> None:
+    """Warnings (read, quality control, segmentation, model) as ``  warning ...`` lines on
+    stderr, each once, whatever the output mode: stdout stays for results / JSON."""
+    seen = set()
+    for group in groups:
+        for warning in group or ():
+            if warning and warning not in seen:
+                seen.add(warning)
+                print(f"  warning {warning}", file=sys.stderr)
 
 
 def _print_model(model: dict | None, prefix: str = "") -> None:
@@ -166,11 +188,21 @@ def cmd_phantom(args) -> int:
                            table=not args.no_table, mix=mix)
     params.validate()
     out = Path(args.out_dir)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
+    outputs = [Output("OUT_DIR", args.out_dir)]
+    if args.preview:
+        preview = Path(args.preview).resolve()
+        inside = out.resolve() in preview.parents
+        if inside and preview != out.resolve() / "preview.png":
+            raise InputError(f"--preview {preview} lies inside OUT_DIR: give a path outside it "
+                             f"or {out.resolve() / 'preview.png'}")
+        if not inside:
+            outputs.append(Output("--preview", preview, "file"))
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise InputError(f"{out} exists and is not empty: choose another folder or pass --overwrite")
-    print(f"generating a {args.size} phantom (seed {args.seed}) ...", file=sys.stderr)
-    phantom = generate_phantom(params)
-    write_phantom(phantom, out, fmt=args.format, preview=args.preview, overwrite=args.overwrite)
+    with claim_outputs([], outputs, args.overwrite, allow_empty=True):
+        print(f"generating a {args.size} phantom (seed {args.seed}) ...", file=sys.stderr)
+        phantom = generate_phantom(params)
+        write_phantom(phantom, out, fmt=args.format, preview=args.preview, overwrite=args.overwrite)
     truth = phantom.truth
     if args.json:
         print(json.dumps(truth))
@@ -187,15 +219,22 @@ def cmd_segment(args) -> int:
     from .phantom.io import save_label
     from .segmentation import segment_lungs
 
-    ct = read_ct(args.input, series_uid=args.series)
     settings = _settings(args)
-    result = segment_lungs(ct, engine=args.engine if args.engine != "auto" else settings.engine,
-                           lungmask_weights=args.lungmask_weights or settings.lungmask_weights,
-                           fill_weights=args.lungmask_fill_weights or settings.lungmask_fill_weights,
-                           lobes=bool(args.lobes_out), download=args.download_weights)
-    write_atomic(Path(args.out), lambda tmp: save_label(result.labels, ct, tmp))
-    if args.lobes_out and result.lobes is not None:
-        write_atomic(Path(args.lobes_out), lambda tmp: save_label(result.lobes, ct, tmp))
+    inputs = [("the input", args.input), ("--config", args.config),
+              ("--lungmask-weights", args.lungmask_weights or settings.lungmask_weights),
+              ("--lungmask-fill-weights", args.lungmask_fill_weights or settings.lungmask_fill_weights)]
+    outputs = [Output("--out", args.out, "file"), Output("--lobes-out", args.lobes_out, "file") if args.lobes_out else None]
+    with claim_outputs(inputs, outputs, args.overwrite):
+        ct = read_ct(args.input, series_uid=args.series)
+        result = segment_lungs(ct, engine=args.engine if args.engine != "auto" else settings.engine,
+                               lungmask_weights=args.lungmask_weights or settings.lungmask_weights,
+                               fill_weights=args.lungmask_fill_weights or settings.lungmask_fill_weights,
+                               lobes=bool(args.lobes_out), download=args.download_weights)
+        writers = {Path(args.out): lambda tmp: save_label(result.labels, ct, tmp)}
+        if args.lobes_out and result.lobes is not None:
+            writers[Path(args.lobes_out)] = lambda tmp: save_label(result.lobes, ct, tmp)
+        write_files_atomic(writers)
+    _print_warnings(ct.read_warnings, result.warnings)
     summary = result.as_dict()
     summary["voxel_ml"] = float(np.prod(ct.spacing)) / 1000.0
     if args.json:
@@ -204,8 +243,6 @@ def cmd_segment(args) -> int:
         ml = summary["voxel_ml"]
         print(f"{args.out}: engine {result.engine_used}; right lung {summary['right_voxels'] * ml:.0f} ml, "
               f"left lung {summary['left_voxels'] * ml:.0f} ml")
-        for warning in result.warnings:
-            print(f"  warning {warning}")
     return 0
 
 
@@ -214,22 +251,32 @@ def cmd_qct(args) -> int:
     from .qct import QCTConfig, measure_qct
     from .segmentation import check_lung_labels, load_mask
 
-    ct = read_ct(args.input, series_uid=args.series)
-    mask = load_mask(args.lung_mask, ct)
-    lobes = load_mask(args.lobes, ct, "lobe map") if args.lobes else None
-    config = QCTConfig.cip() if args.cip_compatible else _settings(args).qct
-    config.seeds_rule = config.seeds_rule or args.seeds_rule
-    if args.label_scheme == "cip":
-        result = measure_qct(ct, config=config, cip_label_map=mask)
-    else:
-        check_lung_labels(mask, args.lung_mask, " (use --label-scheme cip for CIP maps)")
-        result = measure_qct(ct, mask, lobes=lobes, config=config)
-    if args.out:
-        write_atomic(Path(args.out), lambda tmp: result.dataframe().to_csv(tmp, index=False))
-    if args.laa_map:
-        from .phantom.io import save_label
+    inputs = [("the input", args.input), ("--lung-mask", args.lung_mask), ("--lobes", args.lobes),
+              ("--config", args.config)]
+    outputs = [Output("--out", args.out, "file") if args.out else None,
+               Output("--laa-map", args.laa_map, "file") if args.laa_map else None]
+    with claim_outputs(inputs, outputs, args.overwrite):
+        ct = read_ct(args.input, series_uid=args.series)
+        mask = load_mask(args.lung_mask, ct)
+        lobes = load_mask(args.lobes, ct, "lobe map") if args.lobes else None
+        config = QCTConfig.cip() if args.cip_compatible else _settings(args).qct
+        config.seeds_rule = config.seeds_rule or args.seeds_rule
+        if args.label_scheme == "cip":
+            if not np.any(mask):
+                check_lung_labels(mask, args.lung_mask)  # refuses a map without any lung voxel
+            result = measure_qct(ct, config=config, cip_label_map=mask)
+        else:
+            check_lung_labels(mask, args.lung_mask, " (use --label-scheme cip for CIP maps)")
+            result = measure_qct(ct, mask, lobes=lobes, config=config)
+        writers = {}
+        if args.out:
+            writers[Path(args.out)] = lambda tmp: result.dataframe().to_csv(tmp, index=False)
+        if args.laa_map:
+            from .phantom.io import save_label
 
-        write_atomic(Path(args.laa_map), lambda tmp: save_label(result.laa_map, ct, tmp))
+            writers[Path(args.laa_map)] = lambda tmp: save_label(result.laa_map, ct, tmp)
+        write_files_atomic(writers)
+    _print_warnings(ct.read_warnings)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -276,19 +323,30 @@ def _model_flags(parser) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from .batch import write_case
+    from .batch import check_scene_support, write_case, zone_note
     from .pipeline import analyze_case
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} exists: choose another folder or pass --overwrite")
-
-    result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
-                          lungmask_weights=args.lungmask_weights, series_uid=args.series,
-                          progress=None if args.json else _progress, settings=_settings(args),
-                          model=_model_choice(args), device=args.device, explain=_methods(args.explain))
-    write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
+    settings = _settings(args)
+    explain = _methods(args.explain)
+    model = _model_choice(args)
+    inputs = [("the input", args.input), ("--lung-mask", args.lung_mask), ("--config", args.config),
+              ("--lungmask-weights", args.lungmask_weights or settings.lungmask_weights),
+              ("--model", model if model not in (None, "auto") else None)]
+    with claim_outputs(inputs, [Output("--out", args.out)], args.overwrite):
+        check_scene_support(not args.no_scene)
+        result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
+                              lungmask_weights=args.lungmask_weights, series_uid=args.series,
+                              progress=None if args.json else _progress, settings=settings,
+                              model=model, device=args.device, explain=explain)
+        write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     summary = result.summary()
+    errors = set(result.qc.errors)
+    warnings = [w for w in list(result.qc.warnings) + list(result.warnings) if w not in errors]
+    note = zone_note(int(result.ct.shape[0])) if not result.excluded else None
+    if note and not any("zone" in w for w in warnings):
+        warnings.append(note)
+    _print_warnings(warnings)
     if args.json:
         print(json.dumps(summary))
     if result.excluded:
@@ -296,30 +354,59 @@ def cmd_analyze(args) -> int:
     if not args.json:
         sev = summary["qct_severity"]
         print(f"{out}: QCT severity {sev['class']} (extent {sev['extent_pct']:.2f}%, {sev['rule']})")
+        if note:
+            print(f"{out}: note: {note}")
         _print_model(summary["severity"], f"{out}: ")
         print(NOT_CLINICAL)
     return 0
 
 
 def cmd_batch(args) -> int:
-    from .batch import run_batch
+    from .batch import check_scene_support, run_batch
 
     _settings(args)  # refuse a bad config before any case starts
-    rows = run_batch(args.root, args.out, workers=args.workers, resume=args.resume,
-                     report=not args.no_report, scene=not args.no_scene, engine=args.engine,
-                     config=args.config, model=_model_choice(args), device=args.device)
+    out = Path(args.out)
+    model = _model_choice(args)
+    inputs = [("the batch root", args.root, True), ("--config", args.config),
+              ("--model", model if model not in (None, "auto") else None)]
+    with claim_outputs(inputs, [Output("--out", args.out, whole=False)], overwrite=True, allow_empty=True):
+        check_scene_support(not args.no_scene)
+        rows = run_batch(args.root, args.out, workers=args.workers, resume=args.resume,
+                         report=not args.no_report, scene=not args.no_scene, engine=args.engine,
+                         config=args.config, model=model, device=args.device, overwrite=args.overwrite)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "excluded", "failed")}
     print(f"{args.out}: {len(rows)} cases: {counts['ok']} ok, {counts['excluded']} excluded, "
           f"{counts['failed']} failed (cohort.csv, qc_montage.png, cases/)")
     for row in rows:
         if row["status"] == "failed":
             print(f"  failed {row['case_id']}: {row['error']}", file=sys.stderr)
+        for note in row.get("notes") or ():
+            print(f"  note {row['case_id']}: {note}", file=sys.stderr)
     return 1 if args.strict and counts["failed"] else 0
 
 
-def _refuse_existing(out, overwrite: bool) -> None:
-    if Path(out).exists() and not overwrite:
-        raise InputError(f"{out} exists: choose another folder or pass --overwrite")
+def _manifest_inputs(manifest) -> list:
+    """The manifest and the cases and masks it lists (inputs no output may overlap)."""
+    if not manifest:
+        return []
+    path = Path(manifest)
+    inputs = [("--manifest", path)]
+    try:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                for column in ("path", "lung_mask"):
+                    value = (row.get(column) or "").strip()
+                    if value:
+                        item = Path(value)
+                        inputs.append((f"the manifest's {column}", item if item.is_absolute() else path.parent / item))
+    except (OSError, ValueError, csv.Error):
+        pass  # the reader refuses a bad manifest with its own message
+    return inputs
+
+
+def _claim_folder(args, inputs):
+    """claim_outputs for the commands that write one folder given by --out."""
+    return claim_outputs(inputs, [Output("--out", args.out)], args.overwrite)
 
 
 def _print_figures(title: str, figures: dict) -> None:
@@ -340,7 +427,11 @@ def _print_figures(title: str, figures: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    _refuse_existing(args.out, args.overwrite)
+    with _claim_folder(args, _manifest_inputs(args.manifest) + [("--init", args.init)]):
+        return _train(args)
+
+
+def _train(args) -> int:
     command = "emphysema-xai " + " ".join(sys.argv[1:]) if sys.argv and "emphysema" in sys.argv[0] else None
     if args.phantoms is not None:
         from .model.experiment import train_phantoms
@@ -363,9 +454,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .model.experiment import evaluate
 
-    _refuse_existing(args.out, args.overwrite)
-    metrics = evaluate(args.model, args.out, phantoms=args.phantoms, seed=args.seed, manifest=args.manifest,
-                       device=args.device, workers=args.workers, phantom_size=args.phantom_size)
+    with _claim_folder(args, _manifest_inputs(args.manifest) + [("--model", args.model)]):
+        metrics = evaluate(args.model, args.out, phantoms=args.phantoms, seed=args.seed, manifest=args.manifest,
+                           device=args.device, workers=args.workers, phantom_size=args.phantom_size)
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -381,10 +472,10 @@ def cmd_evaluate(args) -> int:
 def cmd_explain_eval(args) -> int:
     from .explain.evaluate import KEYS, explain_eval
 
-    _refuse_existing(args.out, args.overwrite)
     methods = _methods(args.methods) or ("gradcam", "ig", "attention", "occlusion")
-    metrics = explain_eval(args.out, methods, model_path=args.model, phantoms=args.phantoms, seed=args.seed,
-                           manifest=args.manifest, size=args.phantom_size, top_tiles=args.top_tiles)
+    with _claim_folder(args, _manifest_inputs(args.manifest) + [("--model", args.model)]):
+        metrics = explain_eval(args.out, methods, model_path=args.model, phantoms=args.phantoms, seed=args.seed,
+                               manifest=args.manifest, size=args.phantom_size, top_tiles=args.top_tiles)
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -397,13 +488,25 @@ def cmd_explain_eval(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .embed import embed_cases, embed_images, load_backbone, table_suffix, write_embeddings
+    from .embed import table_suffix
 
     out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
     table_suffix(out)
     if args.lung_mask and len(args.lung_mask) != len(args.inputs):
         raise InputError(f"{len(args.lung_mask)} --lung-mask files for {len(args.inputs)} inputs; give one per input")
+    inputs = [("the input", p) for p in args.inputs] + [("--lung-mask", p) for p in args.lung_mask or ()]
+    inputs += [("--images", args.images), ("--weights", args.weights)]
+    outputs = [Output("--out", args.out, "file"), Output("--preview", args.preview) if args.preview and not args.images else None]
+    if args.preview and not args.images and Path(args.preview).is_dir() and any(Path(args.preview).iterdir()) \
+            and not args.overwrite:
+        raise InputError(f"{args.preview} is not empty: choose another preview folder or pass --overwrite")
+    with claim_outputs(inputs, outputs, args.overwrite, allow_empty=True):
+        return _embed(args, out)
+
+
+def _embed(args, out) -> int:
+    from .embed import embed_cases, embed_images, load_backbone, write_embeddings
+
     backbone = load_backbone(args.backbone, weights=args.weights)
     if args.images:
         if args.inputs:
@@ -412,13 +515,14 @@ def cmd_embed(args) -> int:
     else:
         if not args.inputs:
             raise InputError("no inputs: give CT files / DICOM folders, or --images DIR for 2D images")
-        if args.preview and Path(args.preview).exists() and any(Path(args.preview).iterdir()) and not args.overwrite:
-            raise InputError(f"{args.preview} is not empty: choose another preview folder or pass --overwrite")
         # previews go to a temporary folder that becomes --preview only when every case worked
+        # and the table is written
         with atomic_folder(args.preview) if args.preview else contextlib.nullcontext() as preview_dir:
             table = embed_cases(args.inputs, backbone, engine=args.engine, lung_masks=args.lung_mask,
                                 preview_dir=preview_dir)
-    write_embeddings(table, out)
+            write_embeddings(table, out)
+    if args.images:
+        write_embeddings(table, out)
     info = {"out": str(out), "rows": len(table), "features": table.shape[1] - 1, "backbone": backbone.info()}
     if args.json:
         print(json.dumps(info))
@@ -461,11 +565,17 @@ def _zone_columns(features, zones: str):
 
 
 def cmd_fit_linear(args) -> int:
-    import pandas as pd
-
     from .linear import fit_linear
 
-    _refuse_existing(args.out, args.overwrite)
+    inputs = [("--embeddings", args.embeddings), ("--images", args.images), ("--labels", args.labels),
+              ("--weights", args.weights)]
+    with _claim_folder(args, inputs):
+        return _fit_linear(args, fit_linear)
+
+
+def _fit_linear(args, fit_linear) -> int:
+    import pandas as pd
+
     try:
         labels = pd.read_csv(args.labels, dtype={"id": str, "path": str})
     except (OSError, ValueError) as error:
@@ -578,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--lobes-out", metavar="PATH", help="also write the lobe map (lungmask only)")
     segment.add_argument("--download-weights", action="store_true",
                          help="fetch lungmask's published weights into the torch hub cache if missing (internet)")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing output files")
     segment.set_defaults(func=cmd_segment)
 
     qct = sub.add_parser("qct", parents=[common], help="CT densitometry per lung region")
@@ -593,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     qct.add_argument("--out", metavar="CSV", help="write the table as CSV")
     qct.add_argument("--laa-map", metavar="NRRD",
                      help="write the LAA map: voxels below -950 HU coded by cluster size (1-4)")
+    qct.add_argument("--overwrite", action="store_true", help="replace existing output files")
     qct.set_defaults(func=cmd_qct)
 
     analyze = sub.add_parser("analyze", parents=[common], help="read, check, segment and measure one case")
@@ -614,6 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, help="output folder (cohort.csv, qc_montage.png, cases/)")
     batch.add_argument("--workers", type=int, default=1, help="worker processes")
     batch.add_argument("--resume", action="store_true", help="skip cases a previous run finished")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="analyse every case again in an existing output folder, replacing its results")
     batch.add_argument("--engine", choices=ENGINES, default="auto")
     batch.add_argument("--no-scene", action="store_true", help="no Slicer scenes")
     batch.add_argument("--no-report", action="store_true", help="no HTML reports")
@@ -699,9 +813,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command. SIGTERM and SIGHUP stop it like Ctrl-C does: the atomic writers remove
+    what they had started, the output locks and scratch folders go, and the exit code is
+    128 + the signal number with one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # library chatter; our own warnings are in the QC report
+    with signal_handlers():
+        try:
+            return _run(args)
+        except Terminated as stop:
+            print(f"emphysema-xai: stopped by {stop.name}; unfinished outputs were removed", file=sys.stderr)
+            return 128 + stop.signum
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except InputError as error:

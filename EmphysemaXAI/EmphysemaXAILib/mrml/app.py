@@ -14,7 +14,9 @@ label-map colour table (GenericColors) is provided as an unsaved stand-in.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import types
 
@@ -24,6 +26,11 @@ import slicer
 import slicer.util
 
 _STATE: dict = {}
+#: (process id, folder) of the scratch folders ``bootstrap`` made in the temporary directory;
+#: their names carry the process id, so a batch can remove those of a worker it had to kill.
+_SCRATCH: list = []
+_EXIT_HOOKS: set = set()
+SCRATCH_PREFIX = "emphysema-xai-mrml-"
 
 #: Slicer file types the stand-in IO manager handles: (node class, storage node class).
 NODE_FILE_TYPES = {
@@ -110,14 +117,52 @@ def in_slicer_application() -> bool:
         and getattr(slicer, "mrmlScene", None) is not None
 
 
+def remove_scratch(keep=None) -> None:
+    """Remove the scratch folders this process's ``bootstrap`` made (all but ``keep``). Runs at
+    exit (also in worker processes) and whenever a fresh scene retires the previous one; folders
+    made by other processes (a forked parent's) are never touched."""
+    pid = os.getpid()
+    for entry in list(_SCRATCH):
+        owner, folder = entry
+        if owner != pid or folder == keep:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        _SCRATCH.remove(entry)
+
+
+def _new_scratch() -> str:
+    """A scratch folder for a headless scene, removed at exit (normal exit, error, or a signal
+    the command line turns into an exception) and when the next fresh scene replaces it."""
+    pid = os.getpid()
+    folder = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{pid}-")
+    _SCRATCH.append((pid, folder))
+    if pid not in _EXIT_HOOKS:
+        _EXIT_HOOKS.add(pid)
+        atexit.register(remove_scratch)
+        try:  # worker processes leave through multiprocessing, which skips atexit
+            from multiprocessing import util
+
+            util.Finalize(None, remove_scratch, exitpriority=0)
+        except Exception:  # noqa: BLE001 - best effort; atexit still covers the main process
+            pass
+    return folder
+
+
 def bootstrap(fresh: bool = False, temp_dir=None):
     """The scene and application logic; built once (``fresh=True`` builds a new pair, e.g. to
-    reload a scene into a pristine scene). Inside Slicer, returns the application's own."""
+    reload a scene into a pristine scene). Inside Slicer, returns the application's own.
+
+    Without ``temp_dir`` the scene gets a scratch folder in the temporary directory
+    (``emphysema-xai-mrml-<pid>-*``), removed at exit or when a later fresh scene replaces this
+    one; a ``temp_dir`` the caller gives is the caller's to remove."""
     if in_slicer_application():
         return slicer.mrmlScene, slicer.app.applicationLogic()
     if _STATE and not fresh:
         return _STATE["scene"], _STATE["app_logic"]
-    temp_dir = str(temp_dir or tempfile.mkdtemp(prefix="emphysema-xai-mrml-"))
+    if temp_dir is None:
+        temp_dir = _new_scratch()
+        remove_scratch(keep=temp_dir)  # the previous headless scene is retired
+    temp_dir = str(temp_dir)
     os.makedirs(os.path.join(temp_dir, "Cache"), exist_ok=True)
     os.makedirs(os.path.join(temp_dir, "share", "ColorFiles"), exist_ok=True)
 

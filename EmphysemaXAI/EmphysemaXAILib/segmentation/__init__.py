@@ -108,7 +108,13 @@ def _plain(values, digits: int = 4) -> str:
 
 
 def check_lung_labels(labels: np.ndarray, source, hint: str = "") -> None:
-    """Refuse a label map that is not a lung mask (values other than 0, 1 right, 2 left)."""
-    if labels.max() > 2:
+    """Refuse a label map that is not a lung mask (values other than 0, 1 right, 2 left) or
+    that holds no lung voxel at all: ``analyze --lung-mask`` and ``qct --lung-mask`` share this
+    one rule (an empty mask would give a table of empty values, never a measurement)."""
+    labels = np.asarray(labels)
+    if labels.size and labels.max() > 2:
         raise InputError(f"{source}: holds labels up to {labels.max()}; a lung mask has 0 background, "
                          f"1 right lung, 2 left lung{hint}")
+    if not labels.size or not labels.any():
+        raise InputError(f"{source}: the lung mask holds no lung voxel (every value is 0); give a mask with "
+                         "1 right lung and 2 left lung on the CT grid (e.g. from 'emphysema-xai segment')")
