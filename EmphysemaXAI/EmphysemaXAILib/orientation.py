@@ -10,9 +10,11 @@ axes, so every input is brought once, right after reading, onto the grid whose i
   exact both ways, and the same chest stored in any of the 48 axis orders / flips gives the
   same canonical array, hence the same numbers. A small residual rotation stays in the
   direction matrix.
-- **oblique grids**: resampled (linear, SimpleITK) onto an axis-aligned grid covering the
-  input's extent, voxels outside the input at :data:`~.volume.OUTSIDE_FOV_HU`; outputs go
-  back by resampling (nearest neighbour for label maps, linear for float maps).
+- **oblique grids**: resampled (SimpleITK, nearest neighbour so that HU values and the
+  density histogram are kept) onto an axis-aligned grid covering the input's extent, voxels
+  outside the input at :data:`~.volume.OUTSIDE_FOV_HU`; outputs go back by resampling
+  (nearest neighbour for label maps, linear for float maps). The classical engine segments
+  such inputs on their stored grid (``Reorientation.input_hu``).
 
 :class:`Reorientation` records the input grid and maps arrays between the two grids;
 ``CTVolume.orientation`` holds it, and writers use :meth:`Reorientation.to_input` so that
@@ -23,7 +25,7 @@ columns = the LPS directions of the x, y, z index axes).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,7 +46,9 @@ class Reorientation:
         flip: for canonical index axes (x, y, z), whether the input axis runs the other way.
         input_shape: (z, y, x) of the input grid; input_spacing, input_origin (x, y, z) mm
             LPS, input_direction (9 numbers, row-major): the input grid as read.
-        resampled: True when the input was oblique and was resampled (not exactly invertible).
+        resampled: True when the input was oblique and was resampled (not exactly invertible;
+            HU by nearest neighbour, so the density histogram keeps its values: linear
+            interpolation averaged noise away and lowered %LAA-950 by a third on a phantom).
         canonical_shape, canonical_spacing, canonical_origin, canonical_direction: the
             canonical grid (needed to resample back when ``resampled``).
         oblique_deg: largest angle between an input index axis and its patient axis.
@@ -62,6 +66,9 @@ class Reorientation:
     canonical_direction: tuple
     resampled: bool = False
     oblique_deg: float = 0.0
+    #: the input HU array, kept only for oblique (resampled) inputs: engines that reason along
+    #: the stored axes (the classical one) segment it on its own grid
+    input_hu: object = field(default=None, repr=False, compare=False)
 
     @property
     def identity(self) -> bool:
@@ -200,10 +207,11 @@ def canonical(ct):
     from .volume import OUTSIDE_FOV_HU
 
     hu = plan.to_canonical(ct.hu) if not plan.resampled else \
-        _resample(ct.hu, plan._input_grid(), plan._canonical_grid(), False, OUTSIDE_FOV_HU)
+        _resample(ct.hu, plan._input_grid(), plan._canonical_grid(), True, OUTSIDE_FOV_HU)
     warnings = list(ct.read_warnings)
     if plan.resampled:
         warnings.append(plan.describe())
+        plan = replace(plan, input_hu=ct.hu)
     return replace(ct, hu=hu, spacing=plan.canonical_spacing, origin=plan.canonical_origin,
                    direction=plan.canonical_direction, read_warnings=warnings, orientation=plan)
 

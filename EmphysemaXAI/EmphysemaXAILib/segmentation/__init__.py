@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, plain_numbers
 from ..volume import CTVolume
 
 ENGINES = ("auto", "lungmask", "classical")
@@ -69,7 +69,15 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
                 raise
             fallback = f"lungmask weights missing, classical engine used: {missing}"
             print(f"emphysema-xai: warning: {fallback}", file=sys.stderr)
-    result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
+    plan = ct.orientation
+    if plan is not None and plan.resampled and plan.input_hu is not None:
+        # an oblique input resampled onto the axial grid: padding wedges around it would open
+        # the trachea to the outside, so segment on the stored grid and map the labels over
+        geometry = plan.input_geometry()
+        result = segment_classical(plan.input_hu, geometry["spacing"], geometry["direction"], ct.padding_hu)
+        result.labels = plan.to_canonical(result.labels, labels=True)
+    else:
+        result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
     warnings = list(result.warnings)
     if fallback:
         warnings.insert(0, fallback)
@@ -86,25 +94,20 @@ def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:
     mask = read_ct(Path(path), reorient=False)  # compared with the CT's grid as the user has it
     grid = ct.input_geometry_dict()
     if mask.shape != tuple(grid["shape"]):
-        raise InputError(f"{path}: {name} is {_plain(mask.shape[::-1], 0)} voxels but the CT is "
-                         f"{_plain(grid['shape'][::-1], 0)}: give a mask on the CT grid")
+        raise InputError(f"{path}: {name} is {plain_numbers(mask.shape[::-1], 0)} voxels but the CT is "
+                         f"{plain_numbers(grid['shape'][::-1], 0)}: give a mask on the CT grid")
     for what, a, b, tol in (("spacing", mask.spacing, grid["spacing"], 0.01),
                             ("origin", mask.origin, grid["origin"], 0.01),
                             ("direction", mask.direction, grid["direction"], 1e-4)):
         if not np.allclose(a, b, atol=tol):
-            raise InputError(f"{path}: {name} {what} {_plain(a)} differs from the CT's "
-                             f"{_plain(b)}: resample the mask onto the CT grid")
+            raise InputError(f"{path}: {name} {what} {plain_numbers(a)} differs from the CT's "
+                             f"{plain_numbers(b)}: resample the mask onto the CT grid")
     values = mask.hu
     if values.min() < 0 or values.max() > 65535:
         raise InputError(f"{path}: {name} holds values outside 0..65535; give a label map")
     values = values.astype(np.uint16 if values.max() > 255 else np.uint8)
     # onto the CT's canonical grid, exactly as the CT was moved (nearest neighbour if resampled)
     return ct.orientation.to_canonical(values, labels=True) if ct.orientation is not None else values
-
-
-def _plain(values, digits: int = 4) -> str:
-    """(1.5, 2, 3) as plain text (never numpy reprs such as np.float64(1.5))."""
-    return "(" + ", ".join(f"{round(float(v), digits):g}" if digits else str(int(v)) for v in values) + ")"
 
 
 def check_lung_labels(labels: np.ndarray, source, hint: str = "") -> None:

@@ -36,6 +36,8 @@ AIRWAY_WALL_MM = 2.0
 AIRWAY_RIM_MM = 3.0
 MIN_PART_FRACTION = 0.005       # lung pieces smaller than this share of the lungs are dropped
 CLOSING_MM = 5.0
+PADDING_BELOW_HU = -1500.0      # voxels below this are padding or outside the field of view
+IN_PLANE = np.array([np.zeros((3, 3), int), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3), int)])
 CUT_LUNG_INSIDE = 0.9          # share of a border-cut lung inside the convex hull of the body
 
 
@@ -55,10 +57,13 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
     D = np.asarray(direction if direction is not None else np.eye(3).ravel(), float).reshape(3, 3)
     warnings = []
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    air = hu < LUNG_AIR_HU
-    if padding_hu is not None:
-        air |= hu == padding_hu
-    candidates = _enclosed_lung_air(hu, air, voxel_ml, warnings)
+    # padding / outside the reconstruction: neither air nor tissue (a scanner's padding value,
+    # or the reader's OUTSIDE_FOV_HU around a tilt-corrected or resampled volume)
+    padding = hu <= PADDING_BELOW_HU
+    if padding_hu is not None and padding_hu < -1024:
+        padding |= hu == padding_hu
+    air = (hu < LUNG_AIR_HU) & ~padding
+    candidates = _enclosed_lung_air(hu, air, padding, voxel_ml, warnings)
     if not candidates.any():
         warnings.append("no enclosed lung-density air found: no lung segmented")
         return ClassicalResult(np.zeros(hu.shape, np.uint8), np.zeros(hu.shape, bool), warnings)
@@ -93,8 +98,8 @@ def _bounding_box(mask, margin) -> tuple:
     return tuple(box)
 
 
-def _enclosed_lung_air(hu, air, voxel_ml, warnings=None) -> np.ndarray:
-    """Air components that look like lung: those not connected to the in-plane border, and
+def _enclosed_lung_air(hu, air, padding, voxel_ml, warnings=None) -> np.ndarray:
+    """Air components that look like lung: not outside air (see :func:`_outside_air`), and
     lungs cut by the field of view (see :func:`_cut_by_border`)."""
     components, count = ndimage.label(air)
     if count == 0:
@@ -103,7 +108,7 @@ def _enclosed_lung_air(hu, air, voxel_ml, warnings=None) -> np.ndarray:
     touched = np.zeros((4, count + 1), bool)  # which of the four in-plane image edges each touches
     for e, edge in enumerate(edges):
         touched[e, np.unique(edge)] = True
-    border = touched.any(axis=0)
+    border = touched.any(axis=0) | _along_padding(components, count, air, padding)
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     lo, hi = PARENCHYMA_HU
     dense = np.bincount(components[(hu > lo) & (hu < hi)], minlength=count + 1)
@@ -124,6 +129,27 @@ def _enclosed_lung_air(hu, air, voxel_ml, warnings=None) -> np.ndarray:
     if hu.shape[0] < 3:
         keep[inside & lungish & (sizes >= 0.02 * largest)] = True
     return keep[components]
+
+
+def _along_padding(components, count, air, padding) -> np.ndarray:
+    """Air components (bool per label) that touch padding in-plane on at least half of the
+    slices they span: outside air within a circular reconstruction field of view (padding all
+    around it on every slice), not an airway that merely ends where a resampled or
+    tilt-corrected volume has padding wedges above the scan (a few slices)."""
+    out = np.zeros(count + 1, bool)
+    if not padding.any():
+        return out
+    contact = ndimage.binary_dilation(padding, structure=IN_PLANE) & air
+    labels, slices = components[contact], np.nonzero(contact)[0]
+    pairs = np.unique(labels.astype(np.int64) * components.shape[0] + slices)
+    touching_slices = np.bincount(pairs // components.shape[0], minlength=count + 1)
+    spanned = np.zeros(count + 1, np.int64)
+    for label, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is not None:
+            spanned[label] = box[0].stop - box[0].start
+    out[1:] = touching_slices[1:] >= 0.5 * np.maximum(spanned[1:], 1)
+    out[1:] &= touching_slices[1:] > 0
+    return out
 
 
 def _cut_by_border(hu, components, touched, sizes, dense, voxel_ml) -> np.ndarray:
