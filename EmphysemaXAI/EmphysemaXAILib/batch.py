@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import Terminated, atomic_folder, signals_deferred, write_atomic
+from .atomic import atomic_folder, write_atomic
+from .signals import Terminated, signals_deferred
 from .errors import InputError
 from .pipeline import CaseResult
 

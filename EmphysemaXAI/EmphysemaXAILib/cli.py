@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import Output, Terminated, atomic_folder, claim_outputs, signal_handlers, write_files_atomic
+from .atomic import atomic_folder, write_files_atomic
+from .outputs import Output, claim_outputs
+from .signals import Terminated, signal_handlers
 from .errors import ExcludedError, InputError
 from .pipeline import NOT_CLINICAL
 
@@ -365,7 +367,6 @@ def cmd_batch(args) -> int:
     from .batch import check_scene_support, run_batch
 
     _settings(args)  # refuse a bad config before any case starts
-    out = Path(args.out)
     model = _model_choice(args)
     inputs = [("the batch root", args.root, True), ("--config", args.config),
               ("--model", model if model not in (None, "auto") else None)]

@@ -1,0 +1,76 @@
+"""Signals that end a run: SIGTERM and SIGHUP become :class:`Terminated` (like Ctrl-C's
+KeyboardInterrupt), so every ``finally`` / atomic writer cleans up and nothing is left
+behind; :func:`signals_deferred` holds signals back while renames and clean-up run."""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+
+class Terminated(BaseException):
+    """The run was stopped by a signal (SIGTERM, SIGHUP): like KeyboardInterrupt, it is not an
+    ``Exception``, so "record the failure and go on" handlers never swallow it."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        self.name = name
+        super().__init__(f"stopped by {name}")
+
+
+def _stop_signals() -> list:
+    return [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+
+
+@contextmanager
+def signal_handlers():
+    """Within the block, SIGTERM and SIGHUP raise :class:`Terminated` (once: a repeated signal
+    while the run is cleaning up is ignored, so the clean-up finishes). A signal the process
+    ignores (``nohup``) stays ignored. Restores the previous handlers afterwards. A no-op
+    outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = []
+
+    def handler(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
+        raise Terminated(signum)
+
+    previous = {}
+    for signum in _stop_signals():
+        try:
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                continue
+            previous[signum] = signal.signal(signum, handler)
+        except (OSError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            try:
+                signal.signal(signum, old if old is not None else signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+
+
+@contextmanager
+def signals_deferred():
+    """Hold SIGINT, SIGTERM and SIGHUP back during the block (renames, clean-up); a signal that
+    arrived meanwhile is delivered when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, *_stop_signals()}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
