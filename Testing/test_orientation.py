@@ -245,3 +245,14 @@ def test_classical_engine_ignores_padding_slabs_above_and_below(phantom_chest):
     for lung in (1, 2):
         dice = 2 * np.sum((labels == lung) & (truth == lung)) / ((labels == lung).sum() + (truth == lung).sum())
         assert dice > 0.95, (lung, dice)
+
+
+def test_info_reports_the_files_own_grid_and_the_reorientation(tmp_path):
+    values = np.full((6, 10, 12), -900, np.int16)
+    path = _write(stored(sitk.GetImageFromArray(values), "sagittal"), tmp_path / "s.nrrd")
+    done = run_cli("info", path, "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["shape"] == list(sitk.GetArrayViewFromImage(sitk.ReadImage(str(path))).shape)
+    assert info["direction"] == pytest.approx(sitk.ReadImage(str(path)).GetDirection())
+    assert "canonical axial grid" in info["reoriented"]

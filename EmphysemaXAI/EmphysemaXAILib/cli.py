@@ -31,7 +31,9 @@ DEMO_EXTENT_PCT = 12.0
 
 def info_dict(ct, report) -> dict:
     """The ``info`` JSON object (keys in ``contracts.md``); never holds patient identity."""
-    out = ct.geometry_dict()
+    out = ct.input_geometry_dict()  # the file's own grid (the analysis grid may be reoriented)
+    if ct.orientation is not None and not ct.orientation.identity:
+        out["reoriented"] = ct.orientation.describe()
     out.update(kind=ct.kind, modality=ct.modality,
                hu_min=report.measures.get("hu_min"), hu_max=report.measures.get("hu_max"),
                series=[s.as_dict() for s in ct.series], acquisition=dict(ct.acquisition),
