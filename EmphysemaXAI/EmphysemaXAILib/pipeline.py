@@ -91,6 +91,24 @@ def _predictor(model, device: str, warnings: list):
     return _PREDICTORS[key]
 
 
+def _user_mask(lung_mask, ct) -> np.ndarray:
+    """The user's lung labels (a label map file on the CT's grid, or a (z, y, x) array on the
+    grid of the CT as given, e.g. from a Slicer node) on the CT's canonical grid, checked."""
+    from .segmentation import check_lung_labels, load_mask
+
+    if isinstance(lung_mask, np.ndarray):
+        shape = tuple(ct.input_geometry_dict()["shape"])
+        if lung_mask.shape != shape:
+            raise InputError(f"the lung mask is {lung_mask.shape} voxels but the CT is {shape}: give a "
+                             "mask on the CT grid")
+        labels = ct.orientation.to_canonical(lung_mask, labels=True) if ct.orientation is not None else lung_mask
+        check_lung_labels(labels, "the lung mask")
+    else:
+        labels = load_mask(lung_mask, ct)
+        check_lung_labels(labels, lung_mask)
+    return labels.astype(np.uint8)
+
+
 def versions() -> dict:
     """Versions of the package and of the libraries whose behaviour shapes the results."""
     from importlib.metadata import PackageNotFoundError, version
@@ -134,7 +152,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     from .ct_io import read_ct
     from .qc import run_qc
     from .qct import QCTConfig, measure_qct
-    from .segmentation import Segmentation, check_lung_labels, load_mask, segment_lungs
+    from .segmentation import Segmentation, segment_lungs
 
     timings: dict = {}
 
@@ -151,6 +169,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")
     # every step works on the canonical axial grid; outputs are mapped back when written
     ct = canonical(path) if isinstance(path, CTVolume) else read_ct(path, series_uid=series_uid)
+    user_labels = _user_mask(lung_mask, ct) if lung_mask is not None else None  # checked before any work
     timings["read"] = round(time.perf_counter() - start, 3)
     start = step("qc", 1, "quality control")
     qc = run_qc(ct, profile=qc_profile)
@@ -161,16 +180,8 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         result.warnings.extend(qc.errors)
         return result
     start = step("segment", 2, "segmenting the lungs")
-    if lung_mask is not None:
-        if isinstance(lung_mask, np.ndarray):  # on the grid of the CT as given (e.g. a Slicer node)
-            if lung_mask.shape != tuple(ct.input_geometry_dict()["shape"]):
-                raise InputError(f"the lung mask is {lung_mask.shape} voxels but the CT is "
-                                 f"{tuple(ct.input_geometry_dict()['shape'])}: give a mask on the CT grid")
-            labels = ct.orientation.to_canonical(lung_mask, labels=True) if ct.orientation is not None else lung_mask
-        else:
-            labels = load_mask(lung_mask, ct)
-        check_lung_labels(labels, lung_mask if not isinstance(lung_mask, np.ndarray) else "the lung mask")
-        segmentation = Segmentation(labels.astype(np.uint8), "file")
+    if user_labels is not None:
+        segmentation = Segmentation(user_labels, "file")
     else:
         segmentation = segment_lungs(ct, engine=engine, lungmask_weights=lungmask_weights,
                                      fill_weights=fill_weights, lobes=lobes)
