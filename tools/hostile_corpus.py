@@ -826,34 +826,15 @@ def _signal_case(c: Corpus, name: str, signum: int, when: str):
     c.finish(run)
 
 
-@case("signal-sigterm-early")
-def case_signal_sigterm_early(c):
-    _signal_case(c, case_signal_sigterm_early.case_name, signal.SIGTERM, "early")
+def _register_signal_cases() -> None:
+    """One case per signal (SIGTERM, SIGHUP, SIGINT) and moment (early, during writing)."""
+    for moment in ("early", "write"):
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            name = f"signal-{signum.name.lower()}-{'early' if moment == 'early' else 'during-write'}"
+            case(name)(lambda c, name=name, signum=signum, moment=moment: _signal_case(c, name, signum, moment))
 
 
-@case("signal-sighup-early")
-def case_signal_sighup_early(c):
-    _signal_case(c, case_signal_sighup_early.case_name, signal.SIGHUP, "early")
-
-
-@case("signal-sigint-early")
-def case_signal_sigint_early(c):
-    _signal_case(c, case_signal_sigint_early.case_name, signal.SIGINT, "early")
-
-
-@case("signal-sigterm-during-write")
-def case_signal_sigterm_during_write(c):
-    _signal_case(c, case_signal_sigterm_during_write.case_name, signal.SIGTERM, "write")
-
-
-@case("signal-sighup-during-write")
-def case_signal_sighup_during_write(c):
-    _signal_case(c, case_signal_sighup_during_write.case_name, signal.SIGHUP, "write")
-
-
-@case("signal-sigint-during-write")
-def case_signal_sigint_during_write(c):
-    _signal_case(c, case_signal_sigint_during_write.case_name, signal.SIGINT, "write")
+_register_signal_cases()
 
 
 # ---------------------------------------------------------------- permissions
