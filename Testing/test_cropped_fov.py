@@ -47,3 +47,29 @@ def test_both_lungs_cut_at_the_front(uncropped, pixels):
     labels = segment_classical(ct.hu[window], ct.spacing, ct.direction).labels
     for lung in (1, 2):
         assert _dice(labels == lung, full[window] == lung) >= 0.97
+
+
+def test_a_mask_far_smaller_than_the_lung_air_is_a_loud_warning(tmp_path):
+    """A user's mask holding one lung of the two (a cut or missed lung): analysed, and said
+    loudly on the command line and in summary.json, never measured silently."""
+    import json
+
+    import SimpleITK as sitk
+
+    from conftest import run_cli
+
+    done = run_cli("phantom", tmp_path / "ph", "--size", "small", "--format", "nrrd", "--seed", 2)
+    assert done.returncode == 0, done.stderr
+    lungs = sitk.ReadImage(str(tmp_path / "ph" / "labels" / "lungs.nrrd"))
+    one = sitk.GetArrayFromImage(lungs)
+    one[one == 2] = 0
+    half = sitk.GetImageFromArray(one)
+    half.CopyInformation(lungs)
+    sitk.WriteImage(half, str(tmp_path / "right_only.nrrd"))
+    for mask, loud in ((tmp_path / "ph" / "labels" / "lungs.nrrd", False), (tmp_path / "right_only.nrrd", True)):
+        out = tmp_path / f"out-{loud}"
+        done = run_cli("analyze", tmp_path / "ph" / "ct.nrrd", "--lung-mask", mask, "--out", out, "--no-model",
+                       "--no-scene", "--no-report")
+        assert done.returncode == 0, done.stderr
+        warned = [w for w in json.loads((out / "summary.json").read_text())["warnings"] if "LUNG MASK TOO SMALL" in w]
+        assert bool(warned) == loud and ("LUNG MASK TOO SMALL" in done.stderr) == loud

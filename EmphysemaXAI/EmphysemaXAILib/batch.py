@@ -352,6 +352,7 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
     A signal stops the workers too; finished cases stay (``resume`` goes on from them), the
     case being written and an output folder this run created and left empty are removed.
     """
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm import tqdm
@@ -390,7 +391,10 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
     bar = tqdm(total=len(cases), initial=len(rows), desc="cases", unit="case", disable=not progress)
     try:
         if workers > 1 and len(todo) > 1:
-            pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+            # spawned, not forked: a fork of a process whose other threads (torch, OpenMP, tqdm)
+            # hold locks can leave a worker waiting on a lock forever (seen here in a test run)
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                                       mp_context=multiprocessing.get_context("spawn"))
             processes = []
             try:
                 futures = [pool.submit(run_case, case, str(out), options) for case in todo]

@@ -91,6 +91,26 @@ def _predictor(model, device: str, warnings: list):
     return _PREDICTORS[key]
 
 
+#: A lung mask smaller than this share of the air inside the body (QC's lung air) is suspicious.
+MIN_MASK_TO_LUNG_AIR = 0.6
+
+
+def _mask_against_lung_air(segmentation, ct, measures: dict) -> list:
+    """A loud warning when the lung mask holds far less than the air quality control found
+    inside the body (lungs + airways; about 1.0 on whole-chest scans): a lung missed by the
+    engine or cut from a user's mask is never measured silently. Volumes of 10+ slices only
+    (QC's coarse grid is too coarse along z for thin inputs)."""
+    air_ml = measures.get("lung_air_volume_ml")
+    if not air_ml or ct.shape[0] < 10:
+        return []
+    mask_ml = float((segmentation.labels > 0).sum()) * float(np.prod(ct.spacing)) / 1000.0
+    if mask_ml >= MIN_MASK_TO_LUNG_AIR * air_ml:
+        return []
+    return [f"LUNG MASK TOO SMALL: the {segmentation.engine_used} lung mask holds {mask_ml:.0f} ml but the scan has "
+            f"{air_ml:.0f} ml of air inside the body ({100 * mask_ml / air_ml:.0f}%): a lung may be missing; "
+            "check the overlay before using the figures"]
+
+
 def _user_mask(lung_mask, ct) -> np.ndarray:
     """The user's lung labels (a label map file on the CT's grid, or a (z, y, x) array on the
     grid of the CT as given, e.g. from a Slicer node) on the CT's canonical grid, checked."""
@@ -191,6 +211,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     if not (segmentation.labels > 0).any():
         raise InputError(f"{path}: no lung found by the {segmentation.engine_used} engine; check the "
                          "scan or give a lung mask")
+    result.warnings.extend(_mask_against_lung_air(segmentation, ct, qc.measures))
     start = step("qct", 3, "measuring densitometry")
     result.qct = measure_qct(ct, segmentation.labels, lobes=segmentation.lobes, config=qct_config,
                              noise_hu=qc.measures.get("noise_hu"))
