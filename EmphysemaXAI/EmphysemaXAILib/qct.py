@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from .regions import REGION_NAMES, LungRegions, lung_regions
 from .severity import SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
+from .volume import IN_PLANE
 
 METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "kurtosis", "mode_hu",
                "median_hu", "perc10_hu", "perc15_hu", "laa950_pct", "laa925_pct", "laa910_pct",
@@ -40,8 +41,6 @@ OFFSET = 32768           # histogram bin of HU v is v + OFFSET
 NOISY_HU = 30.0          # above this noise SD, severity uses the noise-robust extent
 ROBUST_EXTENT_HU = -950.0  # the robust extent estimates %LAA-950
 CLUSTER_CLASSES_MM = (5.0, 10.0, 20.0)  # LAA map codes by cluster equivalent diameter
-#: 4-connectivity within an axial slice and none across slices: 2D clusters per slice
-IN_PLANE = np.array([np.zeros((3, 3), int), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3), int)])
 #: CIP region codes (low byte of its label values) of each region (type byte ignored).
 CIP_REGIONS = {"right": (2, 4, 5, 6, 12, 13, 14), "left": (3, 7, 8, 9, 10, 11),
                "upper": (9, 12, 20), "middle": (10, 13, 21), "lower": (11, 14, 22),

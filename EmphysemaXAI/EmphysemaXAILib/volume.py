@@ -14,6 +14,10 @@ import numpy as np
 #: (for example after a gantry-tilt correction). Quality control ignores values below -1024.
 OUTSIDE_FOV_HU = -3024
 
+#: Connectivity within one axial slice of a (z, y, x) array and none across slices (for
+#: ``scipy.ndimage`` labelling / dilation slice by slice in one call): 4-neighbours in-plane.
+IN_PLANE = np.array([np.zeros((3, 3), int), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3), int)])
+
 #: Keys of :attr:`CTVolume.acquisition`, in the order ``info`` prints them.
 ACQUISITION_KEYS = (
     "kernel", "kvp", "exposure_mas", "ctdivol", "slice_thickness_mm",

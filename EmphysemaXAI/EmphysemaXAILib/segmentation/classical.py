@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..volume import IN_PLANE
+
 LUNG_AIR_HU = -400.0            # lung / soft-tissue boundary (midway between -860 and 40)
 PARENCHYMA_HU = (-960.0, -500.0)  # what lung looks like (pure air -1000 is gas or airway)
 MIN_LUNG_ML = 2.0
@@ -36,8 +38,7 @@ AIRWAY_WALL_MM = 2.0
 AIRWAY_RIM_MM = 3.0
 MIN_PART_FRACTION = 0.005       # lung pieces smaller than this share of the lungs are dropped
 CLOSING_MM = 5.0
-PADDING_BELOW_HU = -1500.0      # voxels below this are padding or outside the field of view
-IN_PLANE = np.array([np.zeros((3, 3), int), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3), int)])
+OUTSIDE_FOV_BELOW_HU = -1500.0  # voxels below this are padding or outside the field of view
 CUT_LUNG_INSIDE = 0.9          # share of a border-cut lung inside the convex hull of the body
 
 
@@ -59,7 +60,7 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
     voxel_ml = float(np.prod(spacing)) / 1000.0
     # padding / outside the reconstruction: neither air nor tissue (a scanner's padding value,
     # or the reader's OUTSIDE_FOV_HU around a tilt-corrected or resampled volume)
-    padding = hu <= PADDING_BELOW_HU
+    padding = hu <= OUTSIDE_FOV_BELOW_HU
     if padding_hu is not None and padding_hu < -1024:
         padding |= hu == padding_hu
     air = (hu < LUNG_AIR_HU) & ~padding
@@ -99,8 +100,9 @@ def _bounding_box(mask, margin) -> tuple:
 
 
 def _enclosed_lung_air(hu, air, padding, voxel_ml, warnings=None) -> np.ndarray:
-    """Air components that look like lung: not outside air (see :func:`_outside_air`), and
-    lungs cut by the field of view (see :func:`_cut_by_border`)."""
+    """Air components that look like lung: not outside air (touching an in-plane image edge,
+    or padding on most of their slices: :func:`_along_padding`), and lungs cut by the field of
+    view (:func:`_cut_by_border`)."""
     components, count = ndimage.label(air)
     if count == 0:
         return np.zeros(hu.shape, bool)
