@@ -214,7 +214,7 @@ def _rotated(image, degrees):
 
 def test_oblique_chest_gives_the_axial_numbers_within_resampling(phantom_chest):
     """A chest on a grid rotated by 20 degrees (padding wedges of -3024 HU above and below the
-    scan): the classical engine still finds both lungs (it segments the stored grid), HU are
+    scan): the classical engine still finds both lungs (padding is not outside air), HU are
     moved by nearest neighbour so %LAA-950 keeps its value, and the CNN gives the same class."""
     folder, image, _ = phantom_chest
     results = {}

@@ -201,9 +201,7 @@ def cmd_phantom(args) -> int:
                              f"or {out.resolve() / 'preview.png'}")
         if not inside:
             outputs.append(Output("--preview", preview, "file"))
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise InputError(f"{out} exists and is not empty: choose another folder or pass --overwrite")
-    with claim_outputs([], outputs, args.overwrite, allow_empty=True):
+    with claim_outputs([], outputs, args.overwrite, allow_empty=True):  # refuses a non-empty OUT_DIR
         print(f"generating a {args.size} phantom (seed {args.seed}) ...", file=sys.stderr)
         phantom = generate_phantom(params)
         write_phantom(phantom, out, fmt=args.format, preview=args.preview, overwrite=args.overwrite)
@@ -500,10 +498,7 @@ def cmd_embed(args) -> int:
     inputs = [("the input", p) for p in args.inputs] + [("--lung-mask", p) for p in args.lung_mask or ()]
     inputs += [("--images", args.images), ("--weights", args.weights)]
     outputs = [Output("--out", args.out, "file"), Output("--preview", args.preview) if args.preview and not args.images else None]
-    if args.preview and not args.images and Path(args.preview).is_dir() and any(Path(args.preview).iterdir()) \
-            and not args.overwrite:
-        raise InputError(f"{args.preview} is not empty: choose another preview folder or pass --overwrite")
-    with claim_outputs(inputs, outputs, args.overwrite, allow_empty=True):
+    with claim_outputs(inputs, outputs, args.overwrite, allow_empty=True):  # refuses a non-empty --preview
         return _embed(args, out)
 
 

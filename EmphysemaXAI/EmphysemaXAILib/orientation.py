@@ -13,8 +13,7 @@ axes, so every input is brought once, right after reading, onto the grid whose i
 - **oblique grids**: resampled (SimpleITK, nearest neighbour so that HU values and the
   density histogram are kept) onto an axis-aligned grid covering the input's extent, voxels
   outside the input at :data:`~.volume.OUTSIDE_FOV_HU`; outputs go back by resampling
-  (nearest neighbour for label maps, linear for float maps). The classical engine segments
-  such inputs on their stored grid (``Reorientation.input_hu``).
+  (nearest neighbour for label maps, linear for float maps).
 
 :class:`Reorientation` records the input grid and maps arrays between the two grids;
 ``CTVolume.orientation`` holds it, and writers use :meth:`Reorientation.to_input` so that
@@ -25,7 +24,7 @@ columns = the LPS directions of the x, y, z index axes).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -66,9 +65,6 @@ class Reorientation:
     canonical_direction: tuple
     resampled: bool = False
     oblique_deg: float = 0.0
-    #: the input HU array, kept only for oblique (resampled) inputs: engines that reason along
-    #: the stored axes (the classical one) segment it on its own grid
-    input_hu: object = field(default=None, repr=False, compare=False)
 
     @property
     def identity(self) -> bool:
@@ -99,9 +95,10 @@ class Reorientation:
         # source_axis[w], which is input array axis 2 - source_axis[w]
         return tuple(2 - self.source_axis[2 - a] for a in range(3))
 
-    def to_canonical(self, array: np.ndarray, labels: bool = False) -> np.ndarray:
+    def to_canonical(self, array: np.ndarray, labels: bool = False, outside: float = 0) -> np.ndarray:
         """An input-grid (z, y, x) array on the canonical grid (a contiguous copy unless the
-        mapping is the identity). ``labels``: nearest-neighbour when resampling."""
+        mapping is the identity). When resampling: ``labels`` chooses nearest neighbour, and
+        canonical voxels outside the input get ``outside``."""
         array = np.asarray(array)
         if array.shape != tuple(self.input_shape):
             raise InputError(f"an array of {array.shape} voxels does not lie on the input grid "
@@ -109,7 +106,7 @@ class Reorientation:
         if self.identity:
             return array
         if self.resampled:
-            return _resample(array, self._input_grid(), self._canonical_grid(), labels)
+            return _resample(array, self._input_grid(), self._canonical_grid(), labels, outside)
         moved = np.transpose(array, self._array_axes())
         flips = tuple(2 - w for w in range(3) if self.flip[w])
         return np.ascontiguousarray(np.flip(moved, axis=flips) if flips else moved)
@@ -206,12 +203,10 @@ def canonical(ct):
         return replace(ct, orientation=plan)
     from .volume import OUTSIDE_FOV_HU
 
-    hu = plan.to_canonical(ct.hu) if not plan.resampled else \
-        _resample(ct.hu, plan._input_grid(), plan._canonical_grid(), True, OUTSIDE_FOV_HU)
+    hu = plan.to_canonical(ct.hu, labels=True, outside=OUTSIDE_FOV_HU)  # HU by nearest neighbour
     warnings = list(ct.read_warnings)
     if plan.resampled:
         warnings.append(plan.describe())
-        plan = replace(plan, input_hu=ct.hu)
     return replace(ct, hu=hu, spacing=plan.canonical_spacing, origin=plan.canonical_origin,
                    direction=plan.canonical_direction, read_warnings=warnings, orientation=plan)
 

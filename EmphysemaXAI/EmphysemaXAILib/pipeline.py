@@ -121,7 +121,7 @@ def _user_mask(lung_mask, ct) -> np.ndarray:
         if lung_mask.shape != shape:
             raise InputError(f"the lung mask is {lung_mask.shape} voxels but the CT is {shape}: give a "
                              "mask on the CT grid")
-        labels = ct.orientation.to_canonical(lung_mask, labels=True) if ct.orientation is not None else lung_mask
+        labels = ct.from_input_grid(lung_mask)
         check_lung_labels(labels, "the lung mask")
     else:
         labels = load_mask(lung_mask, ct)

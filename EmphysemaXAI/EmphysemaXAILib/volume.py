@@ -113,6 +113,11 @@ class CTVolume:
         """A (z, y, x) array on this volume's grid mapped back onto the grid it was read on."""
         return array if self.orientation is None else self.orientation.to_input(array, labels)
 
+    def from_input_grid(self, array: np.ndarray, labels: bool = True) -> np.ndarray:
+        """A (z, y, x) array on the grid the volume was read on (a user's mask) moved onto this
+        volume's grid, as the volume itself was moved (nearest neighbour for labels)."""
+        return array if self.orientation is None else self.orientation.to_canonical(array, labels)
+
     def as_input(self) -> "CTVolume":
         """This volume on the grid it was read on (itself when never reoriented)."""
         if self.orientation is None or self.orientation.identity:

@@ -27,11 +27,8 @@ def save_label(array: np.ndarray, ct, path: Path) -> None:
     """
     import SimpleITK as sitk
 
-    geometry = ct.input_geometry_dict() if hasattr(ct, "input_geometry_dict") else {
-        "spacing": ct.spacing, "origin": ct.origin, "direction": ct.direction}
-    if getattr(ct, "orientation", None) is not None:
-        array = ct.on_input_grid(array)
-    image = sitk.GetImageFromArray(array)
+    geometry = ct.input_geometry_dict()
+    image = sitk.GetImageFromArray(ct.on_input_grid(array))
     image.SetSpacing([float(s) for s in geometry["spacing"]])
     image.SetOrigin([float(o) for o in geometry["origin"]])
     image.SetDirection([float(d) for d in geometry["direction"]])

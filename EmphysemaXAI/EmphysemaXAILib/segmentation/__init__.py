@@ -69,15 +69,7 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
                 raise
             fallback = f"lungmask weights missing, classical engine used: {missing}"
             print(f"emphysema-xai: warning: {fallback}", file=sys.stderr)
-    plan = ct.orientation
-    if plan is not None and plan.resampled and plan.input_hu is not None:
-        # an oblique input resampled onto the axial grid: padding wedges around it would open
-        # the trachea to the outside, so segment on the stored grid and map the labels over
-        geometry = plan.input_geometry()
-        result = segment_classical(plan.input_hu, geometry["spacing"], geometry["direction"], ct.padding_hu)
-        result.labels = plan.to_canonical(result.labels, labels=True)
-    else:
-        result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
+    result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
     warnings = list(result.warnings)
     if fallback:
         warnings.insert(0, fallback)
@@ -107,7 +99,7 @@ def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:
         raise InputError(f"{path}: {name} holds values outside 0..65535; give a label map")
     values = values.astype(np.uint16 if values.max() > 255 else np.uint8)
     # onto the CT's canonical grid, exactly as the CT was moved (nearest neighbour if resampled)
-    return ct.orientation.to_canonical(values, labels=True) if ct.orientation is not None else values
+    return ct.from_input_grid(values)
 
 
 def check_lung_labels(labels: np.ndarray, source, hint: str = "") -> None:
