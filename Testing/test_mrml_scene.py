@@ -44,7 +44,13 @@ def test_case_nodes_geometry_segments_and_tables(case):
     assert matrix.MultiplyPoint((30, 20, 10, 1))[:3] == pytest.approx([-lps[0], -lps[1], lps[2]], abs=1e-6)
     segmentation = nodes["segmentation"].GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
-    assert names == list(LUNG_SEGMENTS)
+    # the classical engine's airways (trachea, main and lobar bronchi) are their own segment
+    assert case.segmentation.airways is not None and case.segmentation.airways.any()
+    assert names == list(LUNG_SEGMENTS) + ["Airways"]
+    assert "SCT^89187006^Airway structure" in segmentation.GetNthSegment(2).GetTerminology()
+    airway_id = segmentation.GetSegmentIdBySegmentName("Airways")
+    assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(nodes["segmentation"], airway_id, ct_node) > 0,
+                          case.segmentation.airways)
     assert "SCT^39607008^Lung" in segmentation.GetNthSegment(0).GetTerminology()
     assert "SCT^24028007^Right" in segmentation.GetNthSegment(0).GetTerminology()
     assert nodes["segmentation"].GetClosedSurfaceInternalRepresentation("Right_lung").GetNumberOfPoints() > 100
@@ -64,7 +70,7 @@ def test_case_nodes_geometry_segments_and_tables(case):
     assert nodes["laa_rendering"].IsA("vtkMRMLVolumeRenderingDisplayNode")
     assert laa_display.GetApplyThreshold() and laa_display.GetLowerThreshold() == 0.5
     surfaces = {m.GetName(): m.GetPolyData().GetNumberOfPoints() for m in nodes["surfaces"]}
-    assert set(surfaces) == {"Right lung", "Left lung"} and min(surfaces.values()) > 100
+    assert set(surfaces) == {"Right lung", "Left lung", "Airways"} and min(surfaces.values()) > 100
 
 
 def test_recompute_qct_from_an_edited_segmentation(case):
@@ -109,7 +115,7 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     assert "CNN severity" in html
     # the segmentation file alone loads as a segmentation too
     seg_node = slicer.util.loadSegmentation(str(out / "lungs.seg.nrrd"))
-    assert seg_node.GetSegmentation().GetNumberOfSegments() == 2
+    assert seg_node.GetSegmentation().GetNumberOfSegments() == 3  # right, left lung, airways
 
 
 def test_slice_views_render_headless_with_the_overlay_colours(case, tmp_path):

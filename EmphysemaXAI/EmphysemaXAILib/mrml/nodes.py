@@ -14,33 +14,42 @@ import slicer.util
 #: Segment name -> (label value, SNOMED CT code and meaning of the side, colour).
 LUNG_SEGMENTS = {"Right lung": (1, "24028007", "Right", (0.50, 0.68, 0.95)),
                  "Left lung": (2, "7771000", "Left", (0.95, 0.70, 0.40))}
+#: The airways segment (trachea, main and lobar bronchi kept out of the lungs): label value,
+#: SNOMED CT type code and meaning, colour.
+AIRWAY_SEGMENT = ("Airways", 3, "89187006", "Airway structure", (0.56, 0.93, 0.56))
 #: LAA map colour table: value, name, RGBA (0 transparent).
 LAA_COLORS = ((0, "none", (0.0, 0.0, 0.0, 0.0)), (1, "LAA cluster < 5 mm", (1.0, 0.88, 0.4, 1.0)),
               (2, "LAA cluster 5-10 mm", (1.0, 0.62, 0.11, 1.0)), (3, "LAA cluster 10-20 mm", (0.9, 0.22, 0.27, 1.0)),
               (4, "LAA cluster >= 20 mm", (0.62, 0.31, 0.87, 1.0)))
 
 
-def lung_terminology(code: str, meaning: str) -> str:
-    """Slicer's serialized terminology entry for a lung side (SNOMED CT: Lung + laterality)."""
+def lung_terminology(code: str, meaning: str, type_code: str = "39607008", type_meaning: str = "Lung") -> str:
+    """Slicer's serialized terminology entry (SNOMED CT anatomical structure: ``type`` + laterality
+    ``code``; no laterality when ``code`` is empty)."""
     return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
         "Segmentation category and type - 3D Slicer General Anatomy list",
-        "123037004", "SCT", "Anatomical Structure", "39607008", "SCT", "Lung",
-        code, "SCT", meaning, "Anatomic codes - DICOM master list", "", "", "", "", "", "")
+        "123037004", "SCT", "Anatomical Structure", type_code, "SCT", type_meaning,
+        code, "SCT" if code else "", meaning, "Anatomic codes - DICOM master list", "", "", "", "", "", "")
 
 
-def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lungs"):
-    """A segmentation node with "Right lung" / "Left lung" (terminology, colours, closed surface)."""
+def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lungs", airways=None):
+    """A segmentation node with "Right lung" / "Left lung" (terminology, colours, closed surface),
+    and an "Airways" segment when ``airways`` (bool (z, y, x) on the CT node's grid) holds any."""
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     node.CreateDefaultDisplayNodes()
     node.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
     segmentation = node.GetSegmentation()
-    for segment_name, (value, code, meaning, color) in LUNG_SEGMENTS.items():
+    entries = [(segment_name, value, lung_terminology(code, meaning), color, labels == value)
+               for segment_name, (value, code, meaning, color) in LUNG_SEGMENTS.items()]
+    if airways is not None and airways.any():
+        segment_name, value, code, meaning, color = AIRWAY_SEGMENT
+        entries.append((segment_name, value, lung_terminology("", "", code, meaning), color, airways))
+    for segment_name, value, terminology, color, mask in entries:
         segment_id = segmentation.AddEmptySegment(segment_name.replace(" ", "_"), segment_name, color)
         segment = segmentation.GetSegment(segment_id)
-        segment.SetTerminology(lung_terminology(code, meaning))
+        segment.SetTerminology(terminology)
         segment.SetLabelValue(value)
-        slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), node,
-                                                         segment_id, ct_node)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, segment_id, ct_node)
     node.CreateClosedSurfaceRepresentation()
     return node
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .app import bootstrap
 from .nodes import (attribution_color_node, attribution_rendering, laa_color_node, lung_segmentation_node,
                     lung_surface_models, overlay_volume, style_attribution, table_node, volume_rendering)
@@ -41,7 +43,11 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
     nodes = {"ct": ct_node}
     if result.qct is not None:
         on_grid = result.ct.on_input_grid
-        nodes["segmentation"] = lung_segmentation_node(scene, ct_node, on_grid(result.segmentation.labels))
+        airways = result.segmentation.airways
+        if airways is not None:
+            airways = on_grid(airways.view(np.uint8)) > 0
+        nodes["segmentation"] = lung_segmentation_node(scene, ct_node, on_grid(result.segmentation.labels),
+                                                       airways=airways)
         nodes["surfaces"] = lung_surface_models(nodes["segmentation"])
         nodes["laa_colors"] = laa_color_node(scene)
         nodes["laa_map"] = overlay_volume(scene, ct_node, on_grid(result.qct.laa_map), "LAA map", nodes["laa_colors"], app_logic)

@@ -30,12 +30,16 @@ class Segmentation:
     fallback_reason: str | None = None
     warnings: list = field(default_factory=list)
     weights: dict = field(default_factory=dict)
+    #: bool (z, y, x): trachea, main and lobar bronchi lumen kept out of the lungs, for display
+    #: (the classical engine finds them; None from lungmask and user masks)
+    airways: np.ndarray | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready summary (no arrays)."""
         return {"engine_used": self.engine_used, "fallback_reason": self.fallback_reason,
                 "warnings": list(self.warnings), "weights": self.weights,
-                "right_voxels": int((self.labels == 1).sum()), "left_voxels": int((self.labels == 2).sum())}
+                "right_voxels": int((self.labels == 1).sum()), "left_voxels": int((self.labels == 2).sum()),
+                "airway_voxels": None if self.airways is None else int(self.airways.sum())}
 
 
 def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fill_weights=None,
@@ -75,7 +79,7 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
         warnings.insert(0, fallback)
     if lobes:
         warnings.append("lobes need the lungmask engine (LTRCLobes weights): no lobe map")
-    return Segmentation(result.labels, "classical", None, fallback, warnings)
+    return Segmentation(result.labels, "classical", None, fallback, warnings, airways=result.airways)
 
 
 def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:

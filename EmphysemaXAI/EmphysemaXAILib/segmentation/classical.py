@@ -36,10 +36,19 @@ AIRWAY_MAX_ML = 200.0           # trachea + main + lobar bronchi hold well under
 TRACHEA_AREA_MM2 = (40.0, 800.0)
 AIRWAY_WALL_MM = 2.0
 AIRWAY_RIM_MM = 3.0
+TRACHEA_MIN_RUN_MM = 15.0      # the trachea runs at least this far as a tube below its seed
+TRACK_MAX_AREA = 2.0           # a section above this x the trachea's has merged with lung
+TRACK_FREED_SHARE = 0.75       # a freed piece is at most this share of a free section's bound
+TRACK_MAX_EROSION_MM = 4.0     # in-plane erosion that may free an airway touching the lung
+TRACK_LUMEN_HU = (-400.0, -600.0, -800.0)  # lumen levels tried inside a merged section
+TRACK_MIN_SECTION_MM2 = 20.0   # a freed section smaller than this is not a main / lobar bronchus
 MIN_PART_FRACTION = 0.005       # lung pieces smaller than this share of the lungs are dropped
 CLOSING_MM = 5.0
 OUTSIDE_FOV_BELOW_HU = -1500.0  # voxels below this are padding or outside the field of view
 CUT_LUNG_INSIDE = 0.9          # share of a border-cut lung inside the convex hull of the body
+TABLE_OPENING_MM = 6.0         # in-plane opening that removes table and blanket shells from the body
+BODY_SHARE = 0.5               # share of an enclosed air component inside the body for it to be lung
+MIDLINE_SHARE = 0.05           # a midline airway section lies within this share of the body width
 
 
 @dataclass
@@ -64,7 +73,7 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
     if padding_hu is not None and padding_hu < -1024:
         padding |= hu == padding_hu
     air = (hu < LUNG_AIR_HU) & ~padding
-    candidates = _enclosed_lung_air(hu, air, padding, voxel_ml, warnings)
+    candidates = _enclosed_lung_air(hu, air, padding, voxel_ml, spacing, warnings)
     if not candidates.any():
         warnings.append("no enclosed lung-density air found: no lung segmented")
         return ClassicalResult(np.zeros(hu.shape, np.uint8), np.zeros(hu.shape, bool), warnings)
@@ -99,7 +108,7 @@ def _bounding_box(mask, margin) -> tuple:
     return tuple(box)
 
 
-def _enclosed_lung_air(hu, air, padding, voxel_ml, warnings=None) -> np.ndarray:
+def _enclosed_lung_air(hu, air, padding, voxel_ml, spacing, warnings=None) -> np.ndarray:
     """Air components that look like lung: not outside air (touching an in-plane image edge,
     or padding on most of their slices: :func:`_along_padding`), and lungs cut by the field of
     view (:func:`_cut_by_border`)."""
@@ -115,22 +124,72 @@ def _enclosed_lung_air(hu, air, padding, voxel_ml, warnings=None) -> np.ndarray:
     lo, hi = PARENCHYMA_HU
     dense = np.bincount(components[(hu > lo) & (hu < hi)], minlength=count + 1)
     keep = np.zeros(count + 1, bool)
-    cut = _cut_by_border(hu, components, touched, sizes, dense, voxel_ml)
+    body = _body_hull(hu, padding, spacing, np.flatnonzero(air.any(axis=(1, 2))))
+    in_body = np.bincount(components[body], minlength=count + 1)
+    cut = _cut_by_border(components, touched, sizes, dense, in_body, voxel_ml)
     if cut.any() and warnings is not None:
         warnings.append("a lung touches the edge of the image: the field of view cuts it, so its volume and "
                         "zone values cover only the part inside the image")
-    inside = ~border | cut
+    inside = (~border & (in_body >= BODY_SHARE * sizes)) | cut
     inside[0] = False
     if not inside.any():
         return np.zeros(hu.shape, bool)
     largest = sizes[inside].max()
-    lungish = (dense / np.maximum(sizes, 1) >= 0.3) | (sizes >= 0.3 * largest)
-    keep[inside & lungish & (sizes * voxel_ml >= MIN_LUNG_ML)] = True
-    # on one or two slices, a lung section can be small in ml: keep lung-density components
-    # of at least 2% of the largest
+    lung_density = dense / np.maximum(sizes, 1) >= 0.3
     if hu.shape[0] < 3:
-        keep[inside & lungish & (sizes >= 0.02 * largest)] = True
+        # one or two slices: a lung section can be small in ml, and a gas pocket (stomach,
+        # bowel) can be the largest enclosed air: keep lung-density components of at least 2%
+        # of the largest; the trachea and main bronchi, which no 3D airway tracking can follow
+        # here, are the sections of airway size on the body's midline
+        keep[inside & lung_density & (sizes >= 0.02 * largest)] = True
+        keep &= ~_midline_airways(components, count, sizes, body, spacing)
+    else:
+        lungish = lung_density | (sizes >= 0.3 * largest)
+        keep[inside & lungish & (sizes * voxel_ml >= MIN_LUNG_ML)] = True
     return keep[components]
+
+
+def _midline_airways(components, count, sizes, body, spacing) -> np.ndarray:
+    """Air components (bool per label) shaped like a trachea or main bronchus section on one or
+    two slices: an area per slice within ``TRACHEA_AREA_MM2`` and a centre within
+    ``MIDLINE_SHARE`` of the body's width from the body's midline (lungs lie to either side)."""
+    out = np.zeros(count + 1, bool)
+    xs = np.nonzero(body)[2]
+    if not xs.size:
+        return out
+    mid, width = (xs.min() + xs.max()) / 2.0, xs.max() - xs.min() + 1
+    n_slices = max(components.shape[0], 1)
+    x = np.broadcast_to(np.arange(components.shape[2], dtype=np.float64), components.shape)
+    centre = np.bincount(components.ravel(), weights=x.ravel(), minlength=count + 1) / np.maximum(sizes, 1)
+    area_mm2 = sizes / n_slices * spacing[0] * spacing[1]
+    lo, hi = TRACHEA_AREA_MM2
+    out[1:] = ((area_mm2 >= lo) & (area_mm2 <= hi) & (np.abs(centre - mid) <= MIDLINE_SHARE * width))[1:]
+    return out
+
+
+def _body_hull(hu, padding, spacing, slices) -> np.ndarray:
+    """The body on each axial slice in ``slices``: bool (z, y, x), the convex hull of the
+    tissue (HU >= ``LUNG_AIR_HU``, padding excluded) after an in-plane opening by
+    ``TABLE_OPENING_MM``, keeping the parts of at least a quarter of the largest. The opening
+    removes the thin shells of the patient table and of blankets, so the air inside the table
+    or in the gap between the back and a table touching it lies outside the body (on one or two
+    slices it is enclosed in-plane, and 3D connectivity cannot tell). A hull, not hole filling,
+    because the opening may also break a thin chest wall."""
+    from skimage.morphology import convex_hull_image
+
+    radius = [max(1, int(round(TABLE_OPENING_MM / s))) for s in (spacing[1], spacing[0])]
+    yy, xx = np.ogrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
+    disk = (yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0
+    body = np.zeros(hu.shape, bool)
+    for k in slices:
+        opened = ndimage.binary_opening((hu[k] >= LUNG_AIR_HU) & ~padding[k], structure=disk)
+        parts, n = ndimage.label(opened)
+        if n == 0:
+            continue
+        areas = np.bincount(parts.ravel())
+        areas[0] = 0
+        body[k] = convex_hull_image(np.isin(parts, np.flatnonzero(areas >= 0.25 * areas.max())))
+    return body
 
 
 def _along_padding(components, count, air, padding) -> np.ndarray:
@@ -154,7 +213,7 @@ def _along_padding(components, count, air, padding) -> np.ndarray:
     return out
 
 
-def _cut_by_border(hu, components, touched, sizes, dense, voxel_ml) -> np.ndarray:
+def _cut_by_border(components, touched, sizes, dense, in_body, voxel_ml) -> np.ndarray:
     """Border-touching air components that are lung cut by the field of view (bool per label).
 
     Outside air reaches the image edges around the body; a lung cut by a crop (Slicer's Crop
@@ -162,29 +221,17 @@ def _cut_by_border(hu, components, touched, sizes, dense, voxel_ml) -> np.ndarra
     the outside air (and with it the other lung, joined through the airways). A border
     component is taken as cut lung when it touches a single edge, holds at least
     ``MIN_LUNG_ML``, is mostly lung density (``PARENCHYMA_HU``) and lies inside the body: at
-    least ``CUT_LUNG_INSIDE`` of its voxels are within the convex hull of the slice's tissue
-    (HU >= ``LUNG_AIR_HU``), where outside air is not. Geometry, not density, decides: outside
-    air reads -910 HU on some scanners and partial volume makes it lung-dense on coarse grids.
+    least ``CUT_LUNG_INSIDE`` of its voxels (``in_body``, per label) are within the body's
+    hull (:func:`_body_hull`), where outside air and the air in the patient table are not.
+    Geometry, not density, decides: outside air reads -910 HU on some scanners and partial
+    volume makes it lung-dense on coarse grids.
     """
-    from skimage.morphology import convex_hull_image
-
     count = len(sizes) - 1
     cut = np.zeros(count + 1, bool)
     candidates = np.flatnonzero((touched.sum(axis=0) == 1) & (dense >= 0.5 * sizes)
                                 & (sizes * voxel_ml >= MIN_LUNG_ML))
     candidates = candidates[candidates > 0]
-    if not candidates.size:
-        return cut
-    tissue = hu >= LUNG_AIR_HU
-    chosen = np.isin(components, candidates)
-    inside = np.zeros(count + 1, np.int64)
-    for k in np.flatnonzero(chosen.any(axis=(1, 2))):
-        if tissue[k].sum() < 3:
-            continue
-        hull = convex_hull_image(tissue[k])
-        labels_here = components[k][chosen[k] & hull]
-        inside += np.bincount(labels_here, minlength=count + 1)
-    cut[candidates] = inside[candidates] >= CUT_LUNG_INSIDE * sizes[candidates]
+    cut[candidates] = in_body[candidates] >= CUT_LUNG_INSIDE * sizes[candidates]
     return cut
 
 
@@ -193,29 +240,56 @@ def _superior_order(n: int, D) -> np.ndarray:
 
 
 def _find_trachea(hu, candidates, spacing, D) -> tuple | None:
-    """(z, y, x) seed inside the trachea: small round air near the midline on top slices."""
+    """(z, y, x) seed inside the trachea, or None.
+
+    Candidates are the enclosed-air sections of trachea size (``TRACHEA_AREA_MM2``) on the
+    upper quarter of the lung slices. The trachea is the one that runs furthest toward the feet
+    as a tube (:func:`_tube_run`), at least ``TRACHEA_MIN_RUN_MM``: a lung apex widens within
+    a few slices. Position is not used, so a field of view that cuts one side of the chest
+    (which moves the image's middle off the body's midline) does not mislead it; the midline
+    only breaks ties."""
     pixel_mm2 = spacing[0] * spacing[1]
     lo, hi = TRACHEA_AREA_MM2
-    ny, nx = hu.shape[1:]
     lung_slices = np.flatnonzero(candidates.any(axis=(1, 2)))
     if len(lung_slices) < 3:
         return None
     order = [k for k in _superior_order(hu.shape[0], D) if k in set(lung_slices)]
+    step = -1 if D[2, 2] >= 0 else 1  # toward the feet
     xs = np.flatnonzero(candidates.any(axis=(0, 1)))
     x_mid = (xs[0] + xs[-1]) / 2.0
-    width = xs[-1] - xs[0] + 1
+    best, best_key = None, None
     for k in order[: max(3, len(order) // 4)]:
-        lumen = candidates[k] & (hu[k] < AIRWAY_START_HU + 30)
-        parts, count = ndimage.label(lumen)
-        if count == 0:
-            continue
-        areas = np.bincount(parts.ravel())[1:] * pixel_mm2
-        centers = ndimage.center_of_mass(lumen, parts, np.arange(1, count + 1))
-        for (cy, cx), area, label in zip(centers, areas, range(1, count + 1)):
-            if lo <= area <= hi and abs(cx - x_mid) < 0.15 * width:
-                ys, xs_ = np.nonzero(parts == label)
-                return k, int(ys[len(ys) // 2]), int(xs_[len(xs_) // 2])
-    return None
+        parts, count = ndimage.label(candidates[k])
+        areas = np.bincount(parts.ravel()) * pixel_mm2
+        for label in np.flatnonzero((areas >= lo) & (areas <= hi)):
+            if label == 0:
+                continue
+            section = parts == label
+            run_mm = _tube_run(candidates, k, section, step) * spacing[2]
+            ys, xs_ = np.nonzero(section)
+            key = (run_mm, -abs(xs_.mean() - x_mid))
+            if run_mm >= TRACHEA_MIN_RUN_MM and (best_key is None or key > best_key):
+                best, best_key = (k, int(ys[len(ys) // 2]), int(xs_[len(xs_) // 2])), key
+    return best
+
+
+def _tube_run(candidates, k, section, step) -> int:
+    """Slices below ``section`` (on slice ``k``) over which the air it continues into stays a
+    tube: one overlapping component of at most ``TRACK_MAX_AREA`` times its area."""
+    area = section.sum()
+    run = 0
+    k += step
+    while 0 <= k < candidates.shape[0]:
+        parts, _ = ndimage.label(candidates[k])
+        hit = np.unique(parts[section & (parts > 0)])
+        if len(hit) != 1:
+            break
+        section = parts == hit[0]
+        if section.sum() > TRACK_MAX_AREA * area:
+            break
+        run += 1
+        k += step
+    return run
 
 
 def _grow_airways(hu, candidates, spacing, D, voxel_ml, warnings) -> np.ndarray:
@@ -252,37 +326,76 @@ def _grow_airways(hu, candidates, spacing, D, voxel_ml, warnings) -> np.ndarray:
 
 
 def _track_airways(hu, candidates, seed, spacing, D) -> np.ndarray:
-    """Trace airway cross-sections slice by slice from the trachea seed toward the feet.
+    """Trace the trachea and main bronchi slice by slice from the trachea seed toward the feet.
 
-    A section continues a branch when it overlaps the previous slice's airway; a section
-    larger than twice the trachea (it has merged with low-density lung) ends that branch.
+    On each axial slice an airway section is an enclosed-air component (``candidates``) that
+    overlaps the previous slice's airway. A component larger than ``TRACK_MAX_AREA`` times
+    the seed section has merged in-plane with lung (on 4 mm grids the trachea's partial-volume
+    wall reads below -400 HU where it touches the lung): :func:`_free_section` then looks for
+    the airway inside it; when none comes free, the branch has entered the lung and ends.
+    Returns the (z, y, x) bool airway lumen.
     """
     out = np.zeros(hu.shape, bool)
     k0, y0, x0 = seed
-    lumen = candidates[k0] & (hu[k0] < AIRWAY_START_HU + 30)
-    parts, _ = ndimage.label(lumen)
+    parts, _ = ndimage.label(candidates[k0])
     current = parts == parts[y0, x0]
-    max_area = 2.0 * current.sum()
+    max_area = TRACK_MAX_AREA * current.sum()
+    min_area = max(2, int(np.ceil(TRACK_MIN_SECTION_MM2 / (spacing[0] * spacing[1]))))
+    max_erosion = max(1, int(round(TRACK_MAX_EROSION_MM / min(spacing[0], spacing[1]))))
     step = -1 if D[2, 2] >= 0 else 1  # toward the feet
     out[k0] = current
     k = k0 + step
+    seen = 1
     while 0 <= k < hu.shape[0] and current.any():
-        lumen = candidates[k] & (hu[k] < AIRWAY_START_HU + 30)
-        parts, count = ndimage.label(lumen)
-        hit = np.unique(parts[ndimage.binary_dilation(current) & (parts > 0)])
-        if not len(hit):
-            break
-        areas = np.bincount(parts.ravel(), minlength=count + 1)
-        keep = [h for h in hit if areas[h] <= max_area]
-        current = np.isin(parts, keep) if keep else np.zeros_like(current)
+        if seen <= 3:  # the trachea's size: its largest section on the first slices
+            max_area = max(max_area, TRACK_MAX_AREA * current.sum())
+        seen += 1
+        parts, count = ndimage.label(candidates[k])
+        near = ndimage.binary_dilation(current)
+        sections = np.zeros_like(current)
+        for label in np.unique(parts[near & (parts > 0)]):
+            part = parts == label
+            if part.sum() <= max_area:
+                sections |= part
+            else:
+                sections |= _free_section(part, hu[k], near, max_area, min_area, max_erosion)
+        current = sections
         out[k] = current
         k += step
     return out
 
 
+def _free_section(part, hu, near, max_area, min_area, max_erosion) -> np.ndarray:
+    """The airway section inside ``part``, one slice's air component that merged with lung.
+
+    The lumen is darker than its partial-volume wall, and joined to the lung by a thin
+    bridge: ``part`` is re-thresholded at the ``TRACK_LUMEN_HU`` levels and, failing that,
+    eroded in-plane (up to ``max_erosion`` steps), until every piece overlapping ``near``
+    (the previous airway, dilated; two below the carina) is at most ``TRACK_FREED_SHARE``
+    of ``max_area``. Those pieces, grown back inside the level's mask by the erosion steps, are the
+    section when they hold at least ``min_area`` pixels; else it is empty (the branch entered
+    the lung)."""
+    for steps in range(0, max_erosion + 1):
+        for level in TRACK_LUMEN_HU:
+            mask = part & (hu < level)
+            eroded = ndimage.binary_erosion(mask, iterations=steps) if steps else mask
+            pieces, _ = ndimage.label(eroded)
+            hit = np.unique(pieces[near & (pieces > 0)])
+            if not hit.size:
+                continue
+            sizes = np.bincount(pieces.ravel())[hit]
+            if sizes.max() <= TRACK_FREED_SHARE * max_area:
+                piece = np.isin(pieces, hit)
+                if steps:
+                    piece = ndimage.binary_dilation(piece, iterations=steps, mask=mask)
+                return piece if sizes.sum() >= min_area else np.zeros_like(part)
+    return np.zeros_like(part)
+
+
 def _dilate_mm(mask, mm, spacing) -> np.ndarray:
-    """Dilation by a box of +-``mm`` (computed on the mask's bounding box only)."""
-    reach = [int(round(mm / s)) for s in (spacing[2], spacing[1], spacing[0])]
+    """Dilation by a box of +-``mm``, at least one voxel in-plane (on coarse grids the voxel
+    beside the lumen is mostly wall); computed on the mask's bounding box only."""
+    reach = [int(round(mm / spacing[2]))] + [max(1, int(round(mm / s))) for s in (spacing[1], spacing[0])]
     out = np.zeros_like(mask)
     if not mask.any():
         return out
