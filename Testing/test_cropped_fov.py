@@ -1,10 +1,13 @@
 """Lungs cut by the field of view (what Slicer's Crop Volume or a narrow reconstruction gives):
 the classical engine keeps the other lung and the part of the cut lung inside the image, and
-says that the lung is cut. Real chest CT from ../shared/data, cropped here."""
+quality control says which lung is cut and that its values are partial. Real chest CT from ../shared/data, cropped here."""
 import numpy as np
 import pytest
 
+from dataclasses import replace
+
 from EmphysemaXAILib import read_ct
+from EmphysemaXAILib.qc import QCReport, check_lung_cut
 from EmphysemaXAILib.segmentation.classical import segment_classical
 
 from conftest import shared
@@ -16,7 +19,9 @@ CASES = {"ct64": ("cip-copdgene", "ct-64.nrrd"), "lung_pet_ct_dx": ("lung-pet-ct
 def uncropped(request):
     ct = read_ct(shared(*CASES[request.param]))
     result = segment_classical(ct.hu, ct.spacing, ct.direction)
-    assert not any("edge of the image" in w for w in result.warnings)
+    report = QCReport()
+    check_lung_cut(ct, result.labels, report)
+    assert report.measures["lung_cut"] == {} and not report.warnings
     return ct, result.labels
 
 
@@ -36,7 +41,11 @@ def test_lung_cut_at_the_side_keeps_both_lungs(uncropped, cut_lung, pixels):
     labels, reference = result.labels, full[window]
     assert abs((labels == other).sum() / (full == other).sum() - 1) < 0.02
     assert _dice(labels == cut_lung, reference == cut_lung) >= 0.97
-    assert any("edge of the image" in w and "cuts it" in w for w in result.warnings)
+    report = QCReport()
+    check_lung_cut(replace(ct, hu=ct.hu[window]), labels, report)
+    side = "right" if cut_lung == 1 else "left"
+    assert list(report.measures["lung_cut"]) == [side]
+    assert any(f"cuts the {side} lung" in w and "zone values" in w and "partial" in w for w in report.warnings)
 
 
 @pytest.mark.parametrize("pixels", [5, 15])

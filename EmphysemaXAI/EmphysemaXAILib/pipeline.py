@@ -170,7 +170,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         qct_config = qct_config or settings.qct
         qc_profile = qc_profile if qc_profile != "default" else settings.qc_profile
     from .ct_io import read_ct
-    from .qc import run_qc
+    from .qc import check_lung_cut, run_qc
     from .qct import QCTConfig, measure_qct
     from .segmentation import Segmentation, segment_lungs
 
@@ -212,6 +212,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         raise InputError(f"{path}: no lung found by the {segmentation.engine_used} engine; check the "
                          "scan or give a lung mask")
     result.warnings.extend(_mask_against_lung_air(segmentation, ct, qc.measures))
+    check_lung_cut(ct, segmentation.labels, qc)  # QC's word on a cut lung, whatever drew the mask
     start = step("qct", 3, "measuring densitometry")
     result.qct = measure_qct(ct, segmentation.labels, lobes=segmentation.lobes, config=qct_config,
                              noise_hu=qc.measures.get("noise_hu"))

@@ -277,6 +277,34 @@ def _check_lungs(ct: CTVolume, anatomy, report: QCReport) -> None:
                                    "may be outside the scan")
 
 
+def check_lung_cut(ct: CTVolume, labels: np.ndarray, report: QCReport) -> None:
+    """After segmentation: say which lung the field of view cuts, and that its values are partial.
+
+    A lung is cut where its labels (0 / 1 right / 2 left, (z, y, x) on ``ct``'s grid) reach an
+    in-plane image edge or the padding outside a circular reconstruction (HU below
+    ``PADDING_BELOW_HU``); whatever engine or user drew the mask. Adds ``measures["lung_cut"]``
+    (side -> slices where that lung is cut) and one warning per cut lung."""
+    padding = ct.hu < PADDING_BELOW_HU
+    if ct.padding_hu is not None and ct.padding_hu < PADDING_BELOW_HU:
+        padding |= ct.hu == ct.padding_hu
+    cut_at = {}
+    for side, code in (("right", 1), ("left", 2)):
+        lung = labels == code
+        if not lung.any():
+            continue
+        edge = lung[:, [0, -1], :].any(axis=(1, 2)) | lung[:, :, [0, -1]].any(axis=(1, 2))
+        if padding.any():
+            near = ndimage.binary_dilation(padding, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+            edge |= (lung & near).any(axis=(1, 2))
+        if edge.any():
+            cut_at[side] = int(edge.sum())
+    report.measures["lung_cut"] = cut_at
+    for side, slices in cut_at.items():
+        report.warnings.append(f"the field of view cuts the {side} lung on {slices} of {ct.shape[0]} slices: "
+                               f"its volume, densitometry and zone values cover only the part inside the image "
+                               f"(partial)")
+
+
 def _check_contrast(ct: CTVolume, anatomy, report: QCReport) -> None:
     """Blood pool: the largest bright (120-600 HU) blob between the lungs, anterior to the spine."""
     m = report.measures

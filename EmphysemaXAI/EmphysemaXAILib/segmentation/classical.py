@@ -73,7 +73,7 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
     if padding_hu is not None and padding_hu < -1024:
         padding |= hu == padding_hu
     air = (hu < LUNG_AIR_HU) & ~padding
-    candidates = _enclosed_lung_air(hu, air, padding, voxel_ml, spacing, warnings)
+    candidates = _enclosed_lung_air(hu, air, padding, voxel_ml, spacing)
     if not candidates.any():
         warnings.append("no enclosed lung-density air found: no lung segmented")
         return ClassicalResult(np.zeros(hu.shape, np.uint8), np.zeros(hu.shape, bool), warnings)
@@ -108,7 +108,7 @@ def _bounding_box(mask, margin) -> tuple:
     return tuple(box)
 
 
-def _enclosed_lung_air(hu, air, padding, voxel_ml, spacing, warnings=None) -> np.ndarray:
+def _enclosed_lung_air(hu, air, padding, voxel_ml, spacing) -> np.ndarray:
     """Air components that look like lung: not outside air (touching an in-plane image edge,
     or padding on most of their slices: :func:`_along_padding`), and lungs cut by the field of
     view (:func:`_cut_by_border`)."""
@@ -127,9 +127,6 @@ def _enclosed_lung_air(hu, air, padding, voxel_ml, spacing, warnings=None) -> np
     body = _body_hull(hu, padding, spacing, np.flatnonzero(air.any(axis=(1, 2))))
     in_body = np.bincount(components[body], minlength=count + 1)
     cut = _cut_by_border(components, touched, sizes, dense, in_body, voxel_ml)
-    if cut.any() and warnings is not None:
-        warnings.append("a lung touches the edge of the image: the field of view cuts it, so its volume and "
-                        "zone values cover only the part inside the image")
     inside = (~border & (in_body >= BODY_SHARE * sizes)) | cut
     inside[0] = False
     if not inside.any():
