@@ -46,6 +46,7 @@ MIN_PART_FRACTION = 0.005       # lung pieces smaller than this share of the lun
 CLOSING_MM = 5.0
 OUTSIDE_FOV_BELOW_HU = -1500.0  # voxels below this are padding or outside the field of view
 CUT_LUNG_INSIDE = 0.9          # share of a border-cut lung inside the convex hull of the body
+BODY_GRID_MM = 2.0             # pixel size of the body hull's grid
 TABLE_OPENING_MM = 6.0         # in-plane opening that removes table and blanket shells from the body
 BODY_SHARE = 0.5               # share of an enclosed air component inside the body for it to be lung
 MIDLINE_SHARE = 0.05           # a midline airway section lies within this share of the body width
@@ -171,22 +172,43 @@ def _body_hull(hu, padding, spacing, slices) -> np.ndarray:
     removes the thin shells of the patient table and of blankets, so the air inside the table
     or in the gap between the back and a table touching it lies outside the body (on one or two
     slices it is enclosed in-plane, and 3D connectivity cannot tell). A hull, not hole filling,
-    because the opening may also break a thin chest wall."""
-    from skimage.morphology import convex_hull_image
-
-    radius = [max(1, int(round(TABLE_OPENING_MM / s))) for s in (spacing[1], spacing[0])]
-    yy, xx = np.ogrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
-    disk = (yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0
+    because the opening may also break a thin chest wall. Computed on a grid of about
+    ``BODY_GRID_MM`` pixels (a square opening there; the hull only decides where air lies)."""
+    step = [max(1, int(BODY_GRID_MM // s)) for s in (spacing[1], spacing[0])]
+    size = [1] + [1 + 2 * max(1, int(round(TABLE_OPENING_MM / (s * f)))) for s, f in zip((spacing[1], spacing[0]), step)]
+    slices = np.asarray(slices, int)
     body = np.zeros(hu.shape, bool)
-    for k in slices:
-        opened = ndimage.binary_opening((hu[k] >= LUNG_AIR_HU) & ~padding[k], structure=disk)
-        parts, n = ndimage.label(opened)
+    if not slices.size:
+        return body
+    tissue = (hu[slices, ::step[0], ::step[1]] >= LUNG_AIR_HU) & ~padding[slices, ::step[0], ::step[1]]
+    opened = ndimage.maximum_filter(ndimage.minimum_filter(tissue.view(np.uint8), size=size), size=size).view(bool)
+    rows = np.minimum(np.arange(hu.shape[1]) // step[0], tissue.shape[1] - 1)
+    cols = np.minimum(np.arange(hu.shape[2]) // step[1], tissue.shape[2] - 1)
+    for index, k in enumerate(slices):
+        parts, n = ndimage.label(opened[index])
         if n == 0:
             continue
         areas = np.bincount(parts.ravel())
         areas[0] = 0
-        body[k] = convex_hull_image(np.isin(parts, np.flatnonzero(areas >= 0.25 * areas.max())))
+        hull = _filled_hull(np.isin(parts, np.flatnonzero(areas >= 0.25 * areas.max())))
+        body[k] = hull[np.ix_(rows, cols)]
     return body
+
+
+def _filled_hull(mask) -> np.ndarray:
+    """The filled convex hull of a 2D bool mask (Qhull on its pixel centres, Pillow's polygon
+    fill, which includes the outline)."""
+    from PIL import Image, ImageDraw
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.argwhere(mask)
+    try:
+        corners = points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):  # fewer than 3 points, or all on a line
+        return mask.copy()
+    image = Image.new("1", (mask.shape[1], mask.shape[0]), 0)
+    ImageDraw.Draw(image).polygon([(int(x), int(y)) for y, x in corners], fill=1, outline=1)
+    return np.asarray(image, dtype=bool) | mask
 
 
 def _along_padding(components, count, air, padding) -> np.ndarray:
@@ -266,7 +288,9 @@ def _find_trachea(hu, candidates, spacing, D) -> tuple | None:
             ys, xs_ = np.nonzero(section)
             key = (run_mm, -abs(xs_.mean() - x_mid))
             if run_mm >= TRACHEA_MIN_RUN_MM and (best_key is None or key > best_key):
-                best, best_key = (k, int(ys[len(ys) // 2]), int(xs_[len(xs_) // 2])), key
+                # the seed: the section's darkest voxel (lumen, not its partial-volume rim)
+                darkest = int(np.argmin(ndimage.uniform_filter(hu[k].astype(np.float32), 3)[ys, xs_]))
+                best, best_key = (k, int(ys[darkest]), int(xs_[darkest])), key
     return best
 
 
@@ -330,7 +354,9 @@ def _track_airways(hu, candidates, seed, spacing, D) -> np.ndarray:
     the seed section has merged in-plane with lung (on 4 mm grids the trachea's partial-volume
     wall reads below -400 HU where it touches the lung): :func:`_free_section` then looks for
     the airway inside it; when none comes free, the branch has entered the lung and ends.
-    Returns the (z, y, x) bool airway lumen.
+    Tracking ends on the slice whose sections together exceed that bound (airways narrow
+    toward the feet; more air than that is lung let in, e.g. noisy parenchyma split into
+    lumen-dark pieces). Returns the (z, y, x) bool airway lumen.
     """
     out = np.zeros(hu.shape, bool)
     k0, y0, x0 = seed
@@ -356,6 +382,8 @@ def _track_airways(hu, candidates, seed, spacing, D) -> np.ndarray:
                 sections |= part
             else:
                 sections |= _free_section(part, hu[k], near, max_area, min_area, max_erosion)
+        if sections.sum() > max_area:  # more than the trachea's two bronchi: a leak into the lung
+            break
         current = sections
         out[k] = current
         k += step
