@@ -59,7 +59,11 @@ def test_implausible_slope_gives_no_calibration_and_says_why():
     assert calibration_from_qc({"calibration_air_hu": None}, notes) is None
     assert "neither tracheal nor outside air" in notes[0]
     ok = calibration_from_qc({"calibration_air_hu": -990.0, "calibration_air_source": "trachea", "blood_hu": 45.0})
-    assert ok is not None and 0.99 < ok.slope < 1.01
+    assert ok is not None and 0.99 < ok.slope < 1.01 and ok.reference == "blood"
+    notes = []
+    enhanced = calibration_from_qc({"calibration_air_hu": -980.0, "calibration_air_source": "trachea",
+                                    "blood_hu": 115.0}, notes)
+    assert enhanced.reference == "water" and "contrast?" in notes[0]
 
 
 def test_share_at_or_below_is_exact_at_integers_and_interpolates_between():
@@ -143,6 +147,8 @@ def test_tracheal_air_measured_and_warned_when_off_nominal(offset):
     assert warned(report, "more than 20 HU from -1000 HU") == (offset > 20)
     cal = calibration_from_qc(m)
     assert cal.apply(-1000 + offset) == pytest.approx(-1000, abs=3)
+    # a +80 HU offset puts blood at 120 HU, read as contrast: water is assumed instead
+    assert cal.reference == ("water" if offset > 50 else "blood")
 
 
 def test_trachea_too_narrow_for_coarse_voxels_falls_back_to_outside_air():
@@ -203,3 +209,24 @@ def test_invariance_on_lung_pet_ct_dx():
     labels = segment_lungs(ct, engine="classical").labels
     assert_invariant(ct, labels)
     assert run_qc(ct).measures["calibration_air_source"] == "trachea"
+
+
+@pytest.mark.parametrize("blood, expected", [(40.0, 40.0), (280.0, None)])
+def test_blood_on_a_single_slice_unless_enhanced(blood, expected):
+    ct = make_sample_ct(blood_hu=blood, **FINE)
+    one = copy.copy(ct)
+    one.hu = np.ascontiguousarray(ct.hu[18:19])  # heart level
+    measured = run_qc(one).measures["blood_hu"]
+    assert (measured is None) if expected is None else measured == pytest.approx(expected, abs=5)
+
+
+def test_references_on_the_real_single_slices():
+    """LIDC slices are contrast enhanced (no blood reference: water); the 2-slice COPDGene crop
+    has blood but no air outside the body nor trachea (no calibration)."""
+    lidc = run_qc(read_ct(shared("lidc-two-slices", "0.dcm"))).measures
+    assert lidc["blood_hu"] is None and lidc["calibration_air_source"] == "outside_air"
+    assert calibration_from_qc(lidc).reference == "water"
+    crop = run_qc(read_ct(shared("cip-copdgene", "crop_ct_2slices.nrrd"))).measures
+    assert crop["calibration_air_hu"] is None and crop["blood_hu"] == pytest.approx(33, abs=10)
+    notes = []
+    assert calibration_from_qc(crop, notes) is None and notes

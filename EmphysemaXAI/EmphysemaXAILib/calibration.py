@@ -39,6 +39,9 @@ AIR_TOLERANCE_HU = 20.0          # QIBA lung densitometry: tracheal air within -
 SLOPE_RANGE = (0.8, 1.25)        # a credible correction (HU per HU)
 #: A measured air reference outside this range (HU) is not air (wrong structure or rescale).
 PLAUSIBLE_AIR_HU = (-1100.0, -800.0)
+#: Measured blood is used only within this (HU) of its nominal value once air is corrected with
+#: water assumed right: a mediastinal peak further off is enhanced blood (contrast), not a drift.
+BLOOD_TOLERANCE_HU = 60.0
 CLASS_FROM = ("raw", "calibrated")
 
 
@@ -95,14 +98,25 @@ def calibration_from_qc(measures: dict, warnings: list | None = None) -> Calibra
     ``warnings``) when no air was measured or the correction would not be credible.
 
     Uses ``calibration_air_hu`` / ``calibration_air_source`` (chosen by quality control:
-    tracheal air, else outside air) and ``blood_hu`` (None: water assumed at 0 HU).
+    tracheal air, else outside air) and ``blood_hu`` (None: water assumed at 0 HU). Blood is
+    refused (water assumed, with a note) when, corrected by air and water alone, it is more
+    than :data:`BLOOD_TOLERANCE_HU` from :data:`NOMINAL_BLOOD_HU` (enhanced blood whose
+    pool escaped the contrast check).
     """
     air, source = measures.get("calibration_air_hu"), measures.get("calibration_air_source")
     if air is None:
         if warnings is not None:
             warnings.append("no calibrated densitometry: neither tracheal nor outside air could be measured")
         return None
-    calibration = calibration_from_refs(air, source, measures.get("blood_hu"))
+    blood = measures.get("blood_hu")
+    if blood is not None and air < 0:
+        by_water = calibration_from_refs(air, source, None).apply(float(blood))
+        if abs(by_water - NOMINAL_BLOOD_HU) > BLOOD_TOLERANCE_HU:
+            if warnings is not None:
+                warnings.append(f"calibration: blood {blood:.0f} HU is not taken as a reference (reads "
+                                f"{by_water:.0f} HU once air is corrected: contrast?); water assumed at 0 HU")
+            blood = None
+    calibration = calibration_from_refs(air, source, blood)
     if not (SLOPE_RANGE[0] <= calibration.slope <= SLOPE_RANGE[1]):
         if warnings is not None:
             warnings.append(f"no calibrated densitometry: air {air:.0f} HU ({source}) and "

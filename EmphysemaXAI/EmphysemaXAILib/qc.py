@@ -265,6 +265,7 @@ TRACHEA_MIN_CORE_SLICE = 10      # core voxels for a slice to count
 TRACHEA_MIN_CORE_VOXELS = 200    # core voxels in all, else the trachea is too narrow for its voxels
 TRACHEA_LUMEN_HU = -500          # lumen edge: half-way between air and the wall
 TRACHEA_LUMEN_MAX_MM2 = 600.0    # a bigger air component is not the trachea (merged, larynx)
+TRACHEA_SEARCH_MM = 40.0         # the trachea is looked for this far around its place above
 
 
 def trachea_air(ct: CTVolume, anatomy=None) -> dict:
@@ -303,18 +304,25 @@ def trachea_air(ct: CTVolume, anatomy=None) -> dict:
     previous[np.minimum(ys * sxy, ny - 1), np.minimum(xs * sxy, nx - 1)] = True
     cores = {"intrathoracic": [], "all": []}
     first = True
+    margin = int(np.ceil(TRACHEA_SEARCH_MM / min(ct.spacing[0], ct.spacing[1])))
     while 0 <= k < anatomy.hu.shape[0]:
         z = min(k * sz, ct.shape[0] - 1)
-        image = ct.hu[z]
-        body = anatomy.body[k][np.ix_(np.minimum(rows, anatomy.body.shape[1] - 1),
-                                      np.minimum(cols, anatomy.body.shape[2] - 1))]
+        if first:  # the seed slice: the whole slice, to find the midline
+            y0, y1, x0, x1 = 0, ny, 0, nx
+        else:  # then a window around the trachea above (it moves a few mm per slice)
+            ys, xs = np.nonzero(previous)
+            y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, ny)
+            x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, nx)
+        image = ct.hu[z, y0:y1, x0:x1]
+        body = anatomy.body[k][np.ix_(np.minimum(rows[y0:y1], anatomy.body.shape[1] - 1),
+                                      np.minimum(cols[x0:x1], anatomy.body.shape[2] - 1))]
         lumen = body & (image < TRACHEA_LUMEN_HU)
         if ct.padding_hu is not None:
             lumen &= image != ct.padding_hu
         labels, _ = ndimage.label(lumen)
-        touching = np.unique(labels[previous & lumen])
+        touching = np.unique(labels[previous[y0:y1, x0:x1] & lumen])
         touching = touching[touching > 0]
-        if first and len(touching) > 1:  # the seed slice: the air nearest the body's midline
+        if first and len(touching) > 1:  # the air nearest the body's midline
             middle = np.flatnonzero(body.any(axis=0)).mean() if body.any() else nx / 2
             centres = ndimage.center_of_mass(lumen, labels, touching)
             touching = touching[[int(np.argmin([abs(c[1] - middle) for c in centres]))]]
@@ -322,8 +330,10 @@ def trachea_air(ct: CTVolume, anatomy=None) -> dict:
         if len(touching) != 1:
             break  # lost, or divided at the carina
         component = labels == touching[0]
-        if component.sum() * pixel_mm2 > TRACHEA_LUMEN_MAX_MM2:
-            break
+        edge = (y0 > 0 and component[0].any()) or (y1 < ny and component[-1].any()) or \
+            (x0 > 0 and component[:, 0].any()) or (x1 < nx and component[:, -1].any())
+        if edge or component.sum() * pixel_mm2 > TRACHEA_LUMEN_MAX_MM2:
+            break  # joined bigger air
         distance = ndimage.distance_transform_edt(component, sampling=(ct.spacing[1], ct.spacing[0]))
         core = distance >= core_mm
         if core.sum() >= TRACHEA_MIN_CORE_SLICE:
@@ -331,7 +341,8 @@ def trachea_air(ct: CTVolume, anatomy=None) -> dict:
             cores["all"].append(values)
             if lung_mm2[k] > TRACHEA_MAX_AREA_MM2:
                 cores["intrathoracic"].append(values)
-        previous = ndimage.binary_dilation(component, iterations=2)
+        previous = np.zeros((ny, nx), bool)
+        previous[y0:y1, x0:x1] = ndimage.binary_dilation(component, iterations=2)
         k += down
     for level in ("intrathoracic", "all"):
         values = np.concatenate(cores[level]) if cores[level] else np.zeros(0)
@@ -438,12 +449,15 @@ def _check_contrast(ct: CTVolume, anatomy, report: QCReport) -> None:
     """Blood pool: the largest bright (120-600 HU) blob between the lungs, anterior to the spine.
 
     ``blood_hu`` (the calibration's second reference) is unenhanced blood measured by
-    :func:`unenhanced_blood`; None when the scan is contrast enhanced or too short.
+    :func:`unenhanced_blood`; None when the scan is contrast enhanced. Inputs of one or two
+    slices get ``blood_hu`` only (no blood-pool measure or warning: its 3D opening needs 3
+    slices), from at least :data:`THIN_BLOOD_MIN_VOXELS` soft-tissue voxels, and none when a
+    bright blob of the same test in-plane (:func:`_enhanced_in_plane`) shows contrast.
     """
     m = report.measures
     m["blood_pool_hu"] = m["blood_hu"] = None
     D = ct.direction_matrix
-    if ct.shape[0] < 3 or abs(D[1, 1]) < 0.9 or not anatomy.lung_air.any():
+    if abs(D[1, 1]) < 0.9 or not anatomy.lung_air.any():
         return
     lung = anatomy.lung_air
     box = np.zeros_like(lung)
@@ -454,6 +468,10 @@ def _check_contrast(ct: CTVolume, anatomy, report: QCReport) -> None:
         y0, y1 = sorted((int(front + 0.15 * (back - front)), int(front + 0.6 * (back - front))))
         box[k, y0:y1 + 1, xs[0]:xs[-1] + 1] = True
     box &= anatomy.body & ~ndimage.binary_dilation(lung, iterations=1)
+    if ct.shape[0] < 3:
+        if not _enhanced_in_plane(anatomy, box):
+            m["blood_hu"] = unenhanced_blood(anatomy.hu[box], anatomy.voxel_mm3, min_voxels=THIN_BLOOD_MIN_VOXELS)
+        return
     bright = ndimage.binary_opening(box & (anatomy.hu >= 120) & (anatomy.hu <= 600), iterations=1)
     labels, count = ndimage.label(bright)
     if count:
@@ -476,19 +494,23 @@ def _check_contrast(ct: CTVolume, anatomy, report: QCReport) -> None:
 
 BLOOD_SEARCH_HU = (-60.0, 150.0)   # where the soft-tissue peak is looked for (HU)
 BLOOD_WINDOW_HU = 40.0             # values within this of the peak make the estimate (HU)
+THIN_BLOOD_MIN_VOXELS = 1000       # soft-tissue voxels enough on a 1-2 slice input (coarse grid)
 
 
-def unenhanced_blood(values: np.ndarray, voxel_mm3: float) -> float | None:
+def unenhanced_blood(values: np.ndarray, voxel_mm3: float, min_voxels: int | None = None) -> float | None:
     """HU of unenhanced blood (heart and great vessels) from the values of the mediastinal box
     between the lungs: the median within :data:`BLOOD_WINDOW_HU` of the soft-tissue peak of
     their histogram (10 HU smoothing, refined by a parabola; the peak looked for in :data:`BLOOD_SEARCH_HU`, which
     leaves fat out and lets a scanner offset move the window with the tissue). None when less
-    than :data:`CONTRAST_MIN_ML` of soft tissue is there, when the peak is at the edge of the
+    than :data:`CONTRAST_MIN_ML` of soft tissue (or, when given, fewer than ``min_voxels``
+    voxels) is there, when the peak is at the edge of the
     search (no soft-tissue peak), or when it is enhanced (above :data:`CONTRAST_BLOOD_HU`)."""
     values = np.rint(np.asarray(values, np.float64))
     lo, hi = BLOOD_SEARCH_HU
     window = values[(values >= lo - BLOOD_WINDOW_HU) & (values <= hi + BLOOD_WINDOW_HU)]
-    if window.size * voxel_mm3 / 1000.0 < CONTRAST_MIN_ML:
+    enough = window.size >= min_voxels if min_voxels is not None else \
+        window.size * voxel_mm3 / 1000.0 >= CONTRAST_MIN_ML
+    if not enough:
         return None
     start = int(lo - BLOOD_WINDOW_HU)
     counts = np.bincount((window - start).astype(np.int64)).astype(np.float64)
@@ -502,3 +524,20 @@ def unenhanced_blood(values: np.ndarray, voxel_mm3: float) -> float | None:
     near = window[np.abs(window - peak) <= BLOOD_WINDOW_HU]
     blood = round(float(np.median(near)), 1)
     return blood if blood <= CONTRAST_BLOOD_HU else None
+
+
+def _enhanced_in_plane(anatomy, box) -> bool:
+    """Contrast on a 1-2 slice input: the largest 120-600 HU blob of the mediastinal box
+    (opened in-plane) covers at least 400 mm2 (an aorta's cross-section) of one slice and its
+    median is above :data:`CONTRAST_BLOOD_HU`."""
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)
+    bright = ndimage.binary_opening(box & (anatomy.hu >= 120) & (anatomy.hu <= 600), structure=structure)
+    labels, count = ndimage.label(bright, structure=structure)
+    if not count:
+        return False
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    if sizes.max() * anatomy.spacing[0] * anatomy.spacing[1] < 400.0:
+        return False
+    return float(np.median(anatomy.hu[labels == int(np.argmax(sizes))])) > CONTRAST_BLOOD_HU
