@@ -471,6 +471,12 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
                       f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU, "
                       f"lung volume {whole['volume_l']:.2f} l",
                       "zones: " + ", ".join(f"{z} {g}" for z, g in severity["zone_grades"].items())]
+            calibration = case.qct.calibration
+            if calibration is not None:
+                lines.insert(-1, f"calibrated: %LAA-950 {whole['laa950_pct_calibrated']:.2f}%, Perc15 "
+                                 f"{whole['perc15_hu_calibrated']:.1f} HU (air {calibration['air_hu']:.0f} HU "
+                                 f"{calibration['air_source']}, {calibration['reference']} "
+                                 f"{calibration['reference_hu']:.0f} HU)")
         if case.severity is not None:
             cnn = case.severity.summary
             lines += ["", f"CNN severity: {cnn['class']} (p {cnn['probabilities'][cnn['class']]:.2f}), extent "

@@ -75,7 +75,8 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
 
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 COHORT_COLUMNS = ("case_id", "source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
-                  "qct_class", "severity_class", "extent_pct")
+                  "qct_class", "severity_class", "extent_pct", "laa950_pct_calibrated", "perc15_hu_calibrated",
+                  "calibration_air_hu", "calibration_air_source")
 
 
 def _case_id(relative: Path, suffix: str = "") -> str:
@@ -336,7 +337,11 @@ def _cohort_row(case: dict, summary: dict) -> dict:
     row.update(status="ok", laa950_pct=whole["laa950_pct"], perc15_hu=whole["perc15_hu"],
                volume_l=whole["volume_l"], qct_class=qct_severity["class"],
                severity_class=model["class"] if model else None,
-               extent_pct=model["extent_pct"] if model else qct_severity["extent_pct"])
+               extent_pct=model["extent_pct"] if model else qct_severity["extent_pct"],
+               laa950_pct_calibrated=whole.get("laa950_pct_calibrated"),
+               perc15_hu_calibrated=whole.get("perc15_hu_calibrated"))
+    calibration = summary["qct"].get("calibration") or {}
+    row.update(calibration_air_hu=calibration.get("air_hu"), calibration_air_source=calibration.get("air_source"))
     return row
 
 

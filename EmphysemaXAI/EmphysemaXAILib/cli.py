@@ -249,7 +249,9 @@ def cmd_segment(args) -> int:
 
 
 def cmd_qct(args) -> int:
+    from .calibration import calibration_from_qc
     from .ct_io import read_ct
+    from .qc import run_qc
     from .qct import QCTConfig, measure_qct
     from .segmentation import check_lung_labels, load_mask
 
@@ -263,13 +265,18 @@ def cmd_qct(args) -> int:
         lobes = load_mask(args.lobes, ct, "lobe map") if args.lobes else None
         config = QCTConfig.cip() if args.cip_compatible else _settings(args).qct
         config.seeds_rule = config.seeds_rule or args.seeds_rule
+        config.class_from = args.class_from or config.class_from
+        # quality control's air, noise and blood measures give the noise and the calibration
+        measures, notes = run_qc(ct).measures, []
+        references = {"noise_hu": measures.get("noise_hu"), "calibration": calibration_from_qc(measures, notes)}
         if args.label_scheme == "cip":
             if not np.any(mask):
                 check_lung_labels(mask, args.lung_mask)  # refuses a map without any lung voxel
-            result = measure_qct(ct, config=config, cip_label_map=mask)
+            result = measure_qct(ct, config=config, cip_label_map=mask, **references)
         else:
             check_lung_labels(mask, args.lung_mask, " (use --label-scheme cip for CIP maps)")
-            result = measure_qct(ct, mask, lobes=lobes, config=config)
+            result = measure_qct(ct, mask, lobes=lobes, config=config, **references)
+        result.warnings.extend(notes)
         writers = {}
         if args.out:
             writers[Path(args.out)] = lambda tmp: result.dataframe().to_csv(tmp, index=False)
@@ -278,18 +285,35 @@ def cmd_qct(args) -> int:
 
             writers[Path(args.laa_map)] = lambda tmp: save_label(result.laa_map, ct, tmp)
         write_files_atomic(writers)
-    _print_warnings(ct.read_warnings)
+    _print_warnings(ct.read_warnings + result.warnings)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
         frame = result.dataframe()
-        columns = ["region", "volume_l", "mean_hu", "perc15_hu", "laa950_pct", "robust_extent_pct"]
+        columns = ["region", "volume_l", "mean_hu", "perc15_hu", "laa950_pct", "perc15_hu_calibrated",
+                   "laa950_pct_calibrated", "robust_extent_pct"]
         print(frame[columns].to_string(index=False))
+        print(_calibration_line(result.calibration))
         sev = result.qct_severity
         print(f"QCT severity: {sev['class']} ({sev['rule']}); bands above 5% are conventions, "
               "not a clinical standard")
         print(NOT_CLINICAL)
     return 0
+
+
+def _calibration_line(calibration: dict | None) -> str:
+    """One line naming the calibration behind the *_calibrated figures."""
+    if calibration is None:
+        return "calibration: none (no air reference measured or not credible; see the warnings)"
+    return (f"calibration: air {calibration['air_hu']:.0f} HU ({calibration['air_source']}), "
+            f"{calibration['reference']} {calibration['reference_hu']:.0f} HU -> "
+            f"HU x {calibration['slope']:.4f} {calibration['intercept']:+.1f}")
+
+
+def _class_from_flag(parser) -> None:
+    parser.add_argument("--class-from", choices=("raw", "calibrated"), default=None,
+                        help="%%LAA-950 of the QCT class: raw or calibrated by tracheal air and blood "
+                             "(default: the config file's [qct] class_from, else raw)")
 
 
 def _ct_input(parser) -> None:
@@ -330,6 +354,8 @@ def cmd_analyze(args) -> int:
 
     out = Path(args.out)
     settings = _settings(args)
+    if args.class_from:
+        settings.qct.class_from = args.class_from
     explain = _methods(args.explain)
     model = _model_choice(args)
     inputs = [("the input", args.input), ("--lung-mask", args.lung_mask), ("--config", args.config),
@@ -356,6 +382,10 @@ def cmd_analyze(args) -> int:
     if not args.json:
         sev = summary["qct_severity"]
         print(f"{out}: QCT severity {sev['class']} (extent {sev['extent_pct']:.2f}%, {sev['rule']})")
+        whole = result.qct.region("whole")
+        if whole.get("laa950_pct_calibrated") is not None:
+            print(f"{out}: %LAA-950 raw {whole['laa950_pct']:.2f}%, calibrated {whole['laa950_pct_calibrated']:.2f}%; "
+                  f"{_calibration_line(result.qct.calibration)}")
         if note:
             print(f"{out}: note: {note}")
         _print_model(summary["severity"], f"{out}: ")
@@ -699,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CIP's conventions: strict thresholds, HU -1024..1024, CIP percentiles")
     qct.add_argument("--seeds-rule", action="store_true",
                      help="add the seed papers' binary label (LAA-950 >= 6%% and MLD < -850 HU)")
+    _class_from_flag(qct)
     qct.add_argument("--out", metavar="CSV", help="write the table as CSV")
     qct.add_argument("--laa-map", metavar="NRRD",
                      help="write the LAA map: voxels below -950 HU coded by cluster size (1-4)")
@@ -714,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
     analyze.add_argument("--no-report", action="store_true", help="no report.html")
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _class_from_flag(analyze)
     _model_flags(analyze)
     analyze.add_argument("--explain", metavar="LIST",
                          help="attribution maps to write: gradcam,gradcampp,ig,attention,occlusion,smoothgrad")

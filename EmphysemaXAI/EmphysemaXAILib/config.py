@@ -18,6 +18,7 @@ Shared by every command (``--config FILE.toml``) and the Slicer module. Example:
     noisy_hu = 30.0                      # above this noise, severity uses the robust extent
     seeds_rule = false
     cluster_dim = 2                      # LAA clusters for D: 2 per axial slice (Mishima 1999), 3 in 3D
+    class_from = "raw"                   # QCT class from raw or "calibrated" %LAA-950 (tracheal air / blood)
 
     [severity]
     cutpoints = [5.0, 15.0, 25.0]        # none | mild | moderate | severe (% of lung)
@@ -38,7 +39,7 @@ SCHEMA = {
     "segmentation": {"engine": str, "lungmask_weights": str, "lungmask_fill_weights": str},
     "qc": {"profile": str},
     "qct": {"laa_thresholds": list, "haa_thresholds": list, "inclusive": bool, "cip_compatible": bool,
-            "noisy_hu": (int, float), "seeds_rule": bool, "cluster_dim": int},
+            "noisy_hu": (int, float), "seeds_rule": bool, "cluster_dim": int, "class_from": str},
     "severity": {"cutpoints": list, "zone_cutpoints": list},
 }
 
@@ -84,9 +85,11 @@ def load_settings(path=None) -> Settings:
     for key in ("laa_thresholds", "haa_thresholds"):
         if key in qct:
             setattr(base, key, tuple(float(v) for v in qct[key]))
-    for key in ("inclusive", "noisy_hu", "seeds_rule", "cluster_dim"):
+    for key in ("inclusive", "noisy_hu", "seeds_rule", "cluster_dim", "class_from"):
         if key in qct:
             setattr(base, key, qct[key])
+    if base.class_from not in ("raw", "calibrated"):
+        raise InputError(f"{path}: [qct] class_from {base.class_from!r}: choose raw or calibrated")
     if base.cluster_dim not in (2, 3):
         raise InputError(f"{path}: [qct] cluster_dim {base.cluster_dim}: choose 2 (per axial slice) or 3")
     for key, names in (("cutpoints", ("none", "mild", "moderate")), ("zone_cutpoints", ("trace", "mild", "moderate"))):

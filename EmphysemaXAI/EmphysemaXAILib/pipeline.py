@@ -52,7 +52,8 @@ class CaseResult:
             "qc": {"errors": self.qc.errors, "warnings": self.qc.warnings, "measures": self.qc.measures,
                    "profile": self.qc.profile, "excluded": self.excluded},
             "segmentation": self.segmentation.as_dict() if self.segmentation is not None else None,
-            "qct": {"regions": self.qct.regions, "noise_hu": self.qct.noise_hu} if self.qct else None,
+            "qct": {"regions": self.qct.regions, "noise_hu": self.qct.noise_hu,
+                    "calibration": self.qct.calibration} if self.qct else None,
             "qct_severity": self.qct.qct_severity if self.qct else None,
             "severity": self.severity.summary if self.severity is not None else None,
             "explanations": {m: e.summary(f"attribution_{m}.nrrd") for m, e in self.explanations.items()},
@@ -169,6 +170,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         fill_weights = fill_weights or settings.lungmask_fill_weights
         qct_config = qct_config or settings.qct
         qc_profile = qc_profile if qc_profile != "default" else settings.qc_profile
+    from .calibration import calibration_from_qc
     from .ct_io import read_ct
     from .qc import check_lung_cut, run_qc
     from .qct import QCTConfig, measure_qct
@@ -214,8 +216,9 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     result.warnings.extend(_mask_against_lung_air(segmentation, ct, qc.measures))
     check_lung_cut(ct, segmentation.labels, qc)  # QC's word on a cut lung, whatever drew the mask
     start = step("qct", 3, "measuring densitometry")
+    calibration = calibration_from_qc(qc.measures, result.warnings)
     result.qct = measure_qct(ct, segmentation.labels, lobes=segmentation.lobes, config=qct_config,
-                             noise_hu=qc.measures.get("noise_hu"))
+                             noise_hu=qc.measures.get("noise_hu"), calibration=calibration)
     timings["qct"] = round(time.perf_counter() - start, 3)
     predictor = _predictor(model, device, result.warnings)
     if predictor is not None:

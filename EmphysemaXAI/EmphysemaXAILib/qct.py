@@ -21,6 +21,14 @@ Noise: ``noise_hu`` is the scan's noise SD measured in air (as quality control m
 ``robust_extent_pct`` is the percentage below -950 HU of the noise-free histogram recovered by
 Richardson-Lucy deconvolution of the region's histogram with a Gaussian of that SD (clipping at
 -1024 HU modelled); it is far closer to the true extent than naive %LAA-950 on low-dose scans.
+
+Calibration: given a :class:`~EmphysemaXAILib.calibration.Calibration` (from quality control's
+tracheal / outside air and unenhanced blood), ``laa950_pct_calibrated`` is the share of voxels
+whose calibrated HU (``slope * HU + intercept``) is at or below -950 (the raw histogram counted
+up to the raw threshold, interpolated within its 1 HU bin), ``perc15_hu_calibrated`` and
+``mean_hu_calibrated`` the calibrated Perc15 (interpolated percentile) and mean; None without a
+calibration. ``QCTConfig.class_from`` (``raw`` or ``calibrated``) chooses the %LAA-950 of the
+QCT class; a noisy scan's class uses the robust extent either way.
 """
 from __future__ import annotations
 
@@ -36,7 +44,9 @@ from .volume import IN_PLANE
 METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "kurtosis", "mode_hu",
                "median_hu", "perc10_hu", "perc15_hu", "laa950_pct", "laa925_pct", "laa910_pct",
                "laa856_pct", "haa600_pct", "haa250_pct", "laa_clusters", "laa_cluster_d", "noise_hu",
-               "robust_extent_pct")
+               "robust_extent_pct", "laa950_pct_calibrated", "perc15_hu_calibrated", "mean_hu_calibrated")
+#: Densitometry after the scan's calibration (``calibration.py``), beside the raw figures (HU, %).
+CALIBRATED_KEYS = ("laa950_pct_calibrated", "perc15_hu_calibrated", "mean_hu_calibrated")
 OFFSET = 32768           # histogram bin of HU v is v + OFFSET
 NOISY_HU = 30.0          # above this noise SD, severity uses the noise-robust extent
 ROBUST_EXTENT_HU = -950.0  # the robust extent estimates %LAA-950
@@ -63,6 +73,7 @@ class QCTConfig:
     severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of severity.md
     zone_cutpoints: tuple = ZONE_CUTPOINTS
     cluster_dim: int = 2              # LAA clusters for D: 2 = per axial slice (Mishima 1999), 3 = 3D
+    class_from: str = "raw"           # QCT class from raw %LAA-950 or "calibrated" (calibration.py)
 
     @classmethod
     def cip(cls, **overrides) -> "QCTConfig":
@@ -80,19 +91,24 @@ class QCTResult:
     config: QCTConfig
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)  # step -> seconds (noise, histograms, clusters, robust)
+    calibration: dict | None = None      # Calibration.as_dict() behind the *_calibrated figures, or None
 
     def region(self, name: str) -> dict:
         return next(r for r in self.regions if r["region"] == name)
 
     def as_dict(self) -> dict:
         return {"regions": self.regions, "qct_severity": self.qct_severity, "noise_hu": self.noise_hu,
-                "warnings": self.warnings}
+                "calibration": self.calibration, "warnings": self.warnings}
 
     def dataframe(self):
-        """The regions as a pandas DataFrame (one row per region; units in the column names)."""
+        """The regions as a pandas DataFrame (one row per region; units in the column names),
+        with the calibration's references (``calibration_*`` columns, empty without one)."""
         import pandas as pd
 
-        return pd.DataFrame(self.regions, columns=["region", *self.metric_keys()])
+        frame = pd.DataFrame(self.regions, columns=["region", *self.metric_keys()])
+        for key, value in calibration_columns(self.calibration).items():
+            frame[key] = value
+        return frame
 
     def metric_keys(self) -> list:
         return [k for k in self.regions[0] if k != "region"] if self.regions else list(METRIC_KEYS)
@@ -114,7 +130,7 @@ def cip_lung_regions(label_map: np.ndarray) -> LungRegions:
 
 
 def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, cip_label_map=None,
-                noise_hu: float | None = None) -> QCTResult:
+                noise_hu: float | None = None, calibration=None) -> QCTResult:
     """Densitometry of every lung region.
 
     Args:
@@ -124,6 +140,9 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
         config: conventions and thresholds (``QCTConfig.cip()`` for CIP's).
         cip_label_map: a CIP region/type label map used instead of ``labels`` (its own thirds).
         noise_hu: noise SD; measured in air by quality control when not given.
+        calibration: a :class:`~EmphysemaXAILib.calibration.Calibration` (quality control's
+            air and blood, :func:`~EmphysemaXAILib.calibration.calibration_from_qc`): fills the
+            ``*_calibrated`` figures; None leaves them None.
     """
     config = config or QCTConfig()
     warnings = []
@@ -176,8 +195,11 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
     for row in rows:
         row["robust_extent_pct"] = _robust_extent(histograms[row["region"]], noise_hu, config)
     clock.lap("robust_extent")
+    for row in rows:
+        row.update(calibrated_metrics(histograms[row["region"]], row, calibration, config))
     severity = qct_severity(rows, noise_hu, config)
-    return QCTResult(rows, severity, laa_map, noise_hu, config, warnings, clock.laps)
+    return QCTResult(rows, severity, laa_map, noise_hu, config, warnings, clock.laps,
+                     calibration.as_dict() if calibration is not None else None)
 
 
 class _Clock:
@@ -216,7 +238,7 @@ def _histogram_metrics(histogram, voxel_mm3, config) -> dict:
     out = {"voxels": n, "volume_l": round(n * voxel_mm3 / 1e6, 6)}
     if n == 0:
         out.update({k: None for k in METRIC_KEYS if k not in out and k not in
-                    ("laa_clusters", "laa_cluster_d", "noise_hu", "robust_extent_pct")})
+                    ("laa_clusters", "laa_cluster_d", "noise_hu", "robust_extent_pct", *CALIBRATED_KEYS)})
         return out
     h = histogram[nonzero[0]:nonzero[-1] + 1].astype(np.float64)
     hu = np.arange(nonzero[0], nonzero[-1] + 1) - OFFSET
@@ -244,6 +266,30 @@ def _histogram_metrics(histogram, voxel_mm3, config) -> dict:
         above = h[hu >= t].sum() if config.inclusive else h[hu > t].sum()
         out[f"haa{abs(int(t))}_pct"] = round(100.0 * float(above) / n, 5)
     return out
+
+
+def calibrated_metrics(histogram, row, calibration, config) -> dict:
+    """%LAA-950, Perc15 and mean density (HU, %) after ``calibration`` (``slope * HU +
+    intercept``), from the region's raw 1 HU histogram: a voxel is at or below -950 calibrated
+    when its raw HU is at or below ``calibration.raw_threshold(-950)`` (interpolated within the
+    bin, so a rescaled scan gives the same share); None for each without a calibration."""
+    from .calibration import percentile_interpolated, share_at_or_below
+
+    n = int(histogram.sum())
+    if calibration is None or n == 0:
+        return dict.fromkeys(CALIBRATED_KEYS)
+    below = share_at_or_below(histogram, OFFSET, calibration.raw_threshold(-950.0), config.inclusive)
+    perc15 = percentile_interpolated(histogram, OFFSET, 0.15)
+    return {"laa950_pct_calibrated": round(100.0 * below / n, 5),
+            "perc15_hu_calibrated": round(float(calibration.apply(perc15)), 2),
+            "mean_hu_calibrated": None if row.get("mean_hu") is None
+            else round(float(calibration.apply(row["mean_hu"])), 4)}
+
+
+def calibration_columns(calibration: dict | None) -> dict:
+    """The ``qct.csv`` columns naming the calibration's references (None without one)."""
+    keys = ("air_hu", "air_source", "reference", "reference_hu", "slope", "intercept")
+    return {f"calibration_{k}": (calibration or {}).get(k) for k in keys}
 
 
 def _cluster_metrics(cluster_ids) -> dict:
@@ -309,7 +355,9 @@ def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
     """Overall class and zone grades from QCT (``severity.md``), saying which extent was used."""
     by_name = {r["region"]: r for r in rows}
     noisy = noise_hu is not None and noise_hu > config.noisy_hu
-    key = "robust_extent_pct" if noisy else "laa950_pct"
+    calibrated = config.class_from == "calibrated" and \
+        by_name.get("whole", {}).get("laa950_pct_calibrated") is not None
+    key = "robust_extent_pct" if noisy else ("laa950_pct_calibrated" if calibrated else "laa950_pct")
 
     def extent(name):
         row = by_name.get(name)
@@ -319,10 +367,13 @@ def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
         return row.get("laa950_pct") if value is None else value
 
     whole = extent("whole")
+    named = key  # the rule names the figure used, and why raw when calibrated was asked for
+    if config.class_from == "calibrated" and not calibrated and not noisy:
+        named = "laa950_pct (no calibration measured)"
     out = {"class": severity_class(whole, config.severity_cutpoints) if whole is not None else None,
            "extent_pct": whole,
-           "rule": f"{key} (noise {noise_hu:.0f} HU {'>' if noisy else '<='} {config.noisy_hu:.0f})"
-           if noise_hu is not None else key,
+           "rule": f"{named} (noise {noise_hu:.0f} HU {'>' if noisy else '<='} {config.noisy_hu:.0f})"
+           if noise_hu is not None else named,
            "zone_grades": {f"{s}_{t}": zone_grade(extent(f"{s}_{t}"), config.zone_cutpoints)
                            for s in ("right", "left") for t in ("upper", "middle", "lower")
                            if extent(f"{s}_{t}") is not None}}

@@ -263,6 +263,21 @@ def _cnn_section(severity) -> str:
             f"<img src='{_cnn_views(severity)}'>")
 
 
+def _calibration_paragraph(calibration, whole) -> str:
+    """The calibrated figures beside the raw ones, with the references they come from."""
+    if calibration is None:
+        return ("<p>Calibrated densitometry: none (no air reference was measured, or the correction was "
+                "not credible: see quality control).</p>")
+    second = (f"unenhanced blood {calibration['reference_hu']:.0f} HU (nominal "
+              f"{calibration['reference_nominal_hu']:.0f} HU)" if calibration["reference"] == "blood"
+              else "water assumed at 0 HU (no unenhanced blood measured)")
+    return (f"<p>Calibrated densitometry: %LAA-950 {whole['laa950_pct_calibrated']:.2f}% "
+            f"(raw {whole['laa950_pct']:.2f}%), Perc15 {whole['perc15_hu_calibrated']:.1f} HU (raw "
+            f"{whole['perc15_hu']} HU). References: air {calibration['air_hu']:.0f} HU "
+            f"({html.escape(calibration['air_source'].replace('_', ' '))}, nominal -1000 HU) and {second}; "
+            f"calibrated HU = {calibration['slope']:.4f} x HU {calibration['intercept']:+.1f}.</p>")
+
+
 def _table(rows, columns) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>"
@@ -303,6 +318,7 @@ def write_report(result, path, views: dict | None = None) -> Path:
                      f"{whole['volume_l']:.2f} l. Segmentation: {html.escape(result.segmentation.engine_used)} "
                      "engine. Classes: none &lt; 5%, mild &lt; 15%, moderate &lt; 25%, severe; the bands "
                      "above 5% are conventions, not a clinical standard.</p>")
+        parts.append(_calibration_paragraph(result.qct.calibration, whole))
         if result.severity is not None:
             parts.append(_cnn_section(result.severity))
         grades = severity.get("zone_grades", {})
@@ -318,8 +334,9 @@ def write_report(result, path, views: dict | None = None) -> Path:
                      f"<img src='{_zones(result.qct, result.severity.summary if result.severity is not None else None)}'>")
         if result.explanations:
             parts.append(_explanation_section(result))
-        columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "laa950_pct", "laa910_pct",
-                   "laa856_pct", "robust_extent_pct", "laa_clusters", "laa_cluster_d"]
+        columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "perc15_hu_calibrated", "laa950_pct",
+                   "laa950_pct_calibrated", "laa910_pct", "laa856_pct", "robust_extent_pct", "laa_clusters",
+                   "laa_cluster_d"]
         parts.append("<h2>Densitometry</h2>" + _table(result.qct.regions, columns))
     parts.append("<h2>Quality control</h2><ul>"
                  + "".join(f"<li class='err'>{html.escape(e)}</li>" for e in qc.errors)

@@ -18,11 +18,16 @@ from .volumes import volume_node_from_ct
 
 QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",
              "perc10_hu": "HU", "perc15_hu": "HU", "laa950_pct": "%", "laa925_pct": "%", "laa910_pct": "%",
-             "laa856_pct": "%", "haa600_pct": "%", "haa250_pct": "%", "noise_hu": "HU", "robust_extent_pct": "%"}
+             "laa856_pct": "%", "haa600_pct": "%", "haa250_pct": "%", "noise_hu": "HU", "robust_extent_pct": "%",
+             "laa950_pct_calibrated": "%", "perc15_hu_calibrated": "HU", "mean_hu_calibrated": "HU"}
 QCT_DESCRIPTIONS = {"laa950_pct": "lung voxels at or below -950 HU (project convention)",
                     "perc15_hu": "15th percentile of the lung density histogram",
                     "robust_extent_pct": "emphysema extent from the noise-deconvolved histogram",
-                    "laa_cluster_d": "slope D of the cumulative LAA cluster-size distribution"}
+                    "laa_cluster_d": "slope D of the cumulative LAA cluster-size distribution",
+                    "laa950_pct_calibrated": "lung voxels at or below -950 HU after calibration to tracheal "
+                                             "(or outside) air and blood (or water); see the Severity table",
+                    "perc15_hu_calibrated": "Perc15 after the same calibration",
+                    "mean_hu_calibrated": "mean lung density after the same calibration"}
 
 
 def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
@@ -96,6 +101,21 @@ def severity_rows(result) -> list:
     rows = [{"item": "QCT class", "value": qct["class"]}, {"item": "QCT extent_pct", "value": f"{qct['extent_pct']:.2f}"},
             {"item": "QCT rule", "value": qct["rule"]}]
     rows += [{"item": f"QCT zone {zone}", "value": grade} for zone, grade in qct["zone_grades"].items()]
+    calibration = result.qct.calibration
+    if calibration is None:
+        rows.append({"item": "calibration", "value": "none (no air reference measured or not credible)"})
+    else:
+        whole = result.qct.region("whole")
+        rows += [{"item": "calibration air_hu", "value": f"{calibration['air_hu']:.1f} ({calibration['air_source']})"},
+                 {"item": "calibration reference_hu",
+                  "value": f"{calibration['reference_hu']:.1f} ({calibration['reference']}, nominal "
+                           f"{calibration['reference_nominal_hu']:g})"},
+                 {"item": "calibration slope, intercept",
+                  "value": f"{calibration['slope']:.4f}, {calibration['intercept']:.2f}"},
+                 {"item": "laa950_pct raw / calibrated",
+                  "value": f"{whole['laa950_pct']:.2f} / {whole['laa950_pct_calibrated']:.2f}"},
+                 {"item": "perc15_hu raw / calibrated",
+                  "value": f"{whole['perc15_hu']} / {whole['perc15_hu_calibrated']:.1f}"}]
     if result.severity is not None:
         cnn = result.severity.summary
         rows += [{"item": "CNN class", "value": cnn["class"]}, {"item": "CNN extent_pct", "value": f"{cnn['extent_pct']:.2f}"}]
