@@ -192,8 +192,9 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
         row["noise_hu"] = None if noise_hu is None else round(float(noise_hu), 2)
         rows.append(row)
     clock.lap("histograms")
+    extents = _robust_extent(histograms, noise_hu, config)
     for row in rows:
-        row["robust_extent_pct"] = _robust_extent(histograms[row["region"]], noise_hu, config)
+        row["robust_extent_pct"] = extents[row["region"]]
     clock.lap("robust_extent")
     for row in rows:
         row.update(calibrated_metrics(histograms[row["region"]], row, calibration, config))
@@ -323,32 +324,15 @@ def _laa_map(clusters, sizes, voxel_mm3) -> np.ndarray:
     return code[clusters]
 
 
-def _robust_extent(histogram, noise_hu, config, iterations: int = 500, width: float = 2.0):
-    """% below -950 HU of the Richardson-Lucy-deconvolved histogram: the noise-robust
-    counterpart of %LAA-950, so its threshold is -950 HU whatever ``config.emphysema_hu`` (the
-    LAA map's threshold) says."""
-    n = histogram.sum()
-    if n == 0 or noise_hu is None or not np.isfinite(noise_hu) or noise_hu <= 0:
-        return None
-    from scipy.stats import norm
+def _robust_extent(histograms, noise_hu, config):
+    """Noise-robust %LAA-950 of every region (:mod:`~EmphysemaXAILib.robust_extent`): the noise
+    bound and the noise-free mixture come from the whole lung, each region refits the weights;
+    its threshold is -950 HU whatever ``config.emphysema_hu`` (the LAA map's threshold) says."""
+    from .robust_extent import fit_extent_model
 
-    lo, top = -1024.0, -500.0
-    hu = np.arange(histogram.size) - OFFSET
-    edges = np.arange(lo, top + width, width)
-    observed, _ = np.histogram(np.clip(hu, lo, top + width / 2), edges, weights=histogram)
-    observed = np.append(observed, histogram[hu > top + width / 2].sum())  # dense tail bin
-    centers = np.append(edges[:-1] + width / 2, top + 4 * noise_hu)
-    cdf = norm.cdf((edges[None, :] - centers[:, None]) / noise_hu)
-    kernel = np.diff(cdf, axis=1)
-    kernel[:, 0] += cdf[:, 0]  # the scanner clips at -1024: everything below lands in bin 0
-    kernel = np.concatenate([kernel, 1.0 - cdf[:, -1:]], axis=1).T  # (observed, true)
-    estimate = observed.astype(np.float64) + 1e-9
-    norm_true = kernel.sum(axis=0)
-    for _ in range(iterations):
-        predicted = kernel @ estimate
-        estimate *= (kernel.T @ (observed / np.maximum(predicted, 1e-12))) / norm_true
-    below = centers < ROBUST_EXTENT_HU
-    return round(100.0 * float(estimate[below].sum() / estimate.sum()), 4)
+    model = fit_extent_model(histograms["whole"], noise_hu, OFFSET)
+    return {name: None if extent is None else round(extent, 4)
+            for name, extent in ((name, model.extent_pct(h)) for name, h in histograms.items())}
 
 
 def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
