@@ -18,9 +18,10 @@ Both use population SD, biased skewness, Pearson (non-excess) kurtosis, the lowe
 tied histogram modes, mass = sum((HU + 1000) / 1000 x voxel volume in cm3) in g.
 
 Noise: ``noise_hu`` is the scan's noise SD measured in air (as quality control measures it).
-``robust_extent_pct`` is the percentage below -950 HU of the noise-free histogram recovered by
-Richardson-Lucy deconvolution of the region's histogram with a Gaussian of that SD (clipping at
--1024 HU modelled); it is far closer to the true extent than naive %LAA-950 on low-dose scans.
+``robust_extent_pct`` is %LAA-950 as the region would show at a standard noise of 20 HU
+(:mod:`~EmphysemaXAILib.robust_extent`: the whole lung's histogram deconvolved with a censored
+Gaussian mixture, the noise removed bounded by what the histogram allows); its threshold is
+-950 HU whatever ``QCTConfig.emphysema_hu`` (the LAA map's) says.
 
 Calibration: given a :class:`~EmphysemaXAILib.calibration.Calibration` (from quality control's
 tracheal / outside air and unenhanced blood), ``laa950_pct_calibrated`` is the share of voxels
@@ -49,7 +50,6 @@ METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "
 CALIBRATED_KEYS = ("laa950_pct_calibrated", "perc15_hu_calibrated", "mean_hu_calibrated")
 OFFSET = 32768           # histogram bin of HU v is v + OFFSET
 NOISY_HU = 30.0          # above this noise SD, severity uses the noise-robust extent
-ROBUST_EXTENT_HU = -950.0  # the robust extent estimates %LAA-950
 CLUSTER_CLASSES_MM = (5.0, 10.0, 20.0)  # LAA map codes by cluster equivalent diameter
 #: CIP region codes (low byte of its label values) of each region (type byte ignored).
 CIP_REGIONS = {"right": (2, 4, 5, 6, 12, 13, 14), "left": (3, 7, 8, 9, 10, 11),
