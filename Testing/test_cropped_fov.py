@@ -82,3 +82,21 @@ def test_a_mask_far_smaller_than_the_lung_air_is_a_loud_warning(tmp_path):
         assert done.returncode == 0, done.stderr
         warned = [w for w in json.loads((out / "summary.json").read_text())["warnings"] if "LUNG MASK TOO SMALL" in w]
         assert bool(warned) == loud and ("LUNG MASK TOO SMALL" in done.stderr) == loud
+
+
+def test_phantom_lung_cut_at_the_side_needs_no_real_data():
+    """The same rule on a generated chest (runs without ../shared): a crop 5 voxels into the
+    right lung keeps the left lung whole, the right lung's remaining part, and QC names it."""
+    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+
+    phantom = generate_phantom(PhantomParams(size="small", seed=5, extent_pct=10, pattern="centrilobular"))
+    truth = phantom.labels["lungs"]
+    xs = np.flatnonzero((truth == 1).any(axis=(0, 1)))
+    window = np.s_[:, :, xs[0] + 5:]
+    cropped = replace(phantom.ct, hu=phantom.ct.hu[window].copy())
+    labels = segment_classical(cropped.hu, cropped.spacing, cropped.direction).labels
+    assert abs((labels == 2).sum() / (truth == 2).sum() - 1) < 0.02
+    assert _dice(labels == 1, truth[window] == 1) >= 0.97
+    report = QCReport()
+    check_lung_cut(cropped, labels, report)
+    assert list(report.measures["lung_cut"]) == ["right"]
