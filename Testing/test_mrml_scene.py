@@ -111,6 +111,7 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     assert scene.GetFirstNodeByClass("vtkMRMLVolumeRenderingDisplayNode") is not None
     assert {n.GetName() for n in scene.GetNodesByClass("vtkMRMLModelNode")} >= {"Right lung", "Left lung"}
     html = (out / "report.html").read_text()
+    assert "Rendered by Slicer: 3D view, axial slice view, coronal slice view." in html
     assert "Slicer views" in html and html.count("data:image/png;base64,") == 5  # + Slicer's views, the CNN's map
     assert "CNN severity" in html
     # the segmentation file alone loads as a segmentation too

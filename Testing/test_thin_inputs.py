@@ -16,6 +16,9 @@ def _analyze_default(path, out):
     assert "Traceback" not in done.stderr
     report = (out / "report.html").read_text()
     assert "no coronal view" in report and "coronal row" not in report
+    # Slicer's views suited to 2D: the axial slice view only (a 3D view or a coronal one of a
+    # slab one or two voxels thick shows a line)
+    assert "Rendered by Slicer: axial slice view." in report
     assert (out / "scene.mrb").stat().st_size > 0
     return done, json.loads((out / "summary.json").read_text())
 

@@ -285,6 +285,9 @@ def _table(rows, columns) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+_SLICER_VIEW_NAMES = {"3d": "3D view", "axial": "axial slice view", "coronal": "coronal slice view"}
+
+
 def _slicer_views(views) -> str:
     """The views Slicer rendered (3D, axial, coronal) as one figure."""
     import matplotlib.pyplot as plt
@@ -329,7 +332,9 @@ def write_report(result, path, views: dict | None = None) -> Path:
         parts.append(_table([{"zone": z, "grade": g} for z, g in grades.items()], ["zone", "grade"]))
         parts.append(f"<h2>Images</h2><img src='{_views(ct, result.segmentation.labels, result.qct.laa_map)}'>")
         if views:
-            parts.append(f"<h2>Slicer views</h2><img src='{_slicer_views(views)}'>")
+            shown = ", ".join(_SLICER_VIEW_NAMES.get(key, key) for key in views)
+            parts.append(f"<h2>Slicer views</h2><p>Rendered by Slicer: {shown}.</p>"
+                         f"<img src='{_slicer_views(views)}'>")
         parts.append(f"<img src='{_histogram(ct, result.segmentation.labels, whole)}'>"
                      f"<img src='{_zones(result.qct, result.severity.summary if result.severity is not None else None)}'>")
         if result.explanations:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..report import MIN_SLICES_FOR_CORONAL
 from .app import bootstrap
 from .nodes import (attribution_color_node, attribution_rendering, laa_color_node, lung_segmentation_node,
                     lung_surface_models, overlay_volume, style_attribution, table_node, volume_rendering)
@@ -130,7 +131,8 @@ def severity_rows(result) -> list:
 def export_case_scene(result, out_dir, render: bool = False) -> dict:
     """Write ``lungs.seg.nrrd`` (when lungs were segmented) and ``scene.mrb`` into ``out_dir``;
     with ``render``, also return ``views``: RGB images of the 3D view (volume-rendered LAA map in
-    the semi-transparent lungs) and of the axial / coronal slice views, for the report."""
+    the semi-transparent lungs) and of the axial / coronal slice views, for the report (the axial
+    view only for one- or two-slice inputs)."""
     import numpy as np
     import slicer.util
 
@@ -155,8 +157,11 @@ def export_case_scene(result, out_dir, render: bool = False) -> dict:
         k = int(np.argmax(weight.sum(axis=(1, 2))))
         j = int(np.argmax(weight.sum(axis=(0, 2))))
         nodes["segmentation"].GetDisplayNode().SetOpacity3D(0.25)
-        written["views"] = {
-            "3d": render_3d(scene, app_logic),
-            "axial": render_slice(app_logic, "Red", ras_offset(result.ct, (k, 0, 0), "Red"), None, 480)[..., :3],
-            "coronal": render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None, 480)[..., :3]}
+        axial = render_slice(app_logic, "Red", ras_offset(result.ct, (k, 0, 0), "Red"), None, 480)[..., :3]
+        if result.ct.shape[0] < MIN_SLICES_FOR_CORONAL:  # one or two slices: a 3D view or a coronal
+            written["views"] = {"axial": axial}       # one is a line or a flat slab
+        else:
+            written["views"] = {
+                "3d": render_3d(scene, app_logic), "axial": axial,
+                "coronal": render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None, 480)[..., :3]}
     return written
