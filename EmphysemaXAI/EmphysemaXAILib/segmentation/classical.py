@@ -46,6 +46,8 @@ MIN_PART_FRACTION = 0.005       # lung pieces smaller than this share of the lun
 CLOSING_MM = 5.0
 OUTSIDE_FOV_BELOW_HU = -1500.0  # voxels below this are padding or outside the field of view
 CUT_LUNG_INSIDE = 0.9          # share of a border-cut lung inside the convex hull of the body
+BODY_TISSUE_SHARE = 0.8        # the body hull holds at least this share of a slice's tissue
+BODY_PART_SHARE = 0.02         # opened tissue parts of at least this share of the largest are body
 BODY_GRID_MM = 2.0             # pixel size of the body hull's grid
 TABLE_OPENING_MM = 6.0         # in-plane opening that removes table and blanket shells from the body
 BODY_SHARE = 0.5               # share of an enclosed air component inside the body for it to be lung
@@ -168,31 +170,54 @@ def _midline_airways(components, count, sizes, body, spacing) -> np.ndarray:
 def _body_hull(hu, padding, spacing, slices) -> np.ndarray:
     """The body on each axial slice in ``slices``: bool (z, y, x), the convex hull of the
     tissue (HU >= ``LUNG_AIR_HU``, padding excluded) after an in-plane opening by
-    ``TABLE_OPENING_MM``, keeping the parts of at least a quarter of the largest. The opening
-    removes the thin shells of the patient table and of blankets, so the air inside the table
-    or in the gap between the back and a table touching it lies outside the body (on one or two
-    slices it is enclosed in-plane, and 3D connectivity cannot tell). A hull, not hole filling,
-    because the opening may also break a thin chest wall. Computed on a grid of about
-    ``BODY_GRID_MM`` pixels (a square opening there; the hull only decides where air lies)."""
+    ``TABLE_OPENING_MM``, which removes the thin shells of the patient table and of blankets:
+    the air inside the table or in the gap between the back and a table touching it then lies
+    outside the body (on one or two slices it is enclosed in-plane, and 3D connectivity cannot
+    tell). The opening may break a thin chest wall into pieces, which are gathered
+    (:func:`_body_parts`); when the hull still leaves out more than ``1 - BODY_TISSUE_SHARE``
+    of the slice's tissue the opening took the body wall itself (a thin patient, or an image
+    whose spacing is wrong), and smaller openings are tried, down to none. Computed on a grid of
+    about ``BODY_GRID_MM`` pixels (square openings there; the hull only decides where air lies).
+    """
     step = [max(1, int(BODY_GRID_MM // s)) for s in (spacing[1], spacing[0])]
-    size = [1] + [1 + 2 * max(1, int(round(TABLE_OPENING_MM / (s * f)))) for s, f in zip((spacing[1], spacing[0]), step)]
+    radius = [max(1, int(round(TABLE_OPENING_MM / (s * f)))) for s, f in zip((spacing[1], spacing[0]), step)]
     slices = np.asarray(slices, int)
     body = np.zeros(hu.shape, bool)
     if not slices.size:
         return body
     tissue = (hu[slices, ::step[0], ::step[1]] >= LUNG_AIR_HU) & ~padding[slices, ::step[0], ::step[1]]
-    opened = ndimage.maximum_filter(ndimage.minimum_filter(tissue.view(np.uint8), size=size), size=size).view(bool)
     rows = np.minimum(np.arange(hu.shape[1]) // step[0], tissue.shape[1] - 1)
     cols = np.minimum(np.arange(hu.shape[2]) // step[1], tissue.shape[2] - 1)
-    for index, k in enumerate(slices):
-        parts, n = ndimage.label(opened[index])
-        if n == 0:
-            continue
-        areas = np.bincount(parts.ravel())
-        areas[0] = 0
-        hull = _filled_hull(np.isin(parts, np.flatnonzero(areas >= 0.25 * areas.max())))
-        body[k] = hull[np.ix_(rows, cols)]
+    pending = np.arange(len(slices))
+    for fraction in (1.0, 0.5, 0.0):
+        size = [1] + [1 + 2 * int(round(r * fraction)) for r in radius]
+        opened = ndimage.maximum_filter(ndimage.minimum_filter(tissue[pending].view(np.uint8), size=size),
+                                        size=size).view(bool)
+        retry = []
+        for index, plane in zip(pending, opened):
+            parts, n = ndimage.label(plane)
+            if n == 0:
+                continue
+            hull = _filled_hull(_body_parts(parts, n))
+            if fraction and (hull & tissue[index]).sum() < BODY_TISSUE_SHARE * tissue[index].sum():
+                retry.append(index)
+                continue
+            body[slices[index]] = hull[np.ix_(rows, cols)]
+        pending = np.asarray(retry, int)
+        if not pending.size:
+            break
     return body
+
+
+def _body_parts(parts, n) -> np.ndarray:
+    """The body among one slice's opened tissue parts (labels 1..``n``): every part of at least
+    ``BODY_PART_SHARE`` of the largest (an opening may break a thin chest wall into pieces, and
+    the lungs keep the mediastinum apart from the chest wall)."""
+    areas = np.bincount(parts.ravel(), minlength=n + 1)
+    areas[0] = 0
+    keep = areas >= BODY_PART_SHARE * areas.max()
+    keep[0] = False
+    return keep[parts]
 
 
 def _filled_hull(mask) -> np.ndarray:
