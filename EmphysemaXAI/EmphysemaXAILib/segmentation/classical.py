@@ -1,14 +1,18 @@
 """Classical lung segmentation (no weights): threshold, airways, right / left split, filling.
 
 Steps, on the full-resolution (z, y, x) grid:
-1. Air: voxels below ``LUNG_AIR_HU`` (padding included). Air connected to the in-plane image
-   border is outside the body; the enclosed air components that hold lung-density voxels
-   (or are large) are the lung candidates (stomach and bowel gas are pure air and small).
-2. Airways: region growing from the trachea (found as a small round air component near the
-   midline on the uppermost slices) over voxels below an airway threshold; the threshold is
+1. Air: voxels below ``LUNG_AIR_HU`` (padding excluded). Air connected to the in-plane image
+   border is outside the body; the enclosed air components that lie inside the body's hull
+   (:func:`_body_hull`: not the air in or above the patient table) and hold lung-density voxels
+   (or are large) are the lung candidates (stomach and bowel gas are pure air and small); a
+   lung cut by the field of view is kept (:func:`_cut_by_border`). On one or two slices only
+   lung-density components count and midline airway sections (the trachea) are dropped.
+2. Airways: the trachea is the trachea-sized section at the top that runs furthest down as a
+   tube (:func:`_find_trachea`); region growing from it over voxels below an airway threshold,
    lowered step by step while the grown volume exceeds what a trachea with main and lobar
-   bronchi can hold (a leak into emphysematous lung). The airway lumen, dilated by a wall
-   thickness, is removed from the lungs; growth stops at lobar level by a volume budget.
+   bronchi can hold (a leak into emphysematous lung); after a leak, slice-by-slice tracking of
+   the trachea and bronchi (:func:`_track_airways`). The airway lumen, dilated by a wall band,
+   is removed from the lungs and returned as ``airways`` for display.
 3. Right / left: 3D components after airway removal; where the lungs still touch (anterior or
    posterior junction), the touching slices are split by 2D erosion and nearest-part
    assignment. In LPS, the right lung lies at lower x.
