@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .anatomy import PADDING_BELOW_HU, _steps, coarse_anatomy, robust_noise
-from .volume import CTVolume
+from .volume import IN_PLANE, CTVolume
 
 PROFILES = ("default", "seeds")
 
@@ -374,13 +374,15 @@ def air_mode(values: np.ndarray, smooth_hu: float = 10.0) -> float | None:
     counts = np.bincount((values - lo).astype(np.int64), minlength=hi - lo + 1).astype(np.float64)
     smooth = ndimage.gaussian_filter1d(counts, smooth_hu, mode="constant")
     i = int(np.argmax(smooth))
-    if 0 < i < smooth.size - 1:
-        a, b, c = smooth[i - 1], smooth[i], smooth[i + 1]
-        denominator = a - 2 * b + c
-        shift = 0.5 * (a - c) / denominator if denominator < 0 else 0.0
-    else:
-        shift = 0.0
-    return round(float(lo + i + shift), 1)
+    return round(float(lo + i + (_parabola_shift(smooth, i) if 0 < i < smooth.size - 1 else 0.0)), 1)
+
+
+def _parabola_shift(smooth: np.ndarray, i: int) -> float:
+    """Sub-bin offset of the peak at bin ``i`` (0 < i < size - 1) of a smoothed histogram: the
+    vertex of the parabola through bins i - 1, i, i + 1 (0 when they do not curve downward)."""
+    a, b, c = smooth[i - 1], smooth[i], smooth[i + 1]
+    denominator = a - 2 * b + c
+    return 0.5 * (a - c) / denominator if denominator < 0 else 0.0
 
 
 def _trachea_air(ct: CTVolume, anatomy) -> np.ndarray:
@@ -455,14 +457,14 @@ def check_lung_cut(ct: CTVolume, labels: np.ndarray, report: QCReport) -> None:
     padding = ct.hu < PADDING_BELOW_HU
     if ct.padding_hu is not None and ct.padding_hu < PADDING_BELOW_HU:
         padding |= ct.hu == ct.padding_hu
+    near = ndimage.binary_dilation(padding, structure=IN_PLANE.astype(bool)) if padding.any() else None
     cut_at = {}
     for side, code in (("right", 1), ("left", 2)):
         lung = labels == code
         if not lung.any():
             continue
         edge = lung[:, [0, -1], :].any(axis=(1, 2)) | lung[:, :, [0, -1]].any(axis=(1, 2))
-        if padding.any():
-            near = ndimage.binary_dilation(padding, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+        if near is not None:
             edge |= (lung & near).any(axis=(1, 2))
         if edge.any():
             cut_at[side] = int(edge.sum())
@@ -547,8 +549,7 @@ def unenhanced_blood(values: np.ndarray, voxel_mm3: float, min_voxels: int | Non
     i = first + int(np.argmax(smooth[first:last + 1]))
     if i in (first, last):
         return None
-    a, b, c = smooth[i - 1], smooth[i], smooth[i + 1]
-    peak = start + i + (0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0)
+    peak = start + i + _parabola_shift(smooth, i)
     near = window[np.abs(window - peak) <= BLOOD_WINDOW_HU]
     blood = round(float(np.median(near)), 1)
     return blood if blood <= CONTRAST_BLOOD_HU else None

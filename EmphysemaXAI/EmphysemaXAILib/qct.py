@@ -192,7 +192,7 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
         row["noise_hu"] = None if noise_hu is None else round(float(noise_hu), 2)
         rows.append(row)
     clock.lap("histograms")
-    extents = _robust_extent(histograms, noise_hu, config)
+    extents = _robust_extent(histograms, noise_hu)
     for row in rows:
         row["robust_extent_pct"] = extents[row["region"]]
     clock.lap("robust_extent")
@@ -324,15 +324,15 @@ def _laa_map(clusters, sizes, voxel_mm3) -> np.ndarray:
     return code[clusters]
 
 
-def _robust_extent(histograms, noise_hu, config):
+def _robust_extent(histograms, noise_hu) -> dict:
     """Noise-robust %LAA-950 of every region (:mod:`~EmphysemaXAILib.robust_extent`): the noise
     bound and the noise-free mixture come from the whole lung, each region refits the weights;
-    its threshold is -950 HU whatever ``config.emphysema_hu`` (the LAA map's threshold) says."""
+    its threshold is -950 HU whatever ``QCTConfig.emphysema_hu`` (the LAA map's threshold) says."""
     from .robust_extent import fit_extent_model
 
     model = fit_extent_model(histograms["whole"], noise_hu, OFFSET)
-    return {name: None if extent is None else round(extent, 4)
-            for name, extent in ((name, model.extent_pct(h)) for name, h in histograms.items())}
+    extents = {name: model.extent_pct(h) for name, h in histograms.items()}
+    return {name: None if extent is None else round(extent, 4) for name, extent in extents.items()}
 
 
 def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:

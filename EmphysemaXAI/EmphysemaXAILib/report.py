@@ -292,8 +292,7 @@ def _slicer_views(views) -> str:
     """The views Slicer rendered (3D, axial, coronal) as one figure."""
     import matplotlib.pyplot as plt
 
-    titles = {"3d": "3D: LAA clusters inside the lungs (anterior view)", "axial": "axial slice view",
-              "coronal": "coronal slice view"}
+    titles = {**_SLICER_VIEW_NAMES, "3d": "3D: LAA clusters inside the lungs (anterior view)"}
     fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 5.2))
     for ax, (key, image) in zip(np.atleast_1d(axes), views.items()):
         ax.imshow(image)

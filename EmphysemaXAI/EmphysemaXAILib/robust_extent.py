@@ -119,8 +119,10 @@ class ExtentModel:
 
 def fit_extent_model(histogram: np.ndarray, noise_hu: float | None, offset: int,
                      reference_noise_hu: float = REFERENCE_NOISE_HU) -> ExtentModel:
-    """Noise to remove (:func:`noise_for_extent`) and the noise-free mixture of the whole lung's
-    1-HU histogram (bin of HU ``v`` is ``v + offset``)."""
+    """Noise to remove and the noise-free mixture of the whole lung's 1-HU histogram (bin of HU
+    ``v`` is ``v + offset``). The noise SD removed is ``min(BOUND_SHARE x noise_bound, noise_hu /
+    SIGMA_TRUST)``; ``noise_hu`` itself (nothing deconvolved) when it is unknown or when even
+    ``noise_hu / SIGMA_TRUST`` is at most the reference level."""
     histogram = np.asarray(histogram)
     model = ExtentModel(offset, noise_hu, noise_hu, reference_noise_hu=reference_noise_hu)
     if histogram.sum() == 0 or noise_hu is None or not np.isfinite(noise_hu) or noise_hu <= 0:
@@ -153,13 +155,6 @@ def extent_at_noise(histogram: np.ndarray, noise_hu: float, offset: int,
 def _extent_of(weights, means, variances, reference_noise_hu) -> float:
     scale = np.sqrt(variances + reference_noise_hu ** 2)
     return 100.0 * float((weights * ndtr((THRESHOLD_HU + 0.5 - means) / scale)).sum())
-
-
-def noise_for_extent(histogram: np.ndarray, noise_hu: float | None, offset: int) -> float | None:
-    """The noise SD removed: ``min(BOUND_SHARE x noise_bound, noise_hu / SIGMA_TRUST)``; ``noise_hu``
-    itself when it is unknown or when even ``noise_hu / SIGMA_TRUST`` is at most the reference
-    level. At or below the reference level nothing is deconvolved."""
-    return fit_extent_model(histogram, noise_hu, offset).noise_hu if noise_hu is not None else None
 
 
 def noise_bound(histogram: np.ndarray, noise_hu: float, offset: int) -> float:

@@ -133,7 +133,6 @@ def export_case_scene(result, out_dir, render: bool = False) -> dict:
     with ``render``, also return ``views``: RGB images of the 3D view (volume-rendered LAA map in
     the semi-transparent lungs) and of the axial / coronal slice views, for the report (the axial
     view only for one- or two-slice inputs)."""
-    import numpy as np
     import slicer.util
 
     from .render import ras_offset, render_3d, render_slice

@@ -301,19 +301,26 @@ def _find_trachea(hu, candidates, spacing, D) -> tuple | None:
     lung_slices = np.flatnonzero(candidates.any(axis=(1, 2)))
     if len(lung_slices) < 3:
         return None
-    order = [k for k in _superior_order(hu.shape[0], D) if k in set(lung_slices)]
+    order = [k for k in _superior_order(hu.shape[0], D) if k in set(lung_slices.tolist())]
     step = -1 if D[2, 2] >= 0 else 1  # toward the feet
     xs = np.flatnonzero(candidates.any(axis=(0, 1)))
     x_mid = (xs[0] + xs[-1]) / 2.0
+    labelled = {}  # slice -> its air components; the tube runs of successive seeds share slices
+
+    def components(k):
+        if k not in labelled:
+            labelled[k] = ndimage.label(candidates[k])[0]
+        return labelled[k]
+
     best, best_key = None, None
     for k in order[: max(3, len(order) // 4)]:
-        parts, count = ndimage.label(candidates[k])
+        parts = components(k)
         areas = np.bincount(parts.ravel()) * pixel_mm2
         for label in np.flatnonzero((areas >= lo) & (areas <= hi)):
             if label == 0:
                 continue
             section = parts == label
-            run_mm = _tube_run(candidates, k, section, step) * spacing[2]
+            run_mm = _tube_run(components, candidates.shape[0], k, section, step) * spacing[2]
             ys, xs_ = np.nonzero(section)
             key = (run_mm, -abs(xs_.mean() - x_mid))
             if run_mm >= TRACHEA_MIN_RUN_MM and (best_key is None or key > best_key):
@@ -323,14 +330,15 @@ def _find_trachea(hu, candidates, spacing, D) -> tuple | None:
     return best
 
 
-def _tube_run(candidates, k, section, step) -> int:
-    """Slices below ``section`` (on slice ``k``) over which the air it continues into stays a
-    tube: one overlapping component of at most ``TRACK_MAX_AREA`` times its area."""
+def _tube_run(components, n_slices, k, section, step) -> int:
+    """Slices below ``section`` (on slice ``k`` of ``n_slices``) over which the air it continues
+    into stays a tube: one overlapping component (``components(k)``: a slice's labelled air) of
+    at most ``TRACK_MAX_AREA`` times its area."""
     area = section.sum()
     run = 0
     k += step
-    while 0 <= k < candidates.shape[0]:
-        parts, _ = ndimage.label(candidates[k])
+    while 0 <= k < n_slices:
+        parts = components(k)
         hit = np.unique(parts[section & (parts > 0)])
         if len(hit) != 1:
             break
