@@ -74,7 +74,7 @@ def _predictor(model, device: str, warnings: list):
         return None
     try:
         from .model.checkpoint import shipped_available
-        from .model.infer import SeverityPredictor
+        from .model.infer import SeverityPredictor  # noqa: F401  (torch and monai importable)
     except ImportError as error:  # torch / monai missing: QCT still runs
         warnings.append(f"no severity model: {error.name} is not installed (pip install the package's requirements)")
         return None
@@ -88,8 +88,27 @@ def _predictor(model, device: str, warnings: list):
     weights = model_dir(model) / WEIGHTS_FILE
     key = (str(weights.resolve()), weights.stat().st_mtime_ns if weights.exists() else None, device)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = SeverityPredictor(model, device)
+        _PREDICTORS[key] = _open_predictor(model, device)
     return _PREDICTORS[key]
+
+
+def _open_predictor(model, device: str):
+    """A PatternPredictor for a pattern model folder, else a SeverityPredictor."""
+    import json
+
+    from .model.checkpoint import CONFIG_FILE, model_dir
+
+    try:
+        kind = json.loads((model_dir(model) / CONFIG_FILE).read_text())["architecture"].get("kind")
+    except (OSError, ValueError, KeyError, AttributeError):
+        kind = None   # the loader names what is wrong with the folder
+    if kind == "pattern":
+        from .model.pattern_infer import PatternPredictor
+
+        return PatternPredictor(model, device)
+    from .model.infer import SeverityPredictor
+
+    return SeverityPredictor(model, device)
 
 
 #: A lung mask smaller than this share of the air inside the body (QC's lung air) is suspicious.
@@ -224,7 +243,9 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     if predictor is not None:
         start = step("severity", 4, "grading severity with the CNN")
         cutpoints = (qct_config or QCTConfig()).severity_cutpoints
-        result.severity = predictor.predict(ct, segmentation.labels, segmentation.lobes, cutpoints=cutpoints)
+        options = {"calibration": calibration} if hasattr(predictor, "classify_images") else {}
+        result.severity = predictor.predict(ct, segmentation.labels, segmentation.lobes, cutpoints=cutpoints,
+                                            **options)
         timings["severity"] = round(time.perf_counter() - start, 3)
         result.warnings.extend(result.severity.summary["notes"])
     if explain and predictor is not None:

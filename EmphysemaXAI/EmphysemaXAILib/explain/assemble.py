@@ -67,7 +67,8 @@ def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig
     """(attribution volume on the working grid (z, y, x) float32, indices of the tiles explained)."""
     tiles, grid = severity.tiles, severity.grid
     weights = severity.patch_weights * len(severity.patch_weights)
-    order = np.argsort(-severity.patch_weights, kind="stable")
+    priority = severity.patch_weights if severity.tile_priority is None else severity.tile_priority
+    order = np.argsort(-priority, kind="stable")
     if chosen is None:
         chosen = np.sort(order[:top_tiles]) if method in EXPENSIVE else np.arange(len(tiles))
     maps = attribute(model, tiles.images[chosen], method, steps=ig_steps) * weights[chosen, None, None, None]

@@ -54,8 +54,9 @@ def shipped_available() -> bool:
 
 
 def load_model(path=None, device="cpu"):
-    """(SeverityNet in eval mode on ``device``, config dict) from a model folder (default: the
-    shipped model). Refuses a missing folder, a digest mismatch or weights that do not fit."""
+    """(network in eval mode on ``device``, config dict) from a model folder (default: the
+    shipped model): a PatternNet when ``config["architecture"]["kind"]`` is ``pattern``, else a
+    SeverityNet. Refuses a missing folder, a digest mismatch or weights that do not fit."""
     import torch
 
     from .network import SeverityNet
@@ -75,7 +76,12 @@ def load_model(path=None, device="cpu"):
             raise InputError(f"{weights} has SHA-256 {digest[:12]}..., expected {want[:12]}...: the file is corrupt "
                              "or replaced; reinstall the package or retrain the model")
     arch = config["architecture"]
-    model = SeverityNet(slices=arch["slices"], width=arch["width"], hidden=arch["hidden"])
+    if arch.get("kind") == "pattern":
+        from .pattern_net import PatternNet
+
+        model = PatternNet(width=arch["width"], hidden=arch["hidden"])
+    else:
+        model = SeverityNet(slices=arch["slices"], width=arch["width"], hidden=arch["hidden"])
     try:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (RuntimeError, KeyError) as exc:

@@ -45,6 +45,9 @@ class SeverityResult:
     patch_weights: np.ndarray      # (n,) attention pooling weights (sum 1)
     fraction_map: np.ndarray
     timings_s: dict = field(default_factory=dict)
+    tile_priority: np.ndarray | None = None     # (n,) order of the tiles for expensive explanations
+    pattern_labels: np.ndarray | None = None    # (z, y, x) uint8 pattern codes on the CT grid (pattern model)
+    fraction_ct: np.ndarray | None = None       # (z, y, x) float32 emphysema fraction on the CT grid
 
 
 class SeverityPredictor:

@@ -1,0 +1,109 @@
+"""What differs between scanners, drawn at random for each training image (torch, batched).
+
+Applied to clean source images resampled to the working pixel size, in acquisition order:
+1. geometry (done by :func:`resample`): a random rotation by a multiple of 90 degrees, flips and a
+   shift inside the source, and the source pixel size itself drawn in a range (CIP's patches
+   store none; COPDGene's pixels are 0.6-0.75 mm);
+2. resolution: the acquisition pixel (0.5-1.0 mm) and slice thickness (0.6-2.5 mm) as an in-plane
+   Gaussian blur of the working image (a 2D image cannot be re-sliced: a thicker slice averages
+   small structures away, which the blur imitates; stated as an approximation);
+3. kernel: soft (an extra Gaussian blur), standard (none) or sharp (unsharp masking);
+4. noise of 10-80 HU total SD (CT noise of the source counted as :data:`SOURCE_NOISE_HU`), its
+   texture from the kernel: fine-grained for sharp kernels, blotchy for soft ones;
+5. HU calibration drift: a linear map moving air (-1000 HU) by +-50 HU and water (0 HU) by
+   +-30 HU (screening scanners have read air at -910 to -930 HU, field-facts.md: beyond this
+   range, calibrate first: the case pipeline's air / blood calibration, ``patterns --air-hu``).
+Only the image changes: the truth (labels, fractions) is that of the clean source.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SOURCE_NOISE_HU = 20.0
+
+
+@dataclass
+class ScannerRanges:
+    acquisition_pixel_mm: tuple = (0.5, 1.0)
+    thickness_mm: tuple = (0.6, 2.5)
+    noise_hu: tuple = (10.0, 80.0)
+    air_shift_hu: tuple = (-50.0, 50.0)
+    water_shift_hu: tuple = (-30.0, 30.0)
+    kernels: tuple = ("soft", "standard", "sharp")
+
+
+def resample(images: torch.Tensor, source_mm: torch.Tensor, out_mm: float, out_size: int,
+             generator: torch.Generator, mode: str = "bilinear") -> tuple:
+    """(n, c, H, W) source images with pixel sizes ``source_mm`` (n,) -> (n, c, out_size, out_size)
+    at ``out_mm`` pixels: random 90-degree rotation, flips and shift (the output stays inside the
+    source where it is large enough; the border is repeated otherwise); returns (images, the
+    affine matrices (n, 2, 3) used, so masks can follow with the same geometry)."""
+    n, _, h, w = images.shape
+    scale = out_size * out_mm / (torch.as_tensor(source_mm, dtype=torch.float32) * w)      # (n,) of the half-width
+    k = torch.randint(0, 4, (n,), generator=generator).float() * (math.pi / 2)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(k) * scale, torch.sin(k) * scale
+    margin = (1.0 - scale).clamp_min(0.0)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * margin[:, None]
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    return _apply(images, theta, out_size, mode), theta
+
+
+def _apply(images: torch.Tensor, theta: torch.Tensor, out_size: int, mode: str) -> torch.Tensor:
+    grid = nn.functional.affine_grid(theta, (images.shape[0], images.shape[1], out_size, out_size), align_corners=False)
+    return nn.functional.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) images, each blurred with its own Gaussian SD ``sigma_px`` (n,) pixels
+    (0: unchanged); reflect padding."""
+    sigma = torch.as_tensor(sigma_px, dtype=torch.float32).clamp_min(1e-3)
+    radius = int(math.ceil(3 * float(sigma.max())))
+    if radius < 1:
+        return images
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x[None] / sigma[:, None]) ** 2)
+    kernel = kernel / kernel.sum(1, keepdim=True)                                  # (n, k)
+    n, _, h, w = images.shape
+    padded = nn.functional.pad(images.transpose(0, 1), (radius, radius, radius, radius), mode="reflect")
+    rows = nn.functional.conv2d(padded, kernel[:, None, None, :], groups=n)
+    return nn.functional.conv2d(rows, kernel[:, None, :, None], groups=n).transpose(0, 1)
+
+
+def _uniform(n, lo_hi, generator):
+    lo, hi = lo_hi
+    return lo + (hi - lo) * torch.rand(n, generator=generator)
+
+
+def scanner_augment(images: torch.Tensor, pixel_mm: float, generator: torch.Generator,
+                    ranges: ScannerRanges = ScannerRanges()) -> torch.Tensor:
+    """(n, 1, H, W) HU at ``pixel_mm`` -> the same images as another scanner would have made
+    them (steps 2-5 of the module docstring)."""
+    n = images.shape[0]
+    acquisition = _uniform(n, ranges.acquisition_pixel_mm, generator)
+    thickness = _uniform(n, ranges.thickness_mm, generator)
+    sigma_mm = torch.sqrt((0.42 * acquisition) ** 2 + (0.2 * (thickness - ranges.thickness_mm[0])) ** 2)
+    kernel = torch.randint(0, len(ranges.kernels), (n,), generator=generator)
+    names = list(ranges.kernels)
+    soft = kernel == names.index("soft") if "soft" in names else torch.zeros(n, dtype=torch.bool)
+    sharp = kernel == names.index("sharp") if "sharp" in names else torch.zeros(n, dtype=torch.bool)
+    sigma_mm = torch.where(soft, torch.sqrt(sigma_mm ** 2 + _uniform(n, (0.3, 0.8), generator) ** 2), sigma_mm)
+    out = gaussian_blur(images, sigma_mm / pixel_mm)
+    amount = torch.where(sharp, _uniform(n, (0.4, 1.2), generator), torch.zeros(n))
+    if bool(sharp.any()):
+        out = out + amount[:, None, None, None] * (out - gaussian_blur(out, torch.full((n,), 0.8 / pixel_mm)))
+    target = _uniform(n, ranges.noise_hu, generator)
+    extra = torch.sqrt((target ** 2 - SOURCE_NOISE_HU ** 2).clamp_min(0.0))
+    grain = torch.where(sharp, 0.35, torch.where(soft, 0.9, 0.6)) / pixel_mm
+    noise = gaussian_blur(torch.randn(images.shape, generator=generator), grain)
+    noise = noise / noise.flatten(1).std(dim=1).clamp_min(1e-6)[:, None, None, None]
+    out = out + extra[:, None, None, None] * noise
+    air = _uniform(n, ranges.air_shift_hu, generator)
+    water = _uniform(n, ranges.water_shift_hu, generator)
+    slope = (1000.0 + water - air) / 1000.0
+    return water[:, None, None, None] + slope[:, None, None, None] * out

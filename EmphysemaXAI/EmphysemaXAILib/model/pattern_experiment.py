@@ -1,0 +1,166 @@
+"""The ``train-patterns`` run: CIP's expert-labelled patches and phantom patches in, a pattern
+model folder out (the shipped model is made by this run; MODEL_CARD.md gives the command).
+
+1. Phantoms from :func:`~.fit.phantom_design` (dose x kernel cycled): the first ``phantoms`` give
+   2D training patches with exact lesion truth, the next ``val_phantoms`` are held out whole.
+2. Optional k-fold on the CIP patches (:func:`~.cip_patches.patch_folds`; the folds may share
+   subjects: the file has no subject ids): per fold a model on the other folds (and the same
+   phantom patches), scored on the held-out fold as stored ("clean") and after a seeded scanner
+   shift (:func:`~.pattern_augment.scanner_augment`): 6-class accuracy, balanced accuracy and the
+   3-way normal / centrilobular / paraseptal accuracy.
+3. The final model on every CIP patch; its extent calibration (a linear map of the fraction
+   map, as the severity model has) and extent SD are fitted on the held-out phantoms run whole
+   through :class:`~.pattern_infer.PatternPredictor` with their true lung masks.
+The folder: ``weights.pt``, ``config.json``, ``metrics.json``, ``log.csv``, ``training_curve.png``;
+written atomically.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_folder
+from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities, load_cip_patches, patch_folds
+from .fit import fit_calibration, phantom_design
+from .pattern_train import (PatternTrainConfig, config_record, phantom_patches, predict_patches,
+                            train_pattern_model)
+
+SLICE_MM = 2.0        # distance between the axial images the model looks at on a case
+SHIFT_SEED = 7        # the seeded "other scanner" of the k-fold figures
+THREE_WAY = ("normal", "centrilobular", "paraseptal")
+
+
+def patch_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """6-class accuracy and balanced accuracy; 3-way accuracy on the normal / centrilobular /
+    paraseptal patches (argmax among those three broad patterns)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    groups = group_probabilities(probabilities)
+    broad = np.zeros(len(PATTERNS), int)
+    for g, idx in enumerate(PATTERN_GROUPS.values()):
+        broad[list(idx)] = g
+    truth = broad[labels]
+    keep = truth < len(THREE_WAY)
+    return {"accuracy": float(np.mean(probabilities.argmax(1) == labels)),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, probabilities.argmax(1))),
+            "accuracy_nt_cl_ps": float(np.mean(groups[keep, :3].argmax(1) == truth[keep]))}
+
+
+def _fold_job(args) -> dict:
+    import torch
+
+    cip, train, test, patches, config = args
+    torch.set_num_threads(1)
+    model, _ = train_pattern_model(cip, train, patches, config, progress=False)
+    out = {}
+    for name, seed in (("clean", None), ("scanner_shift", SHIFT_SEED)):
+        probs, _ = predict_patches(model, cip.images[test], cip.pixel_mm, config, augment_seed=seed)
+        out[name] = patch_scores(probs, cip.labels[test])
+    return out
+
+
+def kfold(cip, patches, config: PatternTrainConfig, k: int = 5, workers: int = 2) -> dict:
+    """Per-fold and mean figures (module docstring, step 2)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    folds = patch_folds(cip.labels, k, seed=0)
+    jobs = [(cip, train, test, patches, config) for train, test in folds]
+    if workers <= 1:
+        results = [_fold_job(job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_fold_job, jobs))
+    summary = {"k": k, "folds": results, "note": "CIP's patches carry no subject ids: folds may share subjects "
+               "(even neighbouring patches of one lung), so these figures are optimistic for new subjects and scanners"}
+    for name in ("clean", "scanner_shift"):
+        summary[name] = {m: float(np.mean([r[name][m] for r in results])) for m in results[0][name]}
+    return summary
+
+
+def _phantom_extents(model_dir, design: list) -> list:
+    from ..phantom import generate_phantom
+    from .pattern_infer import PatternPredictor
+
+    predictor = PatternPredictor(model_dir, device="cpu")
+    rows = []
+    for params in design:
+        phantom = generate_phantom(params)
+        result = predictor.predict(phantom.ct, phantom.labels["lungs"])
+        rows.append({"name": f"phantom-{params.seed}", "extent_true": float(phantom.truth["extent_pct"]),
+                     "extent_raw": result.summary["extent_pct"], "dose": params.dose, "kernel": params.kernel,
+                     "pattern": params.pattern})
+    return rows
+
+
+def _write_log(history: list, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(folder / "log.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    epochs = [r["epoch"] for r in history]
+    for key, label in (("pattern", "pattern cross-entropy (CIP)"), ("fraction_cip", "fraction BCE (CIP)"),
+                       ("fraction_phantom", "fraction BCE (phantoms)")):
+        ax.plot(epochs, [r[key] for r in history], label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (augmented)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "training_curve.png", dpi=80)
+    plt.close(fig)
+
+
+def train_patterns(mat_path, out, *, phantoms: int = 24, val_phantoms: int = 8, per_phantom: int = 400,
+                   folds: int = 0, seed: int = 0, progress: bool = True, command: str | None = None,
+                   config: PatternTrainConfig | None = None, workers: int = 2) -> dict:
+    """Train, calibrate and write a pattern model into ``out``; returns the metrics."""
+    import torch
+
+    from .checkpoint import CONFIG_FILE, save_model
+
+    config = config or PatternTrainConfig(seed=seed)
+    start = time.perf_counter()
+    cip = load_cip_patches(mat_path)
+    design = phantom_design(phantoms + val_phantoms, seed)
+    patches = phantom_patches(design[:phantoms], per_phantom, seed=seed) if phantoms else None
+    generation_s = time.perf_counter() - start
+    metrics = {"cip_patches": cip.counts(), "phantom_patches": len(patches) if patches else 0}
+    if folds:
+        metrics["cip_kfold"] = kfold(cip, patches, config, folds, workers)
+    torch.set_num_threads(max(1, workers))
+    model, history = train_pattern_model(cip, np.arange(len(cip)), patches, config, progress=progress)
+    record = {"name": f"patterns-cip-phantoms{phantoms}-seed{seed}",
+              "architecture": {"kind": "pattern", "width": config.width, "hidden": 32, "pixel_mm": config.pixel_mm,
+                               "slice_mm": SLICE_MM},
+              "patterns": list(PATTERNS),
+              "training": {"cip_patches": str(Path(mat_path).name), "phantoms": phantoms, "per_phantom": per_phantom,
+                           "val_phantoms": val_phantoms, "seed": seed, "config": config_record(config),
+                           "torch": torch.__version__, "command": command}}
+    with atomic_folder(out) as folder:
+        folder = Path(folder)
+        save_model(model, record, folder)
+        rows = _phantom_extents(folder, design[phantoms:]) if val_phantoms else []
+        slope, intercept = fit_calibration(rows)
+        for row in rows:
+            row["extent_pct"] = float(np.clip(slope * row["extent_raw"] + intercept, 0, 100))
+        errors = [r["extent_pct"] - r["extent_true"] for r in rows]
+        saved = json.loads((folder / CONFIG_FILE).read_text())
+        saved["extent_calibration"] = [slope, intercept]
+        saved["extent_sigma"] = float(max(np.sqrt(np.mean(np.square(errors))), 0.25)) if errors else 2.0
+        saved["training"]["total_s"] = round(time.perf_counter() - start, 1)
+        saved["training"]["generation_s"] = round(generation_s, 1)
+        (folder / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")
+        metrics["validation_phantoms"] = {"rows": rows, "extent_mae": float(np.mean(np.abs(errors))) if errors else None,
+                                          "calibration": [slope, intercept]}
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        _write_log(history, folder)
+    return metrics

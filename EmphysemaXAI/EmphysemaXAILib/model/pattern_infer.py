@@ -1,0 +1,216 @@
+"""Pattern maps, pattern shares and the emphysema extent of a case from the pattern CNN, and
+the classification of single lung images (ROIs, patches).
+
+Case: the CT goes to the model's working grid (in-plane ``pixel_mm``, ``slice_mm`` between the
+axial images it looks at; SimpleITK, anti-aliased: :func:`.tiles.to_working_grid`); every axial
+image holding lung is cropped to the lung's bounding box with non-lung pixels at FILL_HU and run
+through the network in batches. Its dense outputs (stride 4) are upsampled bilinearly to the
+working grid: the six pattern probabilities -> the pattern label (argmax; codes 1-6 = PATTERNS
+order, 0 outside the lung) and the emphysema fraction map. The label map goes back to the CT
+grid by nearest neighbour, the fraction map linearly.
+
+Outputs per case (``summary["patterns"]``): the share of lung (%) in each pattern per region
+(CIP's local-histogram output is the same kind of tally), the lung-mean probabilities, the
+dominant pattern; the extent (% of lung) = mean of the (calibrated) fraction map over the lung,
+with class and class probabilities as :mod:`.infer` defines them.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..regions import lung_regions
+from ..severity import SEVERITY_CUTPOINTS, severity_class
+from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
+from .infer import SeverityResult, class_probabilities
+from .pattern_net import STRIDE
+from .pattern_train import center_resample
+from .tiles import FILL_HU, extract_tiles, tile_corners, to_working_grid
+
+MARGIN_PX = 8
+EXPLAIN_TILE = 64   # tiles the explanations run on (pixels at the working pixel size, one slice)
+
+
+def _crop_box(lung: np.ndarray) -> tuple:
+    """(y0, y1, x0, x1) of the lung's in-plane bounding box with a margin, sides multiples of
+    STRIDE (may reach outside the image: padded with FILL_HU)."""
+    ys, xs = np.flatnonzero(lung.any(axis=(0, 2))), np.flatnonzero(lung.any(axis=(0, 1)))
+    y0, x0 = ys[0] - MARGIN_PX, xs[0] - MARGIN_PX
+    h = -(-(ys[-1] + MARGIN_PX + 1 - y0) // STRIDE) * STRIDE
+    w = -(-(xs[-1] + MARGIN_PX + 1 - x0) // STRIDE) * STRIDE
+    return int(y0), int(y0 + h), int(x0), int(x0 + w)
+
+
+def _window(volume: np.ndarray, box, fill) -> np.ndarray:
+    y0, y1, x0, x1 = box
+    ny, nx = volume.shape[-2:]
+    pad = ((0, 0), (max(0, -y0), max(0, y1 - ny)), (max(0, -x0), max(0, x1 - nx)))
+    padded = np.pad(volume, pad, constant_values=fill)
+    return padded[:, y0 + pad[1][0]:y1 + pad[1][0], x0 + pad[2][0]:x1 + pad[2][0]]
+
+
+class PatternPredictor:
+    """A loaded pattern model ready for cases and images; ``device`` auto picks CUDA, MPS, CPU."""
+
+    def __init__(self, model_path=None, device: str = "auto", batch_size: int = 16):
+        import torch
+
+        from .checkpoint import load_model, model_dir
+        from .train import pick_device
+
+        self.device = pick_device(device)
+        self.model, self.config = load_model(model_path, self.device)
+        if self.config["architecture"].get("kind") != "pattern":
+            raise ValueError(f"{model_dir(model_path)} holds a severity model, not a pattern model")
+        self.path = model_dir(model_path)
+        self.batch_size = batch_size
+        self.torch = torch
+        self.pixel_mm = float(self.config["architecture"]["pixel_mm"])
+
+    @property
+    def info(self) -> dict:
+        return {"name": self.config.get("name", self.path.name), "sha256": self.config["weights_sha256"]}
+
+    def _calibrated(self, fraction):
+        slope, intercept = self.config.get("extent_calibration", (1.0, 0.0))
+        return np.clip(slope * fraction + intercept / 100.0, 0.0, 1.0)
+
+    def classify_images(self, images: list, pixel_mm: float) -> tuple:
+        """(probabilities (n, 6), emphysema fraction (n,)) of 2D HU images (each (H, W), any size,
+        all lung) with square pixels of ``pixel_mm``; each image is resampled whole."""
+        torch = self.torch
+        probs, fractions = [], []
+        with torch.inference_mode():
+            for image in images:
+                image = np.asarray(image, np.float32)
+                side = max(image.shape)
+                size = max(STRIDE, int(round(side * pixel_mm / self.pixel_mm / STRIDE)) * STRIDE)
+                padded = np.pad(image, ((0, side - image.shape[0]), (0, side - image.shape[1])), mode="reflect")
+                x = center_resample(torch.from_numpy(padded)[None, None], pixel_mm, self.pixel_mm, size)
+                out = self.model(x.to(self.device))
+                probs.append(torch.softmax(out["pattern_logits"].float(), 1).cpu().numpy()[0])
+                fractions.append(float(out["fraction"][0]))
+        return np.stack(probs), self._calibrated(np.asarray(fractions))
+
+    def _dense(self, hu: np.ndarray, lung: np.ndarray) -> tuple:
+        """(labels (z, y, x) uint8 codes, fraction (z, y, x) float32, probability sums (6,)) on
+        the working grid for HU ``hu`` and bool ``lung``."""
+        torch = self.torch
+        labels = np.zeros(hu.shape, np.uint8)
+        fraction = np.zeros(hu.shape, np.float32)
+        prob_sum = np.zeros(len(PATTERNS))
+        box = _crop_box(lung)
+        y0, y1, x0, x1 = box
+        ny, nx = hu.shape[1:]
+        inner = (slice(max(0, -y0), max(0, -y0) + min(y1, ny) - max(y0, 0)),
+                 slice(max(0, -x0), max(0, -x0) + min(x1, nx) - max(x0, 0)))
+        target = (slice(max(y0, 0), min(y1, ny)), slice(max(x0, 0), min(x1, nx)))
+        slices = np.flatnonzero(lung.any(axis=(1, 2)))
+        with torch.inference_mode():
+            for start in range(0, len(slices), self.batch_size):
+                zs = slices[start:start + self.batch_size]
+                mask = _window(lung[zs], box, False)
+                image = np.where(mask, _window(hu[zs], box, FILL_HU), np.float32(FILL_HU))
+                x = torch.from_numpy(image[:, None].astype(np.float32)).to(self.device)
+                m = torch.from_numpy(mask[:, None]).to(self.device)
+                out = self.model(x, m)
+                up = torch.nn.functional.interpolate(
+                    torch.cat([torch.softmax(out["pattern_map"].float(), 1), out["fraction_map"][:, None].float()], 1),
+                    size=image.shape[-2:], mode="bilinear", align_corners=False).cpu().numpy()
+                probs = up[:, :len(PATTERNS)]
+                codes = np.where(mask, probs.argmax(1) + 1, 0).astype(np.uint8)
+                for i, z in enumerate(zs):
+                    labels[z, target[0], target[1]] = codes[i, inner[0], inner[1]]
+                    fraction[z, target[0], target[1]] = (up[i, -1] * mask[i])[inner[0], inner[1]]
+                prob_sum += (probs * mask[:, None]).sum(axis=(0, 2, 3))
+        return labels, fraction, prob_sum
+
+    def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS,
+                extra: dict | None = None, calibration=None) -> SeverityResult:
+        """Patterns and extent of ``ct`` (CTVolume, HU) within its (z, y, x) lung ``labels``;
+        the result's ``pattern_labels`` is on the CT grid, ``fraction_map`` on the working grid.
+        ``calibration`` (a :class:`~EmphysemaXAILib.calibration.Calibration`): the model sees
+        calibrated HU (applied on the working grid: a linear map commutes with the resampling)."""
+        from .tiles import from_working_grid
+
+        timings, start = {}, time.perf_counter()
+        arch = self.config["architecture"]
+        extra = {**(extra or {}), **({"lobes": lobes} if lobes is not None else {})}
+        spacing = (self.pixel_mm, self.pixel_mm, float(arch["slice_mm"]))
+        grid = to_working_grid(ct, labels, extra=extra, spacing=spacing)
+        lung = grid.labels > 0
+        if not lung.any():
+            raise ValueError("no lung voxels on the model's working grid")
+        if calibration is not None:
+            grid.hu = calibration.apply(grid.hu).astype(np.float32)
+        timings["resample"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pattern_w, fraction_raw, prob_sum = self._dense(grid.hu, lung)
+        timings["network"] = time.perf_counter() - start
+        start = time.perf_counter()
+        fraction_map = (self._calibrated(fraction_raw) * lung).astype(np.float32)
+        regions = lung_regions(grid.labels, grid.extra.get("lobes"), grid.superior_is_high_index)
+        values, codes = regions.gather(fraction_map), regions.gather(pattern_w)
+        extent = float(100.0 * values.mean())
+        by_region = {name: (float(100.0 * values[mask].mean()) if mask.any() else None)
+                     for name, mask in regions.masks.items()}
+        shares = {}
+        for name, mask in regions.masks.items():
+            counts = np.bincount(codes[mask], minlength=len(PATTERNS) + 1)[1:]
+            shares[name] = ({p: float(100.0 * c / counts.sum()) for p, c in zip(PATTERNS, counts)}
+                            if counts.sum() else None)
+        mean_probs = prob_sum / max(prob_sum.sum(), 1e-9)
+        grouped = group_probabilities(mean_probs[None])[0]
+        sigma = float(self.config.get("extent_sigma", 1.0))
+        patterns = {
+            "classes": list(PATTERNS),
+            "share_by_region": shares,
+            "probabilities": {p: float(v) for p, v in zip(PATTERNS, mean_probs)},
+            "group_probabilities": {g: float(v) for g, v in zip(PATTERN_GROUPS, grouped)},
+            "dominant": PATTERNS[int(np.argmax([shares["whole"][p] for p in PATTERNS]))],
+            "emphysema_share_pct": float(100.0 - shares["whole"]["normal"]),
+            "label_codes": {p: i + 1 for i, p in enumerate(PATTERNS)},
+        }
+        summary = {
+            "class": severity_class(extent, cutpoints),
+            "probabilities": class_probabilities(extent, sigma, cutpoints),
+            "extent_pct": extent,
+            "extent_by_region": by_region,
+            "model": self.info,
+            "patterns": patterns,
+            "input_hu": (f"calibrated ({calibration.air_source} air, {calibration.reference})"
+                         if calibration is not None else "raw"),
+            "working_spacing": list(grid.spacing),
+            "device": self.device.type,
+            "low_confidence": grid.low_confidence,
+            "notes": list(grid.notes),
+        }
+        corners = tile_corners(lung, EXPLAIN_TILE, 1)
+        tiles, gathered = extract_tiles(grid.hu, lung, corners, EXPLAIN_TILE, 1, extra={"fraction": fraction_map})
+        counts = tiles.lung_count.astype(np.float64)
+        tile_fraction = (gathered["fraction"].sum(axis=(1, 2, 3)) / np.maximum(counts, 1)).astype(np.float32)
+        summary["tiles"] = len(tiles)
+        lung_ct = labels > 0
+        timings["outputs"] = time.perf_counter() - start
+        return SeverityResult(summary, grid, tiles, tile_fraction, (counts / counts.sum()).astype(np.float32),
+                              fraction_map, timings, tile_priority=tile_fraction * counts,
+                              pattern_labels=_labels_to_ct(pattern_w, grid, ct) * lung_ct,
+                              fraction_ct=(from_working_grid(fraction_map, grid, ct) * lung_ct).astype(np.float32))
+
+
+def _labels_to_ct(volume: np.ndarray, grid, ct) -> np.ndarray:
+    """A (z, y, x) uint8 label volume on the working grid -> the CT grid (nearest neighbour)."""
+    import SimpleITK as sitk
+
+    if volume.shape == ct.shape and np.allclose(grid.spacing, ct.spacing, rtol=0.01):
+        return volume.astype(np.uint8)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.uint8))
+    image.SetSpacing([float(s) for s in grid.spacing])
+    image.SetOrigin([float(o) for o in ct.origin])
+    image.SetDirection([float(d) for d in ct.direction])
+    reference = sitk.Image([int(n) for n in ct.shape[::-1]], sitk.sitkUInt8)
+    reference.SetSpacing([float(s) for s in ct.spacing])
+    reference.SetOrigin([float(o) for o in ct.origin])
+    reference.SetDirection([float(d) for d in ct.direction])
+    return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0))

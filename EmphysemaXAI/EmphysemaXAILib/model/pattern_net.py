@@ -1,0 +1,75 @@
+"""The pattern CNN: a fully convolutional 2D network with spatial attention that gives, for every
+location of an axial lung image, the probabilities of the six parenchymal patterns of
+:data:`~.cip_patches.PATTERNS` and the local emphysema fraction (seed 000's design, dense).
+
+Shapes (B images of H x W pixels at the model's working pixel size, HU):
+- input ``x`` (B, 1, H, W) float32 HU, normalised by :func:`~.network.normalise_hu`; an optional
+  ``lung`` (B, 1, H, W) mask (1 = lung; default: the whole image is lung);
+- features ``F`` (B, C, H/4, W/4): three blocks of two 3 x 3 conv-BN-ReLU (replicate padding),
+  max pooling after the first two; receptive field 32 pixels (32 mm at 1 mm pixels, CIP's
+  patches are about 20 mm wide);
+- dense heads (1 x 1 convolutions on ``F``): ``pattern_map`` logits (B, 6, H/4, W/4) and
+  ``fraction_map`` in [0, 1] (B, H/4, W/4), the emphysema fraction around each position;
+- spatial attention ``A = softmax(g(F))`` over the lung positions (B, H/4, W/4); the image's
+  pattern logits are ``sum A * pattern_map`` (= the head applied to ``sum A * F``, the attended
+  embedding, since the head is linear); the image's ``fraction`` is the lung-weighted mean of
+  ``fraction_map`` (so a lung's extent is the mean of the map over the lung, whatever the tiling).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cip_patches import PATTERNS
+from .network import normalise_hu
+
+STRIDE = 4
+
+
+def _block(cin: int, cout: int, pool: bool) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate", bias=False), nn.BatchNorm2d(cout),
+              nn.ReLU(inplace=True),
+              nn.Conv2d(cout, cout, 3, padding=1, padding_mode="replicate", bias=False), nn.BatchNorm2d(cout),
+              nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
+
+
+class PatternNet(nn.Module):
+    """Dense pattern and emphysema-fraction CNN with spatial attention (module docstring)."""
+
+    def __init__(self, width: int = 16, hidden: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(_block(1, width, True), _block(width, 2 * width, True),
+                                      _block(2 * width, 4 * width, False))
+        channels = 4 * width
+        self.attention = nn.Conv2d(channels, 1, kernel_size=1)
+        self.pattern_head = nn.Conv2d(channels, len(PATTERNS), kernel_size=1)
+        self.fraction_head = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                           nn.Conv2d(hidden, 1, 1))
+        self.channels = channels
+
+    @staticmethod
+    def lung_weights(lung: torch.Tensor | None, shape) -> torch.Tensor:
+        """(B, 1, H, W) lung mask -> (B, H/4, W/4) share of lung pixels per position."""
+        if lung is None:
+            return torch.ones(shape[0], shape[2], shape[3])
+        return nn.functional.adaptive_avg_pool2d(lung.float(), shape[2:])[:, 0]
+
+    def forward(self, x: torch.Tensor, lung: torch.Tensor | None = None) -> dict:
+        """Outputs: ``pattern_logits`` (B, 6), ``fraction`` (B,), ``fraction_logit`` (B,)
+        (logit of ``fraction``), ``pattern_map`` (B, 6, h, w), ``fraction_map`` (B, h, w),
+        ``attention`` (B, h, w) summing to 1 over each image's lung positions, ``embedding``
+        (B, C)."""
+        features = self.features(normalise_hu(x))
+        weights = self.lung_weights(lung, features.shape).to(features.device)
+        b, _, h, w = features.shape
+        score = self.attention(features)[:, 0].masked_fill(weights <= 0, float("-inf"))
+        attention = torch.softmax(score.view(b, h * w), dim=1).view(b, h, w)
+        attention = torch.nan_to_num(attention, nan=0.0)          # an image without lung
+        pattern_map = self.pattern_head(features)
+        fraction_map = torch.sigmoid(self.fraction_head(features)[:, 0])
+        fraction = (fraction_map * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp_min(1e-6)
+        return {"pattern_logits": (pattern_map * attention[:, None]).sum(dim=(2, 3)),
+                "fraction": fraction, "fraction_logit": torch.logit(fraction.clamp(1e-6, 1 - 1e-6)),
+                "pattern_map": pattern_map, "fraction_map": fraction_map, "attention": attention,
+                "embedding": (features * attention[:, None]).sum(dim=(2, 3))}

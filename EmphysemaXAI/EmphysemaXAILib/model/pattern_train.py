@@ -1,0 +1,199 @@
+"""Training the pattern CNN on real expert labels and phantom truth together.
+
+Each step draws a batch of CIP patches (real parenchyma, expert pattern labels) and a batch of
+phantom patches (exact lesion masks over the phantoms' dose / kernel range), resamples both to
+the working pixel size with random geometry (:func:`.pattern_augment.resample`) and makes them
+look like another scanner's (:func:`.pattern_augment.scanner_augment`). Losses:
+- pattern: cross-entropy of the CIP patch's attention-pooled logits against the expert label
+  (classes weighted by inverse frequency, label smoothing 0.05); phantoms carry no real pattern;
+- fraction: binary cross-entropy of the dense ``fraction_map`` against the phantom's lesion
+  fraction around each position (lung-weighted), and of a CIP patch's mean fraction against the
+  share of its *clean* source pixels below -950 HU (the augmented image must give the clean
+  image's answer: noise, kernel and calibration drift are nuisances).
+AdamW, cosine learning rate, fixed epochs, seeded generators and deterministic algorithms.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cip_patches import PATTERNS, PatchSet
+from .pattern_augment import ScannerRanges, resample, scanner_augment
+from .pattern_net import STRIDE, PatternNet
+from .tiles import FILL_HU
+
+LAA_HU = -950.0
+
+
+@dataclass
+class PatternTrainConfig:
+    pixel_mm: float = 1.0          # working pixel size
+    patch_mm: float = 18.0         # training image width (CIP's patches are about 20 mm wide)
+    cip_pixel_mm: tuple = (0.58, 0.75)   # CIP stores no spacing: drawn in COPDGene's range
+    epochs: int = 40
+    batch_cip: int = 48
+    batch_phantom: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    fraction_weight: float = 1.0
+    width: int = 16
+    seed: int = 0
+    augment: bool = True
+    ranges: ScannerRanges = field(default_factory=ScannerRanges)
+
+    @property
+    def size(self) -> int:
+        return int(round(self.patch_mm / self.pixel_mm / STRIDE)) * STRIDE
+
+
+@dataclass
+class PhantomPatches:
+    """2D phantom patches at ``pixel_mm``: ``images`` (n, H, W) HU with non-lung at FILL_HU,
+    ``lung`` and ``lesion`` (n, H, W) float32 masks (truth from the noise-free lesion map)."""
+
+    images: np.ndarray
+    lung: np.ndarray
+    lesion: np.ndarray
+    pixel_mm: float
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def phantom_patches(design: list, per_phantom: int, size_px: int = 16, seed: int = 0) -> PhantomPatches:
+    """2D patches (one axial slice) of phantoms generated from ``design`` (PhantomParams list)."""
+    from ..phantom import generate_phantom
+    from ..phantom.patches import sample_patches
+
+    images, lung, lesion, pixel = [], [], [], None
+    for i, params in enumerate(design):
+        phantom = generate_phantom(params)
+        batch = sample_patches(phantom, per_phantom, size=size_px, slices=1, rng=[seed, i], min_lung=0.5)
+        images.append(np.where(batch.lung[:, 0], batch.images[:, 0], FILL_HU))
+        lung.append(batch.lung[:, 0])
+        lesion.append(batch.lesion[:, 0] > 0)
+        pixel = float(phantom.ct.spacing[0])
+    return PhantomPatches(np.concatenate(images).astype(np.float32), np.concatenate(lung).astype(np.float32),
+                          np.concatenate(lesion).astype(np.float32), pixel)
+
+
+def _cip_batch(patches: PatchSet, index: np.ndarray, config: PatternTrainConfig, gen: torch.Generator,
+               augment: bool) -> tuple:
+    images = torch.from_numpy(patches.images[index])[:, None]
+    if augment:
+        lo, hi = config.cip_pixel_mm
+        source = lo + (hi - lo) * torch.rand(len(index), generator=gen)
+        clean, _ = resample(images, source, config.pixel_mm, config.size, gen)
+        image = scanner_augment(clean, config.pixel_mm, gen, config.ranges)
+    else:
+        clean = center_resample(images, patches.pixel_mm, config.pixel_mm, config.size)
+        image = clean
+    target = (clean < LAA_HU).float().mean(dim=(1, 2, 3))
+    return image, torch.from_numpy(patches.labels[index]), target
+
+
+def center_resample(images: torch.Tensor, source_mm: float, out_mm: float, out_size: int) -> torch.Tensor:
+    """(n, 1, H, W) -> (n, 1, out_size, out_size): the centre of each image at ``out_mm`` pixels,
+    no rotation (anti-aliased by a Gaussian blur when the output is coarser)."""
+    from .pattern_augment import _apply, gaussian_blur
+
+    if out_mm > source_mm:
+        sigma = np.sqrt(out_mm ** 2 - source_mm ** 2) / np.sqrt(12.0) / source_mm
+        images = gaussian_blur(images, torch.full((len(images),), float(sigma)))
+    scale = out_size * out_mm / (source_mm * images.shape[-1])
+    theta = torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]]).expand(len(images), 2, 3)
+    return _apply(images, theta, out_size, "bilinear")
+
+
+def _phantom_batch(patches: PhantomPatches, index: np.ndarray, config: PatternTrainConfig, gen: torch.Generator):
+    stack = torch.from_numpy(np.stack([patches.images[index], patches.lung[index], patches.lesion[index]], 1))
+    source = torch.full((len(index),), patches.pixel_mm)
+    out, _ = resample(stack, source, config.pixel_mm, config.size, gen)
+    lung = (out[:, 1:2] > 0.5).float()
+    image = scanner_augment(out[:, :1], config.pixel_mm, gen, config.ranges) if config.augment else out[:, :1]
+    image = torch.where(lung > 0, image, torch.full_like(image, FILL_HU))
+    pooled_lung = nn.functional.avg_pool2d(lung, STRIDE)[:, 0]
+    pooled_lesion = nn.functional.avg_pool2d(out[:, 2:3] * lung, STRIDE)[:, 0]
+    target = pooled_lesion / pooled_lung.clamp_min(1e-6)
+    return image, lung, target.clamp(0, 1), pooled_lung
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=len(PATTERNS)).astype(np.float64)
+    weights = counts.sum() / np.maximum(counts, 1) / len(PATTERNS)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def train_pattern_model(cip: PatchSet, train_index: np.ndarray, phantoms: PhantomPatches | None,
+                        config: PatternTrainConfig, progress: bool = True) -> tuple:
+    """(trained PatternNet in eval mode, history: list of per-epoch dicts)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    gen = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = PatternNet(width=config.width)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = max(1, len(train_index) // config.batch_cip)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps * config.epochs)
+    ce = nn.CrossEntropyLoss(weight=class_weights(cip.labels[train_index]), label_smoothing=0.05)
+    bce = nn.BCELoss(reduction="none")
+    history = []
+    for epoch in tqdm(range(config.epochs), desc="pattern model", unit="epoch", disable=not progress):
+        model.train()
+        order = rng.permutation(train_index)
+        totals, start = {"pattern": 0.0, "fraction_cip": 0.0, "fraction_phantom": 0.0}, time.perf_counter()
+        for step in range(steps):
+            index = order[step * config.batch_cip:(step + 1) * config.batch_cip]
+            image, label, target = _cip_batch(cip, index, config, gen, config.augment)
+            out = model(image)
+            loss_pattern = ce(out["pattern_logits"], label)
+            loss_cip = bce(out["fraction"].clamp(1e-6, 1 - 1e-6), target).mean()
+            loss = loss_pattern + config.fraction_weight * loss_cip
+            if phantoms is not None and len(phantoms):
+                pick = rng.integers(0, len(phantoms), config.batch_phantom)
+                p_image, p_lung, p_target, p_weight = _phantom_batch(phantoms, pick, config, gen)
+                p_out = model(p_image, p_lung)
+                dense = bce(p_out["fraction_map"].clamp(1e-6, 1 - 1e-6), p_target)
+                loss_phantom = (dense * p_weight).sum() / p_weight.sum().clamp_min(1e-6)
+                loss = loss + config.fraction_weight * loss_phantom
+                totals["fraction_phantom"] += float(loss_phantom.detach())
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            totals["pattern"] += float(loss_pattern.detach())
+            totals["fraction_cip"] += float(loss_cip.detach())
+        history.append({"epoch": epoch + 1, **{k: v / steps for k, v in totals.items()},
+                        "seconds": round(time.perf_counter() - start, 2)})
+    return model.eval(), history
+
+
+def predict_patches(model, images: np.ndarray, pixel_mm: float, config: PatternTrainConfig,
+                    augment_seed: int | None = None, batch: int = 256) -> tuple:
+    """(probabilities (n, 6), emphysema fraction (n,)) of (n, H, W) HU patches at ``pixel_mm``:
+    centre resampled to the working pixel size; with ``augment_seed`` the patches are first
+    passed through :func:`scanner_augment` (a seeded "other scanner")."""
+    gen = torch.Generator().manual_seed(augment_seed or 0)
+    probs, fractions = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            x = center_resample(torch.from_numpy(np.asarray(images[start:start + batch], np.float32))[:, None],
+                                pixel_mm, config.pixel_mm, config.size)
+            if augment_seed is not None:
+                x = scanner_augment(x, config.pixel_mm, gen, config.ranges)
+            out = model(x)
+            probs.append(torch.softmax(out["pattern_logits"], 1).numpy())
+            fractions.append(out["fraction"].numpy())
+    return np.concatenate(probs), np.concatenate(fractions)
+
+
+def config_record(config: PatternTrainConfig) -> dict:
+    record = asdict(config)
+    record["size"] = config.size
+    return record
