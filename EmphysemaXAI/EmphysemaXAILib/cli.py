@@ -482,6 +482,60 @@ def _train(args) -> int:
     return 0
 
 
+def cmd_train_patterns(args) -> int:
+    from .model.pattern_experiment import train_patterns
+    from .model.pattern_train import PatternTrainConfig
+
+    command = "emphysema-xai " + " ".join(sys.argv[1:]) if sys.argv and "emphysema" in sys.argv[0] else None
+    with _claim_folder(args, [("--cip-patches", args.cip_patches)]):
+        config = PatternTrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, pixel_mm=args.pixel_mm)
+        metrics = train_patterns(args.cip_patches, args.out, phantoms=args.phantoms, val_phantoms=args.val_phantoms,
+                                 per_phantom=args.per_phantom, folds=args.folds, seed=args.seed, command=command,
+                                 config=config, workers=args.workers)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    for name, figures in ((f"{args.folds}-fold on CIP's patches", metrics.get("cip_kfold", {}).get("clean")),
+                          ("the same folds after a scanner shift", metrics.get("cip_kfold", {}).get("scanner_shift"))):
+        if figures:
+            print(f"{name}: accuracy {figures['accuracy']:.3f} (6 classes), balanced {figures['balanced_accuracy']:.3f}, "
+                  f"normal / centrilobular / paraseptal {figures['accuracy_nt_cl_ps']:.3f}")
+    val = metrics.get("validation_phantoms", {})
+    if val.get("extent_mae") is not None:
+        print(f"held-out phantoms ({len(val['rows'])}): extent MAE {val['extent_mae']:.2f} points after calibration")
+    print(f"{args.out}: model written (weights.pt, config.json, metrics.json, log.csv, training_curve.png)")
+    return 0
+
+
+def cmd_patterns(args) -> int:
+    from .model.pattern_images import COLUMNS, classify
+    from .model.pattern_infer import PatternPredictor
+
+    with claim_outputs([("the input", p) for p in args.images] + [("--model", args.model)],
+                       [Output("--out", args.out, "file")], args.overwrite):
+        try:
+            predictor = PatternPredictor(args.model, args.device)
+        except ValueError as error:
+            raise InputError(f"--model: {error}; give a folder written by train-patterns") from None
+        rows = classify(args.images, predictor, pixel_mm=args.pixel_mm, air_hu=args.air_hu)
+
+        def write(tmp):
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, COLUMNS)
+                writer.writeheader()
+                writer.writerows({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
+                                 for row in rows)
+
+        write_files_atomic({args.out: write}, overwrite=args.overwrite or None)
+    counts = {p: sum(r["pattern"] == p for r in rows) for p in dict.fromkeys(r["pattern"] for r in rows)}
+    if args.json:
+        print(json.dumps({"out": str(args.out), "rows": len(rows), "patterns": counts, "model": predictor.info}))
+    else:
+        print(f"{args.out}: {len(rows)} images classified ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+              + NOT_CLINICAL)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .model.experiment import evaluate
 
@@ -782,6 +836,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     train.set_defaults(func=cmd_train)
+
+    patterns = sub.add_parser("patterns", help="classify 2D lung patches / ROIs into emphysema patterns (CSV)")
+    patterns.add_argument("images", nargs="+", help="TIFF / DICOM / NRRD / NIfTI HU images or folders of them")
+    patterns.add_argument("--pixel-mm", type=float, metavar="MM", help="pixel size (default: the file's own)")
+    patterns.add_argument("--air-hu", type=float, metavar="HU", help="what this scanner reads for air (calibrates)")
+    patterns.add_argument("--out", required=True, metavar="CSV", help="table to write, one row per image")
+    patterns.add_argument("--model", metavar="MODEL_DIR", help="pattern model folder (default: the shipped model)")
+    patterns.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu")
+    patterns.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    patterns.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    patterns.set_defaults(func=cmd_patterns)
+
+    train_patterns = sub.add_parser("train-patterns", help="train the pattern model on CIP's patches and phantoms")
+    train_patterns.add_argument("--cip-patches", required=True, metavar="MAT", help="CIP's EmphysemaPatches.mat")
+    train_patterns.add_argument("--out", required=True, help="model folder to write")
+    train_patterns.add_argument("--phantoms", type=int, default=24, help="phantoms giving training patches")
+    train_patterns.add_argument("--val-phantoms", type=int, default=8, help="held-out phantoms (extent calibration)")
+    train_patterns.add_argument("--per-phantom", type=int, default=400, help="2D patches drawn per phantom")
+    train_patterns.add_argument("--folds", type=int, default=5, help="k-fold figures on the CIP patches (0: none)")
+    train_patterns.add_argument("--epochs", type=int, default=150)
+    train_patterns.add_argument("--width", type=int, default=24, help="channels of the first block")
+    train_patterns.add_argument("--pixel-mm", type=float, default=1.0, help="working pixel size")
+    train_patterns.add_argument("--seed", type=int, default=0)
+    train_patterns.add_argument("--workers", type=int, default=2, help="processes for the folds")
+    train_patterns.add_argument("--json", action="store_true", help="print metrics.json on stdout")
+    train_patterns.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    train_patterns.set_defaults(func=cmd_train_patterns)
 
     evaluate = sub.add_parser("evaluate", help="figures of a severity model on held-out phantoms or your cohort")
     _held_out_source(evaluate, "N new phantoms (all doses and kernels)", "labelled cases (path, lung_mask, label, extent_pct, subject)",

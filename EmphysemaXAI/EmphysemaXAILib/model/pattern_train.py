@@ -34,13 +34,13 @@ class PatternTrainConfig:
     pixel_mm: float = 1.0          # working pixel size
     patch_mm: float = 18.0         # training image width (CIP's patches are about 20 mm wide)
     cip_pixel_mm: tuple = (0.58, 0.75)   # CIP stores no spacing: drawn in COPDGene's range
-    epochs: int = 40
+    epochs: int = 150
     batch_cip: int = 48
     batch_phantom: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     fraction_weight: float = 1.0
-    width: int = 16
+    width: int = 24
     seed: int = 0
     augment: bool = True
     ranges: ScannerRanges = field(default_factory=ScannerRanges)

@@ -1,0 +1,129 @@
+"""``emphysema-xai patterns``: classify 2D lung-parenchyma images (patches, ROIs) with the pattern
+model, one row per image. The whole image is taken as lung.
+
+Inputs: TIFF (signed integers or floats, HU as stored), DICOM (one frame, rescaled to HU) and
+NRRD / NIfTI / MHA (every axial slice of a volume is one image, ``slice`` says which), given as
+files or folders (searched recursively; other files are skipped). Pixels must be square; their
+size is ``pixel_mm`` when given, else the file's own spacing (TIFF carries none: then
+``pixel_mm`` is required). ``air_hu``: the air value the scanner reads (when known), mapped to
+-1000 HU with water kept at 0 HU before the model sees the image.
+
+Row: ``image`` (the path as given, or relative to the folder given), ``slice``, ``p_<pattern>``
+for the six patterns, ``p_centrilobular`` (sum of the three grades), ``pattern`` (the broad
+pattern of highest probability: normal, centrilobular, paraseptal or panlobular), ``subclass``
+(the most probable of the six), ``emphysema_pct`` (the model's emphysema fraction, % of image).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+PLAUSIBLE_MEDIAN_HU = (-1100.0, -200.0)   # a lung image in HU has its median here
+
+
+def _is_volume(path: Path) -> bool:
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def collect(inputs: list) -> list:
+    """[(path, name shown in the table)] for files and folders (folders recursively)."""
+    from ..embed.images import is_image_file
+
+    out = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted((p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                            and (is_image_file(p) or _is_volume(p))), key=lambda p: p.relative_to(path).as_posix())
+            if not found:
+                raise InputError(f"{path}: holds no TIFF, DICOM, NRRD or NIfTI images")
+            out.extend((p, (Path(path.name) / p.relative_to(path)).as_posix()) for p in found)
+        elif path.is_file():
+            out.append((path, str(item)))
+        else:
+            raise InputError(f"{path}: no such image file or folder")
+    return out
+
+
+def read_images(path: Path, pixel_mm: float | None) -> tuple:
+    """([(H, W) float32 HU per slice], pixel size in mm) of one file."""
+    from ..embed.images import read_slice
+
+    if _is_volume(path):
+        from ..ct_io import read_image_file
+
+        volume = read_image_file(path)
+        sx, sy = float(volume.spacing[0]), float(volume.spacing[1])
+        if pixel_mm is None and abs(sx - sy) > 0.01 * max(sx, sy):
+            raise InputError(f"{path}: pixels of {sx:g} x {sy:g} mm are not square; resample it or give --pixel-mm")
+        images = [np.asarray(s, np.float32) for s in volume.hu]
+        size = pixel_mm if pixel_mm is not None else sx
+    else:
+        images = [read_slice(path)]
+        size = pixel_mm if pixel_mm is not None else (_dicom_pixel(path) if _is_dicom(path) else None)
+    if size is None:
+        raise InputError(f"{path}: the file carries no pixel size; give --pixel-mm")
+    for image in images:
+        median = float(np.median(image))
+        if not PLAUSIBLE_MEDIAN_HU[0] <= median <= PLAUSIBLE_MEDIAN_HU[1]:
+            raise InputError(f"{path}: median {median:.0f} HU is not lung parenchyma in HU; give HU images "
+                             "of lung (a signed TIFF or DICOM with its rescale)")
+        if min(image.shape) < 8:
+            raise InputError(f"{path}: an image of {image.shape[1]} x {image.shape[0]} pixels is too small; "
+                             "give patches of at least 8 x 8 pixels")
+    return images, float(size)
+
+
+def _is_dicom(path: Path) -> bool:
+    from ..embed.images import DICOM_SUFFIXES
+    from ..dicom_series import looks_like_dicom
+
+    return path.suffix.lower() in DICOM_SUFFIXES or looks_like_dicom(path)
+
+
+def _dicom_pixel(path: Path) -> float | None:
+    import pydicom
+
+    spacing = getattr(pydicom.dcmread(path, stop_before_pixels=True), "PixelSpacing", None)
+    if not spacing:
+        return None
+    row, col = float(spacing[0]), float(spacing[1])
+    if abs(row - col) > 0.01 * max(row, col):
+        raise InputError(f"{path}: pixels of {row:g} x {col:g} mm are not square; give --pixel-mm after resampling")
+    return row
+
+
+def classify(inputs: list, predictor, pixel_mm: float | None = None, air_hu: float | None = None) -> list:
+    """Rows (module docstring) for every image under ``inputs``."""
+    if pixel_mm is not None and not (0.05 <= pixel_mm <= 5.0):
+        raise InputError(f"--pixel-mm {pixel_mm:g} is not a CT pixel size; give it in millimetres (e.g. 0.7)")
+    calibrate = None
+    if air_hu is not None:
+        from ..calibration import PLAUSIBLE_AIR_HU, calibration_from_refs
+
+        if not PLAUSIBLE_AIR_HU[0] <= air_hu <= PLAUSIBLE_AIR_HU[1]:
+            raise InputError(f"--air-hu {air_hu:g} is not an air reading; give what the scanner reads for air "
+                             f"({PLAUSIBLE_AIR_HU[0]:g} .. {PLAUSIBLE_AIR_HU[1]:g} HU)")
+        calibrate = calibration_from_refs(air_hu, "user", None).apply
+    rows = []
+    for path, name in collect(inputs):
+        images, size = read_images(path, pixel_mm)
+        if calibrate is not None:
+            images = [calibrate(image).astype(np.float32) for image in images]
+        probs, fractions = predictor.classify_images(images, size)
+        groups = group_probabilities(probs)
+        for index, (p, g, fraction) in enumerate(zip(probs, groups, fractions)):
+            rows.append({"image": name, "slice": index, **{f"p_{k}": float(v) for k, v in zip(PATTERNS, p)},
+                         "p_centrilobular": float(g[1]), "pattern": list(PATTERN_GROUPS)[int(np.argmax(g))],
+                         "subclass": PATTERNS[int(np.argmax(p))], "emphysema_pct": float(100.0 * fraction),
+                         "pixel_mm": size})
+    return rows
+
+
+COLUMNS = (["image", "slice"] + [f"p_{k}" for k in PATTERNS]
+           + ["p_centrilobular", "pattern", "subclass", "emphysema_pct", "pixel_mm"])
