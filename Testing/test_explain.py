@@ -43,12 +43,12 @@ def test_every_method_gives_a_lung_only_map(net, tiles, method):
 def test_integrated_gradients_completeness_from_the_normal_lung_baseline(net, tiles):
     """IG's attributions add up to f(x) - f(baseline) (captum's completeness axiom) and the
     baseline is normal lung (not zeros / air)."""
-    from EmphysemaXAILib.explain.methods import FractionLogit
+    from EmphysemaXAILib.explain.methods import TargetLogit
 
     baseline = normal_lung_baseline(torch.from_numpy(tiles))
     assert float(baseline[0, 0, 20, 20]) == NORMAL_LUNG_HU and float(baseline[0, 0, 0, 0]) == FILL_HU
     maps = attribute(net, tiles, "ig", steps=64)
-    wrapper = FractionLogit(net)
+    wrapper = TargetLogit(net)
     with torch.no_grad():
         delta = (wrapper(torch.from_numpy(tiles)) - wrapper(baseline))[:, 0].numpy()
     assert maps.sum(axis=(1, 2, 3)) == pytest.approx(delta, abs=float(0.05 * np.abs(delta).max() + 1e-4))

@@ -366,7 +366,8 @@ def cmd_analyze(args) -> int:
         result = analyze_case(args.input, engine=args.engine, lung_mask=args.lung_mask,
                               lungmask_weights=args.lungmask_weights, series_uid=args.series,
                               progress=None if args.json else _progress, settings=settings,
-                              model=model, device=args.device, explain=explain)
+                              model=model, device=args.device, explain=explain,
+                              explain_target=args.explain_target)
         write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     summary = result.summary()
     errors = set(result.qc.errors)
@@ -803,6 +804,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(analyze)
     analyze.add_argument("--explain", metavar="LIST",
                          help="attribution maps to write: gradcam,gradcampp,ig,attention,occlusion,smoothgrad")
+    from .model.cip_patches import PATTERNS
+
+    analyze.add_argument("--explain-target", choices=("emphysema",) + PATTERNS, default="emphysema",
+                         help="the output the maps explain: the emphysema estimate, or a pattern (pattern model)")
     analyze.set_defaults(func=cmd_analyze)
 
     batch = sub.add_parser("batch", parents=[common], help="analyze every case (DICOM series or image file) under a folder")

@@ -74,7 +74,7 @@ def _predictor(model, device: str, warnings: list):
         return None
     try:
         from .model.checkpoint import shipped_available
-        from .model.infer import SeverityPredictor  # noqa: F401  (torch and monai importable)
+        from .model.infer import open_predictor
     except ImportError as error:  # torch / monai missing: QCT still runs
         warnings.append(f"no severity model: {error.name} is not installed (pip install the package's requirements)")
         return None
@@ -88,27 +88,8 @@ def _predictor(model, device: str, warnings: list):
     weights = model_dir(model) / WEIGHTS_FILE
     key = (str(weights.resolve()), weights.stat().st_mtime_ns if weights.exists() else None, device)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = _open_predictor(model, device)
+        _PREDICTORS[key] = open_predictor(model, device)
     return _PREDICTORS[key]
-
-
-def _open_predictor(model, device: str):
-    """A PatternPredictor for a pattern model folder, else a SeverityPredictor."""
-    import json
-
-    from .model.checkpoint import CONFIG_FILE, model_dir
-
-    try:
-        kind = json.loads((model_dir(model) / CONFIG_FILE).read_text())["architecture"].get("kind")
-    except (OSError, ValueError, KeyError, AttributeError):
-        kind = None   # the loader names what is wrong with the folder
-    if kind == "pattern":
-        from .model.pattern_infer import PatternPredictor
-
-        return PatternPredictor(model, device)
-    from .model.infer import SeverityPredictor
-
-    return SeverityPredictor(model, device)
 
 
 #: A lung mask smaller than this share of the air inside the body (QC's lung air) is suspicious.
@@ -165,7 +146,7 @@ def versions() -> dict:
 def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights=None,
                  fill_weights=None, lobes: bool = False, qct_config=None, qc_profile: str = "default",
                  series_uid: str | None = None, progress=None, cancel=None, settings=None,
-                 model="auto", device: str = "auto", explain=()) -> CaseResult:
+                 model="auto", device: str = "auto", explain=(), explain_target: str = "emphysema") -> CaseResult:
     """Read, check, segment and measure one case.
 
     Args:
@@ -180,6 +161,8 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         model: severity model folder, ``"auto"`` (the shipped model when it and torch are
             installed, else a warning) or None (no model step); device: auto, cpu, cuda, mps.
         explain: attribution methods to run after the model (``explain.methods.METHODS``).
+        explain_target: the model output they explain: ``emphysema`` or, with a pattern model,
+            a pattern name (``explain.methods.TARGETS``).
     """
     if explain and model is None:
         raise InputError("explanations need the severity model: drop --no-model or give --model")
@@ -240,6 +223,10 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
                              noise_hu=qc.measures.get("noise_hu"), calibration=calibration)
     timings["qct"] = round(time.perf_counter() - start, 3)
     predictor = _predictor(model, device, result.warnings)
+    if explain and explain_target != "emphysema" and predictor is not None \
+            and not hasattr(predictor, "classify_images"):
+        raise InputError(f"--explain-target {explain_target}: the severity model has no pattern outputs; "
+                         "use a pattern model (--model) or explain emphysema")
     if predictor is not None:
         start = step("severity", 4, "grading severity with the CNN")
         cutpoints = (qct_config or QCTConfig()).severity_cutpoints
@@ -253,7 +240,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
 
         start = step("explain", 5, f"explaining the model ({', '.join(explain)})")
         result.explanations = explain_case(predictor.model, result.severity, ct, segmentation.labels, explain,
-                                           lobes=segmentation.lobes)
+                                           lobes=segmentation.lobes, target=explain_target)
         timings["explain"] = round(time.perf_counter() - start, 3)
     if progress is not None:
         progress("done", 1.0, "done")

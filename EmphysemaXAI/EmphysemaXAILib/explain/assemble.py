@@ -28,12 +28,14 @@ class Explanation:
     tiles_explained: int
     tiles_total: int
     seconds: float
+    target: str = "emphysema"   # the output explained: emphysema or a pattern name
 
     def summary(self, file: str | None = None) -> dict:
         note = ("all lung tiles" if self.tiles_explained == self.tiles_total else
                 f"the {self.tiles_explained} most-attended of {self.tiles_total} lung tiles only "
                 "(an expensive method); the other tiles are 0")
-        return {"file": file, "region_scores": self.region_scores, "tiles_explained": self.tiles_explained,
+        return {"file": file, "target": self.target, "region_scores": self.region_scores,
+                "tiles_explained": self.tiles_explained,
                 "tiles_total": self.tiles_total, "coverage": note, "seconds": round(self.seconds, 2)}
 
 
@@ -46,24 +48,25 @@ def region_scores(volume: np.ndarray, regions) -> dict:
 
 
 def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None, top_tiles: int = 96,
-                 ig_steps: int = 32) -> dict:
-    """method -> :class:`Explanation` for a case the model has graded (``severity`` is the
-    :class:`~EmphysemaXAILib.model.infer.SeverityResult`)."""
+                 ig_steps: int = 32, target: str = "emphysema") -> dict:
+    """method -> :class:`Explanation` of ``target`` (:data:`.methods.TARGETS`) for a case the
+    model has graded (``severity`` is the :class:`~EmphysemaXAILib.model.infer.SeverityResult`)."""
     lung = labels > 0
     regions = lung_regions(labels, lobes, severity.grid.superior_is_high_index)   # once for every method
     out = {}
     for method in methods:
         start = time.perf_counter()
-        working, chosen = working_attribution(model, severity, method, top_tiles=top_tiles, ig_steps=ig_steps)
+        working, chosen = working_attribution(model, severity, method, top_tiles=top_tiles, ig_steps=ig_steps,
+                                              target=target)
         volume = from_working_grid(working, severity.grid, ct) * lung
         scores = region_scores(volume, regions)
         out[method] = Explanation(method, volume.astype(np.float32), scores, len(chosen), len(severity.tiles),
-                                  time.perf_counter() - start)
+                                  time.perf_counter() - start, target)
     return out
 
 
 def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig_steps: int = 32,
-                        chosen=None) -> tuple:
+                        chosen=None, target: str = "emphysema") -> tuple:
     """(attribution volume on the working grid (z, y, x) float32, indices of the tiles explained)."""
     tiles, grid = severity.tiles, severity.grid
     weights = severity.patch_weights * len(severity.patch_weights)
@@ -71,5 +74,6 @@ def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig
     order = np.argsort(-priority, kind="stable")
     if chosen is None:
         chosen = np.sort(order[:top_tiles]) if method in EXPENSIVE else np.arange(len(tiles))
-    maps = attribute(model, tiles.images[chosen], method, steps=ig_steps) * weights[chosen, None, None, None]
+    maps = attribute(model, tiles.images[chosen], method, steps=ig_steps, target=target) \
+        * weights[chosen, None, None, None]
     return paint_maps(grid.hu.shape, tiles.corners[chosen], maps) * (grid.labels > 0), chosen

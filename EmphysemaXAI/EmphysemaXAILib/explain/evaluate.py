@@ -64,11 +64,11 @@ def explain_eval(out, methods, *, model_path=None, phantoms: int | None = None, 
                  size: str = "medium", top_tiles: int = 96, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from ..model.infer import SeverityPredictor
+    from ..model.infer import open_predictor
     from .faithfulness import case_faithfulness
 
     started = time.perf_counter()
-    predictor = SeverityPredictor(model_path, device="cpu")
+    predictor = open_predictor(model_path, device="cpu")
     cases = _cases_from_phantoms(phantoms, seed, size) if phantoms is not None else _cases_from_manifest(manifest)
     rows = []
     for name, ct, labels, lesion, info in tqdm(cases, total=phantoms, desc="cases", disable=not progress):

@@ -81,8 +81,12 @@ def randomized(model, seed: int = 0):
 
 
 def _with_model(predictor, model, severity):
-    """``severity`` re-weighted by another model's attention pooling over the same tiles."""
+    """``severity`` re-weighted by another model's attention pooling over the same tiles (a
+    pattern model weights tiles by their lung voxels, whatever the network: unchanged)."""
     import dataclasses
+
+    if not hasattr(model, "case"):
+        return severity
 
     out = predictor.run_tiles(severity.tiles.images, model=model)
     counts = torch.from_numpy(severity.tiles.lung_count.astype(np.float32))

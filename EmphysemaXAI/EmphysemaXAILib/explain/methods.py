@@ -1,9 +1,11 @@
-"""Attribution maps of the severity CNN for a batch of 2.5D lung tiles (captum and MONAI).
+"""Attribution maps of the severity or pattern CNN for a batch of lung tiles (captum and MONAI).
 
-Every method explains the same output: the logit of a tile's predicted emphysema fraction (the
-quantity the case extent and class are built from). Inputs are HU tiles (n, S, P, P) as
-:mod:`..model.tiles` makes them (non-lung voxels at FILL_HU); every map is (n, S, P, P) float32,
-positive where the voxel pushes the estimate up:
+Every method explains one output, the ``target``: ``emphysema`` (default), the logit of a tile's
+predicted emphysema fraction (the quantity the case extent and class are built from), or, for a
+pattern model (:class:`~..model.pattern_net.PatternNet`), the logit of one of its six patterns
+(:data:`~..model.cip_patches.PATTERNS`, attention-pooled over the tile). Inputs are HU tiles
+(n, S, P, P) as :mod:`..model.tiles` makes them (non-lung voxels at FILL_HU; S = 1 for the pattern
+model); every map is (n, S, P, P) float32, positive where the voxel pushes the target up:
 
 - ``gradcam``: captum LayerGradCam on the last convolutional block, at its last ReLU before the
   max-pool (P/4 x P/4 = 16 x 16 positions, 5.6 mm at 1.4 mm: measured on 3 held-out phantoms
@@ -22,30 +24,61 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.cip_patches import PATTERNS
 from ..model.network import normalise_hu
+from ..model.pattern_net import PatternNet
 from ..model.tiles import FILL_HU
 
 NORMAL_LUNG_HU = -860.0        # healthy parenchyma at full inspiration (the phantoms: -868 +/- 8)
 METHODS = ("gradcam", "gradcampp", "ig", "attention", "occlusion", "smoothgrad")
 EXPENSIVE = ("gradcampp", "ig", "occlusion", "smoothgrad")   # on the most-attended tiles only
-CAM_LAYER = "net.encoder.features.2.5"   # the last ReLU of the last block (FractionLogit's naming)
+TARGETS = ("emphysema",) + PATTERNS
+#: a pattern-model input voxel below this is lung (non-lung sits at FILL_HU; the margin keeps
+#: SmoothGrad's noisy copies of FILL_HU out of the lung)
+LUNG_BELOW_HU = FILL_HU - 50.0
+
+
+def _is_pattern(model) -> bool:
+    return isinstance(model, PatternNet)
+
+
+def cam_layer_name(model) -> str:
+    """The Grad-CAM target in TargetLogit's naming: the last ReLU of the last block."""
+    return "net.features.2.5" if _is_pattern(model) else "net.encoder.features.2.5"
 
 
 def cam_layer(model) -> nn.Module:
-    """The Grad-CAM target of a SeverityNet: the last ReLU of the last convolutional block."""
-    return model.encoder.features[-1][5]
+    """The Grad-CAM target: the last ReLU of the last convolutional block."""
+    return model.features[-1][5] if _is_pattern(model) else model.encoder.features[-1][5]
 
 
-class FractionLogit(nn.Module):
-    """(n, S, P, P) HU -> (n, 1) logit of the tile's emphysema fraction."""
+class TargetLogit(nn.Module):
+    """(n, S, P, P) HU -> (n, 1) logit of the tile's ``target`` (module docstring)."""
 
-    def __init__(self, model):
+    def __init__(self, model, target: str = "emphysema"):
         super().__init__()
-        self.net = model
+        if target not in TARGETS:
+            raise ValueError(f"unknown explanation target {target!r}; choose from {', '.join(TARGETS)}")
+        if target != "emphysema" and not _is_pattern(model):
+            raise ValueError(f"the severity model has no {target} output: explain a pattern with a pattern model")
+        self.net, self.target = model, target
 
     def forward(self, x):
-        embedding, _ = self.net.encoder(normalise_hu(x))
-        return self.net.fraction_head(embedding)
+        if not _is_pattern(self.net):
+            embedding, _ = self.net.encoder(normalise_hu(x))
+            return self.net.fraction_head(embedding)
+        out = self.net(x, (x < LUNG_BELOW_HU).float())
+        if self.target == "emphysema":
+            return out["fraction_logit"][:, None]
+        return out["pattern_logits"][:, PATTERNS.index(self.target), None]
+
+
+def _attention(model, x: torch.Tensor) -> torch.Tensor:
+    """(n, h, w) spatial attention of either network."""
+    with torch.no_grad():
+        if _is_pattern(model):
+            return model(x, (x < LUNG_BELOW_HU).float())["attention"]
+        return model.encoder(normalise_hu(x))[1]
 
 
 def normal_lung_baseline(tiles: torch.Tensor) -> torch.Tensor:
@@ -60,14 +93,15 @@ def _upsample(maps: torch.Tensor, shape) -> torch.Tensor:
 
 
 def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: int = 64,
-              internal_batch: int = 256, seed: int = 0) -> np.ndarray:
-    """(n, S, P, P) float32 map of ``method`` for the HU ``tiles``; model in eval mode."""
+              internal_batch: int = 256, seed: int = 0, target: str = "emphysema") -> np.ndarray:
+    """(n, S, P, P) float32 map of ``method`` for the HU ``tiles`` and ``target``; model in eval
+    mode. ``attention`` is the model's own map, the same whatever the target."""
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
     model.eval()
-    wrapper = FractionLogit(model).eval()
+    wrapper = TargetLogit(model, target).eval()
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     out = []
@@ -79,7 +113,7 @@ def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: 
         elif method == "gradcampp":
             from monai.visualize import GradCAMpp
 
-            cam = GradCAMpp(wrapper, target_layers=CAM_LAYER, postprocessing=lambda m: m)
+            cam = GradCAMpp(wrapper, target_layers=cam_layer_name(model), postprocessing=lambda m: m)
             # one tile per call: MONAI 1.6's GradCAMpp multiplies the (n,) score into (n, C, h, w)
             # gradients, which only broadcasts for n = 1
             maps = torch.cat([cam(x[i:i + 1], class_idx=0) for i in range(len(x))]).expand(-1, x.shape[1], -1, -1)
@@ -88,9 +122,7 @@ def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: 
             maps = ig.attribute(x, baselines=normal_lung_baseline(x), target=0, n_steps=steps,
                                 internal_batch_size=internal_batch)
         elif method == "attention":
-            with torch.no_grad():
-                _, attention = model.encoder(normalise_hu(x))
-            maps = _upsample(attention[:, None], x.shape)
+            maps = _upsample(_attention(model, x)[:, None], x.shape)
         elif method == "occlusion":
             maps = Occlusion(wrapper).attribute(x, sliding_window_shapes=(x.shape[1], 8, 8),
                                                 strides=(x.shape[1], 8, 8), baselines=normal_lung_baseline(x),

@@ -149,6 +149,7 @@ def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
 
     from ..ct_io import read_ct
     from ..segmentation import load_mask, segment_lungs
+    from .experiment import head_probabilities
 
     rows = []
     for row in tqdm(read_manifest(manifest), desc="cases", disable=not progress):
@@ -161,5 +162,5 @@ def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
                      "extent_pct": summary["extent_pct"], "class": summary["class"],
                      "low_confidence": summary["low_confidence"],
                      **{f"p_{k}": v for k, v in summary["probabilities"].items()},
-                     "head_probabilities": list(summary["class_head"].values())})
+                     "head_probabilities": head_probabilities(summary)})
     return rows

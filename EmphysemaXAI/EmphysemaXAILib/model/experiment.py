@@ -41,7 +41,8 @@ def _figures(rows: list, sigma: float, cutpoints=SEVERITY_CUTPOINTS, seed: int =
     out = case_metrics([r["label"] for r in known], [r["class"] for r in known], proba,
                        [r["extent_true"] for r in known] if same else None,
                        [r["extent_pct"] for r in known] if same else None, cutpoints=cutpoints, seed=seed)
-    head = np.array([r["head_probabilities"] for r in known]) if "head_probabilities" in known[0] else None
+    head = (np.array([r["head_probabilities"] for r in known])
+            if all(r.get("head_probabilities") is not None for r in known) else None)
     if head is not None:
         truth = [SEVERITY_CLASSES.index(r["label"]) for r in known]
         out["class_head"] = {"accuracy": float(np.mean(head.argmax(1) == np.array(truth)))}
@@ -154,9 +155,9 @@ def _init_worker(model_path, device, threads):
 
     global _PREDICTOR
     torch.set_num_threads(threads)
-    from .infer import SeverityPredictor
+    from .infer import open_predictor
 
-    _PREDICTOR = SeverityPredictor(model_path, device)
+    _PREDICTOR = open_predictor(model_path, device)
 
 
 def _evaluate_phantom(params) -> dict:
@@ -178,7 +179,12 @@ def _row(summary: dict) -> dict:
     return {"extent_pct": summary["extent_pct"], "class": summary["class"],
             "low_confidence": summary["low_confidence"],
             **{f"p_{k}": v for k, v in summary["probabilities"].items()},
-            "head_probabilities": list(summary["class_head"].values())}
+            "head_probabilities": head_probabilities(summary)}
+
+
+def head_probabilities(summary: dict):
+    """The severity model's attention-pooled class head (4,), None for a pattern model."""
+    return list(summary["class_head"].values()) if "class_head" in summary else None
 
 
 def _by_acquisition(rows: list) -> dict:
@@ -218,9 +224,9 @@ def evaluate(model_path, out, *, phantoms: int | None = None, seed: int = 1, man
             rows = [_evaluate_phantom(p) for p in tqdm(design, desc="phantoms", disable=not progress)]
     else:
         from .cohort import evaluate_manifest_rows
-        from .infer import SeverityPredictor
+        from .infer import open_predictor
 
-        rows = evaluate_manifest_rows(SeverityPredictor(model_path, device), manifest, progress)
+        rows = evaluate_manifest_rows(open_predictor(model_path, device), manifest, progress)
     metrics = _figures(rows, sigma, seed=seed)
     metrics["model"] = {"name": config.get("name"), "sha256": config["weights_sha256"]}
     metrics["source"] = {"phantoms": phantoms, "seed": seed, "size": phantom_size} if phantoms is not None else {"manifest": str(manifest)}

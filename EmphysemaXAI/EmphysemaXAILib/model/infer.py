@@ -136,3 +136,23 @@ class SeverityPredictor:
         }
         return SeverityResult(summary, grid, tiles, fractions, case["patch_weights"].float().cpu().numpy(),
                               fraction_map, timings)
+
+
+def open_predictor(model_path=None, device: str = "auto"):
+    """The predictor for a model folder (default: the shipped model): a
+    :class:`~.pattern_infer.PatternPredictor` when its ``config.json`` names a pattern model,
+    else a :class:`SeverityPredictor`. Both give ``predict`` -> :class:`SeverityResult`,
+    ``run_tiles``, ``model``, ``info``."""
+    import json
+
+    from .checkpoint import CONFIG_FILE, model_dir
+
+    try:
+        kind = json.loads((model_dir(model_path) / CONFIG_FILE).read_text())["architecture"].get("kind")
+    except (OSError, ValueError, KeyError, AttributeError):
+        kind = None   # the loader names what is wrong with the folder
+    if kind == "pattern":
+        from .pattern_infer import PatternPredictor
+
+        return PatternPredictor(model_path, device)
+    return SeverityPredictor(model_path, device)

@@ -72,6 +72,22 @@ class PatternPredictor:
     def info(self) -> dict:
         return {"name": self.config.get("name", self.path.name), "sha256": self.config["weights_sha256"]}
 
+    def run_tiles(self, images: np.ndarray, model=None) -> dict:
+        """Tile outputs for (n, 1, P, P) HU tiles with non-lung at FILL_HU, batched:
+        ``fraction`` (n,) (lung-weighted mean of the tile's fraction map, before calibration)
+        and ``embedding`` (n, C), tensors on the CPU; ``model`` another network (default: this
+        predictor's)."""
+        torch = self.torch
+        model = self.model if model is None else model
+        fractions, embeddings = [], []
+        with torch.inference_mode():
+            for start in range(0, len(images), 64):
+                x = torch.from_numpy(np.ascontiguousarray(images[start:start + 64], np.float32)).to(self.device)
+                out = model(x, (x < FILL_HU - 0.5).float())
+                fractions.append(out["fraction"].float().cpu())
+                embeddings.append(out["embedding"].float().cpu())
+        return {"fraction": torch.cat(fractions), "embedding": torch.cat(embeddings)}
+
     def _calibrated(self, fraction):
         slope, intercept = self.config.get("extent_calibration", (1.0, 0.0))
         return np.clip(slope * fraction + intercept / 100.0, 0.0, 1.0)
