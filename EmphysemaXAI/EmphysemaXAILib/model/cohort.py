@@ -75,10 +75,13 @@ def manifest_bags(rows: list, size: int, slices: int, progress: bool = True) -> 
 
 
 def _fine_tune(init, bags_train, bags_val, epochs, seed, device, progress):
-    from .checkpoint import load_model
+    from .checkpoint import SEVERITY_V1_DIR, load_model
     from .fit import train_case_model
 
-    model, config = load_model(init)
+    model, config = load_model(init if init is not None else SEVERITY_V1_DIR)
+    if config["architecture"].get("kind") == "pattern":
+        raise InputError(f"--init {init}: a pattern model cannot be fine-tuned on case labels yet; "
+                         "omit --init (the shipped severity model v1) or give a severity model folder")
     history = train_case_model(model, bags_train, bags_val, epochs=epochs, freeze_encoder=False, lr=3e-4,
                                seed=seed, device=device, progress=progress)
     return model.cpu().eval(), config, history
@@ -86,7 +89,7 @@ def _fine_tune(init, bags_train, bags_val, epochs, seed, device, progress):
 
 def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, epochs: int = 20, device: str = "auto",
                    progress: bool = True, command: str | None = None) -> dict:
-    """Fine-tune ``init`` (None: the shipped model) on a cohort: k-fold out-of-fold figures
+    """Fine-tune ``init`` (None: the shipped severity model v1) on a cohort: k-fold out-of-fold figures
     (``folds`` >= 2; 0 skips) and a final model on a 70/15/15 split by subject."""
     from sklearn.model_selection import StratifiedGroupKFold
 
