@@ -147,7 +147,7 @@ def _pattern_views(ct, labels, laa_map, pattern_map) -> str:
         planes.append((lambda v: v[::-1, j], sz / sx, f"coronal row {j} (head up)"))
     layers = [("LAA map", laa_map, ListedColormap(LAA_COLORS), 4, 0),
               ("emphysema patterns", pattern_map, ListedColormap(PATTERN_RGB), len(PATTERNS), 1)]
-    fig, axes = plt.subplots(len(planes), 2, figsize=(10, 5.0 * len(planes) + 0.9), squeeze=False)
+    fig, axes = plt.subplots(len(planes), 2, figsize=(10, 5.0 * len(planes)), squeeze=False)
     for row, (cut, aspect, where) in zip(axes, planes):
         for ax, (name, volume, cmap, top, hidden) in zip(row, layers):
             ax.imshow(cut(ct.hu), cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
@@ -156,11 +156,10 @@ def _pattern_views(ct, labels, laa_map, pattern_map) -> str:
                       aspect=aspect, interpolation="nearest")
             ax.set_title(f"{name} - {where}", fontsize=10)
             ax.axis("off")
-    fig.subplots_adjust(bottom=0.9 / (5.0 * len(planes) + 0.9) + 0.06, hspace=0.12, wspace=0.04)
-    fig.legend([plt.Rectangle((0, 0), 1, 1, color=c) for c in PATTERN_RGB], list(PATTERN_NAMES),
-               loc="lower center", ncol=3, frameon=False, title="pattern map", fontsize=9)
-    fig.legend([plt.Rectangle((0, 0), 1, 1, color=c) for c in LAA_COLORS], [f"LAA cluster {n}" for n in LAA_NAMES],
-               loc="lower center", bbox_to_anchor=(0.5, -0.06), ncol=4, frameon=False, fontsize=9)
+    legends = [([f"LAA cluster {n}" for n in LAA_NAMES], LAA_COLORS), (list(PATTERN_NAMES), PATTERN_RGB)]
+    for ax, (names, colors) in zip(axes[-1], legends):
+        ax.legend([plt.Rectangle((0, 0), 1, 1, color=c) for c in colors], names, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.02), ncol=2, frameon=False, fontsize=9)
     return _png(fig)
 
 
