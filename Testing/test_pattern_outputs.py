@@ -113,20 +113,24 @@ def test_scene_has_the_pattern_colours_map_and_table(case_dir):
     from EmphysemaXAILib.mrml.app import bootstrap
 
     scene, _ = bootstrap(fresh=True)
-    assert slicer.util.loadScene(str(case_dir / "scene.mrb"))
-    colors = slicer.util.getNode("EmphysemaXAI patterns")
+    slicer.util.loadScene(str(case_dir / "scene.mrb"))
+    colors = scene.GetFirstNodeByName("EmphysemaXAI patterns")
+    assert colors.IsA("vtkMRMLColorTableNode")
     assert colors.GetNumberOfColors() == len(PATTERN_COLORS)
     names = [colors.GetColorName(i) for i in range(1, colors.GetNumberOfColors())]
     assert names == [name for _, name, _ in PATTERN_COLORS[1:]] and len(set(names)) == 6
     rgba = [0.0] * 4
     colors.GetColor(4, rgba)
-    assert rgba == pytest.approx([0.85, 0.1, 0.12, 1.0], abs=1e-3)  # centrilobular severe: red
-    label_map = slicer.util.getNode("Pattern map")
+    assert rgba == pytest.approx([0.85, 0.1, 0.12, 1.0], abs=1 / 255)  # red (the file stores 8-bit colours)
+    label_map = scene.GetFirstNodeByName("Pattern map")
     assert label_map.IsA("vtkMRMLLabelMapVolumeNode")
     assert label_map.GetDisplayNode().GetColorNodeID() == colors.GetID()
     codes = slicer.util.arrayFromVolume(label_map)
     assert np.array_equal(codes, sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "pattern_map.nrrd"))))
-    table = slicer.util.dataframeFromTable(slicer.util.getNode("Patterns"))
+    table = slicer.util.dataframeFromTable(scene.GetFirstNodeByName("Patterns"))
+    rendering = [n for n in scene.GetNodesByClass("vtkMRMLVolumeRenderingDisplayNode")
+                 if n.GetVolumeNodeID() == label_map.GetID()]
+    assert len(rendering) == 1 and rendering[0].GetVisibility()
     assert list(table["region"])[:3] == ["whole", "right", "left"]
     assert table.loc[0, [f"{p}_pct" for p in PATTERNS]].sum() == pytest.approx(100.0, abs=0.01)
 
