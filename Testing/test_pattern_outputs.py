@@ -2,6 +2,7 @@
 report.html, scene.mrb (colour table, label map, table) and cohort.csv.
 
 The model is an untrained PatternNet (seeded): the tests check the machinery, never the figures."""
+import importlib.util
 import json
 import shutil
 
@@ -22,15 +23,7 @@ from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
 
-def _has_slicer() -> bool:
-    try:
-        import slicer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-SCENE = _has_slicer()
+SCENE = importlib.util.find_spec("slicer") is not None  # slicer-core (the headless extra)
 
 
 @pytest.fixture(scope="module")
