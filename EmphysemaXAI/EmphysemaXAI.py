@@ -441,13 +441,15 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def showResults(nodes):
-        """Put the QCT table in the layout and the LAA overlay in the slice views."""
+        """Put the QCT table in the layout, the LAA overlay and the pattern map in the slice views."""
         if "qct_table" in nodes:
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(nodes["qct_table"].GetID())
             slicer.app.applicationLogic().PropagateTableSelection()
         if "laa_map" in nodes:
             slicer.util.setSliceViewerLayers(foreground=nodes["laa_map"], foregroundOpacity=0.6)
+        if "pattern_map" in nodes:  # the pattern model's labels above the LAA map
+            slicer.util.setSliceViewerLayers(label=nodes["pattern_map"], labelOpacity=0.6)
 
     @staticmethod
     def showAttribution(nodes, method, opacity=0.6, threshold=0.2):
@@ -482,6 +484,13 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             lines += ["", f"CNN severity: {cnn['class']} (p {cnn['probabilities'][cnn['class']]:.2f}), extent "
                       f"{cnn['extent_pct']:.2f}% of lung ({cnn['model']['name']})"
                       + (" - LOW CONFIDENCE" if cnn["low_confidence"] else "")] + [f"note: {n}" for n in cnn["notes"]]
+            patterns = cnn.get("patterns")
+            if patterns:
+                whole = patterns["share_by_region"]["whole"]
+                lines += [f"patterns: mostly {patterns['dominant'].replace('_', ' ')}; "
+                          f"{patterns['emphysema_share_pct']:.1f}% of the lung in an emphysema pattern "
+                          "(\"Pattern map\" in the slice views, \"Patterns\" table)",
+                          ", ".join(f"{p.replace('_', ' ')} {v:.1f}%" for p, v in whole.items())]
         lines += ["", NOT_CLINICAL]
         return "\n".join(lines)
 

@@ -38,7 +38,11 @@ def test_batch_records_every_case_and_resumes(cohort_root, tmp_path):
     table = pd.read_csv(out / "cohort.csv").set_index("case_id")
     assert list(table.columns) == ["source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
                                    "qct_class", "severity_class", "extent_pct", "laa950_pct_calibrated",
-                                   "perc15_hu_calibrated", "calibration_air_hu", "calibration_air_source"]
+                                   "perc15_hu_calibrated", "calibration_air_hu", "calibration_air_source",
+                                   # appended for a pattern model (empty without one)
+                                   "pattern_dominant", "pattern_emphysema_share_pct", "normal_pct",
+                                   "centrilobular_mild_pct", "centrilobular_moderate_pct", "centrilobular_severe_pct",
+                                   "paraseptal_pct", "panlobular_pct"]
     assert table.loc["site_a__patient1", "status"] == "ok" and table.loc["site_a__patient1", "qct_class"] == "none"
     assert table.loc["site_b__case2", "status"] == "ok" and table.loc["site_b__case2", "qct_class"] == "moderate"
     assert table.loc["site_b__broken", "status"] == "failed"  # an unreadable image is a failed case

@@ -20,6 +20,8 @@ import numpy as np
 from .atomic import atomic_folder, write_atomic
 from .signals import Terminated, signals_deferred
 from .errors import InputError
+from .patterns import (COHORT_PATTERN_COLUMNS, PATTERN_CSV, PATTERN_FILE, cohort_fields, pattern_columns,
+                       pattern_rows)
 from .pipeline import CaseResult
 
 
@@ -48,7 +50,7 @@ def check_scene_support(scene: bool) -> None:
 
 def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
     """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
-    report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``;
+    (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``;
     the scene needs Slicer's MRML: the application's or the slicer-core wheel)."""
     from .phantom.io import save_label
 
@@ -57,6 +59,13 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
         result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
         save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
         save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
+        pattern_labels = result.severity.pattern_labels if result.severity is not None else None
+        if pattern_labels is not None:
+            import pandas as pd
+
+            save_label(pattern_labels.astype(np.uint8), result.ct, folder / PATTERN_FILE)
+            pd.DataFrame(pattern_rows(result.severity.summary), columns=pattern_columns()).to_csv(
+                folder / PATTERN_CSV, index=False)
         for method, explanation in result.explanations.items():
             save_label(explanation.volume, result.ct, folder / f"attribution_{method}.nrrd")
     views = None
@@ -76,7 +85,7 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 COHORT_COLUMNS = ("case_id", "source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
                   "qct_class", "severity_class", "extent_pct", "laa950_pct_calibrated", "perc15_hu_calibrated",
-                  "calibration_air_hu", "calibration_air_source")
+                  "calibration_air_hu", "calibration_air_source") + COHORT_PATTERN_COLUMNS
 
 
 def _case_id(relative: Path, suffix: str = "") -> str:
@@ -342,6 +351,7 @@ def _cohort_row(case: dict, summary: dict) -> dict:
                perc15_hu_calibrated=whole.get("perc15_hu_calibrated"))
     calibration = summary["qct"].get("calibration") or {}
     row.update(calibration_air_hu=calibration.get("air_hu"), calibration_air_source=calibration.get("air_source"))
+    row.update(cohort_fields(model))
     return row
 
 

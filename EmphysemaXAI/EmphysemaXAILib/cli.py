@@ -126,6 +126,7 @@ def cmd_demo(args) -> int:
         print(f"truth: {truth['subtype']} emphysema {truth['extent_pct']:.2f}% of lung ({truth['severity']})")
         print(f"written in {out}: summary.json, qct.csv, lung_labels.nrrd, lungs.seg.nrrd, laa_map.nrrd, "
               "report.html, scene.mrb (open it in 3D Slicer), phantom/ (DICOM input, labels, truth.json)")
+        _print_patterns(summary["severity"], out)
         print(NOT_CLINICAL)
     return 0
 
@@ -155,6 +156,26 @@ def _print_model(model: dict | None, prefix: str = "") -> None:
           f"{model['model']['name']}){' LOW CONFIDENCE' if model['low_confidence'] else ''}")
     for note in model["notes"]:
         print(f"  note: {note}")
+
+
+def _print_patterns(model: dict | None, out: Path, prefix: str = "") -> None:
+    """When a pattern model ran and wrote its map: the dominant pattern and where to look (the
+    pattern map, an attribution map if one was written, the report's pattern section)."""
+    from .patterns import PATTERN_CSV, PATTERN_FILE, pattern_summary
+
+    patterns = pattern_summary(model)
+    if patterns is None or not (out / PATTERN_FILE).is_file():
+        return
+    print(f"{prefix}patterns: mostly {patterns['dominant'].replace('_', ' ')}; "
+          f"{patterns['emphysema_share_pct']:.1f}% of the lung labelled with an emphysema pattern")
+    where = [f"{out / PATTERN_FILE} (codes 1-6: {', '.join(patterns['classes'])}; 0 outside the lung)",
+             f"{out / PATTERN_CSV} (share of lung per pattern and region)"]
+    where += [str(path) for path in sorted(out.glob("attribution_*.nrrd"))]
+    if (out / "report.html").is_file():
+        where.append(f"{out / 'report.html'} (section 'Emphysema patterns')")
+    if (out / "scene.mrb").is_file():
+        where.append(f"{out / 'scene.mrb'} (\"Pattern map\" label map and \"Patterns\" table)")
+    print(f"{prefix}look at: " + "; ".join(where))
 
 
 def _settings(args):
@@ -390,6 +411,7 @@ def cmd_analyze(args) -> int:
         if note:
             print(f"{out}: note: {note}")
         _print_model(summary["severity"], f"{out}: ")
+        _print_patterns(summary["severity"], out.resolve(), f"{out}: ")
         print(NOT_CLINICAL)
     return 0
 

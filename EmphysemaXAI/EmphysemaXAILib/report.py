@@ -1,8 +1,10 @@
 """The self-contained HTML report of one case (images embedded as PNG data URIs).
 
 Sections: severity and quality control, axial and coronal views with the lung outline and the
-LAA map overlay, a coronal projection of the LAA clusters, the lung HU histogram with the
-thresholds, the per-zone bar chart, the QCT table, and the not-for-clinical-use line.
+LAA map overlay, a coronal projection of the LAA clusters, (with a pattern model) the pattern
+map beside the LAA map in the same slices with the pattern shares per region, the lung HU
+histogram with the thresholds, the per-zone bar chart, the QCT table, and the
+not-for-clinical-use line.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .patterns import MAIN_REGIONS, PATTERN_COLORS, PATTERNS, pattern_rows, pattern_summary
 from .pipeline import NOT_CLINICAL
 
 #: LAA map colours by cluster size class (1 < 5 mm, 2 5-10, 3 10-20, 4 >= 20 mm).
@@ -42,6 +45,14 @@ def _outline(ax, mask, color: str = "#4cc9f0", width: float = 0.6) -> None:
         ax.contour(mask, levels=[0.5], colors=color, linewidths=width)
 
 
+def _view_slices(labels, laa_map) -> tuple:
+    """(k, j): the axial slice with the most LAA (the most lung when there is none) and the
+    coronal row through the most lung, the slices of every LAA-map figure."""
+    lung = labels > 0
+    k = int(np.argmax((laa_map > 0).sum(axis=(1, 2)))) if laa_map.any() else int(np.argmax(lung.sum(axis=(1, 2))))
+    return k, int(np.argmax(lung.sum(axis=(0, 2))))
+
+
 def _views(ct, labels, laa_map) -> str:
     """Axial slice with the most LAA, coronal row through the most lung, and the coronal LAA
     projection; for inputs of one or two slices the axial slice with and without the overlay."""
@@ -49,8 +60,7 @@ def _views(ct, labels, laa_map) -> str:
     from matplotlib.colors import ListedColormap
 
     lung = labels > 0
-    k = int(np.argmax((laa_map > 0).sum(axis=(1, 2)))) if laa_map.any() else int(np.argmax(lung.sum(axis=(1, 2))))
-    j = int(np.argmax(lung.sum(axis=(0, 2))))
+    k, j = _view_slices(labels, laa_map)
     sx, sy, sz = ct.spacing
     cmap = ListedColormap(LAA_COLORS)
     thin = ct.hu.shape[0] < MIN_SLICES_FOR_CORONAL
@@ -115,6 +125,67 @@ def _zones(qct, cnn: dict | None = None) -> str:
     ax.set_title("emphysema by zone (dotted: zone grade bounds)")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+#: Pattern map colours (codes 1-6) and legend names, from the scene's colour table.
+PATTERN_RGB = tuple(rgba[:3] for _, _, rgba in PATTERN_COLORS[1:])
+PATTERN_NAMES = tuple(name if rgba[3] > 0 else f"{name} (not overlaid)" for _, name, rgba in PATTERN_COLORS[1:])
+
+
+def _pattern_views(ct, labels, laa_map, pattern_map) -> str:
+    """The LAA map and the pattern map side by side in the slices of the LAA-map figure (axial
+    slice with the most LAA, coronal row through the most lung; axial only for thin inputs),
+    with the legends of both. Normal lung and outside-lung voxels are not coloured."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    lung = labels > 0
+    k, j = _view_slices(labels, laa_map)
+    sx, sy, sz = ct.spacing
+    planes = [(lambda v: v[k], sy / sx, f"axial slice {k}")]
+    if ct.hu.shape[0] >= MIN_SLICES_FOR_CORONAL:
+        planes.append((lambda v: v[::-1, j], sz / sx, f"coronal row {j} (head up)"))
+    layers = [("LAA map", laa_map, ListedColormap(LAA_COLORS), 4, 0),
+              ("emphysema patterns", pattern_map, ListedColormap(PATTERN_RGB), len(PATTERNS), 1)]
+    fig, axes = plt.subplots(len(planes), 2, figsize=(10, 5.0 * len(planes)), squeeze=False)
+    for row, (cut, aspect, where) in zip(axes, planes):
+        for ax, (name, volume, cmap, top, hidden) in zip(row, layers):
+            ax.imshow(cut(ct.hu), cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
+            _outline(ax, cut(lung))
+            ax.imshow(np.ma.masked_less_equal(cut(volume), hidden), cmap=cmap, vmin=0.5, vmax=top + 0.5, alpha=0.8,
+                      aspect=aspect, interpolation="nearest")
+            ax.set_title(f"{name} - {where}", fontsize=10)
+            ax.axis("off")
+    legends = [([f"LAA cluster {n}" for n in LAA_NAMES], LAA_COLORS), (list(PATTERN_NAMES), PATTERN_RGB)]
+    for ax, (names, colors) in zip(axes[-1], legends):
+        ax.legend([plt.Rectangle((0, 0), 1, 1, color=c) for c in colors], names, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.02), ncol=2, frameon=False, fontsize=9)
+    return _png(fig)
+
+
+def _pattern_section(result) -> str:
+    """The pattern map beside the LAA map and the share of lung in each pattern per region."""
+    cnn = result.severity.summary
+    patterns = pattern_summary(cnn)
+    rows = {r["region"]: r for r in pattern_rows(cnn)}
+    order = [r for r in MAIN_REGIONS if r in rows] + [r for r in rows if r not in MAIN_REGIONS]
+    columns = ["region"] + [p.replace("_", " ") + " %" for p in PATTERNS] + ["emphysema %"]
+    shown = []
+    for region in order:
+        row = rows[region]
+        values = [row[f"{p}_pct"] for p in PATTERNS] + [row["emphysema_pct"]]
+        shown.append(dict(zip(columns, [region] + ["" if v is None else f"{v:.1f}" for v in values])))
+    probabilities = ", ".join(f"{p.replace('_', ' ')} {v:.2f}" for p, v in patterns["probabilities"].items())
+    return (f"<h2 id='patterns'>Emphysema patterns: mostly {html.escape(patterns['dominant'].replace('_', ' '))}</h2>"
+            f"<p>The pattern model labels every lung voxel with one of six patterns (CIP's classes: normal, "
+            f"centrilobular mild / moderate / severe, paraseptal, panlobular); "
+            f"{patterns['emphysema_share_pct']:.1f}% of the lung is labelled with an emphysema pattern. "
+            f"Lung-mean probabilities: {html.escape(probabilities)}. The shares are the model's labels, "
+            "not a radiologist's reading; pattern_map.nrrd holds the map (codes 1-6 in this order, 0 outside "
+            "the lung) and patterns.csv the table.</p>"
+            f"<h3>Share of lung in each pattern per region (%)</h3>{_table(shown, columns)}"
+            f"<img alt='pattern map beside the LAA map' src='"
+            f"{_pattern_views(result.ct, result.segmentation.labels, result.qct.laa_map, result.severity.pattern_labels)}'>")
 
 
 def _cnn_views(severity) -> str:
@@ -288,17 +359,28 @@ def _table(rows, columns) -> str:
 _SLICER_VIEW_NAMES = {"3d": "3D view", "axial": "axial slice view", "coronal": "coronal slice view"}
 
 
-def _slicer_views(views) -> str:
-    """The views Slicer rendered (3D, axial, coronal) as one figure."""
+def _slicer_views(views, shown_3d: str = "LAA clusters") -> str:
+    """The views Slicer rendered (3D, axial, coronal) as one figure; ``shown_3d``: what the 3D
+    view renders inside the lungs."""
     import matplotlib.pyplot as plt
 
-    titles = {**_SLICER_VIEW_NAMES, "3d": "3D: LAA clusters inside the lungs (anterior view)"}
+    titles = {**_SLICER_VIEW_NAMES, "3d": f"3D: {shown_3d} inside the lungs (anterior view)"}
     fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 5.2))
     for ax, (key, image) in zip(np.atleast_1d(axes), views.items()):
         ax.imshow(image)
         ax.set_title(titles.get(key, key), fontsize=10)
         ax.axis("off")
     return _png(fig)
+
+
+def _shown_3d(result) -> str:
+    """What the scene's 3D view renders (:mod:`.mrml.scene_export`): the first attribution, else
+    the pattern map, else the LAA map."""
+    if result.explanations:
+        return f"attribution ({next(iter(result.explanations))})"
+    if result.severity is not None and result.severity.pattern_labels is not None:
+        return "emphysema patterns"
+    return "LAA clusters"
 
 
 def write_report(result, path, views: dict | None = None) -> Path:
@@ -330,10 +412,12 @@ def write_report(result, path, views: dict | None = None) -> Path:
                          "not describe the whole lung.</p>")
         parts.append(_table([{"zone": z, "grade": g} for z, g in grades.items()], ["zone", "grade"]))
         parts.append(f"<h2>Images</h2><img src='{_views(ct, result.segmentation.labels, result.qct.laa_map)}'>")
+        if result.severity is not None and result.severity.pattern_labels is not None:
+            parts.append(_pattern_section(result))
         if views:
             shown = ", ".join(_SLICER_VIEW_NAMES.get(key, key) for key in views)
             parts.append(f"<h2>Slicer views</h2><p>Rendered by Slicer: {shown}.</p>"
-                         f"<img src='{_slicer_views(views)}'>")
+                         f"<img src='{_slicer_views(views, _shown_3d(result))}'>")
         parts.append(f"<img src='{_histogram(ct, result.segmentation.labels, whole)}'>"
                      f"<img src='{_zones(result.qct, result.severity.summary if result.severity is not None else None)}'>")
         if result.explanations:

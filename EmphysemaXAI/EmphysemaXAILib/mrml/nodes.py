@@ -1,4 +1,5 @@
-"""Core results -> MRML nodes and back: lung segmentation, tables, LAA overlay, volume rendering.
+"""Core results -> MRML nodes and back: lung segmentation, tables, LAA overlay, pattern label map,
+volume rendering.
 
 Runs on a real MRML scene (the Slicer application's or :func:`~.app.bootstrap`'s). Geometry: the
 label maps are (z, y, x) on the CT grid, so they share the CT volume node's IJK-to-RAS.
@@ -10,6 +11,8 @@ import vtk
 
 import slicer
 import slicer.util
+
+from ..patterns import PATTERN_COLORS
 
 #: Segment name -> (label value, SNOMED CT code and meaning of the side, colour).
 LUNG_SEGMENTS = {"Right lung": (1, "24028007", "Right", (0.50, 0.68, 0.95)),
@@ -116,6 +119,37 @@ def laa_color_node(scene, name: str = "EmphysemaXAI LAA"):
     return node
 
 
+def pattern_color_node(scene, name: str = "EmphysemaXAI patterns"):
+    """The colour table of the pattern map: 0 outside the lung and 1 normal transparent,
+    2-4 centrilobular mild / moderate / severe yellow -> orange -> red, 5 paraseptal blue,
+    6 panlobular purple (names as in :data:`~EmphysemaXAILib.patterns.PATTERN_COLORS`)."""
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(len(PATTERN_COLORS))
+    node.GetLookupTable().SetTableRange(0, len(PATTERN_COLORS) - 1)
+    for value, label, rgba in PATTERN_COLORS:
+        node.SetColor(value, label, *rgba)
+    return node
+
+
+def label_overlay(scene, ct_node, values: np.ndarray, name: str, color_node, app_logic=None,
+                  opacity: float = 0.6):
+    """A label map volume on the CT grid coloured by ``color_node`` (its alpha: transparent
+    entries stay transparent), shown in the label layer of every slice view at ``opacity``
+    (the LAA map keeps the foreground); the data probe names the label under the mouse."""
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    node.CopyOrientation(ct_node)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(values, np.uint8))
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetAndObserveColorNodeID(color_node.GetID())
+    if app_logic is not None:
+        app_logic.GetSelectionNode().SetActiveLabelVolumeID(node.GetID())
+        app_logic.PropagateLabelVolumeSelection(0)
+        for composite in scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
+            composite.SetLabelOpacity(opacity)
+    return node
+
+
 def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, app_logic=None,
                    opacity: float = 0.6):
     """A scalar volume on the CT grid shown with ``color_node`` as the foreground of every slice view."""
@@ -150,8 +184,8 @@ def volume_rendering(overlay_node, color_node):
     opacity, colors = vtk.vtkPiecewiseFunction(), vtk.vtkColorTransferFunction()
     rgba = [0.0] * 4
     for value in range(color_node.GetNumberOfColors()):
-        color_node.GetColor(value, rgba)
-        opacity.AddPoint(value, 0.0 if value == 0 else 0.6)
+        color_node.GetColor(value, rgba)  # value 0 and transparent entries stay out of 3D
+        opacity.AddPoint(value, 0.0 if value == 0 or rgba[3] == 0 else 0.6)
         colors.AddRGBPoint(value, *rgba[:3])
     prop_node.GetVolumeProperty().SetScalarOpacity(opacity)
     prop_node.GetVolumeProperty().SetColor(colors)

@@ -2,7 +2,9 @@
 
 Writes ``lungs.seg.nrrd`` (the lung segmentation as a Slicer segmentation file) and
 ``scene.mrb`` (CT, segmentation with surfaces, LAA map overlay with its colour table and volume
-rendering, tables "QCT", "Severity" and "Quality control"): open it in Slicer and see the result.
+rendering, tables "QCT", "Severity" and "Quality control"; with a pattern model the "Pattern map"
+label map with its colour table and volume rendering and the "Patterns" table): open it in
+Slicer and see the result.
 The scene is built in a fresh headless scene, so repeated exports never mix cases.
 """
 from __future__ import annotations
@@ -13,8 +15,10 @@ import numpy as np
 
 from ..report import MIN_SLICES_FOR_CORONAL
 from .app import bootstrap
-from .nodes import (attribution_color_node, attribution_rendering, laa_color_node, lung_segmentation_node,
-                    lung_surface_models, overlay_volume, style_attribution, table_node, volume_rendering)
+from ..patterns import PATTERNS, pattern_rows, pattern_summary
+from .nodes import (attribution_color_node, attribution_rendering, label_overlay, laa_color_node,
+                    lung_segmentation_node, lung_surface_models, overlay_volume, pattern_color_node,
+                    style_attribution, table_node, volume_rendering)
 from .volumes import volume_node_from_ct
 
 QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",
@@ -60,6 +64,8 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
         nodes["qct_table"] = table_node(scene, "QCT", result.qct.regions, QCT_UNITS, QCT_DESCRIPTIONS)
         nodes["severity_table"] = table_node(scene, "Severity", severity_rows(result))
+        if result.severity is not None and result.severity.pattern_labels is not None:
+            add_patterns(result, scene, ct_node, nodes, app_logic)
         if result.explanations:
             add_attributions(result, scene, ct_node, nodes, app_logic)
     qc_rows = [{"item": "error", "value": e} for e in result.qc.errors]
@@ -69,9 +75,30 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
     return nodes
 
 
+PATTERN_UNITS = {f"{p}_pct": "%" for p in PATTERNS} | {"emphysema_pct": "%"}
+PATTERN_DESCRIPTIONS = {**{f"{p}_pct": f"share of the region's lung labelled {p.replace('_', ' ')} by the pattern model"
+                           for p in PATTERNS},
+                        "emphysema_pct": "the pattern model's emphysema extent in the region (% of its lung)"}
+
+
+def add_patterns(result, scene, ct_node, nodes: dict, app_logic=None) -> None:
+    """The pattern model's label map ("Pattern map": slice views' label layer, its own colour
+    table, volume rendered in 3D in place of the LAA map) and the "Patterns" table (share of
+    lung per pattern and region)."""
+    nodes["pattern_colors"] = pattern_color_node(scene)
+    nodes["pattern_map"] = label_overlay(scene, ct_node, result.ct.on_input_grid(result.severity.pattern_labels),
+                                         "Pattern map", nodes["pattern_colors"], app_logic)
+    nodes["pattern_rendering"] = volume_rendering(nodes["pattern_map"], nodes["pattern_colors"])
+    if "laa_rendering" in nodes:
+        nodes["laa_rendering"].SetVisibility(False)
+    nodes["pattern_table"] = table_node(scene, "Patterns", pattern_rows(result.severity.summary), PATTERN_UNITS,
+                                        PATTERN_DESCRIPTIONS)
+
+
 def add_attributions(result, scene, ct_node, nodes: dict, app_logic=None) -> None:
     """One volume per explanation method ("Attribution <method>", the module's colour table,
-    thresholded), its volume rendering (the first method's shown in 3D instead of the LAA map),
+    thresholded), its volume rendering (the first method's shown in 3D instead of the LAA and
+    pattern maps),
     and the "Attribution by region" table (share of positive attribution per region and method)."""
     import slicer.util
 
@@ -87,8 +114,9 @@ def add_attributions(result, scene, ct_node, nodes: dict, app_logic=None) -> Non
                           opacity=0.6 if first else None)
         nodes["attributions"][method] = node
         nodes["attribution_renderings"][method] = attribution_rendering(node, nodes["attribution_colors"], visible=first)
-    if "laa_rendering" in nodes:
-        nodes["laa_rendering"].SetVisibility(False)
+    for key in ("laa_rendering", "pattern_rendering"):
+        if key in nodes:
+            nodes[key].SetVisibility(False)
     regions = next(iter(result.explanations.values())).region_scores
     rows = [{"region": region, **{m: ("" if e.region_scores[region] is None else f"{e.region_scores[region]:.3f}")
                                   for m, e in result.explanations.items()}} for region in regions]
@@ -125,6 +153,10 @@ def severity_rows(result) -> list:
                  for region, value in cnn["extent_by_region"].items() if value is not None and region != "whole"]
         rows += [{"item": "CNN model", "value": f"{cnn['model']['name']} (sha256 {cnn['model']['sha256'][:12]})"},
                  {"item": "CNN low confidence", "value": "yes: " + "; ".join(cnn["notes"]) if cnn["low_confidence"] else "no"}]
+        patterns = pattern_summary(cnn)
+        if patterns is not None:
+            rows += [{"item": "pattern dominant", "value": patterns["dominant"].replace("_", " ")},
+                     {"item": "pattern emphysema share_pct", "value": f"{patterns['emphysema_share_pct']:.2f}"}]
     return rows
 
 
