@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_segment_qct.py --lungmask-slices 40
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_explain.py --lungmask-slices 40
+	$(PY) bench/bench_pattern_baselines.py
 
 check-layers:
 	$(PYTHON) ../shared/tools/check_layers.py .

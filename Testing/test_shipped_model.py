@@ -6,28 +6,39 @@ import re
 import numpy as np
 import pytest
 
-from EmphysemaXAILib.model.checkpoint import (CONFIG_FILE, SHIPPED_DIR, SHIPPED_SHA256, WEIGHTS_FILE, load_model,
-                                              sha256)
+from EmphysemaXAILib.model.checkpoint import (CONFIG_FILE, SEVERITY_V1_DIR, SEVERITY_V1_SHA256, SHIPPED_DIR,
+                                              SHIPPED_SHA256, WEIGHTS_FILE, load_model, sha256)
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
 from conftest import PROJECT
 
 
-def test_shipped_checkpoint_is_pinned_small_and_packaged():
-    weights = SHIPPED_DIR / WEIGHTS_FILE
-    assert SHIPPED_SHA256 is not None and sha256(weights) == SHIPPED_SHA256
+@pytest.mark.parametrize("folder, digest, kind, command", [
+    (SHIPPED_DIR, SHIPPED_SHA256, "pattern", "emphysema-xai train-patterns"),
+    (SEVERITY_V1_DIR, SEVERITY_V1_SHA256, None, "emphysema-xai train"),
+])
+def test_shipped_checkpoints_are_pinned_small_and_packaged(folder, digest, kind, command):
+    weights = folder / WEIGHTS_FILE
+    assert digest is not None and sha256(weights) == digest
     assert weights.stat().st_size < 5e6                      # a few MB at most
-    config = json.loads((SHIPPED_DIR / CONFIG_FILE).read_text())
-    assert config["weights_sha256"] == SHIPPED_SHA256 and config["training"]["source"] == "phantoms"
-    card = (SHIPPED_DIR / "MODEL_CARD.md").read_text()
-    assert SHIPPED_SHA256 in card and "not for clinical decisions" in card and "emphysema-xai train" in card
-    model, loaded = load_model()                              # weights_only load of the shipped model
-    assert loaded["weights_sha256"] == SHIPPED_SHA256 and not model.training
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    assert config["weights_sha256"] == digest and config["architecture"].get("kind") == kind
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert digest in card and "not for clinical decisions" in card and command in card
+    model, loaded = load_model(None if folder == SHIPPED_DIR else folder)   # weights_only load
+    assert loaded["weights_sha256"] == digest and not model.training
     cmake = (PROJECT / "EmphysemaXAI" / "CMakeLists.txt").read_text()
     pyproject = (PROJECT / "pyproject.toml").read_text()
     for name in (WEIGHTS_FILE, CONFIG_FILE, "MODEL_CARD.md"):
-        assert f"EmphysemaXAILib/model/shipped/{name}" in cmake
-        assert re.search(rf'"model/shipped/{re.escape(name)}"', pyproject)
+        assert f"EmphysemaXAILib/model/{folder.name}/{name}" in cmake
+        assert re.search(rf'"model/{folder.name}/{re.escape(name)}"', pyproject)
+
+
+def test_the_shipped_pattern_model_card_names_its_real_training_data():
+    card = (SHIPPED_DIR / "MODEL_CARD.md").read_text()
+    config = json.loads((SHIPPED_DIR / CONFIG_FILE).read_text())
+    assert "EmphysemaPatches.mat" in card and "Chest Imaging Platform" in card and "no subject ids" in card
+    assert config["training"]["cip_patches"] == "EmphysemaPatches.mat" and config["training"]["phantoms"] > 0
 
 
 def test_a_swapped_shipped_file_is_refused(monkeypatch, tmp_path):
@@ -54,14 +65,15 @@ def test_a_swapped_shipped_file_is_refused(monkeypatch, tmp_path):
     (20.0, "mixed", "low", "sharp", 990002),
     (32.0, "panlobular", "ultralow", "soft", 990003),
 ])
-def test_shipped_model_on_held_out_medium_phantoms(extent, pattern, dose, kernel, seed):
-    from EmphysemaXAILib.model.infer import SeverityPredictor
+@pytest.mark.parametrize("folder", [SHIPPED_DIR, SEVERITY_V1_DIR], ids=["pattern", "severity-v1"])
+def test_shipped_models_on_held_out_medium_phantoms(extent, pattern, dose, kernel, seed, folder):
+    from EmphysemaXAILib.model.infer import open_predictor
     from EmphysemaXAILib.segmentation import segment_lungs
 
     phantom = generate_phantom(PhantomParams(extent_pct=extent, pattern=pattern, dose=dose, kernel=kernel,
                                              size="medium", seed=seed))
     labels = segment_lungs(phantom.ct, engine="classical").labels
-    result = SeverityPredictor(device="cpu").predict(phantom.ct, labels)
+    result = open_predictor(folder, device="cpu").predict(phantom.ct, labels)
     truth = phantom.truth["extent_pct"]
     naive = 100 * (phantom.ct.hu[labels > 0] <= -950).mean()
     error = abs(result.summary["extent_pct"] - truth)

@@ -4,7 +4,7 @@ Usage (from the project root):
     .venv/bin/python bench/bench_explain.py [--lungmask-slices N] [--skip-ig]
 
 Prints, in one run on the same full-size phantom:
-1. the classification step alone (SeverityPredictor.predict) and Grad-CAM added to it (goal:
+1. the classification step alone (the shipped model's predict) and Grad-CAM added to it (goal:
    Grad-CAM <= 2 x the classification step);
 2. integrated gradients, 32 steps, on the most-attended tiles (goal: <= 60 s);
 3. the end-to-end command `analyze --explain gradcam --no-scene --no-report` (reading, QC,
@@ -28,7 +28,7 @@ def main() -> None:
     import SimpleITK as sitk
 
     from EmphysemaXAILib.explain.assemble import explain_case
-    from EmphysemaXAILib.model.infer import SeverityPredictor
+    from EmphysemaXAILib.model.infer import open_predictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lungmask-slices", type=int, default=0, help="time lungmask on N slices (0: all)")
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     phantom = full_phantom()
     ct, labels = phantom.ct, phantom.labels["lungs"]
-    predictor = SeverityPredictor(device="cpu")
+    predictor = open_predictor(device="cpu")
     severity, t_classify = timed(lambda: predictor.predict(ct, labels))
     print(f"{'classification step':40} {t_classify:8.2f} s   ({severity.summary['tiles']} tiles)")
     gradcam = explain_case(predictor.model, severity, ct, labels, ["gradcam"])["gradcam"]

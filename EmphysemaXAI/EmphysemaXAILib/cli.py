@@ -110,7 +110,7 @@ def cmd_demo(args) -> int:
                                                  size="medium", seed=args.seed))
         write_phantom(phantom, work / "phantom", fmt="dicom", preview=work / "phantom" / "preview.png")
         result = analyze_case(work / "phantom" / "ct", progress=None if args.json else _progress,
-                              settings=_settings(args))
+                              settings=_settings(args), explain=_methods(args.explain))
         write_case_files(result, work, scene=not args.no_scene)
     summary = result.summary()
     if args.json:
@@ -946,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
     demo.add_argument("--json", action="store_true", help="print summary.json on stdout")
+    demo.add_argument("--explain", metavar="LIST", default="gradcam",
+                      help="attribution maps to write (default gradcam; '' for none)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -69,7 +69,7 @@ _PREDICTORS: dict = {}
 
 
 def _predictor(model, device: str, warnings: list):
-    """The SeverityPredictor for ``model`` (cached per model and device), or None."""
+    """The predictor for ``model`` (cached per model and device; :func:`.model.infer.open_predictor`), or None."""
     if model is None:
         return None
     try:

@@ -42,14 +42,21 @@ def _is_pattern(model) -> bool:
     return isinstance(model, PatternNet)
 
 
-def cam_layer_name(model) -> str:
-    """The Grad-CAM target in TargetLogit's naming: the last ReLU of the last block."""
-    return "net.features.2.5" if _is_pattern(model) else "net.encoder.features.2.5"
+def _trunk_name(model, target: str) -> str:
+    if not _is_pattern(model):
+        return "encoder.features"
+    return "fraction_features" if target == "emphysema" else "features"   # the trunk behind the target
 
 
-def cam_layer(model) -> nn.Module:
-    """The Grad-CAM target: the last ReLU of the last convolutional block."""
-    return model.features[-1][5] if _is_pattern(model) else model.encoder.features[-1][5]
+def cam_layer_name(model, target: str = "emphysema") -> str:
+    """The Grad-CAM target in TargetLogit's naming: the last ReLU of the last block of the trunk
+    that computes ``target``."""
+    return f"net.{_trunk_name(model, target)}.2.5"
+
+
+def cam_layer(model, target: str = "emphysema") -> nn.Module:
+    """The Grad-CAM target: the last ReLU of the last convolutional block of ``target``'s trunk."""
+    return model.get_submodule(_trunk_name(model, target))[-1][5]
 
 
 class TargetLogit(nn.Module):
@@ -108,12 +115,12 @@ def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: 
     for start in range(0, len(tiles), batch):
         x = torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch], np.float32)).to(device)
         if method == "gradcam":
-            cam = LayerGradCam(wrapper, cam_layer(model)).attribute(x, target=0, relu_attributions=True)
+            cam = LayerGradCam(wrapper, cam_layer(model, target)).attribute(x, target=0, relu_attributions=True)
             maps = _upsample(LayerAttribution.interpolate(cam, cam.shape[-2:]), x.shape)
         elif method == "gradcampp":
             from monai.visualize import GradCAMpp
 
-            cam = GradCAMpp(wrapper, target_layers=cam_layer_name(model), postprocessing=lambda m: m)
+            cam = GradCAMpp(wrapper, target_layers=cam_layer_name(model, target), postprocessing=lambda m: m)
             # one tile per call: MONAI 1.6's GradCAMpp multiplies the (n,) score into (n, C, h, w)
             # gradients, which only broadcasts for n = 1
             maps = torch.cat([cam(x[i:i + 1], class_idx=0) for i in range(len(x))]).expand(-1, x.shape[1], -1, -1)

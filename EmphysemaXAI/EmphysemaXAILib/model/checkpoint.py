@@ -85,7 +85,7 @@ def load_model(path=None, device="cpu"):
     if arch.get("kind") == "pattern":
         from .pattern_net import PatternNet
 
-        model = PatternNet(width=arch["width"], hidden=arch["hidden"])
+        model = PatternNet(width=arch["width"], hidden=arch["hidden"], fraction_width=arch.get("fraction_width"))
     else:
         model = SeverityNet(slices=arch["slices"], width=arch["width"], hidden=arch["hidden"])
     try:

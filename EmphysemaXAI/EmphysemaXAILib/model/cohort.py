@@ -16,7 +16,7 @@ import numpy as np
 
 from ..atomic import atomic_folder
 from ..errors import InputError
-from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
+from ..severity import SEVERITY_CLASSES, severity_class
 
 
 def read_manifest(path) -> list:
@@ -147,7 +147,7 @@ def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, e
 
 
 def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
-    """Predictions for every manifest case with the given SeverityPredictor."""
+    """Predictions for every manifest case with the given predictor (either model kind)."""
     from tqdm import tqdm
 
     from ..ct_io import read_ct

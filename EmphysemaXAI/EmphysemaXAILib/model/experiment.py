@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 from ..atomic import atomic_folder
 from ..errors import InputError
 from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
-from .fit import (case_bag, fit_calibration, generate_cases, phantom_design, predict_bags, split_subjects,
+from .fit import (fit_calibration, generate_cases, phantom_design, predict_bags, split_subjects,
                   train_case_model)
 from .infer import class_probabilities
 from .metrics import case_metrics, plot_confusion, plot_roc

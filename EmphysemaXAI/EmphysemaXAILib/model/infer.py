@@ -30,6 +30,17 @@ def class_probabilities(extent_pct: float, sigma: float, cutpoints=SEVERITY_CUTP
     return {name: float(cdf[i + 1] - cdf[i]) for i, name in enumerate(SEVERITY_CLASSES)}
 
 
+def extent_summary(extent: float, regions, fractions: np.ndarray, config: dict, cutpoints=SEVERITY_CUTPOINTS) -> dict:
+    """``class``, ``probabilities``, ``extent_pct`` and ``extent_by_region`` (% of each region of
+    ``regions``, from the gathered per-voxel ``fractions``) of a case extent (% of lung), with
+    the model's validation error ``config["extent_sigma"]``."""
+    sigma = float(config.get("extent_sigma", 1.0))
+    return {"class": severity_class(extent, cutpoints), "probabilities": class_probabilities(extent, sigma, cutpoints),
+            "extent_pct": extent,
+            "extent_by_region": {name: (float(100.0 * fractions[mask].mean()) if mask.any() else None)
+                                 for name, mask in regions.masks.items()}}
+
+
 @dataclass
 class SeverityResult:
     """What the model says about one case, and what the explanations need.
@@ -116,16 +127,9 @@ class SeverityPredictor:
         extent = float(100.0 * (fractions * counts).sum() / counts.sum())
         fraction_map = paint_tiles(lung.shape, corners, fractions, size, slices) * lung
         regions = lung_regions(grid.labels, grid.extra.get("lobes"), grid.superior_is_high_index)
-        values = regions.gather(fraction_map)
-        by_region = {name: (float(100.0 * values[mask].mean()) if mask.any() else None)
-                     for name, mask in regions.masks.items()}
-        sigma = float(self.config.get("extent_sigma", 1.0))
         head = torch.softmax(case["class_logits"].float(), 0).cpu().numpy()
         summary = {
-            "class": severity_class(extent, cutpoints),
-            "probabilities": class_probabilities(extent, sigma, cutpoints),
-            "extent_pct": extent,
-            "extent_by_region": by_region,
+            **extent_summary(extent, regions, regions.gather(fraction_map), self.config, cutpoints),
             "model": self.info,
             "class_head": {name: float(p) for name, p in zip(SEVERITY_CLASSES, head)},
             "tiles": len(tiles),

@@ -139,8 +139,8 @@ def train_patterns(mat_path, out, *, phantoms: int = 24, val_phantoms: int = 8, 
     torch.set_num_threads(max(1, workers))
     model, history = train_pattern_model(cip, np.arange(len(cip)), patches, config, progress=progress)
     record = {"name": f"patterns-cip-phantoms{phantoms}-seed{seed}",
-              "architecture": {"kind": "pattern", "width": config.width, "hidden": 32, "pixel_mm": config.pixel_mm,
-                               "slice_mm": SLICE_MM},
+              "architecture": {"kind": "pattern", "width": config.width, "fraction_width": config.fraction_width,
+                               "hidden": 32, "pixel_mm": config.pixel_mm, "slice_mm": SLICE_MM},
               "patterns": list(PATTERNS),
               "training": {"cip_patches": str(Path(mat_path).name), "phantoms": phantoms, "per_phantom": per_phantom,
                            "val_phantoms": val_phantoms, "seed": seed, "config": config_record(config),

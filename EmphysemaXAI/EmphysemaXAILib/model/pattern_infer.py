@@ -21,9 +21,9 @@ import time
 import numpy as np
 
 from ..regions import lung_regions
-from ..severity import SEVERITY_CUTPOINTS, severity_class
+from ..severity import SEVERITY_CUTPOINTS
 from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
-from .infer import SeverityResult, class_probabilities
+from .infer import SeverityResult, extent_summary
 from .pattern_net import STRIDE
 from .pattern_train import center_resample
 from .tiles import FILL_HU, extract_tiles, tile_corners, to_working_grid
@@ -169,8 +169,6 @@ class PatternPredictor:
         regions = lung_regions(grid.labels, grid.extra.get("lobes"), grid.superior_is_high_index)
         values, codes = regions.gather(fraction_map), regions.gather(pattern_w)
         extent = float(100.0 * values.mean())
-        by_region = {name: (float(100.0 * values[mask].mean()) if mask.any() else None)
-                     for name, mask in regions.masks.items()}
         shares = {}
         for name, mask in regions.masks.items():
             counts = np.bincount(codes[mask], minlength=len(PATTERNS) + 1)[1:]
@@ -178,7 +176,6 @@ class PatternPredictor:
                             if counts.sum() else None)
         mean_probs = prob_sum / max(prob_sum.sum(), 1e-9)
         grouped = group_probabilities(mean_probs[None])[0]
-        sigma = float(self.config.get("extent_sigma", 1.0))
         patterns = {
             "classes": list(PATTERNS),
             "share_by_region": shares,
@@ -189,10 +186,7 @@ class PatternPredictor:
             "label_codes": {p: i + 1 for i, p in enumerate(PATTERNS)},
         }
         summary = {
-            "class": severity_class(extent, cutpoints),
-            "probabilities": class_probabilities(extent, sigma, cutpoints),
-            "extent_pct": extent,
-            "extent_by_region": by_region,
+            **extent_summary(extent, regions, values, self.config, cutpoints),
             "model": self.info,
             "patterns": patterns,
             "input_hu": (f"calibrated ({calibration.air_source} air, {calibration.reference})"

@@ -110,24 +110,25 @@ def table_node(scene, name: str, rows: list, units: dict | None = None, descript
 
 def laa_color_node(scene, name: str = "EmphysemaXAI LAA"):
     """The module's own colour table for the LAA map (built in code: the same headless and in Slicer)."""
-    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
-    node.SetTypeToUser()
-    node.SetNumberOfColors(len(LAA_COLORS))
-    node.GetLookupTable().SetTableRange(0, len(LAA_COLORS) - 1)
-    for value, label, rgba in LAA_COLORS:
-        node.SetColor(value, label, *rgba)
-    return node
+    return _color_table(scene, name, LAA_COLORS)
 
 
 def pattern_color_node(scene, name: str = "EmphysemaXAI patterns"):
     """The colour table of the pattern map: 0 outside the lung and 1 normal transparent,
     2-4 centrilobular mild / moderate / severe yellow -> orange -> red, 5 paraseptal blue,
     6 panlobular purple (names as in :data:`~EmphysemaXAILib.patterns.PATTERN_COLORS`)."""
+    return _color_table(scene, name, PATTERN_COLORS)
+
+
+def _color_table(scene, name: str, colors):
+    """A user colour table node of ``colors`` ((value, name, (r, g, b, a)) with values 0..n-1):
+    SetTypeToUser before SetNumberOfColors (vtkMRMLColorTableNode only resizes User / File
+    tables), SetColor(index, name, r, g, b, a) sets the lookup table entry and its name."""
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     node.SetTypeToUser()
-    node.SetNumberOfColors(len(PATTERN_COLORS))
-    node.GetLookupTable().SetTableRange(0, len(PATTERN_COLORS) - 1)
-    for value, label, rgba in PATTERN_COLORS:
+    node.SetNumberOfColors(len(colors))
+    node.GetLookupTable().SetTableRange(0, len(colors) - 1)
+    for value, label, rgba in colors:
         node.SetColor(value, label, *rgba)
     return node
 
