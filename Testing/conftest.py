@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+try:  # torch's optimizers import torch._dynamo -> triton, whose import segfaults in a process
+    import torch._dynamo  # noqa: F401  that has loaded Slicer's VTK first: load it before any test does
+except ImportError:
+    pass
+
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 

@@ -92,17 +92,17 @@ def test_recompute_qct_from_an_edited_segmentation(case):
 def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     out = write_case(case, tmp_path / "out")
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["laa_map.nrrd", "lung_labels.nrrd", "lungs.seg.nrrd", "qct.csv", "report.html",
-                     "scene.mrb", "summary.json"]
+    assert names == ["laa_map.nrrd", "lung_labels.nrrd", "lungs.seg.nrrd", "pattern_map.nrrd", "patterns.csv",
+                     "qct.csv", "report.html", "scene.mrb", "summary.json"]   # the shipped model is a pattern model
     scene, _ = bootstrap(fresh=True)
     slicer.util.loadScene(str(out / "scene.mrb"))
     volumes = {n.GetName(): n for n in scene.GetNodesByClass("vtkMRMLScalarVolumeNode")}
-    assert set(volumes) == {"CT", "LAA map"}
+    assert set(volumes) == {"CT", "LAA map", "Pattern map"}
     assert np.array_equal(slicer.util.arrayFromVolume(volumes["CT"]), case.ct.hu)
     assert np.array_equal(slicer.util.arrayFromVolume(volumes["LAA map"]), case.qct.laa_map)
     assert volumes["LAA map"].GetDisplayNode().GetColorNode().GetName() == "EmphysemaXAI LAA"
     tables = {n.GetName(): n for n in scene.GetNodesByClass("vtkMRMLTableNode")}
-    assert set(tables) == {"QCT", "Severity", "Quality control"}
+    assert set(tables) == {"QCT", "Severity", "Quality control", "Patterns"}
     csv = pd.read_csv(out / "qct.csv")
     reloaded = slicer.util.dataframeFromTable(tables["QCT"])
     assert np.allclose(reloaded["mean_hu"].astype(float), csv["mean_hu"])
@@ -112,7 +112,7 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     assert {n.GetName() for n in scene.GetNodesByClass("vtkMRMLModelNode")} >= {"Right lung", "Left lung"}
     html = (out / "report.html").read_text()
     assert "Rendered by Slicer: 3D view, axial slice view, coronal slice view." in html
-    assert "Slicer views" in html and html.count("data:image/png;base64,") == 5  # + Slicer's views, the CNN's map
+    assert "Slicer views" in html and html.count("data:image/png;base64,") == 6  # + Slicer's views, the CNN's map, the pattern map
     assert "CNN severity" in html
     # the segmentation file alone loads as a segmentation too
     seg_node = slicer.util.loadSegmentation(str(out / "lungs.seg.nrrd"))
@@ -150,7 +150,7 @@ def test_slicer_module_path_volume_node_in_results_in_the_same_scene(case):
     assert result.qct.region("whole")["laa950_pct"] == case.qct.region("whole")["laa950_pct"]
     nodes = build_case_scene(result, scene, app_logic, ct_node=user_node)
     assert nodes["ct"] is user_node
-    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 2  # user CT + LAA map
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 3  # user CT, LAA and pattern maps
     edited = labels_from_segmentation_node(nodes["segmentation"], user_node)
     again = analyze_case(ct, lung_mask=edited)  # "Recompute from edited segmentation"
     assert again.segmentation.engine_used == "file"
@@ -166,9 +166,10 @@ def test_3d_view_renders_offscreen_with_the_laa_clusters(case, tmp_path):
     image = render_3d(scene, app_logic, tmp_path / "view3d.png", size=300)
     assert image.shape == (300, 300, 3) and (tmp_path / "view3d.png").stat().st_size > 5000
     rgb = image.astype(int)
-    saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 80  # volume-rendered LAA colours
+    saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 80  # volume-rendered LAA / pattern colours
     assert saturated.sum() > 2000
     nodes["laa_rendering"].SetVisibility(False)
+    nodes["pattern_rendering"].SetVisibility(False)
     without = render_3d(scene, app_logic, None, size=300).astype(int)
     assert ((without.max(axis=2) - without.min(axis=2)) > 80).sum() < 0.2 * saturated.sum()
 

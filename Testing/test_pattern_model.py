@@ -101,6 +101,11 @@ def test_training_learns_patterns_and_fractions_on_labelled_patches():
     assert np.mean(probs.argmax(1) == labels) >= 0.9
     assert fraction[labels == 5].mean() > fraction[labels == 0].mean() + 0.3
     assert group_probabilities(probs).shape == (len(test), 4)
+    # seeded: the same run gives the same weights
+    short = PatternTrainConfig(epochs=1, width=4, batch_cip=32)
+    first, _ = train_pattern_model(patches, train, None, short, progress=False)
+    again, _ = train_pattern_model(patches, train, None, short, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
 
 
 def test_case_predictor_maps_every_lung_voxel(pattern_model):

@@ -64,14 +64,14 @@ def test_cli_analyze_writes_outputs_and_refuses_existing_folder(phantom_dir, tmp
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary == json.loads((out / "summary.json").read_text())
-    assert sorted(p.name for p in out.iterdir()) == ["laa_map.nrrd", "lung_labels.nrrd", "qct.csv",
-                                                     "report.html", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["laa_map.nrrd", "lung_labels.nrrd", "pattern_map.nrrd",
+                                                     "patterns.csv", "qct.csv", "report.html", "summary.json"]
     table = pd.read_csv(out / "qct.csv")
     assert table["laa950_pct"].iloc[0] == pytest.approx(summary["qct"]["regions"][0]["laa950_pct"])
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lung_labels.nrrd")))
     assert 2 * ((labels > 0) & (phantom.labels["lungs"] > 0)).sum() / ((labels > 0).sum() + (phantom.labels["lungs"] > 0).sum()) > 0.97
     html = (out / "report.html").read_text()
-    assert "not a medical device" in html and html.count("data:image/png;base64,") == 4   # + the CNN's map
+    assert "not a medical device" in html and html.count("data:image/png;base64,") == 5   # + the CNN's map, the pattern map
     assert "CNN severity" in html
     again = run_cli("analyze", folder / "ct.nrrd", "--out", out, "--no-scene")
     assert again.returncode == 2 and "--overwrite" in again.stderr

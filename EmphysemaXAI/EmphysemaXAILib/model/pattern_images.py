@@ -23,7 +23,8 @@ from ..errors import InputError
 from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-PLAUSIBLE_MEDIAN_HU = (-1100.0, -200.0)   # a lung image in HU has its median here
+LUNG_HU = (-1150.0, -500.0)   # a lung image in HU has at least MIN_LUNG_SHARE of its pixels here
+MIN_LUNG_SHARE = 0.05         # (an expert's paraseptal patch can be mostly chest wall: median -81 HU)
 
 
 def _is_volume(path: Path) -> bool:
@@ -69,9 +70,10 @@ def read_images(path: Path, pixel_mm: float | None) -> tuple:
     if size is None:
         raise InputError(f"{path}: the file carries no pixel size; give --pixel-mm")
     for image in images:
-        median = float(np.median(image))
-        if not PLAUSIBLE_MEDIAN_HU[0] <= median <= PLAUSIBLE_MEDIAN_HU[1]:
-            raise InputError(f"{path}: median {median:.0f} HU is not lung parenchyma in HU; give HU images "
+        share = float(np.mean((image >= LUNG_HU[0]) & (image <= LUNG_HU[1])))
+        if share < MIN_LUNG_SHARE:
+            raise InputError(f"{path}: only {100 * share:.1f}% of its pixels lie at lung densities "
+                             f"({LUNG_HU[0]:g}..{LUNG_HU[1]:g} HU): not lung parenchyma in HU; give HU images "
                              "of lung (a signed TIFF or DICOM with its rescale)")
         if min(image.shape) < 8:
             raise InputError(f"{path}: an image of {image.shape[1]} x {image.shape[0]} pixels is too small; "

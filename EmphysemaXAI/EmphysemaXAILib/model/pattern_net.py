@@ -64,22 +64,28 @@ class PatternNet(nn.Module):
             return torch.ones(shape[0], shape[2], shape[3])
         return nn.functional.adaptive_avg_pool2d(lung.float(), shape[2:])[:, 0]
 
+    def fraction_only(self, x: torch.Tensor, lung: torch.Tensor | None = None) -> dict:
+        """``fraction_map`` (B, h, w) and ``fraction`` (B,) from the fraction trunk alone (the
+        pattern trunk and its batch-norm statistics untouched: phantom images in training)."""
+        fraction_map = torch.sigmoid(self.fraction_head(self.fraction_features(normalise_hu(x)))[:, 0])
+        weights = self.lung_weights(lung, fraction_map[:, None].shape).to(fraction_map.device)
+        fraction = (fraction_map * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp_min(1e-6)
+        return {"fraction_map": fraction_map, "fraction": fraction}
+
     def forward(self, x: torch.Tensor, lung: torch.Tensor | None = None) -> dict:
         """Outputs: ``pattern_logits`` (B, 6), ``fraction`` (B,), ``fraction_logit`` (B,)
         (logit of ``fraction``), ``pattern_map`` (B, 6, h, w), ``fraction_map`` (B, h, w),
         ``attention`` (B, h, w) summing to 1 over each image's lung positions, ``embedding``
         (B, C)."""
-        normalised = normalise_hu(x)
-        features = self.features(normalised)
+        features = self.features(normalise_hu(x))
         weights = self.lung_weights(lung, features.shape).to(features.device)
         b, _, h, w = features.shape
         score = self.attention(features)[:, 0].masked_fill(weights <= 0, float("-inf"))
         attention = torch.softmax(score.view(b, h * w), dim=1).view(b, h, w)
         attention = torch.nan_to_num(attention, nan=0.0)          # an image without lung
         pattern_map = self.pattern_head(features)
-        fraction_map = torch.sigmoid(self.fraction_head(self.fraction_features(normalised))[:, 0])
-        fraction = (fraction_map * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp_min(1e-6)
-        return {"pattern_logits": (pattern_map * attention[:, None]).sum(dim=(2, 3)),
-                "fraction": fraction, "fraction_logit": torch.logit(fraction.clamp(1e-6, 1 - 1e-6)),
-                "pattern_map": pattern_map, "fraction_map": fraction_map, "attention": attention,
+        fraction = self.fraction_only(x, lung)
+        return {"pattern_logits": (pattern_map * attention[:, None]).sum(dim=(2, 3)), **fraction,
+                "fraction_logit": torch.logit(fraction["fraction"].clamp(1e-6, 1 - 1e-6)),
+                "pattern_map": pattern_map, "attention": attention,
                 "embedding": (features * attention[:, None]).sum(dim=(2, 3))}
