@@ -22,7 +22,7 @@ WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 #: SHA-256 of the shipped ``weights.pt`` (written when the checkpoint was trained; MODEL_CARD.md).
-SHIPPED_SHA256 = "db0bcd1141bcea9c6cfde216f06f6779fe70b7737a49c31ec78e3cfdc547ad73"
+SHIPPED_SHA256 = "7fa852bee45ce57e2447626ff96ea6924ac41785c9269756cbaf43a8a4c0b7f6"
 SEVERITY_V1_DIR = Path(__file__).resolve().parent / "shipped_severity_v1"
 SEVERITY_V1_SHA256 = "833524b7e694ff7a34ff7d496763b475fde76ace72e00b379e02e89d8f431f29"
 

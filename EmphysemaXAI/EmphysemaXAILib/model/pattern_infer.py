@@ -6,7 +6,8 @@ axial images it looks at; SimpleITK, anti-aliased: :func:`.tiles.to_working_grid
 image holding lung is cropped to the lung's bounding box with non-lung pixels at FILL_HU and run
 through the network in batches. Its dense outputs (stride 4) are upsampled bilinearly to the
 working grid: the six pattern probabilities -> the pattern label (argmax; codes 1-6 = PATTERNS
-order, 0 outside the lung) and the emphysema fraction map. The label map goes back to the CT
+order, 0 outside the lung; normal wherever the calibrated fraction is 0: an emphysema pattern
+needs emphysema) and the emphysema fraction map. The label map goes back to the CT
 grid by nearest neighbour, the fraction map linearly.
 
 Outputs per case (``summary["patterns"]``): the share of lung (%) in each pattern per region
@@ -135,7 +136,11 @@ class PatternPredictor:
                     torch.cat([torch.softmax(out["pattern_map"].float(), 1), out["fraction_map"][:, None].float()], 1),
                     size=image.shape[-2:], mode="bilinear", align_corners=False).cpu().numpy()
                 probs = up[:, :len(PATTERNS)]
-                codes = np.where(mask, probs.argmax(1) + 1, 0).astype(np.uint8)
+                # an emphysema pattern needs emphysema: where the fraction model (calibrated) sees
+                # none, the location is normal (the pattern trunk alone called the lung borders
+                # of an LIDC slice without emphysema paraseptal: CIP's paraseptal patches hold chest wall)
+                empty = self._calibrated(up[:, -1]) <= 0.0
+                codes = np.where(mask, np.where(empty, 1, probs.argmax(1) + 1), 0).astype(np.uint8)
                 for i, z in enumerate(zs):
                     labels[z, target[0], target[1]] = codes[i, inner[0], inner[1]]
                     fraction[z, target[0], target[1]] = (up[i, -1] * mask[i])[inner[0], inner[1]]
