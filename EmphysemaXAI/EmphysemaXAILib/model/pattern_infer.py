@@ -210,16 +210,23 @@ class PatternPredictor:
         timings["outputs"] = time.perf_counter() - start
         return SeverityResult(summary, grid, tiles, tile_fraction, (counts / counts.sum()).astype(np.float32),
                               fraction_map, timings, tile_priority=tile_fraction * counts,
-                              pattern_labels=_labels_to_ct(pattern_w, grid, ct) * lung_ct,
+                              pattern_labels=_labels_to_ct(pattern_w, grid, ct, lung_ct),
                               fraction_ct=(from_working_grid(fraction_map, grid, ct) * lung_ct).astype(np.float32))
 
 
-def _labels_to_ct(volume: np.ndarray, grid, ct) -> np.ndarray:
-    """A (z, y, x) uint8 label volume on the working grid -> the CT grid (nearest neighbour)."""
+def _labels_to_ct(volume: np.ndarray, grid, ct, lung: np.ndarray) -> np.ndarray:
+    """A (z, y, x) uint8 label volume on the working grid -> the CT grid (nearest neighbour),
+    every voxel of the CT's ``lung`` mask labelled: the working-grid labels first grow two voxels
+    in-plane into their unlabelled surroundings (a CT lung voxel at the edge can fall on a
+    working voxel outside the resampled mask), anything still unlabelled in the lung is normal."""
     import SimpleITK as sitk
+    from scipy.ndimage import grey_dilation
 
     if volume.shape == ct.shape and np.allclose(grid.spacing, ct.spacing, rtol=0.01):
-        return volume.astype(np.uint8)
+        return np.where(lung, np.maximum(volume, 1), 0).astype(np.uint8)
+    volume = volume.copy()
+    for _ in range(2):
+        volume = np.where(volume == 0, grey_dilation(volume, size=(1, 3, 3)), volume)
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.uint8))
     image.SetSpacing([float(s) for s in grid.spacing])
     image.SetOrigin([float(o) for o in ct.origin])
@@ -228,4 +235,5 @@ def _labels_to_ct(volume: np.ndarray, grid, ct) -> np.ndarray:
     reference.SetSpacing([float(s) for s in ct.spacing])
     reference.SetOrigin([float(o) for o in ct.origin])
     reference.SetDirection([float(d) for d in ct.direction])
-    return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    out = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    return np.where(lung, np.maximum(out, 1), 0).astype(np.uint8)
