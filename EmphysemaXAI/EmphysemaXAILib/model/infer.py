@@ -58,7 +58,6 @@ class SeverityResult:
     timings_s: dict = field(default_factory=dict)
     tile_priority: np.ndarray | None = None     # (n,) order of the tiles for expensive explanations
     pattern_labels: np.ndarray | None = None    # (z, y, x) uint8 pattern codes on the CT grid (pattern model)
-    fraction_ct: np.ndarray | None = None       # (z, y, x) float32 emphysema fraction on the CT grid
 
 
 class SeverityPredictor:

@@ -150,11 +150,10 @@ class PatternPredictor:
     def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS,
                 extra: dict | None = None, calibration=None) -> SeverityResult:
         """Patterns and extent of ``ct`` (CTVolume, HU) within its (z, y, x) lung ``labels``;
-        the result's ``pattern_labels`` is on the CT grid, ``fraction_map`` on the working grid.
+        the result's ``pattern_labels`` is on the CT grid, ``fraction_map`` on the working grid
+        (:func:`.tiles.from_working_grid` brings it to the CT grid when wanted).
         ``calibration`` (a :class:`~EmphysemaXAILib.calibration.Calibration`): the model sees
         calibrated HU (applied on the working grid: a linear map commutes with the resampling)."""
-        from .tiles import from_working_grid
-
         timings, start = {}, time.perf_counter()
         arch = self.config["architecture"]
         extra = {**(extra or {}), **({"lobes": lobes} if lobes is not None else {})}
@@ -207,11 +206,11 @@ class PatternPredictor:
         tile_fraction = (gathered["fraction"].sum(axis=(1, 2, 3)) / np.maximum(counts, 1)).astype(np.float32)
         summary["tiles"] = len(tiles)
         lung_ct = labels > 0
-        timings["outputs"] = time.perf_counter() - start
-        return SeverityResult(summary, grid, tiles, tile_fraction, (counts / counts.sum()).astype(np.float32),
+        result = SeverityResult(summary, grid, tiles, tile_fraction, (counts / counts.sum()).astype(np.float32),
                               fraction_map, timings, tile_priority=tile_fraction * counts,
-                              pattern_labels=_labels_to_ct(pattern_w, grid, ct, lung_ct),
-                              fraction_ct=(from_working_grid(fraction_map, grid, ct) * lung_ct).astype(np.float32))
+                              pattern_labels=_labels_to_ct(pattern_w, grid, ct, lung_ct))
+        timings["outputs"] = time.perf_counter() - start
+        return result
 
 
 def _labels_to_ct(volume: np.ndarray, grid, ct, lung: np.ndarray) -> np.ndarray:
@@ -225,8 +224,12 @@ def _labels_to_ct(volume: np.ndarray, grid, ct, lung: np.ndarray) -> np.ndarray:
     if volume.shape == ct.shape and np.allclose(grid.spacing, ct.spacing, rtol=0.01):
         return np.where(lung, np.maximum(volume, 1), 0).astype(np.uint8)
     volume = volume.copy()
-    for _ in range(2):
-        volume = np.where(volume == 0, grey_dilation(volume, size=(1, 3, 3)), volume)
+    zs = np.flatnonzero(volume.any(axis=(1, 2)))
+    if len(zs):
+        part = volume[zs[0]:zs[-1] + 1]
+        for _ in range(2):
+            part = np.where(part == 0, grey_dilation(part, size=(1, 3, 3)), part)
+        volume[zs[0]:zs[-1] + 1] = part
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.uint8))
     image.SetSpacing([float(s) for s in grid.spacing])
     image.SetOrigin([float(o) for o in ct.origin])
