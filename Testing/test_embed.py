@@ -152,16 +152,18 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
         load_backbone("vgg16")
 
 
-def test_own_backbone_is_the_shipped_encoder(phantom):
-    from EmphysemaXAILib.model.checkpoint import load_model
+def test_own_backbone_is_the_shipped_severity_v1_encoder(phantom):
+    from EmphysemaXAILib.model.checkpoint import SEVERITY_V1_DIR, load_model, model_dir
 
-    model, config = load_model()
+    model, config = load_model(SEVERITY_V1_DIR)
     backbone = load_backbone("own")
     assert backbone.dim == model.encoder.channels and backbone.sha256 == config["weights_sha256"]
     patches = zone_patches(phantom.ct, phantom.labels["lungs"])
     out = backbone.embed_zones(patches)
     assert out.shape == (3, backbone.dim) and np.isfinite(out).all()
     np.testing.assert_array_equal(out, backbone.embed_zones(patches))
+    with pytest.raises(InputError, match="severity model"):      # the default pattern model is not one
+        load_backbone("own", weights=model_dir())
 
 
 def test_case_row_and_cases_route(phantom, lite0, tmp_path):
