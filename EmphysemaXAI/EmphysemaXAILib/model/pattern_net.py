@@ -9,9 +9,10 @@ Shapes (B images of H x W pixels at the model's working pixel size, HU):
   padding), max pooling after the first two, receptive field 32 pixels (32 mm at 1 mm pixels,
   CIP's patches are about 20 mm wide): ``features`` -> ``F`` (B, C, H/4, W/4) for the patterns,
   learnt from the experts' labels only, and ``fraction_features`` -> ``G`` for the emphysema
-  fraction, learnt from phantom truth and the real patches' densities (one shared trunk let the
-  phantoms pull the pattern features towards synthetic texture: 6-class accuracy on a held-out
-  CIP fold fell from 0.78 to 0.62);
+  fraction, learnt from phantom truth and the real patches' densities. With one shared trunk the
+  6-class accuracy on a held-out CIP fold fell from 0.78 (CIP alone) to 0.62; part of that was
+  the phantoms moving the batch-norm statistics, which is why training passes phantom images
+  through :meth:`fraction_only` and never through the pattern trunk;
 - dense heads (1 x 1 convolutions): ``pattern_map`` logits (B, 6, H/4, W/4) on ``F`` and
   ``fraction_map`` in [0, 1] (B, H/4, W/4) on ``G``, the emphysema fraction around each position;
 - spatial attention ``A = softmax(g(F))`` over the lung positions (B, H/4, W/4); the image's
