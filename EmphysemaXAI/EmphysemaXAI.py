@@ -359,7 +359,7 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             return None
         import pydicom
 
-        from EmphysemaXAILib.dicom_series import acquisition_facts
+        from EmphysemaXAILib.io.dicom_series import acquisition_facts
 
         return acquisition_facts(pydicom.dcmread(path, stop_before_pixels=True))
 
@@ -435,7 +435,7 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     def processDirectory(self, folder, outputFolder, scene=True, report=True, workers=1):
         """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)."""
-        from EmphysemaXAILib.batch import run_batch
+        from EmphysemaXAILib.app.batch import run_batch
 
         return run_batch(folder, outputFolder, workers=workers, scene=scene, report=report, progress=False)
 

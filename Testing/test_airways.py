@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from EmphysemaXAILib import read_ct
-from EmphysemaXAILib.qc import run_qc
+from EmphysemaXAILib.analysis.qc import run_qc
 from EmphysemaXAILib.segmentation import segment_lungs
 
 from conftest import shared

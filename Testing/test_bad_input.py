@@ -11,7 +11,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
 from EmphysemaXAILib import InputError, read_ct
-from EmphysemaXAILib.dicom_write import write_dicom_series
+from EmphysemaXAILib.io.dicom_write import write_dicom_series
 
 from conftest import ramp_volume, run_cli
 

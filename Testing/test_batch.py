@@ -4,7 +4,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from EmphysemaXAILib.batch import find_cases, run_batch
+from EmphysemaXAILib.app.batch import find_cases, run_batch
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from EmphysemaXAILib import read_ct
-from EmphysemaXAILib.calibration import (NOMINAL_AIR_HU, NOMINAL_BLOOD_HU, calibration_from_qc,
+from EmphysemaXAILib.analysis.calibration import (NOMINAL_AIR_HU, NOMINAL_BLOOD_HU, calibration_from_qc,
                                          calibration_from_refs, percentile_interpolated, share_at_or_below)
 from EmphysemaXAILib.config import load_settings
 from EmphysemaXAILib.errors import InputError
-from EmphysemaXAILib.qc import air_mode, run_qc, trachea_air, unenhanced_blood
-from EmphysemaXAILib.qct import OFFSET, QCTConfig, measure_qct, qct_severity
-from EmphysemaXAILib.sample import make_sample_ct
+from EmphysemaXAILib.analysis.qc import air_mode, run_qc, trachea_air, unenhanced_blood
+from EmphysemaXAILib.analysis.qct import OFFSET, QCTConfig, measure_qct, qct_severity
+from EmphysemaXAILib.phantom.sample import make_sample_ct
 
 from conftest import shared
 

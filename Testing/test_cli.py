@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from EmphysemaXAILib.sample import write_sample_series
+from EmphysemaXAILib.phantom.sample import write_sample_series
 
 from conftest import run_cli
 
@@ -25,8 +25,8 @@ def test_info_text_and_json(tmp_path):
 
 
 def test_seeds_profile_flag(tmp_path):
-    from EmphysemaXAILib.dicom_write import write_dicom_series
-    from EmphysemaXAILib.sample import make_sample_ct
+    from EmphysemaXAILib.io.dicom_write import write_dicom_series
+    from EmphysemaXAILib.phantom.sample import make_sample_ct
 
     ct = make_sample_ct(metal=True)
     write_dicom_series(ct.hu, tmp_path / "ct", ct.spacing, ct.origin, ct.direction)

@@ -7,7 +7,7 @@ from EmphysemaXAILib import InputError
 from EmphysemaXAILib.config import load_settings
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
-from EmphysemaXAILib.qct import measure_qct
+from EmphysemaXAILib.analysis.qct import measure_qct
 
 from conftest import run_cli
 

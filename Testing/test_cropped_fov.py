@@ -7,7 +7,7 @@ import pytest
 from dataclasses import replace
 
 from EmphysemaXAILib import read_ct
-from EmphysemaXAILib.qc import QCReport, check_lung_cut
+from EmphysemaXAILib.analysis.qc import QCReport, check_lung_cut
 from EmphysemaXAILib.segmentation.classical import segment_classical
 
 from conftest import shared

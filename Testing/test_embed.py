@@ -170,7 +170,7 @@ def test_case_row_and_cases_route(phantom, lite0, tmp_path):
     import SimpleITK as sitk
 
     from EmphysemaXAILib.phantom.io import save_label
-    from EmphysemaXAILib.qct import measure_qct
+    from EmphysemaXAILib.analysis.qct import measure_qct
 
     ct, lungs = phantom.ct, phantom.labels["lungs"]
     sitk.WriteImage(ct.to_sitk(), str(tmp_path / "case07.nrrd"))
@@ -195,7 +195,7 @@ def write_images(folder):
     """A 40 x 56 int16 TIFF and a 64 x 64 DICOM (stored HU + 1024, intercept -1024) in a subfolder."""
     import tifffile
 
-    from EmphysemaXAILib.dicom_write import write_dicom_series
+    from EmphysemaXAILib.io.dicom_write import write_dicom_series
 
     tiff = np.full((40, 56), -900, np.int16)
     tiff[:10] = -980          # 25 % of the pixels at or below -950 HU

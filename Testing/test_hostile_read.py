@@ -17,9 +17,9 @@ import pytest
 import SimpleITK as sitk
 
 from EmphysemaXAILib import InputError
-from EmphysemaXAILib.ct_io import read_image_file
-from EmphysemaXAILib.dicom_series import read_dicom_series
-from EmphysemaXAILib.dicom_write import write_dicom_series
+from EmphysemaXAILib.io.read import read_image_file
+from EmphysemaXAILib.io.dicom_series import read_dicom_series
+from EmphysemaXAILib.io.dicom_write import write_dicom_series
 
 from conftest import ramp_volume, run_cli
 

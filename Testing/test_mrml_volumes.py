@@ -47,8 +47,8 @@ def test_real_dicom_series_geometry_survives_the_round_trip():
 
 
 def test_qc_on_a_volume_node_matches_qc_on_the_array():
-    from EmphysemaXAILib.qc import run_qc
-    from EmphysemaXAILib.sample import make_sample_ct
+    from EmphysemaXAILib.analysis.qc import run_qc
+    from EmphysemaXAILib.phantom.sample import make_sample_ct
 
     ct = make_sample_ct(blood_hu=300)
     node = volume_node_from_ct(slicer.vtkMRMLScene(), ct)

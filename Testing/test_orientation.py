@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from EmphysemaXAILib import read_ct
 from EmphysemaXAILib.errors import InputError
-from EmphysemaXAILib.orientation import canonical, reorientation
+from EmphysemaXAILib.io.orientation import canonical, reorientation
 from EmphysemaXAILib.volume import CTVolume
 
 from conftest import run_cli, shared

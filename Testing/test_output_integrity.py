@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from EmphysemaXAILib.dicom_write import write_dicom_series
+from EmphysemaXAILib.io.dicom_write import write_dicom_series
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 
@@ -293,8 +293,8 @@ def test_sigterm_inside_an_atomic_folder_removes_it(tmp_path):
     """The mechanism without timing: the process signals itself while writing."""
     out = tmp_path / "out"
     code = ("import os, signal, sys, time\n"
-            "from EmphysemaXAILib.atomic import atomic_folder\n"
-            "from EmphysemaXAILib.signals import Terminated, signal_handlers\n"
+            "from EmphysemaXAILib.io.atomic import atomic_folder\n"
+            "from EmphysemaXAILib.io.signals import Terminated, signal_handlers\n"
             "with signal_handlers():\n"
             "    try:\n"
             f"        with atomic_folder({str(out)!r}) as work:\n"
@@ -386,7 +386,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(work):
 def test_a_read_only_parent_is_refused_even_when_checked_as_root(tmp_path, monkeypatch):
     """The writability rule itself (root bypasses folder modes, so the system is asked)."""
     from EmphysemaXAILib import InputError
-    from EmphysemaXAILib.outputs import Output, check_outputs
+    from EmphysemaXAILib.io.outputs import Output, check_outputs
 
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -52,7 +52,7 @@ def test_patterns_command_on_real_expert_patches(tmp_path):
 @pytest.fixture(scope="module")
 def real_cases():
     """(name -> SeverityResult) of the shipped pattern model on real series, classical lungs."""
-    from EmphysemaXAILib.ct_io import read_ct
+    from EmphysemaXAILib.io.read import read_ct
     from EmphysemaXAILib.model.pattern_infer import PatternPredictor
     from EmphysemaXAILib.segmentation import segment_lungs
 

@@ -8,7 +8,7 @@ from EmphysemaXAILib import read_ct, run_qc
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 from EmphysemaXAILib.phantom.patches import sample_patches
-from EmphysemaXAILib.regions import LOBE_NAMES, REGION_NAMES
+from EmphysemaXAILib.analysis.regions import LOBE_NAMES, REGION_NAMES
 
 from conftest import run_cli
 

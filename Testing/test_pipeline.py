@@ -34,11 +34,11 @@ def test_analyze_case_steps_progress_and_results(phantom_dir):
     severity = summary["severity"]   # the shipped model runs by default
     assert set(severity) >= {"class", "probabilities", "extent_pct", "extent_by_region", "model"}
     assert sum(severity["probabilities"].values()) == pytest.approx(1.0)
-    from EmphysemaXAILib.severity import severity_class
+    from EmphysemaXAILib.analysis.severity import severity_class
 
     assert severity["class"] == severity_class(severity["extent_pct"])   # severity.md: the band of the extent
     from EmphysemaXAILib.model.checkpoint import SHIPPED_SHA256
-    from EmphysemaXAILib.regions import REGION_NAMES
+    from EmphysemaXAILib.analysis.regions import REGION_NAMES
 
     assert severity["model"]["sha256"] == SHIPPED_SHA256 and set(REGION_NAMES) <= set(severity["extent_by_region"])
     assert summary["input"]["shape"] == [96, 128, 128] and "identity" not in json.dumps(summary)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from EmphysemaXAILib.qc import hu_histogram, kernel_class, run_qc
-from EmphysemaXAILib.sample import make_sample_ct
+from EmphysemaXAILib.analysis.qc import hu_histogram, kernel_class, run_qc
+from EmphysemaXAILib.phantom.sample import make_sample_ct
 from EmphysemaXAILib.volume import CTVolume
 
 

@@ -8,8 +8,8 @@ import pytest
 from EmphysemaXAILib import InputError, read_ct
 from EmphysemaXAILib.segmentation import load_mask
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
-from EmphysemaXAILib.qct import QCTConfig, measure_qct
-from EmphysemaXAILib.regions import LOBE_NAMES, REGION_NAMES, lung_regions, thirds_by_tally
+from EmphysemaXAILib.analysis.qct import QCTConfig, measure_qct
+from EmphysemaXAILib.analysis.regions import LOBE_NAMES, REGION_NAMES, lung_regions, thirds_by_tally
 from EmphysemaXAILib.volume import CTVolume
 
 from conftest import run_cli, shared

@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from EmphysemaXAILib import InputError, read_ct
-from EmphysemaXAILib.dicom_write import write_dicom_series
+from EmphysemaXAILib.io.dicom_write import write_dicom_series
 
 from conftest import ramp_volume
 

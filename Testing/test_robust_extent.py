@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from EmphysemaXAILib import robust_extent as RE
-from EmphysemaXAILib.ct_io import read_ct
+from EmphysemaXAILib.analysis import robust_extent as RE
+from EmphysemaXAILib.io.read import read_ct
 from EmphysemaXAILib.segmentation import load_mask
 
 from conftest import shared
@@ -94,7 +94,7 @@ def add_noise(hu, sigma, seed):
 
 @pytest.fixture(scope="module")
 def ct64():
-    from EmphysemaXAILib.qc import measure_air_noise
+    from EmphysemaXAILib.analysis.qc import measure_air_noise
 
     ct = read_ct(shared("cip-copdgene", "ct-64.nrrd"))
     lung = load_mask(shared("cip-copdgene", "wholeLung-64.nrrd"), ct) > 0
@@ -148,8 +148,8 @@ def test_normal_lung_with_added_noise(lpcd4, sigma):
 
 def test_measure_qct_uses_one_whole_lung_model_for_every_region():
     from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
-    from EmphysemaXAILib.qct import measure_qct
-    from EmphysemaXAILib.regions import lung_regions
+    from EmphysemaXAILib.analysis.qct import measure_qct
+    from EmphysemaXAILib.analysis.regions import lung_regions
 
     phantom = generate_phantom(PhantomParams(size="small", seed=5, dose="low", extent_pct=15, pattern="mixed"))
     labels = phantom.labels["lungs"]

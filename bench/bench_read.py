@@ -59,8 +59,8 @@ def generated_series(slices: int) -> Path:
     """A 512 x 512 x ``slices`` synthetic chest series (written once, then reused)."""
     folder = OUT / f"sample_512x512x{slices}"
     if not folder.exists() or len(list(folder.glob("*.dcm"))) != slices:
-        from EmphysemaXAILib.dicom_write import write_dicom_series
-        from EmphysemaXAILib.sample import make_sample_ct
+        from EmphysemaXAILib.io.dicom_write import write_dicom_series
+        from EmphysemaXAILib.phantom.sample import make_sample_ct
 
         print(f"writing {folder} ...", file=sys.stderr)
         ct = make_sample_ct(seed=0, shape=(slices, 512, 512), spacing=(0.7, 0.7, 1.0))

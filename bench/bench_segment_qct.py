@@ -21,7 +21,7 @@ from common import full_phantom, lungmask_seconds, timed
 
 
 def main() -> None:
-    from EmphysemaXAILib.qct import measure_qct
+    from EmphysemaXAILib.analysis.qct import measure_qct
     from EmphysemaXAILib.segmentation import segment_lungs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,7 +5,7 @@ throws at it, checked from the outside.
     .venv/bin/python tools/hostile_corpus.py --out DIR [--only PATTERN] [--list]
 
 Every case builds its own inputs in DIR/inputs/<case>/ (phantoms from EmphysemaXAILib.phantom,
-DICOM from EmphysemaXAILib.dicom_write, headers edited with pydicom, NRRD / NIfTI / PNG written
+DICOM from EmphysemaXAILib.io.dicom_write, headers edited with pydicom, NRRD / NIfTI / PNG written
 with SimpleITK / numpy / Pillow), then runs the relevant commands as subprocesses
 (`sys.executable -m EmphysemaXAILib ...`, umask 022, TMPDIR = DIR/tmp/<case>--<command>/ so
 scratch leftovers can be counted; `--no-scene --no-report --engine classical` for analyze /
@@ -288,7 +288,7 @@ class Corpus:
 
     def write_dicom(self, folder: Path, hu=None, **options) -> list:
         """The phantom (or ``hu`` on its grid) as a DICOM CT series, one file per slice."""
-        from EmphysemaXAILib.dicom_write import write_dicom_series
+        from EmphysemaXAILib.io.dicom_write import write_dicom_series
         from EmphysemaXAILib.volume import OUTSIDE_FOV_HU
 
         ct = self.phantom.ct

@@ -5,7 +5,7 @@ Research and teaching use only: not a medical device.
 """
 __version__ = "0.1.0"
 
-from .ct_io import read_ct  # noqa: E402,F401
+from .io.read import read_ct  # noqa: E402,F401
 from .errors import ExcludedError, InputError  # noqa: E402,F401
-from .qc import QCReport, run_qc  # noqa: E402,F401
+from .analysis.qc import QCReport, run_qc  # noqa: E402,F401
 from .volume import CTVolume  # noqa: E402,F401

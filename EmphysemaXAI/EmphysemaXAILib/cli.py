@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_folder, write_files_atomic
-from .outputs import Output, claim_outputs
-from .signals import Terminated, signal_handlers
+from .io.atomic import atomic_folder, write_files_atomic
+from .io.outputs import Output, claim_outputs
+from .io.signals import Terminated, signal_handlers
 from .errors import ExcludedError, InputError
 from .pipeline import NOT_CLINICAL
 
@@ -75,8 +75,8 @@ def _print_info(info: dict, stream) -> None:
 
 
 def cmd_info(args) -> int:
-    from .ct_io import read_ct
-    from .qc import run_qc
+    from .io.read import read_ct
+    from .analysis.qc import run_qc
 
     ct = read_ct(args.input, series_uid=args.series, keep_identity=args.keep_identity)
     _print_warnings(ct.read_warnings)
@@ -92,7 +92,7 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job on an embedded default: ``analyze`` on a generated medium phantom."""
-    from .batch import check_scene_support, write_case_files
+    from .app.batch import check_scene_support, write_case_files
     from .phantom import PhantomParams, generate_phantom
     from .phantom.io import write_phantom
     from .pipeline import analyze_case
@@ -161,7 +161,7 @@ def _print_model(model: dict | None, prefix: str = "") -> None:
 def _print_patterns(model: dict | None, out: Path, prefix: str = "") -> None:
     """When a pattern model ran and wrote its map: the dominant pattern and where to look (the
     pattern map, an attribution map if one was written, the report's pattern section)."""
-    from .patterns import PATTERN_CSV, PATTERN_FILE, pattern_summary
+    from .analysis.patterns import PATTERN_CSV, PATTERN_FILE, pattern_summary
 
     patterns = pattern_summary(model)
     if patterns is None or not (out / PATTERN_FILE).is_file():
@@ -238,7 +238,7 @@ def cmd_phantom(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    from .ct_io import read_ct
+    from .io.read import read_ct
     from .phantom.io import save_label
     from .segmentation import segment_lungs
 
@@ -270,10 +270,10 @@ def cmd_segment(args) -> int:
 
 
 def cmd_qct(args) -> int:
-    from .calibration import calibration_from_qc
-    from .ct_io import read_ct
-    from .qc import run_qc
-    from .qct import QCTConfig, measure_qct
+    from .analysis.calibration import calibration_from_qc
+    from .io.read import read_ct
+    from .analysis.qc import run_qc
+    from .analysis.qct import QCTConfig, measure_qct
     from .segmentation import check_lung_labels, load_mask
 
     inputs = [("the input", args.input), ("--lung-mask", args.lung_mask), ("--lobes", args.lobes),
@@ -370,7 +370,7 @@ def _model_flags(parser) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from .batch import check_scene_support, write_case, zone_note
+    from .app.batch import check_scene_support, write_case, zone_note
     from .pipeline import analyze_case
 
     out = Path(args.out)
@@ -417,7 +417,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from .batch import check_scene_support, run_batch
+    from .app.batch import check_scene_support, run_batch
 
     _settings(args)  # refuse a bad config before any case starts
     model = _model_choice(args)
@@ -656,7 +656,7 @@ def _labelled_image_embeddings(folder, labels, backbone):
 
 def _zone_columns(features, zones: str):
     """The table with only the feature columns of ``zones`` (comma-separated upper, middle, lower)."""
-    from .regions import THIRDS
+    from .analysis.regions import THIRDS
 
     chosen = [z.strip() for z in zones.split(",") if z.strip()]
     unknown = [z for z in chosen if z not in THIRDS]

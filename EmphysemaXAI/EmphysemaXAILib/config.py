@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .qct import QCTConfig
+from .analysis.qct import QCTConfig
 
 SCHEMA = {
     "segmentation": {"engine": str, "lungmask_weights": str, "lungmask_fill_weights": str},

@@ -154,7 +154,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
             example from a Slicer volume node).
         engine: segmentation engine (``auto``, ``lungmask``, ``classical``); ``lung_mask`` (a
             label map file on the CT grid, or a (z, y, x) array; 1 right, 2 left) replaces it.
-        qct_config: a :class:`~EmphysemaXAILib.qct.QCTConfig` (thresholds and conventions).
+        qct_config: a :class:`~EmphysemaXAILib.analysis.qct.QCTConfig` (thresholds and conventions).
         progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
         settings: a :class:`~EmphysemaXAILib.config.Settings` (from ``--config``); explicit
             arguments other than the defaults win over it.
@@ -172,10 +172,10 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
         fill_weights = fill_weights or settings.lungmask_fill_weights
         qct_config = qct_config or settings.qct
         qc_profile = qc_profile if qc_profile != "default" else settings.qc_profile
-    from .calibration import calibration_from_qc
-    from .ct_io import read_ct
-    from .qc import check_lung_cut, run_qc
-    from .qct import QCTConfig, measure_qct
+    from .analysis.calibration import calibration_from_qc
+    from .io.read import read_ct
+    from .analysis.qc import check_lung_cut, run_qc
+    from .analysis.qct import QCTConfig, measure_qct
     from .segmentation import Segmentation, segment_lungs
 
     timings: dict = {}
@@ -187,7 +187,7 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
             progress(name, index / len(STEPS), message)
         return time.perf_counter()
 
-    from .orientation import canonical
+    from .io.orientation import canonical
     from .volume import CTVolume
 
     start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")

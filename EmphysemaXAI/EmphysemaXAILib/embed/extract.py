@@ -65,7 +65,7 @@ def case_ids(paths) -> list:
 def qct_markers(hu_values: np.ndarray, voxel_mm3: float | None = None) -> dict:
     """``qct_laa950_pct``, ``qct_perc15_hu`` (and ``qct_volume_l`` when ``voxel_mm3`` is given)
     of the HU values of a region (any shape), with the project's QCT conventions."""
-    from ..qct import region_metrics
+    from ..analysis.qct import region_metrics
 
     metrics = region_metrics(hu_values, voxel_mm3 or 1.0)
     out = {"qct_laa950_pct": metrics.get("laa950_pct"), "qct_perc15_hu": metrics.get("perc15_hu")}
@@ -131,7 +131,7 @@ def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", 
     Returns:
         pandas DataFrame; ``attrs["embedding"]`` holds the backbone's provenance.
     """
-    from ..ct_io import read_ct
+    from ..io.read import read_ct
     from ..segmentation import check_lung_labels, load_mask, segment_lungs
 
     inputs = [Path(p) for p in inputs]
@@ -206,7 +206,7 @@ def table_suffix(path) -> str:
 
 def write_embeddings(table, path) -> Path:
     """Write the table atomically as CSV or Parquet (by the suffix of ``path``)."""
-    from ..atomic import write_atomic
+    from ..io.atomic import write_atomic
 
     path = Path(path)
     if table_suffix(path) == ".csv":

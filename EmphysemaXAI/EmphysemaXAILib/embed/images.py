@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dicom_series import looks_like_dicom
+from ..io.dicom_series import looks_like_dicom
 from ..errors import InputError
 
 TIFF_SUFFIXES = {".tif", ".tiff"}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..regions import THIRDS
+from ..analysis.regions import THIRDS
 
 HU_CLIP = (-1000.0, 400.0)
 
@@ -129,7 +129,7 @@ def save_zone_preview(patches: ZonePatches, path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import write_atomic
+    from ..io.atomic import write_atomic
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), dpi=100)
     for ax, name, image, lung, z in zip(axes, patches.zones, patches.images, patches.lung, patches.slices):

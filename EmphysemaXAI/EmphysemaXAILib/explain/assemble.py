@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.tiles import from_working_grid, paint_maps
-from ..regions import lung_regions
+from ..analysis.regions import lung_regions
 from .methods import EXPENSIVE, attribute
 
 
@@ -41,7 +41,7 @@ class Explanation:
 
 def region_scores(volume: np.ndarray, regions) -> dict:
     """Share of the positive attribution of ``volume`` in each region of ``regions``
-    (:class:`~EmphysemaXAILib.regions.LungRegions` of the same grid)."""
+    (:class:`~EmphysemaXAILib.analysis.regions.LungRegions` of the same grid)."""
     positive = np.clip(regions.gather(volume), 0, None)
     total = float(positive.sum())
     return {name: (float(positive[mask].sum() / total) if total > 0 else None) for name, mask in regions.masks.items()}

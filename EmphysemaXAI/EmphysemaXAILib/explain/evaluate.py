@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ..atomic import atomic_folder
+from ..io.atomic import atomic_folder
 
 KEYS = ("pointing_game", "dice_topk", "deletion_auc", "insertion_auc", "deletion_auc_random", "deletion_auc_laa",
         "randomization_ssim", "randomization_ssim_lung", "randomization_spearman",
@@ -32,7 +32,7 @@ def _cases_from_phantoms(n: int, seed: int, size: str):
 
 
 def _cases_from_manifest(manifest):
-    from ..ct_io import read_ct
+    from ..io.read import read_ct
     from ..model.cohort import read_manifest
     from ..segmentation import load_mask, segment_lungs
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_folder
+from ..io.atomic import atomic_folder
 from ..errors import InputError
 from ..model.checkpoint import sha256
 from .inputs import Cohort, load_cohort

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..severity import SEVERITY_CLASSES
+from ..analysis.severity import SEVERITY_CLASSES
 from .models import QCT_COLUMNS
 
 NEGATIVE_NAMES = {"0", "0.0", "none", "negative", "normal", "healthy", "no", "false", "control", "absent"}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_folder
+from ..io.atomic import atomic_folder
 from ..errors import InputError
-from ..severity import SEVERITY_CLASSES, severity_class
+from ..analysis.severity import SEVERITY_CLASSES, severity_class
 
 
 def read_manifest(path) -> list:
@@ -60,7 +60,7 @@ def manifest_bags(rows: list, size: int, slices: int, progress: bool = True) -> 
     """One CaseBag per manifest row (read, lung mask or segmentation, working grid, tiles)."""
     from tqdm import tqdm
 
-    from ..ct_io import read_ct
+    from ..io.read import read_ct
     from ..segmentation import load_mask, segment_lungs
     from .fit import case_bag
 
@@ -150,7 +150,7 @@ def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
     """Predictions for every manifest case with the given predictor (either model kind)."""
     from tqdm import tqdm
 
-    from ..ct_io import read_ct
+    from ..io.read import read_ct
     from ..segmentation import load_mask, segment_lungs
     from .experiment import head_probabilities
 

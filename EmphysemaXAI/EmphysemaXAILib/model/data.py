@@ -17,7 +17,7 @@ import torch
 from monai.transforms import (Compose, Rand2DElasticd, RandFlipd, RandGaussianNoised, RandRotated,
                               RandShiftIntensityd)
 
-from ..regions import slice_thirds
+from ..analysis.regions import slice_thirds
 from .tiles import FILL_HU, extract_tiles, tile_corners, to_working_grid
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_folder
+from ..io.atomic import atomic_folder
 from ..errors import InputError
-from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
+from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
 from .fit import (fit_calibration, generate_cases, phantom_design, predict_bags, split_subjects,
                   train_case_model)
 from .infer import class_probabilities

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
+from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
 from .tiles import extract_tiles, tile_corners, to_working_grid
 
 DOSES = ("standard", "low", "ultralow")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..regions import lung_regions
-from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
+from ..analysis.regions import lung_regions
+from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
 from .tiles import extract_tiles, paint_tiles, tile_corners, to_working_grid
 
 

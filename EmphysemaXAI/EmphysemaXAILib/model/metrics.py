@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS
+from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS
 
 
 def _classification(y_true, y_pred, proba) -> dict:

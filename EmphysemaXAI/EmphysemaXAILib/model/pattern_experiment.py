@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_folder
+from ..io.atomic import atomic_folder
 from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities, load_cip_patches, patch_folds
 from .fit import fit_calibration, phantom_design
 from .pattern_train import (PatternTrainConfig, config_record, phantom_patches, predict_patches,

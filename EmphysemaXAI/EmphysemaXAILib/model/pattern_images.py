@@ -56,7 +56,7 @@ def read_images(path: Path, pixel_mm: float | None) -> tuple:
     from ..embed.images import read_slice
 
     if _is_volume(path):
-        from ..ct_io import read_image_file
+        from ..io.read import read_image_file
 
         volume = read_image_file(path)
         sx, sy = float(volume.spacing[0]), float(volume.spacing[1])
@@ -83,7 +83,7 @@ def read_images(path: Path, pixel_mm: float | None) -> tuple:
 
 def _is_dicom(path: Path) -> bool:
     from ..embed.images import DICOM_SUFFIXES
-    from ..dicom_series import looks_like_dicom
+    from ..io.dicom_series import looks_like_dicom
 
     return path.suffix.lower() in DICOM_SUFFIXES or looks_like_dicom(path)
 
@@ -106,7 +106,7 @@ def classify(inputs: list, predictor, pixel_mm: float | None = None, air_hu: flo
         raise InputError(f"--pixel-mm {pixel_mm:g} is not a CT pixel size; give it in millimetres (e.g. 0.7)")
     calibrate = None
     if air_hu is not None:
-        from ..calibration import PLAUSIBLE_AIR_HU, calibration_from_refs
+        from ..analysis.calibration import PLAUSIBLE_AIR_HU, calibration_from_refs
 
         if not PLAUSIBLE_AIR_HU[0] <= air_hu <= PLAUSIBLE_AIR_HU[1]:
             raise InputError(f"--air-hu {air_hu:g} is not an air reading; give what the scanner reads for air "

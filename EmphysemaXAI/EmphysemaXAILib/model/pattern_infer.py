@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from ..regions import lung_regions
-from ..severity import SEVERITY_CUTPOINTS
+from ..analysis.regions import lung_regions
+from ..analysis.severity import SEVERITY_CUTPOINTS
 from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
 from .infer import SeverityResult, extent_summary
 from .pattern_net import STRIDE
@@ -152,7 +152,7 @@ class PatternPredictor:
         """Patterns and extent of ``ct`` (CTVolume, HU) within its (z, y, x) lung ``labels``;
         the result's ``pattern_labels`` is on the CT grid, ``fraction_map`` on the working grid
         (:func:`.tiles.from_working_grid` brings it to the CT grid when wanted).
-        ``calibration`` (a :class:`~EmphysemaXAILib.calibration.Calibration`): the model sees
+        ``calibration`` (a :class:`~EmphysemaXAILib.analysis.calibration.Calibration`): the model sees
         calibrated HU (applied on the working grid: a linear map commutes with the resampling)."""
         timings, start = {}, time.perf_counter()
         arch = self.config["architecture"]

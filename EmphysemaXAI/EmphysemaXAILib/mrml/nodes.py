@@ -12,7 +12,7 @@ import vtk
 import slicer
 import slicer.util
 
-from ..patterns import PATTERN_COLORS
+from ..analysis.patterns import PATTERN_COLORS
 
 #: Segment name -> (label value, SNOMED CT code and meaning of the side, colour).
 LUNG_SEGMENTS = {"Right lung": (1, "24028007", "Right", (0.50, 0.68, 0.95)),
@@ -116,7 +116,7 @@ def laa_color_node(scene, name: str = "EmphysemaXAI LAA"):
 def pattern_color_node(scene, name: str = "EmphysemaXAI patterns"):
     """The colour table of the pattern map: 0 outside the lung and 1 normal transparent,
     2-4 centrilobular mild / moderate / severe yellow -> orange -> red, 5 paraseptal blue,
-    6 panlobular purple (names as in :data:`~EmphysemaXAILib.patterns.PATTERN_COLORS`)."""
+    6 panlobular purple (names as in :data:`~EmphysemaXAILib.analysis.patterns.PATTERN_COLORS`)."""
     return _color_table(scene, name, PATTERN_COLORS)
 
 

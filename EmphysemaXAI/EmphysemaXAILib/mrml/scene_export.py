@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report import MIN_SLICES_FOR_CORONAL
+from ..app.report import MIN_SLICES_FOR_CORONAL
 from .app import bootstrap
-from ..patterns import PATTERNS, pattern_rows, pattern_summary
+from ..analysis.patterns import PATTERNS, pattern_rows, pattern_summary
 from .nodes import (attribution_color_node, attribution_rendering, label_overlay, laa_color_node,
                     lung_segmentation_node, lung_surface_models, overlay_volume, pattern_color_node,
                     style_attribution, table_node, volume_rendering)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..regions import lung_regions, slice_thirds
-from ..severity import severity_class, zone_grade
+from ..analysis.regions import lung_regions, slice_thirds
+from ..analysis.severity import severity_class, zone_grade
 from ..volume import CTVolume
 from .body import build_torso
 from .lesions import LESION_MAX_HU, LesionPlacer, default_zones, zone_targets

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_folder
+from ..io.atomic import atomic_folder
 from ..errors import InputError
 
 FORMATS = ("dicom", "nrrd", "nifti")
@@ -40,7 +40,7 @@ def write_phantom(phantom, out_dir, fmt: str = "dicom", preview=None, overwrite:
     ``overwrite``). Returns the folder."""
     import SimpleITK as sitk
 
-    from ..dicom_write import write_dicom_series
+    from ..io.dicom_write import write_dicom_series
     from ..volume import OUTSIDE_FOV_HU
 
     if fmt not in FORMATS:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..regions import slice_thirds
+from ..analysis.regions import slice_thirds
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..regions import LOBE_CODES
+from ..analysis.regions import LOBE_CODES
 
 
 #: Where the trunks of each lobe start, relative to its lobar bronchus end (mm).

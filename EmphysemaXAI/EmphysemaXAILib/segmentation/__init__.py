@@ -85,7 +85,7 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
 def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:
     """Read a label map the user gives and check it lies on the CT grid (same shape, spacing,
     origin, direction within 0.01 mm / 1e-4). Returns the (z, y, x) uint8 array."""
-    from ..ct_io import read_ct
+    from ..io.read import read_ct
 
     mask = read_ct(Path(path), reorient=False)  # compared with the CT's grid as the user has it
     grid = ct.input_geometry_dict()

@@ -13,7 +13,7 @@ import numpy as np
 class EmphysemaXAICoreTest(unittest.TestCase):
     def test_sample_series_round_trip_and_quality_control(self):
         from EmphysemaXAILib import read_ct, run_qc
-        from EmphysemaXAILib.sample import make_sample_ct, write_sample_series
+        from EmphysemaXAILib.phantom.sample import make_sample_ct, write_sample_series
 
         with tempfile.TemporaryDirectory() as folder:
             write_sample_series(Path(folder) / "ct", seed=7)
@@ -29,7 +29,7 @@ class EmphysemaXAICoreTest(unittest.TestCase):
 
     def test_contrast_and_seeds_profile(self):
         from EmphysemaXAILib import run_qc
-        from EmphysemaXAILib.sample import make_sample_ct
+        from EmphysemaXAILib.phantom.sample import make_sample_ct
 
         ct = make_sample_ct(seed=1, blood_hu=300.0, metal=True)
         report = run_qc(ct)

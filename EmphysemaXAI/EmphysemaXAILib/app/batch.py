@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_folder, write_atomic
-from .signals import Terminated, signals_deferred
-from .errors import InputError
-from .patterns import (COHORT_PATTERN_COLUMNS, PATTERN_CSV, PATTERN_FILE, cohort_fields, pattern_columns,
+from ..io.atomic import atomic_folder, write_atomic
+from ..io.signals import Terminated, signals_deferred
+from ..errors import InputError
+from ..analysis.patterns import (COHORT_PATTERN_COLUMNS, PATTERN_CSV, PATTERN_FILE, cohort_fields, pattern_columns,
                        pattern_rows)
-from .pipeline import CaseResult
+from ..pipeline import CaseResult
 
 
 def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
@@ -52,7 +52,7 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
     """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
     (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``;
     the scene needs Slicer's MRML: the application's or the slicer-core wheel)."""
-    from .phantom.io import save_label
+    from ..phantom.io import save_label
 
     folder = Path(folder)
     if result.qct is not None:
@@ -70,7 +70,7 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
             save_label(explanation.volume, result.ct, folder / f"attribution_{method}.nrrd")
     views = None
     if scene:
-        from .mrml.scene_export import export_case_scene
+        from ..mrml.scene_export import export_case_scene
 
         views = export_case_scene(result, folder, render=report).get("views")
     if report:
@@ -136,7 +136,7 @@ def find_cases(root, exclude=()) -> list:
     ``exclude`` (the batch's own output when it lies under ``root``) are never entered.
     ``case_id`` values are unique (``-2``, ``-3`` ... added when two sources map to one id).
     """
-    from .dicom_series import scan_folder
+    from ..io.dicom_series import scan_folder
 
     root = Path(root)
     if not root.is_dir():
@@ -249,14 +249,14 @@ def run_case(case: dict, out_root: str, options: dict) -> dict:
     """Analyse one case into ``out_root/cases/<case_id>``; never raises for a failing case (a
     failure is a row). A signal (Terminated, KeyboardInterrupt) stops it: nothing of the case
     is left; in a worker process the worker then exits, in the main process it propagates."""
-    from .pipeline import analyze_case
+    from ..pipeline import analyze_case
 
     row = dict.fromkeys(COHORT_COLUMNS)
     row.update(case_id=case["case_id"], source=case["source"])
     thumb = None
     _WORKER["in_case"] = True
     try:
-        from .config import load_settings
+        from ..config import load_settings
 
         result = analyze_case(case["path"], series_uid=case["series_uid"], engine=options.get("engine", "auto"),
                               settings=load_settings(options.get("config")), model=options.get("model", "auto"),

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Largest angle (degrees) between an index axis and its nearest patient axis that is still
 #: handled by transposing / flipping; beyond it the volume is resampled.
@@ -201,7 +201,7 @@ def canonical(ct):
     plan = reorientation(ct.shape, ct.spacing, ct.origin, ct.direction)
     if plan.identity:
         return replace(ct, orientation=plan)
-    from .volume import OUTSIDE_FOV_HU
+    from ..volume import OUTSIDE_FOV_HU
 
     hu = plan.to_canonical(ct.hu, labels=True, outside=OUTSIDE_FOV_HU)  # HU by nearest neighbour
     warnings = list(ct.read_warnings)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import CLAIMS, empty_dir
-from .errors import InputError
+from ..errors import InputError
 from .signals import signals_deferred
 
 try:

@@ -27,7 +27,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 from .signals import signals_deferred
 
 #: resolved output path -> whether it may be replaced (set by :func:`.outputs.claim_outputs`).

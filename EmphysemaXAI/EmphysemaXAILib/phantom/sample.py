@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .volume import OUTSIDE_FOV_HU, CTVolume
+from ..volume import OUTSIDE_FOV_HU, CTVolume
 
 SAMPLE_SHAPE = (48, 128, 128)        # (z, y, x)
 SAMPLE_SPACING = (2.5, 2.5, 5.0)     # (x, y, z) mm
@@ -83,7 +83,7 @@ def make_sample_ct(seed: int = 0, shape=SAMPLE_SHAPE, spacing=SAMPLE_SPACING,
 
 def write_sample_series(out_dir, seed: int = 0, **kwargs) -> Path:
     """Write the sample chest CT as a DICOM series into ``out_dir`` (returned)."""
-    from .dicom_write import write_dicom_series
+    from ..io.dicom_write import write_dicom_series
 
     ct = make_sample_ct(seed=seed, **kwargs)
     write_dicom_series(ct.hu, out_dir, ct.spacing, ct.origin, ct.direction, seed=seed,

@@ -2,7 +2,7 @@
 
 One histogram per region (1 HU bins) gives every density metric; regions are whole lung,
 right, left, upper / middle / lower thirds of each lung and of both (cut by
-:func:`~EmphysemaXAILib.regions.cip_thirds`) and lobes when a lobe map is given.
+:func:`~EmphysemaXAILib.analysis.regions.cip_thirds`) and lobes when a lobe map is given.
 
 Conventions (``QCTConfig``; the project's defaults, with ``cip_compatible`` switching to those of
 the Chest Imaging Platform's GenerateParenchymaPhenotypes, which its ct-64 baseline reproduces):
@@ -19,11 +19,11 @@ tied histogram modes, mass = sum((HU + 1000) / 1000 x voxel volume in cm3) in g.
 
 Noise: ``noise_hu`` is the scan's noise SD measured in air (as quality control measures it).
 ``robust_extent_pct`` is %LAA-950 as the region would show at a standard noise of 20 HU
-(:mod:`~EmphysemaXAILib.robust_extent`: the whole lung's histogram deconvolved with a censored
+(:mod:`~EmphysemaXAILib.analysis.robust_extent`: the whole lung's histogram deconvolved with a censored
 Gaussian mixture, the noise removed bounded by what the histogram allows); its threshold is
 -950 HU whatever ``QCTConfig.emphysema_hu`` (the LAA map's) says.
 
-Calibration: given a :class:`~EmphysemaXAILib.calibration.Calibration` (from quality control's
+Calibration: given a :class:`~EmphysemaXAILib.analysis.calibration.Calibration` (from quality control's
 tracheal / outside air and unenhanced blood), ``laa950_pct_calibrated`` is the share of voxels
 whose calibrated HU (``slope * HU + intercept``) is at or below -950 (the raw histogram counted
 up to the raw threshold, interpolated within its 1 HU bin), ``perc15_hu_calibrated`` and
@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from .regions import REGION_NAMES, LungRegions, lung_regions
 from .severity import SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
-from .volume import IN_PLANE
+from ..volume import IN_PLANE
 
 METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "kurtosis", "mode_hu",
                "median_hu", "perc10_hu", "perc15_hu", "laa950_pct", "laa925_pct", "laa910_pct",
@@ -140,8 +140,8 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
         config: conventions and thresholds (``QCTConfig.cip()`` for CIP's).
         cip_label_map: a CIP region/type label map used instead of ``labels`` (its own thirds).
         noise_hu: noise SD; measured in air by quality control when not given.
-        calibration: a :class:`~EmphysemaXAILib.calibration.Calibration` (quality control's
-            air and blood, :func:`~EmphysemaXAILib.calibration.calibration_from_qc`): fills the
+        calibration: a :class:`~EmphysemaXAILib.analysis.calibration.Calibration` (quality control's
+            air and blood, :func:`~EmphysemaXAILib.analysis.calibration.calibration_from_qc`): fills the
             ``*_calibrated`` figures; None leaves them None.
     """
     config = config or QCTConfig()
@@ -325,7 +325,7 @@ def _laa_map(clusters, sizes, voxel_mm3) -> np.ndarray:
 
 
 def _robust_extent(histograms, noise_hu) -> dict:
-    """Noise-robust %LAA-950 of every region (:mod:`~EmphysemaXAILib.robust_extent`): the noise
+    """Noise-robust %LAA-950 of every region (:mod:`~EmphysemaXAILib.analysis.robust_extent`): the noise
     bound and the noise-free mixture come from the whole lung, each region refits the weights;
     its threshold is -950 HU whatever ``QCTConfig.emphysema_hu`` (the LAA map's threshold) says."""
     from .robust_extent import fit_extent_model

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .anatomy import PADDING_BELOW_HU, _steps, coarse_anatomy, robust_noise
-from .volume import IN_PLANE, CTVolume
+from ..volume import IN_PLANE, CTVolume
 
 PROFILES = ("default", "seeds")
 

@@ -8,7 +8,7 @@ model these functions return empty results, so every output works in all three c
 """
 from __future__ import annotations
 
-from .model.cip_patches import PATTERNS
+from ..model.cip_patches import PATTERNS
 
 #: Label value, name, RGBA of the pattern map's colour table. "normal" keeps a grey-green
 #: colour (legend, 3D) but alpha 0: overlays show only the emphysema patterns over the CT.

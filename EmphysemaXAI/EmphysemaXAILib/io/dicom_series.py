@@ -30,8 +30,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from .errors import InputError
-from .volume import OUTSIDE_FOV_HU, CTVolume, SeriesInfo
+from ..errors import InputError
+from ..volume import OUTSIDE_FOV_HU, CTVolume, SeriesInfo
 
 #: Files never worth a warning when they are not DICOM images.
 _NOT_IMAGES = {".txt", ".md", ".json", ".xml", ".csv", ".html", ".pdf", ".png", ".jpg",

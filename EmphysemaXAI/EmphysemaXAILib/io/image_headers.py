@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, plain_numbers
+from ..errors import InputError, plain_numbers
 
 
 @contextmanager

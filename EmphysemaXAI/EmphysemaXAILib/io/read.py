@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .dicom_series import looks_like_dicom, read_dicom_series
-from .errors import InputError
+from ..errors import InputError
 from .image_headers import (check_grid, check_metaimage_header, check_nifti, check_nrrd_header,
                             native_output_silenced)
-from .volume import CTVolume
+from ..volume import CTVolume
 
 _VOLUME_SUFFIXES = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti",
                     ".mha": "mha", ".mhd": "mha"}
