@@ -19,10 +19,20 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
-#: Python packages the analysis needs beyond what Slicer ships (name to import, pip requirement).
-DEPENDENCIES = (("torch", None), ("monai", "monai>=1.4"), ("captum", "captum>=0.7"),
-                ("lungmask", "lungmask>=0.2.22"), ("pydicom", "pydicom>=3.0"))
+from EmphysemaXAILib.options import DEVICES, ENGINES, PANEL_FIELDS, QC_PROFILES
+from EmphysemaXAILib.pipeline import NOT_CLINICAL
+
+#: pip requirements the analysis needs beyond what Slicer ships (one home: this resource file)
+REQUIREMENTS_FILE = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
+
+
+def requirements():
+    """(import name, pip requirement) of each line of Resources/requirements.txt."""
+    import re
+
+    with open(REQUIREMENTS_FILE, encoding="utf-8") as handle:
+        lines = [line.split("#")[0].strip() for line in handle]
+    return [(re.split(r"[<>=!~;\[ ]", line)[0].lower(), line) for line in lines if line]
 
 
 #
@@ -68,7 +78,9 @@ class EmphysemaXAIParameterNode:
     lungmaskWeights - path of lungmask's R231 weights (else $EMPHYSEMA_XAI_LUNGMASK_WEIGHTS / torch hub cache).
     emphysemaThreshold - LAA threshold in HU.
     qcProfile - default or seeds.
-    configFile - optional settings file (TOML, as ``--config`` of the command line).
+    configFile - optional settings file (TOML, as ``--config`` of the command line); choosing one
+        loads its values into the panel, and what the panel then shows wins over the file
+        (``EmphysemaXAILib.options.options_from_panel``: defaults < file < panel).
     modelPath - severity model folder (empty: the model shipped with the extension).
     device - where the CNN runs: auto (CUDA, MPS, CPU), cpu or cuda.
     explainMethods - attribution maps to compute (comma-separated: gradcam, gradcampp, ig, attention, occlusion, smoothgrad).
@@ -77,13 +89,13 @@ class EmphysemaXAIParameterNode:
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     inputSegmentation: slicer.vtkMRMLSegmentationNode
-    engine: Annotated[str, Choice(["auto", "lungmask", "classical"])] = "auto"
+    engine: Annotated[str, Choice(list(ENGINES))] = "auto"
     lungmaskWeights: str = ""
     emphysemaThreshold: Annotated[float, WithinRange(-1000, -800)] = -950.0
-    qcProfile: Annotated[str, Choice(["default", "seeds"])] = "default"
+    qcProfile: Annotated[str, Choice(list(QC_PROFILES))] = "default"
     configFile: str = ""
     modelPath: str = ""
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     explainMethods: str = "gradcam,attention"
     outputSegmentation: slicer.vtkMRMLSegmentationNode
 
@@ -128,6 +140,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.attributionMethodComboBox.connect("currentIndexChanged(int)", self.onAttributionDisplayChanged)
         self.ui.attributionOpacitySlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
         self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
+        self.ui.configFileLineEdit.connect("editingFinished()", self.onConfigFileChosen)
         self.ui.cancelButton.enabled = False
         self.initializeParameterNode()
 
@@ -234,15 +247,16 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = False
         self._messages = queue.Queue()
         self._outcome = {}
-        options = dict(engine=p.engine, lungmaskWeights=p.lungmaskWeights or None,
-                       emphysemaThreshold=p.emphysemaThreshold, qcProfile=p.qcProfile,
-                       configFile=p.configFile or None, modelPath=p.modelPath or None, device=p.device,
-                       explainMethods=p.explainMethods)
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Invalid settings."), waitCursor=True):
+                options = self.logic.optionsFromParameterNode(p)
+        except Exception:  # already shown to the user
+            return
 
         def work():
             try:
-                self._outcome["case"] = self.logic.analyze(ct, mask, progress=self._progress,
-                                                           cancel=lambda: self._cancelRequested, **options)
+                self._outcome["case"] = self.logic.analyze(ct, mask, options, progress=self._progress,
+                                                           cancel=lambda: self._cancelRequested)
             except Exception as error:  # shown on the GUI thread
                 self._outcome["error"] = error
 
@@ -279,6 +293,17 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showAttribution(self._resultNodes, method, opacity=self.ui.attributionOpacitySlider.value,
                                        threshold=self.ui.attributionThresholdSlider.value)
 
+    def onConfigFileChosen(self) -> None:
+        """Show the chosen config file's values in the panel (they then run unless changed)."""
+        path = self.ui.configFileLineEdit.text.strip()
+        if not path or self._parameterNode is None:
+            return
+        from EmphysemaXAILib.options import options_from_toml, panel_values
+
+        with slicer.util.tryWithErrorDisplay(_("Could not read the settings file."), waitCursor=True):
+            for name, value in panel_values(options_from_toml(path)).items():
+                setattr(self._parameterNode, name, value)
+
     def onDependenciesButton(self) -> None:
         missing = self.logic.missingDependencies()
         if not missing:
@@ -310,7 +335,7 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         """Names of the required packages that do not import in Slicer's Python."""
         import importlib.util
 
-        return [name for name, _req in DEPENDENCIES if importlib.util.find_spec(name) is None]
+        return [name for name, _req in requirements() if importlib.util.find_spec(name) is None]
 
     @staticmethod
     def installDependencies(names):
@@ -323,12 +348,12 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             except ImportError:
                 raise RuntimeError("install the PyTorch extension (Extensions Manager), then retry") from None
             PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-        requirements = [req for name, req in DEPENDENCIES if name in names and req]
-        if requirements:
+        wanted = [req for name, req in requirements() if name in names and name != "torch"]
+        if wanted:
             import torch
 
             # keep the torch build the PyTorch extension chose (monai would otherwise pull another)
-            slicer.util.pip_install(" ".join(requirements + [f"torch=={torch.__version__}"]))
+            slicer.util.pip_install(" ".join(wanted + [f"torch=={torch.__version__}"]))
 
     # -- data
 
@@ -382,21 +407,21 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         return ct, mask
 
     @staticmethod
-    def analyze(ct, mask=None, engine="auto", lungmaskWeights=None, emphysemaThreshold=-950.0,
-                qcProfile="default", configFile=None, progress=None, cancel=None, modelPath=None, device="auto",
-                explainMethods=""):
-        """QC, lungs, densitometry and CNN severity of a CTVolume (no MRML: safe in a worker
-        thread); ``modelPath`` None uses the shipped model."""
-        from EmphysemaXAILib.config import load_settings
+    def optionsFromParameterNode(parameterNode):
+        """The run's ``AnalysisOptions``: defaults < the config file < the panel's values."""
+        from EmphysemaXAILib.options import options_from_panel
+
+        values = {name: getattr(parameterNode, name) for name in PANEL_FIELDS}
+        return options_from_panel(values, parameterNode.configFile or None)
+
+    @staticmethod
+    def analyze(ct, mask=None, options=None, progress=None, cancel=None):
+        """QC, lungs, densitometry, CNN severity and explanations of a CTVolume (no MRML: safe in
+        a worker thread). ``options``: ``EmphysemaXAILib.options.AnalysisOptions`` (None: defaults,
+        the shipped model)."""
         from EmphysemaXAILib.pipeline import analyze_case
 
-        settings = load_settings(configFile)
-        if emphysemaThreshold != -950.0:  # the panel's value, when changed, wins over the file
-            settings.qct.emphysema_hu = emphysemaThreshold
-        return analyze_case(ct, engine=engine, lung_mask=mask, lungmask_weights=lungmaskWeights,
-                            qc_profile=qcProfile, progress=progress, cancel=cancel, settings=settings,
-                            model=modelPath or "auto", device=device,
-                            explain=tuple(m.strip() for m in explainMethods.split(",") if m.strip()))
+        return analyze_case(ct, options, lung_mask=mask, progress=progress, cancel=cancel)
 
     @staticmethod
     def show(case, inputVolume):
@@ -407,37 +432,33 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             return {}
         return build_case_scene(case, slicer.mrmlScene, slicer.app.applicationLogic(), ct_node=inputVolume)
 
-    def process(self, inputVolume, segmentation=None, engine="auto", lungmaskWeights=None,
-                emphysemaThreshold=-950.0, qcProfile="default", configFile=None, progress=None,
-                cancel=None, show=True, modelPath=None, device="auto"):
-        """Analyse a chest CT volume node: QC, lungs, densitometry; results into the scene.
+    def process(self, inputVolume, segmentation=None, options=None, progress=None, cancel=None, show=True):
+        """Analyse a chest CT volume node: QC, lungs, densitometry, CNN; results into the scene.
 
         Args:
             inputVolume: ``vtkMRMLScalarVolumeNode`` in HU.
             segmentation: optional ``vtkMRMLSegmentationNode`` with "Right lung" / "Left lung"
                 segments (drawn or edited by the user) replacing the engine.
-            engine: ``auto``, ``lungmask`` or ``classical``; configFile: settings (TOML).
-            modelPath: severity model folder (None: the shipped model); device: auto, cpu, cuda.
+            options: ``EmphysemaXAILib.options.AnalysisOptions``, e.g.
+                ``build_options("settings.toml", engine="classical")`` (None: the defaults).
             progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
         Returns:
             ``{"case": CaseResult, "nodes": {role: node}}``.
         """
         ct, mask = self.prepare(inputVolume, segmentation)
-        case = self.analyze(ct, mask, engine=engine, lungmaskWeights=lungmaskWeights,
-                            emphysemaThreshold=emphysemaThreshold, qcProfile=qcProfile,
-                            configFile=configFile, progress=progress, cancel=cancel, modelPath=modelPath,
-                            device=device)
+        case = self.analyze(ct, mask, options, progress=progress, cancel=cancel)
         nodes = self.show(case, inputVolume) if show else {}
         if show:
             self.showResults(nodes)
         logging.info("EmphysemaXAI: %s", case.qct.qct_severity if case.qct else case.qc.errors)
         return {"case": case, "nodes": nodes}
 
-    def processDirectory(self, folder, outputFolder, scene=True, report=True, workers=1):
-        """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)."""
+    def processDirectory(self, folder, outputFolder, options=None, scene=True, report=True, workers=1):
+        """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)
+        with ``options`` (``AnalysisOptions``; None: the defaults)."""
         from EmphysemaXAILib.app.batch import run_batch
 
-        return run_batch(folder, outputFolder, workers=workers, scene=scene, report=report, progress=False)
+        return run_batch(folder, outputFolder, options, workers=workers, scene=scene, report=report, progress=False)
 
     @staticmethod
     def showResults(nodes):
@@ -464,35 +485,10 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def formatResult(case) -> str:
-        """The case as plain text for the results box."""
-        lines = [f"ERROR: {e}" for e in case.qc.errors] + [f"warning: {w}" for w in case.qc.warnings + case.warnings]
-        if case.qct is not None:
-            severity = case.qct.qct_severity
-            whole = case.qct.region("whole")
-            lines += ["", f"QCT severity: {severity['class']} ({severity['rule']})",
-                      f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU, "
-                      f"lung volume {whole['volume_l']:.2f} l",
-                      "zones: " + ", ".join(f"{z} {g}" for z, g in severity["zone_grades"].items())]
-            calibration = case.qct.calibration
-            if calibration is not None:
-                lines.insert(-1, f"calibrated: %LAA-950 {whole['laa950_pct_calibrated']:.2f}%, Perc15 "
-                                 f"{whole['perc15_hu_calibrated']:.1f} HU (air {calibration['air_hu']:.0f} HU "
-                                 f"{calibration['air_source']}, {calibration['reference']} "
-                                 f"{calibration['reference_hu']:.0f} HU)")
-        if case.severity is not None:
-            cnn = case.severity.summary
-            lines += ["", f"CNN severity: {cnn['class']} (p {cnn['probabilities'][cnn['class']]:.2f}), extent "
-                      f"{cnn['extent_pct']:.2f}% of lung ({cnn['model']['name']})"
-                      + (" - LOW CONFIDENCE" if cnn["low_confidence"] else "")] + [f"note: {n}" for n in cnn["notes"]]
-            patterns = cnn.get("patterns")
-            if patterns:
-                whole = patterns["share_by_region"]["whole"]
-                lines += [f"patterns: mostly {patterns['dominant'].replace('_', ' ')}; "
-                          f"{patterns['emphysema_share_pct']:.1f}% of the lung in an emphysema pattern "
-                          "(\"Pattern map\" in the slice views, \"Patterns\" table)",
-                          ", ".join(f"{p.replace('_', ' ')} {v:.1f}%" for p, v in whole.items())]
-        lines += ["", NOT_CLINICAL]
-        return "\n".join(lines)
+        """The case as plain text for the results box (shared with the command line's wording)."""
+        from EmphysemaXAILib.app.text import case_lines
+
+        return "\n".join(case_lines(case))
 
 
 #
@@ -517,7 +513,9 @@ class EmphysemaXAITest(ScriptedLoadableModuleTest):
         self.delayDisplay("Generating a phantom with 20% centrilobular emphysema")
         phantom = generate_phantom(PhantomParams(extent_pct=20, pattern="centrilobular", size="small", seed=1))
         node = volume_node_from_ct(slicer.mrmlScene, phantom.ct, "phantom")
-        result = EmphysemaXAILogic().process(node, engine="classical")
+        from EmphysemaXAILib.options import AnalysisOptions
+
+        result = EmphysemaXAILogic().process(node, options=AnalysisOptions(engine="classical"))
         case = result["case"]
         self.assertEqual(case.qc.errors, [])
         self.assertAlmostEqual(case.qct.region("whole")["laa950_pct"], phantom.truth["extent_pct"], delta=2.0)

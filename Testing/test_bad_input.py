@@ -130,9 +130,7 @@ def test_internal_error_gives_one_line_and_a_log(tmp_path, monkeypatch):
     def boom(args):
         raise RuntimeError("simulated failure")
 
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=boom)
+    monkeypatch.setattr(cli.COMMANDS["info"], "run", boom)
     import io
     import contextlib
     err = io.StringIO()

@@ -4,7 +4,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from EmphysemaXAILib.app.batch import find_cases, run_batch
+from EmphysemaXAILib.app.batch import run_batch
+from EmphysemaXAILib.app.find_cases import find_cases
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 

@@ -9,7 +9,7 @@ import pytest
 from EmphysemaXAILib import read_ct
 from EmphysemaXAILib.analysis.calibration import (NOMINAL_AIR_HU, NOMINAL_BLOOD_HU, calibration_from_qc,
                                          calibration_from_refs, percentile_interpolated, share_at_or_below)
-from EmphysemaXAILib.config import load_settings
+from EmphysemaXAILib.options import build_options
 from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.analysis.qc import air_mode, run_qc, trachea_air, unenhanced_blood
 from EmphysemaXAILib.analysis.qct import OFFSET, QCTConfig, measure_qct, qct_severity
@@ -109,11 +109,11 @@ def test_identity_calibration_reproduces_raw_figures_and_class_from_setting():
 def test_class_from_in_the_settings_file(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('[qct]\nclass_from = "calibrated"\n')
-    assert load_settings(path).qct.class_from == "calibrated"
-    assert load_settings().qct.class_from == "raw"
+    assert build_options(path).qct_config().class_from == "calibrated"
+    assert build_options().qct_config().class_from == "raw"
     path.write_text('[qct]\nclass_from = "both"\n')
     with pytest.raises(InputError, match="class_from"):
-        load_settings(path)
+        build_options(path)
 
 
 # --- references measured by quality control --------------------------------------------------

@@ -8,13 +8,14 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (the headless extra) 
 import slicer.util  # noqa: E402
 import vtk  # noqa: E402
 
-from EmphysemaXAILib.app.batch import write_case  # noqa: E402
+from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
 from EmphysemaXAILib.mrml.nodes import LUNG_SEGMENTS, labels_from_segmentation_node  # noqa: E402
 from EmphysemaXAILib.mrml.scene_export import build_case_scene  # noqa: E402
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
+from EmphysemaXAILib.options import AnalysisOptions
 from EmphysemaXAILib.analysis.qct import measure_qct  # noqa: E402
 
 
@@ -22,7 +23,7 @@ from EmphysemaXAILib.analysis.qct import measure_qct  # noqa: E402
 def case(tmp_path_factory):
     phantom = generate_phantom(PhantomParams(size="small", seed=14, extent_pct=12, pattern="mixed"))
     folder = write_phantom(phantom, tmp_path_factory.mktemp("p") / "ph", fmt="nrrd")
-    return analyze_case(folder / "ct.nrrd", engine="classical")
+    return analyze_case(folder / "ct.nrrd", AnalysisOptions(engine="classical"))
 
 
 def test_bootstrap_is_idempotent_and_publishes_the_slicer_objects():
@@ -145,7 +146,7 @@ def test_slicer_module_path_volume_node_in_results_in_the_same_scene(case):
     scene, app_logic = bootstrap(fresh=True)
     user_node = volume_node_from_ct(scene, case.ct, "chest CT")
     ct = ct_from_volume_node(user_node)
-    result = analyze_case(ct, engine="classical")
+    result = analyze_case(ct, AnalysisOptions(engine="classical"))
     assert result.input_path == "(in memory)"
     assert result.qct.region("whole")["laa950_pct"] == case.qct.region("whole")["laa950_pct"]
     nodes = build_case_scene(result, scene, app_logic, ct_node=user_node)
@@ -188,7 +189,7 @@ def test_slicer_module_path_with_a_coronally_stored_volume_node(case):
                        direction=image.GetDirection())
     scene, app_logic = bootstrap(fresh=True)
     user_node = volume_node_from_ct(scene, coronal, "coronal chest CT")
-    result = analyze_case(ct_from_volume_node(user_node), engine="classical", model=None)
+    result = analyze_case(ct_from_volume_node(user_node), AnalysisOptions(engine="classical", model="none"))
     assert result.ct.orientation is not None and not result.ct.orientation.identity
     for region in ("whole", "upper", "lower", "right_lower"):
         assert result.qct.region(region)["laa950_pct"] == pytest.approx(case.qct.region(region)["laa950_pct"], abs=0.01)
@@ -200,5 +201,5 @@ def test_slicer_module_path_with_a_coronally_stored_volume_node(case):
     assert np.array_equal(on_user_grid, expected)
     laa = slicer.util.arrayFromVolume(nodes["laa_map"])
     assert laa.shape == coronal.shape and np.array_equal(laa > 0, (coronal.hu <= -950) & (expected > 0))
-    again = analyze_case(ct_from_volume_node(user_node), lung_mask=on_user_grid, model=None)
+    again = analyze_case(ct_from_volume_node(user_node), AnalysisOptions(model="none"), lung_mask=on_user_grid)
     assert again.qct.region("whole")["voxels"] == case.qct.region("whole")["voxels"]

@@ -13,12 +13,14 @@ import pytest
 pytest.importorskip("torch")
 import SimpleITK as sitk  # noqa: E402
 
-from EmphysemaXAILib.app.batch import COHORT_COLUMNS, run_batch, write_case  # noqa: E402
+from EmphysemaXAILib.app.batch import COHORT_COLUMNS, run_batch  # noqa: E402
+from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
 from EmphysemaXAILib.model.cip_patches import PATTERNS  # noqa: E402
 from EmphysemaXAILib.analysis.patterns import COHORT_PATTERN_COLUMNS, PATTERN_COLORS  # noqa: E402
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
+from EmphysemaXAILib.options import AnalysisOptions
 
 from conftest import run_cli  # noqa: E402
 
@@ -52,7 +54,7 @@ def phantom_ct(tmp_path_factory):
 @pytest.fixture(scope="module")
 def case_dir(pattern_model, phantom_ct, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "case"
-    result = analyze_case(phantom_ct, engine="classical", model=pattern_model)
+    result = analyze_case(phantom_ct, AnalysisOptions(engine="classical", model=str(pattern_model)))
     assert result.severity is not None and result.severity.pattern_labels is not None
     write_case(result, out, report=True, scene=SCENE)
     return out
@@ -132,7 +134,8 @@ def test_cohort_rows_carry_the_pattern_columns(pattern_model, phantom_ct, tmp_pa
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(phantom_ct, root / "case1.nrrd")
-    rows = run_batch(root, tmp_path / "with", scene=False, report=False, progress=False, model=str(pattern_model))
+    rows = run_batch(root, tmp_path / "with", scene=False, report=False, progress=False,
+                     options=AnalysisOptions(model=str(pattern_model)))
     assert COHORT_COLUMNS[-len(COHORT_PATTERN_COLUMNS):] == COHORT_PATTERN_COLUMNS
     cohort = pd.read_csv(tmp_path / "with" / "cohort.csv")
     assert list(cohort.columns) == list(COHORT_COLUMNS)
@@ -140,7 +143,8 @@ def test_cohort_rows_carry_the_pattern_columns(pattern_model, phantom_ct, tmp_pa
     assert sum(rows[0][f"{p}_pct"] for p in PATTERNS) == pytest.approx(100.0, abs=0.01)
     assert cohort.loc[0, "pattern_emphysema_share_pct"] == pytest.approx(100.0 - rows[0]["normal_pct"])
     # no model: the same columns, empty
-    plain = run_batch(root, tmp_path / "without", scene=False, report=False, progress=False, model=None)
+    plain = run_batch(root, tmp_path / "without", scene=False, report=False, progress=False,
+                      options=AnalysisOptions(model="none"))
     assert plain[0]["status"] == "ok" and all(plain[0][c] is None for c in COHORT_PATTERN_COLUMNS)
     assert pd.read_csv(tmp_path / "without" / "cohort.csv")[list(COHORT_PATTERN_COLUMNS)].isna().all().all()
 

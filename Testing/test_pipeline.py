@@ -9,6 +9,7 @@ import SimpleITK as sitk
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 from EmphysemaXAILib.pipeline import Cancelled, analyze_case
+from EmphysemaXAILib.options import AnalysisOptions
 
 from conftest import run_cli
 
@@ -23,7 +24,7 @@ def phantom_dir(tmp_path_factory):
 def test_analyze_case_steps_progress_and_results(phantom_dir):
     folder, phantom = phantom_dir
     calls = []
-    result = analyze_case(folder / "ct.nrrd", engine="classical", progress=lambda *a: calls.append(a))
+    result = analyze_case(folder / "ct.nrrd", AnalysisOptions(engine="classical"), progress=lambda *a: calls.append(a))
     assert [c[0] for c in calls] == ["read", "qc", "segment", "qct", "severity", "done"]
     assert [c[1] for c in calls] == pytest.approx([0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0])
     assert set(result.timings_s) == {"read", "qc", "segment", "qct", "severity"}
@@ -42,7 +43,7 @@ def test_analyze_case_steps_progress_and_results(phantom_dir):
 
     assert severity["model"]["sha256"] == SHIPPED_SHA256 and set(REGION_NAMES) <= set(severity["extent_by_region"])
     assert summary["input"]["shape"] == [96, 128, 128] and "identity" not in json.dumps(summary)
-    plain = analyze_case(folder / "ct.nrrd", engine="classical", model=None)
+    plain = analyze_case(folder / "ct.nrrd", AnalysisOptions(engine="classical", model="none"))
     assert plain.summary()["severity"] is None and "severity" not in plain.timings_s
 
 

@@ -187,7 +187,7 @@ def test_qct_is_deterministic(noise_free_phantom):
 def test_laa_clusters_are_per_axial_slice_by_default_and_3d_on_request(tmp_path):
     """D as Mishima 1999 defines it counts 2D clusters in each axial slice; a tube of LAA along z
     is one 3D cluster but one cluster per slice in 2D."""
-    from EmphysemaXAILib.config import load_settings
+    from EmphysemaXAILib.options import build_options
     hu = np.full((10, 40, 40), -850, np.int16)
     hu[:, 5:8, 5:8] = -990                      # a tube through all 10 slices
     hu[4, 20:30, 20:30] = -990                  # one 10 x 10 patch on one slice
@@ -200,10 +200,10 @@ def test_laa_clusters_are_per_axial_slice_by_default_and_3d_on_request(tmp_path)
     assert per_slice["laa_cluster_d"] is not None and in_3d["laa_cluster_d"] is not None
     config = tmp_path / "c.toml"
     config.write_text("[qct]\ncluster_dim = 3\n")
-    assert load_settings(config).qct.cluster_dim == 3
+    assert build_options(config).qct_config().cluster_dim == 3
     config.write_text("[qct]\ncluster_dim = 4\n")
     with pytest.raises(InputError, match="cluster_dim 4"):
-        load_settings(config)
+        build_options(config)
 
 
 def test_cluster_slope_d_on_copdgene_ct64_per_slice_and_3d():

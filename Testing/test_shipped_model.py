@@ -89,6 +89,8 @@ def test_one_slice_input_is_graded_with_a_note(tmp_path):
     import SimpleITK as sitk
 
     from EmphysemaXAILib.pipeline import analyze_case
+
+    from EmphysemaXAILib.options import AnalysisOptions
     from EmphysemaXAILib.volume import CTVolume
 
     phantom = generate_phantom(PhantomParams(extent_pct=15, pattern="mixed", size="medium", seed=990004))
@@ -98,7 +100,7 @@ def test_one_slice_input_is_graded_with_a_note(tmp_path):
     path = tmp_path / "slice.nrrd"
     image = one.to_sitk()
     sitk.WriteImage(image, str(path))
-    result = analyze_case(path, engine="classical")
+    result = analyze_case(path, AnalysisOptions(engine="classical"))
     severity = result.summary()["severity"]
     assert severity["low_confidence"] and any("one axial slice" in n for n in severity["notes"])
     assert any("one axial slice" in w for w in result.warnings)

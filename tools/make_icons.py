@@ -44,11 +44,12 @@ def screenshot(path: Path) -> None:
     from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
     from EmphysemaXAILib.phantom.io import write_phantom
     from EmphysemaXAILib.pipeline import analyze_case
+    from EmphysemaXAILib.options import AnalysisOptions
 
     phantom = generate_phantom(PhantomParams(size="medium", seed=3, extent_pct=18, pattern="mixed"))
     with tempfile.TemporaryDirectory() as folder:
         write_phantom(phantom, Path(folder) / "ph", fmt="nrrd")
-        result = analyze_case(Path(folder) / "ph" / "ct.nrrd", engine="classical")
+        result = analyze_case(Path(folder) / "ph" / "ct.nrrd", AnalysisOptions(engine="classical"))
     scene, app_logic = bootstrap(fresh=True)
     build_case_scene(result, scene, app_logic)
     laa = result.qct.laa_map

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import EmphysemaXAIError, InputError
+from .options import AnalysisOptions
 
 STEPS = ("read", "qc", "segment", "qct", "severity", "explain")
 NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
@@ -143,39 +144,29 @@ def versions() -> dict:
     return out
 
 
-def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights=None,
-                 fill_weights=None, lobes: bool = False, qct_config=None, qc_profile: str = "default",
-                 series_uid: str | None = None, progress=None, cancel=None, settings=None,
-                 model="auto", device: str = "auto", explain=(), explain_target: str = "emphysema") -> CaseResult:
-    """Read, check, segment and measure one case.
+def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None, progress=None,
+                 cancel=None) -> CaseResult:
+    """Read, check, segment, measure, grade and explain one case.
 
     Args:
         path: DICOM folder or file, NRRD / NIfTI / MHA, or a CTVolume already in memory (for
             example from a Slicer volume node).
-        engine: segmentation engine (``auto``, ``lungmask``, ``classical``); ``lung_mask`` (a
-            label map file on the CT grid, or a (z, y, x) array; 1 right, 2 left) replaces it.
-        qct_config: a :class:`~EmphysemaXAILib.analysis.qct.QCTConfig` (thresholds and conventions).
-        progress: ``progress(step, fraction, message)``; cancel: returns True to stop.
-        settings: a :class:`~EmphysemaXAILib.config.Settings` (from ``--config``); explicit
-            arguments other than the defaults win over it.
-        model: severity model folder, ``"auto"`` (the shipped model when it and torch are
-            installed, else a warning) or None (no model step); device: auto, cpu, cuda, mps.
-        explain: attribution methods to run after the model (``explain.methods.METHODS``).
-        explain_target: the model output they explain: ``emphysema`` or, with a pattern model,
-            a pattern name (``explain.methods.TARGETS``).
+        options: the run's :class:`~EmphysemaXAILib.options.AnalysisOptions` (fields not given take
+            the defaults; build them with :func:`~EmphysemaXAILib.options.build_options` to apply
+            a config file). ``options.model``: ``"auto"`` (the shipped model when it and torch are
+            installed, else a warning), ``"none"`` (no model step) or a model folder.
+        lung_mask: the user's lungs instead of an engine: a label map file on the CT grid, or a
+            (z, y, x) array on the grid of the CT as given (1 right, 2 left).
+        progress: ``progress(step, fraction, message)``; cancel: returns True to stop (checked
+            before every step; raises :class:`Cancelled`).
     """
-    if explain and model is None:
-        raise InputError("explanations need the severity model: drop --no-model or give --model")
-    if settings is not None:
-        engine = engine if engine != "auto" else settings.engine
-        lungmask_weights = lungmask_weights or settings.lungmask_weights
-        fill_weights = fill_weights or settings.lungmask_fill_weights
-        qct_config = qct_config or settings.qct
-        qc_profile = qc_profile if qc_profile != "default" else settings.qc_profile
+    options = (options or AnalysisOptions()).resolved()
+    model, explain, explain_target = options.model_folder, options.explain, options.explain_target
+    qct_config = options.qct_config()
     from .analysis.calibration import calibration_from_qc
     from .io.read import read_ct
     from .analysis.qc import check_lung_cut, run_qc
-    from .analysis.qct import QCTConfig, measure_qct
+    from .analysis.qct import measure_qct
     from .segmentation import Segmentation, segment_lungs
 
     timings: dict = {}
@@ -192,11 +183,11 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
 
     start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")
     # every step works on the canonical axial grid; outputs are mapped back when written
-    ct = canonical(path) if isinstance(path, CTVolume) else read_ct(path, series_uid=series_uid)
+    ct = canonical(path) if isinstance(path, CTVolume) else read_ct(path, series_uid=options.series_uid)
     user_labels = _user_mask(lung_mask, ct) if lung_mask is not None else None  # checked before any work
     timings["read"] = round(time.perf_counter() - start, 3)
     start = step("qc", 1, "quality control")
-    qc = run_qc(ct, profile=qc_profile)
+    qc = run_qc(ct, profile=options.qc_profile)
     timings["qc"] = round(time.perf_counter() - start, 3)
     result = CaseResult(input_path=str(path) if not isinstance(path, CTVolume) else "(in memory)", ct=ct,
                         qc=qc, timings_s=timings)
@@ -207,8 +198,8 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     if user_labels is not None:
         segmentation = Segmentation(user_labels, "file")
     else:
-        segmentation = segment_lungs(ct, engine=engine, lungmask_weights=lungmask_weights,
-                                     fill_weights=fill_weights, lobes=lobes)
+        segmentation = segment_lungs(ct, engine=options.engine, lungmask_weights=options.lungmask_weights,
+                                     fill_weights=options.lungmask_fill_weights, lobes=options.lobes)
     timings["segment"] = round(time.perf_counter() - start, 3)
     result.segmentation = segmentation
     result.warnings.extend(segmentation.warnings)
@@ -222,14 +213,14 @@ def analyze_case(path, *, engine: str = "auto", lung_mask=None, lungmask_weights
     result.qct = measure_qct(ct, segmentation.labels, lobes=segmentation.lobes, config=qct_config,
                              noise_hu=qc.measures.get("noise_hu"), calibration=calibration)
     timings["qct"] = round(time.perf_counter() - start, 3)
-    predictor = _predictor(model, device, result.warnings)
+    predictor = _predictor(model, options.device, result.warnings)
     if explain and explain_target != "emphysema" and predictor is not None \
             and not hasattr(predictor, "classify_images"):
-        raise InputError(f"--explain-target {explain_target}: the severity model has no pattern outputs; "
-                         "use a pattern model (--model) or explain emphysema")
+        raise InputError(f"explain_target {explain_target}: the severity model has no pattern outputs; "
+                         "use a pattern model or explain emphysema")
     if predictor is not None:
         start = step("severity", 4, "grading severity with the CNN")
-        cutpoints = (qct_config or QCTConfig()).severity_cutpoints
+        cutpoints = qct_config.severity_cutpoints
         options = {"calibration": calibration} if hasattr(predictor, "classify_images") else {}
         result.severity = predictor.predict(ct, segmentation.labels, segmentation.lobes, cutpoints=cutpoints,
                                             **options)

@@ -1,13 +1,14 @@
-"""Writing analysis results: one case's folder (``write_case``); the cohort runner comes here too.
+"""The cohort runner: ``run_batch`` analyses every case under a folder into ``cases/<case_id>``
+and writes ``cohort.csv`` and ``qc_montage.png``.
 
-A front end (it may use the core, the report and the MRML layer): files are written into a
-temporary folder beside the output and renamed at the end, so a failure leaves nothing behind.
-A signal that stops a batch stops its worker processes too: each removes the case folder it
+A front end (it may use the core, the report and the MRML layer). A signal that stops a batch
+stops its worker processes too: each removes the case folder it
 was writing and its scratch folders before leaving; the parent removes what a worker killed
 after a grace period could not.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,190 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_folder, write_atomic
+from ..io.atomic import write_atomic
 from ..io.signals import Terminated, signals_deferred
 from ..errors import InputError
-from ..analysis.patterns import (COHORT_PATTERN_COLUMNS, PATTERN_CSV, PATTERN_FILE, cohort_fields, pattern_columns,
-                       pattern_rows)
-from ..pipeline import CaseResult
+from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
+from ..options import AnalysisOptions
+from .case_files import write_case, zone_note
+from .find_cases import find_cases
 
-
-def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
-               overwrite: bool = False) -> Path:
-    """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``),
-    through a temporary folder renamed at the end (see :func:`write_case_files`)."""
-    out = Path(out_dir).resolve()
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists: choose another folder or pass --overwrite")
-    check_scene_support(scene)
-    with atomic_folder(out, overwrite=overwrite) as work:
-        write_case_files(result, work, report=report, scene=scene)
-    return out
-
-
-def check_scene_support(scene: bool) -> None:
-    """Refuse early, with what to do, when a scene is asked for and Slicer's MRML is missing."""
-    if scene:
-        try:
-            import slicer  # noqa: F401
-        except ImportError:
-            raise InputError("a Slicer scene needs Slicer's MRML (install the 'headless' extra, "
-                             "slicer-core, on Python 3.11) or pass --no-scene") from None
-
-
-def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
-    """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
-    (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``;
-    the scene needs Slicer's MRML: the application's or the slicer-core wheel)."""
-    from ..phantom.io import save_label
-
-    folder = Path(folder)
-    if result.qct is not None:
-        result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
-        save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
-        save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
-        pattern_labels = result.severity.pattern_labels if result.severity is not None else None
-        if pattern_labels is not None:
-            import pandas as pd
-
-            save_label(pattern_labels.astype(np.uint8), result.ct, folder / PATTERN_FILE)
-            pd.DataFrame(pattern_rows(result.severity.summary), columns=pattern_columns()).to_csv(
-                folder / PATTERN_CSV, index=False)
-        for method, explanation in result.explanations.items():
-            save_label(explanation.volume, result.ct, folder / f"attribution_{method}.nrrd")
-    views = None
-    if scene:
-        from ..mrml.scene_export import export_case_scene
-
-        views = export_case_scene(result, folder, render=report).get("views")
-    if report:
-        from .report import write_report
-
-        write_report(result, folder / "report.html", views=views)
-    (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2))
-
-
-# --------------------------------------------------------------------------- cohorts
-
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 COHORT_COLUMNS = ("case_id", "source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
                   "qct_class", "severity_class", "extent_pct", "laa950_pct_calibrated", "perc15_hu_calibrated",
                   "calibration_air_hu", "calibration_air_source") + COHORT_PATTERN_COLUMNS
-
-
-def _case_id(relative: Path, suffix: str = "") -> str:
-    """A file-system-safe id from a path relative to the root (never from patient tags)."""
-    text = relative.as_posix()
-    for ext in IMAGE_SUFFIXES:
-        if text.lower().endswith(ext):
-            text = text[: -len(ext)]
-            break
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text.replace("/", "__"))
-    if safe.strip(".") == "":
-        safe = "root"  # ROOT itself: never "." (that would be the cases folder)
-    elif safe.startswith("."):
-        safe = "_" + safe[1:]  # never a hidden folder (temporary folders are hidden)
-    return safe + suffix
-
-
-#: Files that document a cohort rather than hold images: a folder holding only these (and
-#: hidden files) is not a case. Anything else in a folder that yields no image is a failed case.
-DOCUMENT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".pdf", ".doc", ".docx", ".odt", ".rtf", ".html", ".htm",
-                               ".json", ".xml", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".log", ".csv", ".tsv",
-                               ".xls", ".xlsx", ".ods", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".py", ".sh"})
-DOCUMENT_NAMES = frozenset({"readme", "license", "licence", "copying", "notice", "changelog", "authors",
-                            "dicomdir", "thumbs.db", "desktop.ini"})
-
-
-def _is_document(name: str) -> bool:
-    lower = name.lower()
-    stem, dot, suffix = lower.rpartition(".")
-    return lower in DOCUMENT_NAMES or (dot and stem in DOCUMENT_NAMES) or (dot and f".{suffix}" in DOCUMENT_SUFFIXES)
-
-
-def _under(path: Path, folders) -> bool:
-    return any(path == folder or folder in path.parents for folder in folders)
-
-
-def find_cases(root, exclude=()) -> list:
-    """Every case under ``root``: each DICOM series (grouped per folder) and each image file,
-    and a *failed* case for each folder that holds files but yields no readable image.
-
-    Returns dicts with ``case_id``, ``source`` (relative path), ``path`` and ``series_uid``;
-    failed cases also have ``error`` (the reason: DICOM files whose headers cannot be parsed,
-    or files that are neither DICOM nor a known image type). A folder whose files are all
-    documentation (``README``, ``.txt``, ``.csv``, ``.pdf``, pictures ...; see
-    ``DOCUMENT_SUFFIXES``) or hidden is not a case, so a README beside the case folders is
-    ignored. Unreadable DICOM-looking files in a folder that also holds a series stay inside
-    that series' case (the reader reports them). Hidden folders and the folders in
-    ``exclude`` (the batch's own output when it lies under ``root``) are never entered.
-    ``case_id`` values are unique (``-2``, ``-3`` ... added when two sources map to one id).
-    """
-    from ..io.dicom_series import scan_folder
-
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root}: not a folder; batch takes a folder of cases")
-    excluded = [Path(p).resolve() for p in exclude]
-    cases, files_in = [], {}
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in excluded)
-        files_in[here] = [f for f in sorted(files) if not f.startswith(".")]
-        for name in files_in[here]:
-            if any(name.lower().endswith(ext) for ext in IMAGE_SUFFIXES):
-                relative = (here / name).relative_to(root)
-                cases.append({"case_id": _case_id(relative), "source": relative.as_posix(), "path": str(here / name),
-                              "series_uid": None})
-    with_images = {Path(c["path"]).parent for c in cases}
-    series, skipped = scan_folder(root)
-    by_folder = {}
-    for uid, items in series.items():
-        for path, _ in items:
-            if excluded and _under(path.resolve(), excluded):
-                continue
-            by_folder.setdefault((path.parent, uid), 0)
-            by_folder[(path.parent, uid)] += 1
-    folders = {}
-    for (folder, uid) in sorted(by_folder):
-        folders.setdefault(folder, []).append(uid)
-    for folder, uids in sorted(folders.items()):
-        relative = folder.relative_to(root)
-        with_images.add(folder)
-        for index, uid in enumerate(uids):
-            suffix = f"-series{index + 1}" if len(uids) > 1 else ""
-            cases.append({"case_id": _case_id(relative, suffix), "source": relative.as_posix() or ".",
-                          "path": str(folder), "series_uid": uid})
-    unreadable = {}
-    for path, reason in skipped:
-        unreadable.setdefault(path.parent, []).append((path.name, reason))
-    for folder, names in sorted(files_in.items()):
-        if folder in with_images or not names:
-            continue
-        broken = unreadable.get(folder, [])
-        others = [n for n in names if not _is_document(n) and n not in {b for b, _ in broken}]
-        if not broken and not others:
-            continue  # documentation only: not a case
-        if broken:
-            name, reason = broken[0]
-            error = (f"no readable image: {len(broken)} DICOM file{'s' if len(broken) > 1 else ''} could not be "
-                     f"read (e.g. {name}: {reason})")
-        else:
-            error = (f"no readable image: {len(others)} file{'s' if len(others) > 1 else ''} neither DICOM nor a "
-                     f"known image type (e.g. {others[0]})")
-        relative = folder.relative_to(root)
-        cases.append({"case_id": _case_id(relative), "source": relative.as_posix() or ".", "path": str(folder),
-                      "series_uid": None, "error": error})
-    cases.sort(key=lambda c: (c["case_id"], c["source"]))
-    taken = set()
-    for case in cases:  # two sources never share a case folder
-        case_id, count = case["case_id"], 1
-        while case_id in taken:
-            count += 1
-            case_id = f"{case['case_id']}-{count}"
-        taken.add(case_id)
-        case["case_id"] = case_id
-    return sorted(cases, key=lambda c: c["case_id"])
 
 
 def _thumbnail(result, size: int = 96):
@@ -245,9 +73,9 @@ def _worker_init() -> None:
             signal.signal(signum, _worker_signal)
 
 
-def run_case(case: dict, out_root: str, options: dict) -> dict:
-    """Analyse one case into ``out_root/cases/<case_id>``; never raises for a failing case (a
-    failure is a row). A signal (Terminated, KeyboardInterrupt) stops it: nothing of the case
+def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool = True, scene: bool = True) -> dict:
+    """Analyse one case into ``out_root/cases/<case_id>`` with ``options`` (the case's own series
+    on top); never raises for a failing case (a failure is a row). A signal (Terminated, KeyboardInterrupt) stops it: nothing of the case
     is left; in a worker process the worker then exits, in the main process it propagates."""
     from ..pipeline import analyze_case
 
@@ -256,13 +84,8 @@ def run_case(case: dict, out_root: str, options: dict) -> dict:
     thumb = None
     _WORKER["in_case"] = True
     try:
-        from ..config import load_settings
-
-        result = analyze_case(case["path"], series_uid=case["series_uid"], engine=options.get("engine", "auto"),
-                              settings=load_settings(options.get("config")), model=options.get("model", "auto"),
-                              device=options.get("device", "auto"))
-        write_case(result, Path(out_root) / "cases" / case["case_id"], report=options.get("report", True),
-                   scene=options.get("scene", True), overwrite=True)
+        result = analyze_case(case["path"], dataclasses.replace(options, series_uid=case["series_uid"]))
+        write_case(result, Path(out_root) / "cases" / case["case_id"], report=report, scene=scene, overwrite=True)
         thumb = _thumbnail(result)
         row = _cohort_row(case, result.summary())
     except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
@@ -321,14 +144,6 @@ def _resumed(case: dict, out_root: Path) -> dict | None:
     return _cohort_row(case, json.loads(summary_path.read_text()))
 
 
-def zone_note(slices: int) -> str | None:
-    """For a one- or two-slice case: the upper / middle / lower values are not the whole lung's."""
-    if slices is None or slices > 2:
-        return None
-    return (f"only {slices} slice{'s' if slices > 1 else ''}: the zone values (upper / middle / lower thirds) "
-            f"come from {'this slice' if slices == 1 else 'these two slices'} and do not describe the whole lung")
-
-
 def _cohort_row(case: dict, summary: dict) -> dict:
     """The cohort.csv row of a finished case from its summary (summary.json content); ``notes``
     (not a cohort.csv column) holds what the command line prints beside the row."""
@@ -355,11 +170,11 @@ def _cohort_row(case: dict, summary: dict) -> dict:
     return row
 
 
-def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: bool = True,
-              scene: bool = True, engine: str = "auto", progress: bool = True, config=None,
-              model="auto", device: str = "auto", overwrite: bool = False) -> list:
-    """Analyse every case under ``root`` into ``out_dir``; write ``cohort.csv`` and
-    ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason.
+def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers: int = 1, resume: bool = False,
+              report: bool = True, scene: bool = True, progress: bool = True, overwrite: bool = False) -> list:
+    """Analyse every case under ``root`` into ``out_dir`` with ``options`` (build them with
+    :func:`~EmphysemaXAILib.options.build_options` to apply a config file); write ``cohort.csv``
+    and ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason.
 
     ``out_dir`` may lie under ``root`` (it is never searched for cases) but may not be ``root``,
     contain it, or lie inside a DICOM case's folder. An existing non-empty ``out_dir`` needs
@@ -390,8 +205,7 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
                              "choose an output folder outside the cases")
     created = [p for p in (out, out / "cases") if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    options = {"report": report, "scene": scene, "engine": engine, "config": str(config) if config else None,
-               "model": str(model) if model not in (None, "auto") else model, "device": device}
+    options = (options or AnalysisOptions()).resolved()
     rows, thumbs, todo = {}, {}, []
     for case in cases:
         done = _resumed(case, out) if resume and not overwrite else None
@@ -412,7 +226,7 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
                                        mp_context=multiprocessing.get_context("spawn"))
             processes = []
             try:
-                futures = [pool.submit(run_case, case, str(out), options) for case in todo]
+                futures = [pool.submit(run_case, case, str(out), options, report, scene) for case in todo]
                 processes = list((getattr(pool, "_processes", None) or {}).values())
                 for future in as_completed(futures):
                     outcome = future.result()
@@ -428,7 +242,7 @@ def run_batch(root, out_dir, *, workers: int = 1, resume: bool = False, report: 
             pool.shutdown(wait=True)
         else:
             for case in todo:
-                outcome = run_case(case, str(out), options)
+                outcome = run_case(case, str(out), options, report, scene)
                 rows[case["case_id"]] = outcome["row"]
                 thumbs[case["case_id"]] = outcome["thumbnail"]
                 bar.update(1)

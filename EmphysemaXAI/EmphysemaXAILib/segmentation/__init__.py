@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, plain_numbers
+from ..options import ENGINES
 from ..volume import CTVolume
-
-ENGINES = ("auto", "lungmask", "classical")
 
 
 @dataclass

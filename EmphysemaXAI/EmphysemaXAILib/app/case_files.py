@@ -1,0 +1,80 @@
+"""One case's output folder: ``write_case`` (atomic) and the files in it (``write_case_files``).
+
+A front end (it may use the core, the report and the MRML layer): files are written into a
+temporary folder beside the output and renamed at the end, so a failure leaves nothing behind.
+File names and keys: ``docs/contracts.md``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.patterns import PATTERN_CSV, PATTERN_FILE, pattern_columns, pattern_rows
+from ..errors import InputError
+from ..io.atomic import atomic_folder
+from ..pipeline import CaseResult
+
+
+def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
+               overwrite: bool = False) -> Path:
+    """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``),
+    through a temporary folder renamed at the end (see :func:`write_case_files`)."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists: choose another folder or pass overwrite=True (--overwrite)")
+    check_scene_support(scene)
+    with atomic_folder(out, overwrite=overwrite) as work:
+        write_case_files(result, work, report=report, scene=scene)
+    return out
+
+
+def check_scene_support(scene: bool) -> None:
+    """Refuse early, with what to do, when a scene is asked for and Slicer's MRML is missing."""
+    if scene:
+        try:
+            import slicer  # noqa: F401
+        except ImportError:
+            raise InputError("a Slicer scene needs Slicer's MRML (install the 'headless' extra, "
+                             "slicer-core, on Python 3.11) or pass --no-scene") from None
+
+
+def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
+    """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
+    (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``;
+    the scene needs Slicer's MRML: the application's or the slicer-core wheel)."""
+    from ..phantom.io import save_label
+
+    folder = Path(folder)
+    if result.qct is not None:
+        result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
+        save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
+        save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
+        pattern_labels = result.severity.pattern_labels if result.severity is not None else None
+        if pattern_labels is not None:
+            import pandas as pd
+
+            save_label(pattern_labels.astype(np.uint8), result.ct, folder / PATTERN_FILE)
+            pd.DataFrame(pattern_rows(result.severity.summary), columns=pattern_columns()).to_csv(
+                folder / PATTERN_CSV, index=False)
+        for method, explanation in result.explanations.items():
+            save_label(explanation.volume, result.ct, folder / f"attribution_{method}.nrrd")
+    views = None
+    if scene:
+        from ..mrml.scene_export import export_case_scene
+
+        views = export_case_scene(result, folder, render=report).get("views")
+    if report:
+        from .report import write_report
+
+        write_report(result, folder / "report.html", views=views)
+    (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+
+
+def zone_note(slices: int) -> str | None:
+    """For a one- or two-slice case: the upper / middle / lower values are not the whole lung's."""
+    if slices is None or slices > 2:
+        return None
+    return (f"only {slices} slice{'s' if slices > 1 else ''}: the zone values (upper / middle / lower thirds) "
+            f"come from {'this slice' if slices == 1 else 'these two slices'} and do not describe the whole lung")

@@ -1,0 +1,84 @@
+"""The ``emphysema-xai`` command line: a thin front end over the library.
+
+Exit codes (``docs/contracts.md``): 0 done; 2 bad input (one line on stderr); 3 excluded by
+quality control; 1 unexpected internal error (one line plus the path of a log with the
+traceback; ``--debug`` shows the traceback instead). ``--json`` prints exactly one JSON object.
+
+Each module of this package registers its sub-commands beside their handlers
+(:func:`.registry.command`): :mod:`.inputs` (info, phantom), :mod:`.case` (segment, qct,
+analyze, demo), :mod:`.cohort` (batch), :mod:`.models` (train, train-patterns, patterns,
+evaluate, explain-eval), :mod:`.embeddings` (embed, fit-linear).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ExcludedError, InputError
+from ..io.signals import Terminated, signal_handlers
+from ..pipeline import NOT_CLINICAL
+from . import inputs, case, cohort, models, embeddings  # noqa: F401,I001  (registration order = help order)
+from .registry import COMMANDS, add_config
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every registered sub-command (``--config`` on those that take one)."""
+    parser = argparse.ArgumentParser(
+        prog="emphysema-xai",
+        description="Explainable emphysema assessment on chest CT (headless EmphysemaXAI). " + NOT_CLINICAL)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS.values():
+        child = sub.add_parser(command.name, help=command.help)
+        if command.config:
+            add_config(child)
+        command.flags(child)
+        child.set_defaults(func=command.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run one command. SIGTERM and SIGHUP stop it like Ctrl-C does: the atomic writers remove
+    what they had started, the output locks and scratch folders go, and the exit code is
+    128 + the signal number with one line on stderr."""
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("ignore")  # library chatter; our own warnings are in the QC report
+    with signal_handlers():
+        try:
+            return _run(args)
+        except Terminated as stop:
+            print(f"emphysema-xai: stopped by {stop.name}; unfinished outputs were removed", file=sys.stderr)
+            return 128 + stop.signum
+
+
+def _run(args) -> int:
+    try:
+        return args.func(args)
+    except InputError as error:
+        print(f"emphysema-xai: error: {error}", file=sys.stderr)
+        return 2
+    except ExcludedError as error:
+        print(f"emphysema-xai: excluded by quality control: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("emphysema-xai: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place internal errors are reported
+        if args.debug:
+            traceback.print_exc()
+        else:
+            log = Path(tempfile.gettempdir()) / f"emphysema-xai-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            log.write_text(traceback.format_exc())
+            print(f"emphysema-xai: internal error: {type(error).__name__}: "
+                  f"{str(error).splitlines()[0] if str(error) else ''} (traceback in {log}; "
+                  "rerun with --debug to see it)", file=sys.stderr)
+        return 1
