@@ -364,47 +364,18 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
             import SampleData
 
             return SampleData.SampleDataLogic().downloadSample("CTChest")
-        from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
-        from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+        from EmphysemaXAILib.mrml.module_logic import load_phantom
 
-        phantom = generate_phantom(PhantomParams(extent_pct=12, pattern="mixed", size="medium", seed=0))
-        node = volume_node_from_ct(slicer.mrmlScene, phantom.ct, "EmphysemaXAI phantom")
-        node.CreateDefaultDisplayNodes()
-        slicer.util.setSliceViewerLayers(background=node, fit=True)
-        return node
-
-    @staticmethod
-    def acquisitionFromDicom(volumeNode):
-        """Acquisition facts of a volume loaded through Slicer's DICOM browser (else None)."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        if not uids or not hasattr(slicer, "dicomDatabase") or slicer.dicomDatabase is None:
-            return None
-        path = slicer.dicomDatabase.fileForInstance(uids[0])
-        if not path or not os.path.exists(path):
-            return None
-        import pydicom
-
-        from EmphysemaXAILib.io.dicom_series import acquisition_facts
-
-        return acquisition_facts(pydicom.dcmread(path, stop_before_pixels=True))
+        return load_phantom(slicer.mrmlScene)
 
     # -- analysis
 
-    def prepare(self, inputVolume, segmentation=None):
-        """(CTVolume, lung labels or None) from the nodes: runs on the GUI thread (MRML access).
-        DICOM acquisition facts are taken from the files the DICOM browser loaded."""
-        from EmphysemaXAILib.mrml.nodes import labels_from_segmentation_node
-        from EmphysemaXAILib.mrml.volumes import ct_from_volume_node
+    @staticmethod
+    def prepare(inputVolume, segmentation=None):
+        """(CTVolume, lung labels or None) from the nodes: runs on the GUI thread (MRML access)."""
+        from EmphysemaXAILib.mrml.module_logic import case_inputs
 
-        if not inputVolume:
-            raise ValueError("Input volume is invalid: select a chest CT volume")
-        ct = ct_from_volume_node(inputVolume)
-        ct.modality = "CT"
-        facts = self.acquisitionFromDicom(inputVolume)
-        if facts:
-            ct.acquisition = facts
-        mask = labels_from_segmentation_node(segmentation, inputVolume) if segmentation else None
-        return ct, mask
+        return case_inputs(inputVolume, segmentation, getattr(slicer, "dicomDatabase", None))
 
     @staticmethod
     def optionsFromParameterNode(parameterNode):
@@ -463,25 +434,17 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def showResults(nodes):
         """Put the QCT table in the layout, the LAA overlay and the pattern map in the slice views."""
-        if "qct_table" in nodes:
-            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
-            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(nodes["qct_table"].GetID())
-            slicer.app.applicationLogic().PropagateTableSelection()
-        if "laa_map" in nodes:
-            slicer.util.setSliceViewerLayers(foreground=nodes["laa_map"], foregroundOpacity=0.6)
-        if "pattern_map" in nodes:  # the pattern model's labels above the LAA map
-            slicer.util.setSliceViewerLayers(label=nodes["pattern_map"], labelOpacity=0.6)
+        from EmphysemaXAILib.mrml.module_logic import show_results
+
+        show_results(nodes, slicer.app.layoutManager(), slicer.app.applicationLogic())
 
     @staticmethod
     def showAttribution(nodes, method, opacity=0.6, threshold=0.2):
         """Show one method's attribution: slice-view foreground at ``opacity``, values under
         ``threshold`` x its display top transparent, its 3D rendering on and the others off."""
-        from EmphysemaXAILib.mrml.nodes import style_attribution
+        from EmphysemaXAILib.mrml.module_logic import show_attribution
 
-        for name, rendering in nodes.get("attribution_renderings", {}).items():
-            rendering.SetVisibility(name == method)
-        style_attribution(nodes["attributions"][method], nodes["attribution_colors"], threshold=threshold,
-                          app_logic=slicer.app.applicationLogic(), opacity=opacity)
+        show_attribution(nodes, method, slicer.app.applicationLogic(), opacity=opacity, threshold=threshold)
 
     @staticmethod
     def formatResult(case) -> str:

@@ -1,12 +1,6 @@
-"""Shared fixtures. Real data live in ../shared/data beside the project (never committed):
-tests that need them skip with the reason when the folder is absent."""
+"""Shared fixtures (helpers that tests import live in ``helpers.py``)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 
 try:  # torch's optimizers import torch._dynamo -> triton, whose import segfaults in a process
@@ -14,29 +8,7 @@ try:  # torch's optimizers import torch._dynamo -> triton, whose import segfault
 except ImportError:
     pass
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT.parent / "shared" / "data"
-
-
-def shared(*parts) -> Path:
-    """Path under ../shared/data, or skip the test with the reason when it is missing."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real test data not present: {path} (see ../shared/data/README.md)")
-    return path
-
-
-def run_cli(*args, cwd=None):
-    """Run ``python -m EmphysemaXAILib ARGS`` and return the CompletedProcess (text mode)."""
-    return subprocess.run([sys.executable, "-m", "EmphysemaXAILib", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
-def ramp_volume(shape=(12, 32, 40), seed=0) -> np.ndarray:
-    """An int16 HU volume whose every slice differs (value encodes z, y, x), for ordering tests."""
-    z, y, x = np.indices(shape)
-    rng = np.random.default_rng(seed)
-    return (-1000 + 50 * z + 3 * y + x + rng.integers(0, 3, shape)).astype(np.int16)
+from helpers import ramp_volume, run_cli  # noqa: E402  (after torch._dynamo, see above)
 
 
 @pytest.fixture

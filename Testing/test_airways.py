@@ -9,7 +9,7 @@ from EmphysemaXAILib import read_ct
 from EmphysemaXAILib.analysis.qc import run_qc
 from EmphysemaXAILib.segmentation import segment_lungs
 
-from conftest import shared
+from helpers import shared
 
 
 def dice(a, b):

@@ -13,7 +13,7 @@ from pydicom.uid import JPEGLSLossless
 from EmphysemaXAILib import InputError, read_ct
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
 
-from conftest import ramp_volume, run_cli
+from helpers import ramp_volume, run_cli
 
 
 def assert_cli_error(path, *extra, match):

@@ -9,7 +9,7 @@ from EmphysemaXAILib.app.find_cases import find_cases
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

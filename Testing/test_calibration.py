@@ -15,7 +15,7 @@ from EmphysemaXAILib.analysis.qc import air_mode, run_qc, trachea_air, unenhance
 from EmphysemaXAILib.analysis.qct import OFFSET, QCTConfig, measure_qct, qct_severity
 from EmphysemaXAILib.phantom.sample import make_sample_ct
 
-from conftest import shared
+from helpers import shared
 
 FINE = dict(shape=(48, 384, 384), spacing=(0.8, 0.8, 5.0))  # trachea 18 mm = 22 pixels across
 

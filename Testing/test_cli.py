@@ -5,7 +5,7 @@ import pytest
 
 from EmphysemaXAILib.phantom.sample import write_sample_series
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_info_text_and_json(tmp_path):

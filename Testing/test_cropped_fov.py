@@ -10,7 +10,7 @@ from EmphysemaXAILib import read_ct
 from EmphysemaXAILib.analysis.qc import QCReport, check_lung_cut
 from EmphysemaXAILib.segmentation.classical import segment_classical
 
-from conftest import shared
+from helpers import shared
 
 CASES = {"ct64": ("cip-copdgene", "ct-64.nrrd"), "lung_pet_ct_dx": ("lung-pet-ct-dx-A0001",)}
 
@@ -65,7 +65,7 @@ def test_a_mask_far_smaller_than_the_lung_air_is_a_loud_warning(tmp_path):
 
     import SimpleITK as sitk
 
-    from conftest import run_cli
+    from helpers import run_cli
 
     done = run_cli("phantom", tmp_path / "ph", "--size", "small", "--format", "nrrd", "--seed", 2)
     assert done.returncode == 0, done.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, shared
+from helpers import run_cli, shared
 
 
 def test_embed_real_cases_copdgene_emphysema_vs_lung_pet_ct(tmp_path):

@@ -12,7 +12,7 @@ from EmphysemaXAILib.model.network import SeverityNet
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

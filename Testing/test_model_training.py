@@ -14,7 +14,7 @@ from EmphysemaXAILib.model.fit import phantom_design, split_subjects
 from EmphysemaXAILib.model.metrics import case_metrics, clear_of_cutpoints
 from EmphysemaXAILib.model.network import SeverityNet
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_split_is_by_subject_and_70_15_15():

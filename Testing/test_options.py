@@ -12,7 +12,7 @@ from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 from EmphysemaXAILib.analysis.qct import measure_qct
 
-from conftest import run_cli
+from helpers import run_cli
 
 CONFIG = """
 [segmentation]

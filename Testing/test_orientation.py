@@ -16,7 +16,7 @@ from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.io.orientation import canonical, reorientation
 from EmphysemaXAILib.volume import CTVolume
 
-from conftest import run_cli, shared
+from helpers import run_cli, shared
 
 #: name -> (PermuteAxes order, Flip axes), in SimpleITK's (x, y, z) index order
 STORAGES = {

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import PROJECT
+from helpers import PROJECT
 
 MODULE = PROJECT / "EmphysemaXAI"
 
@@ -124,3 +124,19 @@ def test_layers_are_kept_apart():
         pytest.skip(f"layer checker not present: {tool}")
     result = subprocess.run([sys.executable, str(tool), str(PROJECT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_slicer_requirements_resource_matches_the_package_ranges():
+    """The module's Resources/requirements.txt is the one list of what Slicer needs installed;
+    each line is the package's own range from pyproject.toml, and the module reads it."""
+    declared = {re.split(r"[<>=!~;\[ ]", d)[0].lower(): d.split(";")[0].strip()
+                for d in tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    path = MODULE / "Resources" / "requirements.txt"
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    wanted = [line for line in lines if line]
+    assert {re.split(r"[<>=!~;\[ ]", w)[0] for w in wanted} == {"torch", "monai", "captum", "lungmask", "pydicom"}
+    for line in wanted:
+        assert declared[re.split(r"[<>=!~;\[ ]", line)[0]] == line, line
+    cmake = (MODULE / "CMakeLists.txt").read_text()
+    assert "Resources/requirements.txt" in cmake_set(cmake, "MODULE_PYTHON_RESOURCES")
+    assert "REQUIREMENTS_FILE" in (MODULE / "EmphysemaXAI.py").read_text()

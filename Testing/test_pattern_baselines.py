@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import shared
+from helpers import shared
 from EmphysemaXAILib.model import pattern_baselines as PB
 from EmphysemaXAILib.model.cip_patches import PATTERNS, load_cip_patches, patch_folds
 

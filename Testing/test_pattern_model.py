@@ -11,7 +11,7 @@ from EmphysemaXAILib.model.cip_patches import PATTERNS, PatchSet, group_probabil
 from EmphysemaXAILib.model.pattern_augment import ScannerRanges, gaussian_blur, resample, scanner_augment
 from EmphysemaXAILib.model.pattern_net import STRIDE, PatternNet
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def save_pattern_model(folder, width=4, hidden=8, seed=0, calibration=(1.0, 0.0)):

@@ -22,7 +22,7 @@ from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
 from EmphysemaXAILib.options import AnalysisOptions
 
-from conftest import run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
 
 SCENE = importlib.util.find_spec("slicer") is not None  # slicer-core (the headless extra)

@@ -7,7 +7,7 @@ import pytest
 
 from EmphysemaXAILib.model.cip_patches import PATTERNS, load_cip_patches
 
-from conftest import run_cli, shared
+from helpers import run_cli, shared
 
 MAT = ("cip-copdgene", "EmphysemaPatches.mat")
 

@@ -10,7 +10,7 @@ from EmphysemaXAILib.phantom.io import write_phantom
 from EmphysemaXAILib.phantom.patches import sample_patches
 from EmphysemaXAILib.analysis.regions import LOBE_NAMES, REGION_NAMES
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def lung_stats(phantom):

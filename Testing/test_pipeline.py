@@ -11,7 +11,7 @@ from EmphysemaXAILib.phantom.io import write_phantom
 from EmphysemaXAILib.pipeline import Cancelled, analyze_case
 from EmphysemaXAILib.options import AnalysisOptions
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from EmphysemaXAILib.analysis.qct import QCTConfig, measure_qct
 from EmphysemaXAILib.analysis.regions import LOBE_NAMES, REGION_NAMES, lung_regions, thirds_by_tally
 from EmphysemaXAILib.volume import CTVolume
 
-from conftest import run_cli, shared
+from helpers import run_cli, shared
 
 CIP_PREFIX = {"wholeLung": "whole", "leftLung": "left", "rightLung": "right", "utLung": "upper",
               "mtLung": "middle", "ltLung": "lower", "lutLung": "left_upper", "lmtLung": "left_middle",

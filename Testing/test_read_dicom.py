@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from EmphysemaXAILib import InputError, read_ct
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
 
-from conftest import ramp_volume
+from helpers import ramp_volume
 
 OBLIQUE = (0.0, 1.0, 0.0,  # a rotation: index x runs along LPS y, index y along -x
            -1.0, 0.0, 0.0,

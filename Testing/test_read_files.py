@@ -5,7 +5,7 @@ import SimpleITK as sitk
 
 from EmphysemaXAILib import read_ct
 
-from conftest import ramp_volume
+from helpers import ramp_volume
 
 DIRECTION = (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # a permutation: not identity
 

@@ -6,7 +6,7 @@ import pytest
 
 from EmphysemaXAILib import read_ct, run_qc
 
-from conftest import run_cli, shared
+from helpers import run_cli, shared
 
 
 def test_cip_ct64_dicom_series_matches_its_nrrd_voxel_for_voxel():

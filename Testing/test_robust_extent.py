@@ -7,7 +7,7 @@ from EmphysemaXAILib.analysis import robust_extent as RE
 from EmphysemaXAILib.io.read import read_ct
 from EmphysemaXAILib.segmentation import load_mask
 
-from conftest import shared
+from helpers import shared
 
 OFF = 1024  # bin of HU v is v + 1024 in these tests' histograms
 

@@ -13,7 +13,7 @@ from EmphysemaXAILib.segmentation.classical import segment_classical
 from EmphysemaXAILib.segmentation.lungmask_engine import ENV_FILL_WEIGHTS, ENV_WEIGHTS, WeightsMissing
 from EmphysemaXAILib.volume import CTVolume
 
-from conftest import run_cli, shared
+from helpers import run_cli, shared
 
 
 def dice(a, b):

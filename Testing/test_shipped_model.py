@@ -10,7 +10,7 @@ from EmphysemaXAILib.model.checkpoint import (CONFIG_FILE, SEVERITY_V1_DIR, SEVE
                                               SHIPPED_SHA256, WEIGHTS_FILE, load_model, sha256)
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
-from conftest import PROJECT
+from helpers import PROJECT
 
 
 @pytest.mark.parametrize("folder, digest, kind, command", [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run_cli, shared
+from helpers import run_cli, shared
 
 
 def _analyze_default(path, out):
