@@ -1,4 +1,6 @@
-"""Users' labelled cohorts: the manifest CSV (``contracts.md``), case bags, k-fold training.
+"""Users' labelled cohorts: the manifest CSV (``contracts.md``), its cases as bags of tiles for
+training, and a predictor's rows for every case (``train --manifest`` and ``evaluate --manifest``
+are in :mod:`.runs`).
 
 Manifest columns: ``path`` (any input ``read_ct`` takes; relative paths are relative to the
 manifest), optional ``lung_mask`` (label map on the CT grid; else the lungs are segmented with
@@ -8,15 +10,14 @@ the ``auto`` engine), ``label`` (a severity class name) and / or ``extent_pct``,
 from __future__ import annotations
 
 import csv
-import json
-import time
 from pathlib import Path
 
-import numpy as np
-
-from ..io.atomic import atomic_folder
-from ..errors import InputError
 from ..analysis.severity import SEVERITY_CLASSES, severity_class
+from ..errors import InputError
+from ..io.read import read_ct
+from ..segmentation import load_mask, segment_lungs
+from .figures import summary_fields
+from .severity_dataset import case_bag
 
 
 def read_manifest(path) -> list:
@@ -60,10 +61,6 @@ def manifest_bags(rows: list, size: int, slices: int, progress: bool = True) -> 
     """One CaseBag per manifest row (read, lung mask or segmentation, working grid, tiles)."""
     from tqdm import tqdm
 
-    from ..io.read import read_ct
-    from ..segmentation import load_mask, segment_lungs
-    from .fit import case_bag
-
     bags = []
     for row in tqdm(rows, desc="cases", disable=not progress):
         ct = read_ct(row["path"])
@@ -74,85 +71,9 @@ def manifest_bags(rows: list, size: int, slices: int, progress: bool = True) -> 
     return bags
 
 
-def _fine_tune(init, bags_train, bags_val, epochs, seed, device, progress):
-    from .checkpoint import SEVERITY_V1_DIR, load_model
-    from .fit import train_case_model
-
-    model, config = load_model(init if init is not None else SEVERITY_V1_DIR)
-    if config["architecture"].get("kind") == "pattern":
-        raise InputError(f"--init {init}: a pattern model cannot be fine-tuned on case labels yet; "
-                         "omit --init (the shipped severity model v1) or give a severity model folder")
-    history = train_case_model(model, bags_train, bags_val, epochs=epochs, freeze_encoder=False, lr=3e-4,
-                               seed=seed, device=device, progress=progress)
-    return model.cpu().eval(), config, history
-
-
-def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, epochs: int = 20, device: str = "auto",
-                   progress: bool = True, command: str | None = None) -> dict:
-    """Fine-tune ``init`` (None: the shipped severity model v1) on a cohort: k-fold out-of-fold figures
-    (``folds`` >= 2; 0 skips) and a final model on a 70/15/15 split by subject."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    from .checkpoint import load_model, save_model
-    from .experiment import ARCHITECTURE, _figures, _sigma, _write_log, _write_predictions
-    from .fit import fit_calibration, predict_bags, split_subjects
-    from .train import pick_device
-
-    started = time.perf_counter()
-    _, init_config = load_model(init)
-    arch = init_config["architecture"]
-    if arch != ARCHITECTURE and init is None:
-        raise InputError("the shipped model's architecture does not match this version; reinstall the package")
-    bags = manifest_bags(read_manifest(manifest), arch["size"], arch["slices"], progress)
-    subjects = [b.subject for b in bags]
-    dev = pick_device(device)
-    metrics = {"cases": len(bags), "subjects": len(set(subjects))}
-    if folds:
-        if len(set(subjects)) < folds:
-            raise InputError(f"{len(set(subjects))} subjects cannot make {folds} folds; use --folds {len(set(subjects))} or fewer")
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        labels = [b.label for b in bags]
-        oof = []
-        for fold, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(bags)), labels, subjects)):
-            inner = split_subjects([subjects[i] for i in train_idx], seed + fold, (0.85, 0.15, 0.0))
-            train = [bags[train_idx[i]] for i in inner["train"]]
-            val = [bags[train_idx[i]] for i in inner["val"]]
-            model, _, _ = _fine_tune(init, train, val, epochs, seed + fold, dev, progress)
-            rows = predict_bags(model, [bags[i] for i in test_idx])
-            oof.extend({**r, "fold": fold} for r in rows)
-        metrics["cv"] = {"folds": folds, **_figures(oof, _sigma(oof) if oof[0]["extent_true"] is not None
-                                                     else init_config.get("extent_sigma", 1.0), seed=seed)}
-    split = split_subjects(subjects, seed)
-    parts = {k: [bags[i] for i in v] for k, v in split.items()}
-    model, _, history = _fine_tune(init, parts["train"], parts["val"], epochs, seed, dev, progress)
-    calibration = fit_calibration(predict_bags(model, parts["val"]))   # identity without known extents
-    rows = {k: predict_bags(model, parts[k], calibration=calibration) for k in ("val", "test")}
-    known = [r for r in rows["val"] if r["extent_true"] is not None]
-    sigma = _sigma(known) if known else float(init_config.get("extent_sigma", 1.0))
-    metrics["test"] = _figures(rows["test"], sigma, seed=seed)
-    metrics["split"] = {k: len(v) for k, v in split.items()}
-    config = {**{k: v for k, v in init_config.items() if k not in ("weights_sha256", "training")},
-              "name": f"severity-{Path(manifest).stem}-seed{seed}", "extent_sigma": sigma,
-              "extent_calibration": list(calibration),
-              "training": {"source": "manifest", "manifest": str(manifest), "init": init_config.get("name"),
-                           "init_sha256": init_config["weights_sha256"], "seed": seed, "folds": folds,
-                           "epochs": epochs, "split": metrics["split"], "command": command}}
-    with atomic_folder(out) as folder:
-        metrics["training_s"] = round(time.perf_counter() - started, 1)
-        save_model(model, config, folder)
-        _write_log({"cases (end to end)": history}, folder)
-        _write_predictions(rows["test"], folder / "predictions_test.csv")
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
-
-
 def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
     """Predictions for every manifest case with the given predictor (either model kind)."""
     from tqdm import tqdm
-
-    from ..io.read import read_ct
-    from ..segmentation import load_mask, segment_lungs
-    from .experiment import head_probabilities
 
     rows = []
     for row in tqdm(read_manifest(manifest), desc="cases", disable=not progress):
@@ -162,8 +83,5 @@ def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
         lung = labels > 0
         rows.append({"name": Path(row["path"]).name, "subject": row["subject"], "label": row["label"],
                      "extent_true": row["extent_pct"], "naive_laa950_pct": float(100.0 * (ct.hu[lung] <= -950).mean()),
-                     "extent_pct": summary["extent_pct"], "class": summary["class"],
-                     "low_confidence": summary["low_confidence"],
-                     **{f"p_{k}": v for k, v in summary["probabilities"].items()},
-                     "head_probabilities": head_probabilities(summary)})
+                     **summary_fields(summary)})
     return rows

@@ -1,10 +1,16 @@
-"""Training of the patch level of the severity network (issue 6, first part).
+"""Training the severity network: stage 1 on tiles, stage 2 on case bags, and its predictions.
 
-Loss per patch: binary cross-entropy of the predicted emphysema fraction against the true
+Stage 1 (:func:`train_patch_model`): tiles with per-tile truth (phantoms only). Loss per patch: binary cross-entropy of the predicted emphysema fraction against the true
 fraction (a soft target in [0, 1]) plus cross-entropy of the subtype. Adam, a plateau learning-
 rate schedule, early stopping on the validation loss (the best weights are kept), fixed seeds
 and deterministic algorithms on the CPU, mixed precision on a GPU; a per-epoch log (CSV) and a
 training-curve PNG; a tqdm progress bar.
+
+Stage 2 (:func:`train_case_model`): bags of a case's tiles with the case label; trains the gated
+attention pooling and class head (encoder frozen, phantoms) or the whole network end to end
+(users' cohorts, which have case labels only: extent loss when ``extent_pct`` is known, a band
+loss keeping the extent inside the labelled class otherwise, and the class head's cross-entropy).
+:func:`predict_bags` gives the per-case rows the figures are computed from.
 """
 from __future__ import annotations
 
@@ -15,6 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_bands, severity_class
+from .checkpoint import pick_device
+from .severity_dataset import CaseBag
 
 
 @dataclass
@@ -27,17 +37,6 @@ class TrainConfig:
     subtype_weight: float = 0.2
     seed: int = 0
     device: str = "auto"       # auto (CUDA, MPS, CPU), cpu, cuda
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then the CPU (``auto``), or the named device."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class EarlyStopping:
@@ -126,11 +125,12 @@ def train_patch_model(model, train_set, val_set, config: TrainConfig, out_dir=No
             break
     stopper.restore(model)
     if out_dir is not None:
-        _write_log(history, config, Path(out_dir))
+        write_patch_log(history, config, Path(out_dir))
     return history
 
 
-def _write_log(history, config, out: Path) -> None:
+def write_patch_log(history, config, out: Path) -> None:
+    """``log.csv`` and ``training_curve.png`` of stage 1 into ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,3 +156,99 @@ def _write_log(history, config, out: Path) -> None:
 
 def config_dict(config: TrainConfig) -> dict:
     return asdict(config)
+
+
+def _bag_tensors(bag: CaseBag, rng, max_tiles: int | None):
+    pick = np.arange(len(bag.images))
+    if max_tiles is not None and len(pick) > max_tiles:
+        pick = np.sort(rng.choice(pick, max_tiles, replace=False))
+    images = torch.from_numpy(bag.images[pick].astype(np.float32))
+    lung = torch.from_numpy(bag.lung_count[pick].astype(np.float32) / bag.images[0].size)
+    return images, lung
+
+
+def case_outputs(model, bag: CaseBag, device, rng=None, max_tiles: int | None = None, grad: bool = False) -> dict:
+    """The model's case outputs for a bag (all tiles, or a random subset of ``max_tiles``)."""
+    images, lung = _bag_tensors(bag, rng if rng is not None else np.random.default_rng(0), max_tiles)
+    with torch.set_grad_enabled(grad):
+        outs = [model(images[i:i + 256].to(device)) for i in range(0, len(images), 256)]
+        patch = {k: torch.cat([o[k] for o in outs]) for k in ("fraction", "embedding")}
+        return {**model.case(patch, lung.to(device)), "fractions": patch["fraction"]}
+
+
+def _case_loss(out, bag: CaseBag, cutpoints, extent_weight: float):
+    loss = torch.zeros(())
+    if bag.label >= 0:
+        loss = loss + torch.nn.functional.cross_entropy(out["class_logits"][None].float().cpu(),
+                                                        torch.tensor([bag.label]))
+    extent = out["extent_pct"].float().cpu()
+    if np.isfinite(bag.extent_pct):
+        loss = loss + extent_weight * ((extent - bag.extent_pct) / 10.0) ** 2
+    elif bag.label >= 0:   # keep the extent inside the labelled band
+        lo, hi = list(severity_bands(cutpoints).values())[bag.label]
+        loss = loss + extent_weight * (torch.relu(lo - extent) + torch.relu(extent - hi)) / 10.0
+    return loss
+
+
+def train_case_model(model, train: list, val: list, *, epochs: int = 30, lr: float = 1e-3, patience: int = 6,
+                     max_tiles: int = 64, freeze_encoder: bool = True, extent_weight: float = 1.0,
+                     cutpoints=SEVERITY_CUTPOINTS, seed: int = 0, device="cpu", progress: bool = True) -> list:
+    """Stage 2 on bags of tiles; batch norm keeps its running statistics. Early stopping on the
+    validation loss (best weights kept). Returns the per-epoch history."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 2])
+    encoder_params = list(model.encoder.parameters()) + list(model.fraction_head.parameters()) + \
+        list(model.subtype_head.parameters())
+    for p in encoder_params:
+        p.requires_grad_(not freeze_encoder)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
+    model.to(device).eval()
+    history, stopper = [], EarlyStopping(patience)
+    bar = tqdm(range(epochs), desc="case epochs", disable=not progress)
+    for epoch in bar:
+        start = time.perf_counter()
+        total = 0.0
+        for index in rng.permutation(len(train)):
+            optimizer.zero_grad()
+            loss = _case_loss(case_outputs(model, train[index], device, rng, max_tiles, grad=True),
+                              train[index], cutpoints, extent_weight)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        val_loss = float(np.mean([float(_case_loss(case_outputs(model, b, device), b, cutpoints, extent_weight))
+                                  for b in val])) if val else total / max(len(train), 1)
+        scheduler.step(val_loss)
+        history.append({"epoch": epoch + 1, "train_loss": total / max(len(train), 1), "val_loss": val_loss,
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
+        bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val_loss:.4f}")
+        if stopper.step(model, val_loss):
+            break
+    stopper.restore(model)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
+
+
+def predict_bags(model, bags: list, device="cpu", cutpoints=SEVERITY_CUTPOINTS, calibration=(1.0, 0.0)) -> list:
+    """Per case: ``name``, ``extent_true``, ``label`` (class name or None), ``extent_raw`` (before
+    calibration), ``extent_pct`` (after), ``class`` (band of the extent), ``head_probabilities`` (4,)."""
+    model.eval()
+    slope, intercept = calibration
+    rows = []
+    for bag in bags:
+        out = case_outputs(model, bag, device)
+        raw = float(out["extent_pct"])
+        counts = bag.lung_count.astype(float)
+        fractions = np.clip(slope * out["fractions"].float().cpu().numpy() + intercept / 100, 0, 1)
+        extent = float(100 * (fractions * counts).sum() / counts.sum())
+        rows.append({"name": bag.name, "subject": bag.subject,
+                     "extent_true": bag.extent_pct if np.isfinite(bag.extent_pct) else None,
+                     "label": SEVERITY_CLASSES[bag.label] if bag.label >= 0 else None,
+                     "extent_raw": raw, "extent_pct": extent, "class": severity_class(extent, cutpoints),
+                     "head_probabilities": torch.softmax(out["class_logits"].float(), 0).tolist(),
+                     **(bag.info or {})})
+    return rows
