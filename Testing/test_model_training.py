@@ -137,7 +137,7 @@ def test_manifest_kfold_fine_tuning(tiny_model, tmp_path):
     rows = []
     for i, (extent, pattern) in enumerate([(0, "none"), (8, "mixed"), (18, "mixed"), (30, "mixed"), (0, "none"), (10, "centrilobular")]):
         phantom = generate_phantom(PhantomParams(size="small", seed=40 + i, extent_pct=extent, pattern=pattern))
-        folder = write_phantom(phantom, tmp_path / f"case{i}", fmt="nrrd")
+        write_phantom(phantom, tmp_path / f"case{i}", fmt="nrrd")
         rows.append({"path": f"case{i}/ct.nrrd", "lung_mask": f"case{i}/labels/lungs.nrrd",
                      "label": phantom.truth["severity"], "extent_pct": "", "subject": f"p{i}"})
     with open(tmp_path / "cohort.csv", "w", newline="") as handle:

@@ -83,7 +83,7 @@ def train_phantoms(n: int, out, *, seed: int = 0, epochs: int = 20, case_epochs:
         metrics["training_s"] = model_config["training"]["total_s"]
         save_model(model, model_config, folder)
         write_training_log({"stage 1: tiles (fraction + subtype)": patch_history,
-                    "stage 2: cases (attention pooling + class head)": case_history}, folder)
+                            "stage 2: cases (attention pooling + class head)": case_history}, folder)
         write_predictions(rows["test"], folder / "predictions_test.csv")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -128,7 +128,7 @@ def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, e
             rows = predict_bags(model, [bags[i] for i in test_idx])
             oof.extend({**r, "fold": fold} for r in rows)
         metrics["cv"] = {"folds": folds, **case_figures(oof, extent_sigma(oof) if oof[0]["extent_true"] is not None
-                                                     else init_config.get("extent_sigma", 1.0), seed=seed)}
+                                                        else init_config.get("extent_sigma", 1.0), seed=seed)}
     split = split_subjects(subjects, seed)
     parts = {k: [bags[i] for i in v] for k, v in split.items()}
     model, _, history = _fine_tune(init, parts["train"], parts["val"], epochs, seed, dev, progress)

@@ -126,6 +126,7 @@ class CaseBag:
 
 def case_bag(ct, labels, name: str, subject: str, size: int, slices: int, extent_pct=float("nan"),
              label: int = -1, info=None) -> CaseBag:
+    """The :class:`CaseBag` of a CT and its lung ``labels``: working grid, then its tiles."""
     grid = to_working_grid(ct, labels)
     lung = grid.labels > 0
     tiles, _ = extract_tiles(grid.hu, lung, tile_corners(lung, size, slices), size, slices)
