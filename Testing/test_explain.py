@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from EmphysemaXAILib.explain.methods import FILL_HU, METHODS, NORMAL_LUNG_HU, attribute, normal_lung_baseline
-from EmphysemaXAILib.model.network import SeverityNet
+from EmphysemaXAILib.model.severity_net import SeverityNet
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 
@@ -120,7 +120,7 @@ def test_scene_has_attribution_overlays_renderings_and_table(explained_case):
 
 def test_faithfulness_figures_on_a_phantom(tiny_model):
     from EmphysemaXAILib.explain.faithfulness import FRACTIONS, case_faithfulness, lung_ssim, randomized
-    from EmphysemaXAILib.model.infer import SeverityPredictor
+    from EmphysemaXAILib.model.severity_infer import SeverityPredictor
 
     phantom = generate_phantom(PhantomParams(size="small", seed=22, extent_pct=25, pattern="bullous"))
     predictor = SeverityPredictor(tiny_model, device="cpu")

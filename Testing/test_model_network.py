@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from EmphysemaXAILib.model.network import N_CLASSES, N_SUBTYPES, SeverityNet, SpatialAttention, normalise_hu
+from EmphysemaXAILib.model.severity_net import N_CLASSES, N_SUBTYPES, SeverityNet, SpatialAttention, normalise_hu
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.patches import sample_patches
 
@@ -48,7 +48,7 @@ def test_same_seed_same_output_on_cpu():
 
 
 def _tiles(phantoms, n=20, size=32):
-    from EmphysemaXAILib.model.data import TileSet, phantom_tiles
+    from EmphysemaXAILib.model.severity_dataset import TileSet, phantom_tiles
 
     return TileSet.concat([phantom_tiles(p, n, size=size, seed=i) for i, p in enumerate(phantoms)])
 
@@ -56,7 +56,7 @@ def _tiles(phantoms, n=20, size=32):
 def test_tile_dataset_with_monai_augmentation():
     from monai.transforms import Compose
 
-    from EmphysemaXAILib.model.data import TileDataset, augmentations
+    from EmphysemaXAILib.model.severity_dataset import TileDataset, augmentations
     from EmphysemaXAILib.model.tiles import FILL_HU
 
     phantoms = [generate_phantom(PhantomParams(size="small", seed=s, extent_pct=e, pattern=p))
@@ -79,8 +79,8 @@ def test_tile_dataset_with_monai_augmentation():
 
 
 def test_patch_training_learns_and_is_deterministic(tmp_path):
-    from EmphysemaXAILib.model.data import TileDataset
-    from EmphysemaXAILib.model.train import TrainConfig, train_patch_model
+    from EmphysemaXAILib.model.severity_dataset import TileDataset
+    from EmphysemaXAILib.model.severity_training import TrainConfig, train_patch_model
 
     phantoms = [generate_phantom(PhantomParams(size="small", seed=s, extent_pct=e, pattern=p))
                 for s, e, p in ((1, 0, "none"), (2, 30, "mixed"), (3, 15, "centrilobular"))]

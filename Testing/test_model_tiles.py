@@ -58,7 +58,7 @@ def test_working_grid_resamples_with_anti_aliasing_and_flags_coarse_input():
 
 
 def test_phantom_tiles_carry_the_exact_truth():
-    from EmphysemaXAILib.model.data import phantom_tiles
+    from EmphysemaXAILib.model.severity_dataset import phantom_tiles
 
     phantom = generate_phantom(PhantomParams(size="small", seed=4, extent_pct=18, pattern="mixed"))
     tiles = phantom_tiles(phantom, 100000, size=32, slices=3, offsets=1, seed=0)  # every tile of one tiling

@@ -10,9 +10,9 @@ import torch
 
 from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.model.checkpoint import load_model, save_model, sha256
-from EmphysemaXAILib.model.fit import phantom_design, split_subjects
+from EmphysemaXAILib.model.phantom_cohort import phantom_design, split_subjects
 from EmphysemaXAILib.model.metrics import case_metrics, clear_of_cutpoints
-from EmphysemaXAILib.model.network import SeverityNet
+from EmphysemaXAILib.model.severity_net import SeverityNet
 
 from helpers import run_cli
 
@@ -83,7 +83,8 @@ def test_checkpoint_roundtrip_and_tamper_check(tmp_path):
 
 
 def test_case_stage_trains_pooling_only_when_frozen(tiny_model):
-    from EmphysemaXAILib.model.fit import CaseBag, train_case_model
+    from EmphysemaXAILib.model.severity_dataset import CaseBag
+    from EmphysemaXAILib.model.severity_training import train_case_model
 
     model, _ = load_model(tiny_model)
     rng = np.random.default_rng(0)
@@ -136,7 +137,7 @@ def test_manifest_kfold_fine_tuning(tiny_model, tmp_path):
     rows = []
     for i, (extent, pattern) in enumerate([(0, "none"), (8, "mixed"), (18, "mixed"), (30, "mixed"), (0, "none"), (10, "centrilobular")]):
         phantom = generate_phantom(PhantomParams(size="small", seed=40 + i, extent_pct=extent, pattern=pattern))
-        folder = write_phantom(phantom, tmp_path / f"case{i}", fmt="nrrd")
+        write_phantom(phantom, tmp_path / f"case{i}", fmt="nrrd")
         rows.append({"path": f"case{i}/ct.nrrd", "lung_mask": f"case{i}/labels/lungs.nrrd",
                      "label": phantom.truth["severity"], "extent_pct": "", "subject": f"p{i}"})
     with open(tmp_path / "cohort.csv", "w", newline="") as handle:

@@ -7,7 +7,8 @@ import pytest
 
 from helpers import shared
 from EmphysemaXAILib.model import pattern_baselines as PB
-from EmphysemaXAILib.model.cip_patches import PATTERNS, load_cip_patches, patch_folds
+from EmphysemaXAILib.analysis.patterns import PATTERNS
+from EmphysemaXAILib.model.cip_patches import load_cip_patches, patch_folds
 
 
 def noise_patches(n_per_class=40, seed=0):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from EmphysemaXAILib.model.cip_patches import PATTERNS, PatchSet, group_probabilities, patch_folds
+from EmphysemaXAILib.analysis.patterns import PATTERNS, group_probabilities
+from EmphysemaXAILib.model.cip_patches import PatchSet, patch_folds
 from EmphysemaXAILib.model.pattern_augment import ScannerRanges, gaussian_blur, resample, scanner_augment
 from EmphysemaXAILib.model.pattern_net import STRIDE, PatternNet
 
@@ -88,7 +89,7 @@ def _synthetic_patches(n=120, seed=0) -> PatchSet:
 
 
 def test_training_learns_patterns_and_fractions_on_labelled_patches():
-    from EmphysemaXAILib.model.pattern_train import PatternTrainConfig, predict_patches, train_pattern_model
+    from EmphysemaXAILib.model.pattern_training import PatternTrainConfig, predict_patches, train_pattern_model
 
     patches = _synthetic_patches()
     train, test = patch_folds(patches.labels, 4, seed=0)[0]

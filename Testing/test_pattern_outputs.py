@@ -15,7 +15,7 @@ import SimpleITK as sitk  # noqa: E402
 
 from EmphysemaXAILib.app.batch import COHORT_COLUMNS, run_batch  # noqa: E402
 from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
-from EmphysemaXAILib.model.cip_patches import PATTERNS  # noqa: E402
+from EmphysemaXAILib.analysis.patterns import PATTERNS  # noqa: E402
 from EmphysemaXAILib.analysis.patterns import COHORT_PATTERN_COLUMNS, PATTERN_COLORS  # noqa: E402
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402

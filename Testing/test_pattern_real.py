@@ -5,7 +5,8 @@ import csv
 import numpy as np
 import pytest
 
-from EmphysemaXAILib.model.cip_patches import PATTERNS, load_cip_patches
+from EmphysemaXAILib.analysis.patterns import PATTERNS
+from EmphysemaXAILib.model.cip_patches import load_cip_patches
 
 from helpers import run_cli, shared
 

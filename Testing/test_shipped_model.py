@@ -67,7 +67,7 @@ def test_a_swapped_shipped_file_is_refused(monkeypatch, tmp_path):
 ])
 @pytest.mark.parametrize("folder", [SHIPPED_DIR, SEVERITY_V1_DIR], ids=["pattern", "severity-v1"])
 def test_shipped_models_on_held_out_medium_phantoms(extent, pattern, dose, kernel, seed, folder):
-    from EmphysemaXAILib.model.infer import open_predictor
+    from EmphysemaXAILib.model import open_predictor
     from EmphysemaXAILib.segmentation import segment_lungs
 
     phantom = generate_phantom(PhantomParams(extent_pct=extent, pattern=pattern, dose=dose, kernel=kernel,

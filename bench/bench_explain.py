@@ -28,7 +28,7 @@ def main() -> None:
     import SimpleITK as sitk
 
     from EmphysemaXAILib.explain.assemble import explain_case
-    from EmphysemaXAILib.model.infer import open_predictor
+    from EmphysemaXAILib.model import open_predictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lungmask-slices", type=int, default=0, help="time lungmask on N slices (0: all)")

@@ -19,7 +19,7 @@ Baselines (``EmphysemaXAILib.model.pattern_baselines``):
   cip-flat-knn     the same features, one 6-class 5-NN (no hierarchical paraseptal rule); --no-flat skips it.
   hu-hist-lr       fractions of pixels in 10 HU bins over -1050..-500 HU plus one bin each side,
                    StandardScaler + multinomial logistic regression.
-  pattern-cnn      the project's pattern CNN (``model.pattern_train.PatternClassifier``) trained per
+  pattern-cnn      the project's pattern CNN (``model.pattern_training.PatternClassifier``) trained per
                    fold with the shipped recipe (scanner augmentation, 150 epochs) on the CIP
                    patches only (the shipped model adds phantom patches for its fraction output).
 
@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "EmphysemaXAI"))
 
 from EmphysemaXAILib.model import pattern_baselines as PB  # noqa: E402
-from EmphysemaXAILib.model.cip_patches import PATTERN_GROUPS, PATTERNS, load_cip_patches, patch_folds  # noqa: E402
+from EmphysemaXAILib.analysis.patterns import PATTERN_GROUPS, PATTERNS  # noqa: E402
+from EmphysemaXAILib.model.cip_patches import load_cip_patches, patch_folds  # noqa: E402
 
 SHIFT_HU, SHIFT_NOISE_HU = 60.0, 40.0
 
@@ -80,7 +81,7 @@ def main() -> None:
         baselines.append(("cip-flat-knn", fit_flat_knn))
     baselines.append(("hu-hist-lr", PB.fit_histogram_lr))
     if args.model_epochs:
-        from EmphysemaXAILib.model.pattern_train import PatternClassifier, PatternTrainConfig
+        from EmphysemaXAILib.model.pattern_training import PatternClassifier, PatternTrainConfig
 
         config = PatternTrainConfig(epochs=args.model_epochs)
         baselines.append(("pattern-cnn", lambda images, labels: PatternClassifier(config, patches.pixel_mm).fit(

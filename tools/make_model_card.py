@@ -118,7 +118,7 @@ cross-entropy; Adam (lr {t['patch_stage']['lr']}, weight decay {t['patch_stage']
 stopping on validation loss (patience {t['patch_stage']['patience']}; {t['patch_epochs_run']} of {t['patch_stage']['epochs']} epochs run). Stage 2: bags of the
 training phantoms' tiles, encoder frozen, pooling and class head by cross-entropy ({t['case_epochs_run']} epochs).
 Calibration: a linear map of the tile fractions fitted on the validation phantoms' case extents
-(slope {config.get('extent_calibration', [1, 0])[0]:.4f}, intercept {config.get('extent_calibration', [1, 0])[1]:.3f} points; `train` fits it at the end of the run{'; this checkpoint predates that step and was calibrated after its run by `EmphysemaXAILib.model.experiment.calibrate_phantom_model`, the same fit on the same validation phantoms, weights unchanged' if t.get('calibration_fitted_after_run') else ''}).
+(slope {config.get('extent_calibration', [1, 0])[0]:.4f}, intercept {config.get('extent_calibration', [1, 0])[1]:.3f} points; `train` fits it at the end of the run{'; this checkpoint predates that step and was calibrated after its run by `EmphysemaXAILib.model.runs.calibrate_phantom_model`, the same fit on the same validation phantoms, weights unchanged' if t.get('calibration_fitted_after_run') else ''}).
 Seeded, deterministic algorithms on the CPU. Total {t['total_s'] / 60:.0f} min on 2 CPU cores (torch {t['torch']}; other
 work shared the CPU during part of the run), generation of the phantoms {t['generation_s'] / 60:.0f} min of it.
 

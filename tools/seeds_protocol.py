@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "EmphysemaXAI"))
 
-PATTERNS = ("centrilobular", "panlobular", "paraseptal", "bullous", "mixed")
 SEEDS_PUBLISHED = {"001 (ResNet-152, t-test top-20 + LR, 90 LIDC cases)": {"roc_auc": 0.94, "pr_auc": 0.87,
                                                                           "accuracy": 0.91},
                    "004 (+ QC, LASSO / RFE, fusion with QCT; bootstrapped)": {"roc_auc": 0.996, "pr_auc": 0.962,
@@ -37,14 +36,13 @@ _BACKBONES = {}
 def design(n: int, seed: int) -> list:
     """n parameter sets, alternately positive (true extent 6.5-35 %) and negative (0-5.5 %; a
     third of the negatives without emphysema), dose x kernel cycling through all 9 cells."""
-    from EmphysemaXAILib.model.fit import DOSES, KERNELS
-    from EmphysemaXAILib.phantom.params import PhantomParams
+    from EmphysemaXAILib.phantom.params import DOSES, EMPHYSEMA_PATTERNS, KERNELS, PhantomParams
 
     rng = np.random.default_rng([seed, 8])
     out = []
     for i in range(n):
         positive = i % 2 == 1
-        pattern = str(rng.choice(PATTERNS))
+        pattern = str(rng.choice(EMPHYSEMA_PATTERNS))
         extent = float(np.round(rng.uniform(6.5, 35.0) if positive else rng.uniform(0.3, 5.5), 2))
         if not positive and rng.random() < 1 / 3:
             pattern, extent = "none", 0.0

@@ -53,6 +53,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .analysis.patterns import PATTERNS
 from .errors import InputError
 
 ENGINES = ("auto", "lungmask", "classical")
@@ -63,8 +64,7 @@ CLUSTER_DIMS = (2, 3)
 PHANTOM_SIZES = ("small", "medium", "full")
 EXPLAIN_METHODS = ("gradcam", "gradcampp", "ig", "attention", "occlusion", "smoothgrad")
 #: explanation targets: the emphysema estimate or one of the pattern model's six patterns
-EXPLAIN_TARGETS = ("emphysema", "normal", "centrilobular_mild", "centrilobular_moderate", "centrilobular_severe",
-                   "paraseptal", "panlobular")
+EXPLAIN_TARGETS = ("emphysema",) + PATTERNS
 #: ``model`` values that are not folders: the shipped model, or no model step
 MODEL_AUTO, MODEL_NONE = "auto", "none"
 

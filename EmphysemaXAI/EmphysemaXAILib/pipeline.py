@@ -34,7 +34,7 @@ class CaseResult:
     qc: object                     # QCReport
     segmentation: object = None    # Segmentation (None when excluded)
     qct: object = None             # QCTResult (None when excluded)
-    severity: object = None        # model.infer.SeverityResult (None without a model)
+    severity: object = None        # model.case_extent.SeverityResult (None without a model)
     explanations: dict = field(default_factory=dict)   # method -> explain.assemble.Explanation
     timings_s: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -70,12 +70,12 @@ _PREDICTORS: dict = {}
 
 
 def _predictor(model, device: str, warnings: list):
-    """The predictor for ``model`` (cached per model and device; :func:`.model.infer.open_predictor`), or None."""
+    """The predictor for ``model`` (cached per model and device; :func:`.model.predictors.open_predictor`), or None."""
     if model is None:
         return None
     try:
         from .model.checkpoint import shipped_available
-        from .model.infer import open_predictor
+        from .model import open_predictor
     except ImportError as error:  # torch / monai missing: QCT still runs
         warnings.append(f"no severity model: {error.name} is not installed (pip install the package's requirements)")
         return None

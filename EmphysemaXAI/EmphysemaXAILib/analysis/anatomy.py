@@ -33,11 +33,15 @@ class CoarseAnatomy:
     voxel_mm3: float
 
 
-def _steps(shape, spacing):
+def coarse_steps(shape, spacing) -> tuple:
+    """(slice step, in-plane step) of the coarse grid of a (z, y, x) ``shape`` with ``spacing``."""
     z, y, x = shape
     inplane = max(1, int(np.ceil(max(y, x) / QC_MAX_INPLANE)))
     slices = max(1, int(QC_MIN_SLICE_MM // max(spacing[2], 1e-6)))
     return slices, inplane
+
+
+_steps = coarse_steps   # the old name, until analysis/qc.py imports coarse_steps (then delete this line)
 
 
 def coarse_anatomy(hu: np.ndarray, spacing, padding_hu: float | None = None) -> CoarseAnatomy:
@@ -48,7 +52,7 @@ def coarse_anatomy(hu: np.ndarray, spacing, padding_hu: float | None = None) -> 
         spacing: (x, y, z) voxel size in mm.
         padding_hu: the series' PixelPaddingValue in HU, treated as outside the field of view.
     """
-    sz, sxy = _steps(hu.shape, spacing)
+    sz, sxy = coarse_steps(hu.shape, spacing)
     small = np.asarray(hu[::sz, ::sxy, ::sxy], dtype=np.float32)
     coarse_spacing = (spacing[0] * sxy, spacing[1] * sxy, spacing[2] * sz)
     valid = small >= PADDING_BELOW_HU

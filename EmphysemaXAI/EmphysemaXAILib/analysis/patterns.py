@@ -1,5 +1,6 @@
-"""The pattern model's results as tables and colours, shared by the files, the report, the
-Slicer scene and the cohort (core: no Slicer, VTK or Qt).
+"""The six parenchyma patterns (their one home) and the pattern model's results as tables and
+colours, shared by the model, the files, the report, the Slicer scene and the cohort (core: no
+Slicer, VTK or Qt).
 
 A pattern model (``architecture.kind == "pattern"``) labels every lung voxel with one of six
 patterns (codes 1-6 in :data:`PATTERNS` order, 0 outside the lung) and tallies the share of lung
@@ -8,7 +9,16 @@ model these functions return empty results, so every output works in all three c
 """
 from __future__ import annotations
 
-from ..model.cip_patches import PATTERNS
+import numpy as np
+
+#: The six parenchyma patterns of the pattern model (index = model output, code in label maps
+#: = index + 1); CIP's expert labels map onto them (``model.cip_patches.CIP_LABELS``).
+PATTERNS = ("normal", "centrilobular_mild", "centrilobular_moderate", "centrilobular_severe",
+            "paraseptal", "panlobular")
+#: broad pattern -> indices into PATTERNS (the centrilobular grades folded into one pattern)
+PATTERN_GROUPS = {"normal": (0,), "centrilobular": (1, 2, 3), "paraseptal": (4,), "panlobular": (5,)}
+#: the broad patterns of the 3-way accuracy (normal / centrilobular / paraseptal patches)
+THREE_WAY = ("normal", "centrilobular", "paraseptal")
 
 #: Label value, name, RGBA of the pattern map's colour table. "normal" keeps a grey-green
 #: colour (legend, 3D) but alpha 0: overlays show only the emphysema patterns over the CT.
@@ -27,6 +37,11 @@ MAIN_REGIONS = ("whole", "right", "left", "upper", "middle", "lower")
 COHORT_PATTERN_COLUMNS = ("pattern_dominant", "pattern_emphysema_share_pct") + tuple(f"{p}_pct" for p in PATTERNS)
 
 assert tuple(name.replace(" ", "_") for _, name, _ in PATTERN_COLORS[1:]) == PATTERNS
+
+
+def group_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """(n, 6) pattern probabilities -> (n, 4) of the broad patterns of :data:`PATTERN_GROUPS`."""
+    return np.stack([probabilities[:, list(idx)].sum(axis=1) for idx in PATTERN_GROUPS.values()], axis=1)
 
 
 def pattern_summary(severity_summary: dict | None) -> dict | None:

@@ -20,6 +20,13 @@ def _band(value: float, cutpoints, last: str) -> str:
     return last
 
 
+def severity_bands(cutpoints=SEVERITY_CUTPOINTS, low: float = 0.0, high: float = 100.0) -> dict:
+    """{class: (lower bound, upper bound)} of the extent (% of lung) in each class of
+    ``cutpoints``, the first from ``low``, the last up to ``high``."""
+    bounds = [low] + [bound for bound, _ in cutpoints] + [high]
+    return {name: (bounds[i], bounds[i + 1]) for i, name in enumerate(SEVERITY_CLASSES)}
+
+
 def severity_class(extent_pct: float, cutpoints=SEVERITY_CUTPOINTS) -> str:
     """``none`` / ``mild`` / ``moderate`` / ``severe`` for an extent in % of lung volume."""
     return _band(float(extent_pct), cutpoints, "severe")

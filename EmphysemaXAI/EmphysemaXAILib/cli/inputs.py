@@ -36,11 +36,11 @@ def cmd_info(args) -> int:
 
 def _phantom_flags(parser) -> None:
     from ..phantom.io import FORMATS
-    from ..phantom.params import DOSE_NOISE_HU, KERNELS, PATTERNS, SIZES
+    from ..phantom.params import DOSE_NOISE_HU, KERNELS, LESION_PATTERNS, SIZES
 
     parser.add_argument("out_dir", help="output folder (ct, labels/, truth.json)")
     parser.add_argument("--extent", type=float, default=0.0, help="emphysema extent, %% of lung volume")
-    parser.add_argument("--pattern", choices=PATTERNS, default="none")
+    parser.add_argument("--pattern", choices=LESION_PATTERNS, default="none")
     parser.add_argument("--dose", choices=tuple(DOSE_NOISE_HU), default="standard")
     parser.add_argument("--kernel", choices=tuple(KERNELS), default="standard")
     parser.add_argument("--size", choices=tuple(SIZES), default="small")

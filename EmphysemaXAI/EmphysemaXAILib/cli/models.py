@@ -61,14 +61,14 @@ def _train_flags(parser) -> None:
 def cmd_train(args) -> int:
     with claim_folder(args, manifest_inputs(args.manifest) + [("--init", args.init)]):
         if args.phantoms is not None:
-            from ..model.experiment import train_phantoms
+            from ..model.runs import train_phantoms
 
             metrics = train_phantoms(args.phantoms, args.out, seed=args.seed, epochs=args.epochs,
                                      case_epochs=args.case_epochs, tiles_per_case=args.tiles_per_case,
                                      workers=args.workers, device=args.device, command=command_line(),
                                      phantom_size=args.phantom_size)
         else:
-            from ..model.cohort import train_manifest
+            from ..model.runs import train_manifest
 
             metrics = train_manifest(args.manifest, args.out, init=args.init, folds=args.folds, seed=args.seed,
                                      epochs=args.case_epochs, device=args.device, command=command_line())
@@ -96,8 +96,8 @@ def _train_patterns_flags(parser) -> None:
 
 @command("train-patterns", "train the pattern model on CIP's patches and phantoms", _train_patterns_flags)
 def cmd_train_patterns(args) -> int:
-    from ..model.pattern_experiment import train_patterns
-    from ..model.pattern_train import PatternTrainConfig
+    from ..model.pattern_runs import train_patterns
+    from ..model.pattern_training import PatternTrainConfig
 
     with claim_folder(args, [("--cip-patches", args.cip_patches)]):
         config = PatternTrainConfig(epochs=args.epochs, seed=args.seed, width=args.width, pixel_mm=args.pixel_mm)
@@ -183,7 +183,7 @@ def _evaluate_flags(parser) -> None:
 
 @command("evaluate", "figures of a severity model on held-out phantoms or your cohort", _evaluate_flags)
 def cmd_evaluate(args) -> int:
-    from ..model.experiment import evaluate
+    from ..model.runs import evaluate
 
     with claim_folder(args, manifest_inputs(args.manifest) + [("--model", args.model)]):
         metrics = evaluate(args.model, args.out, phantoms=args.phantoms, seed=args.seed, manifest=args.manifest,

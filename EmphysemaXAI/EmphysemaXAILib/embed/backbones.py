@@ -227,7 +227,7 @@ class OwnBackbone(Backbone):
         (None: already on the working grid). Tiles of all crops go through one forward pass."""
         import torch
 
-        from ..model.network import normalise_hu
+        from ..model.severity_net import normalise_hu
         from ..model.tiles import extract_tiles, tile_corners
 
         tiles, owner, weight = [], [], []

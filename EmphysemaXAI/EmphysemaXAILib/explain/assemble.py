@@ -50,7 +50,7 @@ def region_scores(volume: np.ndarray, regions) -> dict:
 def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None, top_tiles: int = 96,
                  ig_steps: int = 32, target: str = "emphysema") -> dict:
     """method -> :class:`Explanation` of ``target`` (:data:`.methods.TARGETS`) for a case the
-    model has graded (``severity`` is the :class:`~EmphysemaXAILib.model.infer.SeverityResult`)."""
+    model has graded (``severity`` is the :class:`~EmphysemaXAILib.model.case_extent.SeverityResult`)."""
     lung = labels > 0
     regions = lung_regions(labels, lobes, severity.grid.superior_is_high_index)   # once for every method
     out = {}

@@ -18,7 +18,7 @@ GOALS = {"pointing_game": (">=", 0.9), "dice_topk": (">=", 0.5), "deletion_vs_ra
 
 
 def _cases_from_phantoms(n: int, seed: int, size: str):
-    from ..model.fit import phantom_design
+    from ..model.phantom_cohort import phantom_design
     from ..phantom.generate import generate_phantom
     from ..segmentation import segment_lungs
 
@@ -33,7 +33,7 @@ def _cases_from_phantoms(n: int, seed: int, size: str):
 
 def _cases_from_manifest(manifest):
     from ..io.read import read_ct
-    from ..model.cohort import read_manifest
+    from ..model.manifest_cohort import read_manifest
     from ..segmentation import load_mask, segment_lungs
 
     for row in read_manifest(manifest):
@@ -64,7 +64,7 @@ def explain_eval(out, methods, *, model_path=None, phantoms: int | None = None, 
                  size: str = "medium", top_tiles: int = 96, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from ..model.infer import open_predictor
+    from ..model.predictors import open_predictor
     from .faithfulness import case_faithfulness
 
     started = time.perf_counter()

@@ -3,7 +3,7 @@
 Every method explains one output, the ``target``: ``emphysema`` (default), the logit of a tile's
 predicted emphysema fraction (the quantity the case extent and class are built from), or, for a
 pattern model (:class:`~..model.pattern_net.PatternNet`), the logit of one of its six patterns
-(:data:`~..model.cip_patches.PATTERNS`, attention-pooled over the tile). Inputs are HU tiles
+(:data:`~..analysis.patterns.PATTERNS`, attention-pooled over the tile). Inputs are HU tiles
 (n, S, P, P) as :mod:`..model.tiles` makes them (non-lung voxels at FILL_HU; S = 1 for the pattern
 model); every map is (n, S, P, P) float32, positive where the voxel pushes the target up:
 
@@ -24,15 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.cip_patches import PATTERNS
-from ..model.network import normalise_hu
+from ..analysis.patterns import PATTERNS
 from ..model.pattern_net import PatternNet
+from ..model.severity_net import normalise_hu
 from ..model.tiles import FILL_HU
+from ..options import EXPLAIN_METHODS, EXPLAIN_TARGETS
 
 NORMAL_LUNG_HU = -860.0        # healthy parenchyma at full inspiration (the phantoms: -868 +/- 8)
-METHODS = ("gradcam", "gradcampp", "ig", "attention", "occlusion", "smoothgrad")
+METHODS = EXPLAIN_METHODS
 EXPENSIVE = ("gradcampp", "ig", "occlusion", "smoothgrad")   # on the most-attended tiles only
-TARGETS = ("emphysema",) + PATTERNS
+TARGETS = EXPLAIN_TARGETS
 #: a pattern-model input voxel below this is lung (non-lung sits at FILL_HU; the margin keeps
 #: SmoothGrad's noisy copies of FILL_HU out of the lung)
 LUNG_BELOW_HU = FILL_HU - 50.0

@@ -1,6 +1,8 @@
-"""Saving and loading severity models: a folder with ``weights.pt`` (a state dict of tensors,
-loaded with ``torch.load(..., weights_only=True)``) and ``config.json`` (architecture, working
-spacing, calibration, training record and the weights' SHA-256, checked at every load).
+"""Saving and loading models (either kind) and picking the device they run on.
+
+A model is a folder with ``weights.pt`` (a state dict of tensors, loaded with
+``torch.load(..., weights_only=True)``) and ``config.json`` (architecture, working spacing,
+calibration, training record and the weights' SHA-256, checked at every load).
 
 Two models live inside the package, each with its digest pinned here (so a swapped file is
 refused even with a matching ``config.json``):
@@ -49,6 +51,19 @@ def save_model(model, config: dict, out_dir) -> str:
     return digest
 
 
+def pick_device(name: str = "auto"):
+    """The torch device: CUDA, then Apple MPS, then the CPU (``auto``), or the named device."""
+    import torch
+
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def model_dir(path=None) -> Path:
     """The folder of the model to use: ``path``, else the shipped one."""
     return Path(path) if path is not None else SHIPPED_DIR
@@ -64,7 +79,7 @@ def load_model(path=None, device="cpu"):
     SeverityNet. Refuses a missing folder, a digest mismatch or weights that do not fit."""
     import torch
 
-    from .network import SeverityNet
+    from .severity_net import SeverityNet
 
     folder = model_dir(path)
     weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE

@@ -7,8 +7,8 @@ in-plane pixels are 0.6-0.75 mm: :data:`CIP_PIXEL_MM` is the assumed middle). Th
 of this project (licence and provenance: ``../shared/data/README.md``); it is read from where the
 user keeps it.
 
-Pattern classes of the project (index = model output, code in label maps = index + 1):
-:data:`PATTERNS`; :data:`PATTERN_GROUPS` folds the centrilobular grades into one pattern.
+CIP's classes map onto the project's six pattern classes (:data:`CIP_LABELS`; the classes and
+their broad groups live in ``analysis/patterns.py``).
 """
 from __future__ import annotations
 
@@ -17,14 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.patterns import PATTERNS
 from ..errors import InputError
 
-PATTERNS = ("normal", "centrilobular_mild", "centrilobular_moderate", "centrilobular_severe",
-            "paraseptal", "panlobular")
 #: CIP's class label -> index into PATTERNS
 CIP_LABELS = {"NT": 0, "CL1": 1, "CL2": 2, "CL3": 3, "PS": 4, "PL": 5}
-#: broad pattern -> indices into PATTERNS
-PATTERN_GROUPS = {"normal": (0,), "centrilobular": (1, 2, 3), "paraseptal": (4,), "panlobular": (5,)}
 CIP_PIXEL_MM = 0.65
 PATCH_SIZE = 31
 
@@ -80,8 +77,3 @@ def patch_folds(labels: np.ndarray, k: int = 5, seed: int = 0) -> list:
 
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(train, test) for train, test in splitter.split(np.zeros(len(labels)), labels)]
-
-
-def group_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """(n, 6) pattern probabilities -> (n, 4) of the broad patterns of :data:`PATTERN_GROUPS`."""
-    return np.stack([probabilities[:, list(idx)].sum(axis=1) for idx in PATTERN_GROUPS.values()], axis=1)

@@ -14,14 +14,18 @@ Applied to clean source images resampled to the working pixel size, in acquisiti
    +-30 HU (screening scanners have read air at -910 to -930 HU, field-facts.md: beyond this
    range, calibrate first: the case pipeline's air / blood calibration, ``patterns --air-hu``).
 Only the image changes: the truth (labels, fractions) is that of the clean source.
+:func:`center_resample` is step 1 without the randomness (inference, held-out scores).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..phantom.params import KERNELS
 
 SOURCE_NOISE_HU = 20.0
 
@@ -33,7 +37,7 @@ class ScannerRanges:
     noise_hu: tuple = (10.0, 80.0)
     air_shift_hu: tuple = (-50.0, 50.0)
     water_shift_hu: tuple = (-30.0, 30.0)
-    kernels: tuple = ("soft", "standard", "sharp")
+    kernels: tuple = KERNELS
 
 
 def resample(images: torch.Tensor, source_mm: torch.Tensor, out_mm: float, out_size: int,
@@ -57,6 +61,17 @@ def resample(images: torch.Tensor, source_mm: torch.Tensor, out_mm: float, out_s
 def _apply(images: torch.Tensor, theta: torch.Tensor, out_size: int, mode: str) -> torch.Tensor:
     grid = nn.functional.affine_grid(theta, (images.shape[0], images.shape[1], out_size, out_size), align_corners=False)
     return nn.functional.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+def center_resample(images: torch.Tensor, source_mm: float, out_mm: float, out_size: int) -> torch.Tensor:
+    """(n, 1, H, W) -> (n, 1, out_size, out_size): the centre of each image at ``out_mm`` pixels,
+    no rotation (anti-aliased by a Gaussian blur when the output is coarser)."""
+    if out_mm > source_mm:
+        sigma = np.sqrt(out_mm ** 2 - source_mm ** 2) / np.sqrt(12.0) / source_mm
+        images = gaussian_blur(images, torch.full((len(images),), float(sigma)))
+    scale = out_size * out_mm / (source_mm * images.shape[-1])
+    theta = torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]]).expand(len(images), 2, 3)
+    return _apply(images, theta, out_size, "bilinear")
 
 
 def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:

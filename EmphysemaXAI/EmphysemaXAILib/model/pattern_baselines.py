@@ -1,7 +1,7 @@
 """Two classical baselines for the six parenchyma patterns of 2D patches (issue: pattern baselines).
 
 Both take ``images`` (n, 31, 31) float32 HU (any (n, h, w) works: only the HU values count, not
-where they are) and ``labels`` (n,) int index into :data:`.cip_patches.PATTERNS`, and return a
+where they are) and ``labels`` (n,) int index into :data:`~..analysis.patterns.PATTERNS`, and return a
 model whose ``predict_proba(images)`` is (n, 6) (columns in PATTERNS order, rows sum to 1; a class
 absent from the training labels gets probability 0).
 
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
+from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, THREE_WAY, group_probabilities
 
 N_CLASSES = len(PATTERNS)
 PARASEPTAL = PATTERNS.index("paraseptal")
@@ -225,9 +225,6 @@ def scanner_shift(images, offset_hu: float = 60.0, noise_sd_hu: float = 40.0, se
     rng = np.random.default_rng(seed)
     images = np.asarray(images, dtype=np.float32)
     return np.rint(images + offset_hu + rng.normal(0.0, noise_sd_hu, images.shape)).astype(np.float32)
-
-
-THREE_WAY = ("normal", "centrilobular", "paraseptal")
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:

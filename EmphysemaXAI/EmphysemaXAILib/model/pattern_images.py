@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
+from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, group_probabilities
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 LUNG_HU = (-1150.0, -500.0)   # a lung image in HU has at least MIN_LUNG_SHARE of its pixels here

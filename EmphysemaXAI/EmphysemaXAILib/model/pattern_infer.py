@@ -13,7 +13,7 @@ grid by nearest neighbour, the fraction map linearly.
 Outputs per case (``summary["patterns"]``): the share of lung (%) in each pattern per region
 (CIP's local-histogram output is the same kind of tally), the lung-mean probabilities, the
 dominant pattern; the extent (% of lung) = mean of the (calibrated) fraction map over the lung,
-with class and class probabilities as :mod:`.infer` defines them.
+with class and class probabilities as :mod:`.case_extent` defines them.
 """
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ import time
 
 import numpy as np
 
+from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, group_probabilities
 from ..analysis.regions import lung_regions
 from ..analysis.severity import SEVERITY_CUTPOINTS
-from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities
-from .infer import SeverityResult, extent_summary
+from .case_extent import SeverityResult, extent_summary
+from .checkpoint import load_model, model_dir, pick_device
+from .pattern_augment import center_resample
 from .pattern_net import STRIDE
-from .pattern_train import center_resample
 from .tiles import FILL_HU, extract_tiles, tile_corners, to_working_grid
 
 MARGIN_PX = 8
@@ -56,9 +57,6 @@ class PatternPredictor:
 
     def __init__(self, model_path=None, device: str = "auto", batch_size: int = 16):
         import torch
-
-        from .checkpoint import load_model, model_dir
-        from .train import pick_device
 
         self.device = pick_device(device)
         self.model, self.config = load_model(model_path, self.device)

@@ -1,9 +1,9 @@
 """The pattern CNN: a fully convolutional 2D network with spatial attention that gives, for every
 location of an axial lung image, the probabilities of the six parenchymal patterns of
-:data:`~.cip_patches.PATTERNS` and the local emphysema fraction (seed 000's design, dense).
+:data:`~..analysis.patterns.PATTERNS` and the local emphysema fraction (seed 000's design, dense).
 
 Shapes (B images of H x W pixels at the model's working pixel size, HU):
-- input ``x`` (B, 1, H, W) float32 HU, normalised by :func:`~.network.normalise_hu`; an optional
+- input ``x`` (B, 1, H, W) float32 HU, normalised by :func:`~.severity_net.normalise_hu`; an optional
   ``lung`` (B, 1, H, W) mask (1 = lung; default: the whole image is lung);
 - two trunks of the same design, each three blocks of two 3 x 3 conv-BN-ReLU (replicate
   padding), max pooling after the first two, receptive field 32 pixels (32 mm at 1 mm pixels,
@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cip_patches import PATTERNS
-from .network import normalise_hu
+from ..analysis.patterns import PATTERNS
+from .severity_net import normalise_hu
 
 STRIDE = 4
 

@@ -1,4 +1,4 @@
-"""The severity model's view of a case: the working grid and the 2.5D lung tiles.
+"""The models' view of a case: the working grid and the lung tiles (2.5D for the severity model).
 
 Working grid: every input is resampled to :data:`WORKING_SPACING` (1.4 mm isotropic, the
 resolution of the medium phantoms the model is trained on) with SimpleITK: a Gaussian

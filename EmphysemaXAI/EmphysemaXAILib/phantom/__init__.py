@@ -3,5 +3,7 @@
 ``generate_phantom(PhantomParams(...))`` builds the scan, label maps and truth;
 ``write_phantom`` writes them as ``contracts.md`` describes.
 """
-from .generate import Phantom, generate_phantom  # noqa: F401
-from .params import PATTERNS, SIZES, SUBTYPES, PhantomParams  # noqa: F401
+from .generate import Phantom, generate_phantom
+from .params import DOSES, KERNELS, LESION_PATTERNS, SIZES, SUBTYPES, PhantomParams
+
+__all__ = ["DOSES", "KERNELS", "LESION_PATTERNS", "SIZES", "SUBTYPES", "Phantom", "PhantomParams", "generate_phantom"]

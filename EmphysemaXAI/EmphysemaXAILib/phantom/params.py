@@ -15,8 +15,12 @@ SIZES = {
     "medium": ((200, 256, 256), (1.4, 1.4, 1.4)),
     "full": ((400, 512, 512), (0.7, 0.7, 1.0)),
 }
-PATTERNS = ("none", "centrilobular", "panlobular", "paraseptal", "bullous", "mixed")
 SUBTYPES = ("centrilobular", "panlobular", "paraseptal", "bullous")
+#: Patterns a phantom's lesions can follow with emphysema present (a subtype, or ``mixed``).
+EMPHYSEMA_PATTERNS = SUBTYPES + ("mixed",)
+#: Every ``PhantomParams.pattern`` (lesion patterns of the phantoms, not the six parenchyma
+#: patterns of the pattern model: those are ``analysis.patterns.PATTERNS``).
+LESION_PATTERNS = ("none",) + EMPHYSEMA_PATTERNS
 SUBTYPE_CODES = {"centrilobular": 1, "panlobular": 2, "paraseptal": 3, "bullous": 4}
 #: Default share of the extent in the upper / middle / lower third, per subtype.
 DEFAULT_ZONES = {
@@ -28,8 +32,10 @@ DEFAULT_ZONES = {
 DEFAULT_MIX = {"centrilobular": 0.5, "panlobular": 0.2, "paraseptal": 0.2, "bullous": 0.1}
 #: Noise SD range (HU) of each dose with the standard kernel.
 DOSE_NOISE_HU = {"standard": (15.0, 25.0), "low": (40.0, 60.0), "ultralow": (75.0, 100.0)}
+DOSES = tuple(DOSE_NOISE_HU)
 #: Kernel: (noise factor, in-plane noise correlation sigma in voxels, edge operation).
-KERNELS = {"soft": (0.8, 1.3, "blur"), "standard": (1.0, 0.8, "none"), "sharp": (1.5, 0.55, "sharpen")}
+KERNEL_SETTINGS = {"soft": (0.8, 1.3, "blur"), "standard": (1.0, 0.8, "none"), "sharp": (1.5, 0.55, "sharpen")}
+KERNELS = tuple(KERNEL_SETTINGS)
 
 
 @dataclass
@@ -59,8 +65,8 @@ class PhantomParams:
     def validate(self) -> None:
         from ..errors import InputError
 
-        if self.pattern not in PATTERNS:
-            raise InputError(f"unknown pattern {self.pattern!r}; choose one of {', '.join(PATTERNS)}")
+        if self.pattern not in LESION_PATTERNS:
+            raise InputError(f"unknown pattern {self.pattern!r}; choose one of {', '.join(LESION_PATTERNS)}")
         if self.size not in SIZES:
             raise InputError(f"unknown size {self.size!r}; choose one of {', '.join(SIZES)}")
         if self.dose not in DOSE_NOISE_HU:

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..volume import OUTSIDE_FOV_HU
-from .params import DOSE_NOISE_HU, KERNELS
+from .params import DOSE_NOISE_HU, KERNEL_SETTINGS
 
 
 def noise_sd(params, rng) -> float:
@@ -19,12 +19,12 @@ def noise_sd(params, rng) -> float:
     if params.noise_hu is not None:
         return float(params.noise_hu)
     lo, hi = DOSE_NOISE_HU[params.dose]
-    return float(rng.uniform(lo, hi) * KERNELS[params.kernel][0])
+    return float(rng.uniform(lo, hi) * KERNEL_SETTINGS[params.kernel][0])
 
 
 def correlated_noise(shape, kernel: str, rng) -> np.ndarray:
     """Unit-SD noise (float32, z, y, x) with the in-plane texture of ``kernel``."""
-    sigma = KERNELS[kernel][1]
+    sigma = KERNEL_SETTINGS[kernel][1]
     white = rng.standard_normal(shape, dtype=np.float32)
     noise = ndimage.gaussian_filter(white, (0.35, sigma, sigma), truncate=3.0)
     if kernel == "sharp":  # band-pass: remove part of the low frequencies, as edge kernels do
@@ -37,7 +37,7 @@ def correlated_noise(shape, kernel: str, rng) -> np.ndarray:
 
 def acquire(ideal: np.ndarray, spacing, params, rng, sd: float) -> np.ndarray:
     """The scanner's image (int16 HU) of a noise-free ``ideal`` volume (float32, z, y, x)."""
-    edge = KERNELS[params.kernel][2]
+    edge = KERNEL_SETTINGS[params.kernel][2]
     if edge == "blur":
         image = ndimage.gaussian_filter(ideal, (0.0, 0.6, 0.6), truncate=3.0)
     elif edge == "sharpen":

@@ -116,3 +116,6 @@ def check_lung_labels(labels: np.ndarray, source, hint: str = "") -> None:
     if not labels.size or not labels.any():
         raise InputError(f"{source}: the lung mask holds no lung voxel (every value is 0); give a mask with "
                          "1 right lung and 2 left lung on the CT grid (e.g. from 'emphysema-xai segment')")
+
+
+__all__ = ["ENGINES", "Segmentation", "check_lung_labels", "load_mask", "segment_lungs"]

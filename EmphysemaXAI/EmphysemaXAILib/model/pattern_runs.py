@@ -1,7 +1,7 @@
 """The ``train-patterns`` run: CIP's expert-labelled patches and phantom patches in, a pattern
 model folder out (the shipped model is made by this run; MODEL_CARD.md gives the command).
 
-1. Phantoms from :func:`~.fit.phantom_design` (dose x kernel cycled): the first ``phantoms`` give
+1. Phantoms from :func:`~.phantom_cohort.phantom_design` (dose x kernel cycled): the first ``phantoms`` give
    2D training patches with exact lesion truth, the next ``val_phantoms`` are held out whole.
 2. Optional k-fold on the CIP patches (:func:`~.cip_patches.patch_folds`; the folds may share
    subjects: the file has no subject ids): per fold a model on the other folds (and the same
@@ -23,15 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, THREE_WAY, group_probabilities
 from ..io.atomic import atomic_folder
-from .cip_patches import PATTERN_GROUPS, PATTERNS, group_probabilities, load_cip_patches, patch_folds
-from .fit import fit_calibration, phantom_design
-from .pattern_train import (PatternTrainConfig, config_record, phantom_patches, predict_patches,
-                            train_pattern_model)
+from ..phantom import generate_phantom
+from .case_extent import extent_sigma, fit_calibration
+from .checkpoint import CONFIG_FILE, save_model
+from .cip_patches import load_cip_patches, patch_folds
+from .pattern_infer import PatternPredictor
+from .pattern_training import (PatternTrainConfig, config_record, phantom_patches, predict_patches,
+                               train_pattern_model)
+from .phantom_cohort import phantom_design
 
 SLICE_MM = 2.0        # distance between the axial images the model looks at on a case
 SHIFT_SEED = 7        # the seeded "other scanner" of the k-fold figures
-THREE_WAY = ("normal", "centrilobular", "paraseptal")
 
 
 def patch_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -82,9 +86,6 @@ def kfold(cip, patches, config: PatternTrainConfig, k: int = 5, workers: int = 2
 
 
 def _phantom_extents(model_dir, design: list) -> list:
-    from ..phantom import generate_phantom
-    from .pattern_infer import PatternPredictor
-
     predictor = PatternPredictor(model_dir, device="cpu")
     rows = []
     for params in design:
@@ -125,8 +126,6 @@ def train_patterns(mat_path, out, *, phantoms: int = 24, val_phantoms: int = 8, 
     """Train, calibrate and write a pattern model into ``out``; returns the metrics."""
     import torch
 
-    from .checkpoint import CONFIG_FILE, save_model
-
     config = config or PatternTrainConfig(seed=seed)
     start = time.perf_counter()
     cip = load_cip_patches(mat_path)
@@ -155,7 +154,7 @@ def train_patterns(mat_path, out, *, phantoms: int = 24, val_phantoms: int = 8, 
         errors = [r["extent_pct"] - r["extent_true"] for r in rows]
         saved = json.loads((folder / CONFIG_FILE).read_text())
         saved["extent_calibration"] = [slope, intercept]
-        saved["extent_sigma"] = float(max(np.sqrt(np.mean(np.square(errors))), 0.25)) if errors else 2.0
+        saved["extent_sigma"] = extent_sigma(rows)
         saved["training"]["total_s"] = round(time.perf_counter() - start, 1)
         saved["training"]["generation_s"] = round(generation_s, 1)
         (folder / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")

@@ -1,5 +1,7 @@
-"""Training data for the severity network: lung tiles of phantoms with per-tile truth, augmented
-with MONAI dictionary transforms (flips, rotation, elastic deformation on the image and its lung
+"""Training data for the severity network: lung tiles of phantoms with per-tile truth
+(:class:`TileSet`, :class:`TileDataset`) and cases as bags of tiles (:class:`CaseBag`).
+
+Tiles are augmented with MONAI dictionary transforms (flips, rotation, elastic deformation on the image and its lung
 mask together; intensity shift and noise on the image), then re-masked.
 
 An item is one 2.5D tile (see :mod:`.tiles`): ``image`` (S, P, P) float32 HU with non-lung voxels
@@ -107,3 +109,26 @@ class TileDataset(torch.utils.data.Dataset):
         return {"image": image, "fraction": torch.tensor(t.fraction[index]),
                 "subtype": torch.tensor(t.subtype[index]), "zone": torch.tensor(t.zone[index]),
                 "case": int(t.case[index])}
+
+
+@dataclass
+class CaseBag:
+    """One case as the model sees it: its lung tiles (offset 0) and its labels."""
+
+    name: str
+    subject: str
+    images: np.ndarray          # (n, S, P, P) int16 HU
+    lung_count: np.ndarray      # (n,)
+    extent_pct: float = float("nan")   # NaN when unknown
+    label: int = -1             # index into SEVERITY_CLASSES, -1 when unknown
+    info: dict | None = None
+
+
+def case_bag(ct, labels, name: str, subject: str, size: int, slices: int, extent_pct=float("nan"),
+             label: int = -1, info=None) -> CaseBag:
+    """The :class:`CaseBag` of a CT and its lung ``labels``: working grid, then its tiles."""
+    grid = to_working_grid(ct, labels)
+    lung = grid.labels > 0
+    tiles, _ = extract_tiles(grid.hu, lung, tile_corners(lung, size, slices), size, slices)
+    return CaseBag(name, subject, np.rint(tiles.images).astype(np.int16), tiles.lung_count, float(extent_pct),
+                   int(label), info)

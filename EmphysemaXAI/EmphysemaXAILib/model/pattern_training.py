@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cip_patches import PATTERNS, PatchSet
-from .pattern_augment import ScannerRanges, resample, scanner_augment
+from ..analysis.patterns import PATTERNS
+from .cip_patches import PatchSet
+from .pattern_augment import ScannerRanges, center_resample, resample, scanner_augment
 from .pattern_net import STRIDE, PatternNet
 from .tiles import FILL_HU
 
@@ -104,19 +105,6 @@ def _cip_batch(patches: PatchSet, index: np.ndarray, config: PatternTrainConfig,
         image = clean
     target = (clean < LAA_HU).float().mean(dim=(1, 2, 3))
     return image, torch.from_numpy(patches.labels[index]), target
-
-
-def center_resample(images: torch.Tensor, source_mm: float, out_mm: float, out_size: int) -> torch.Tensor:
-    """(n, 1, H, W) -> (n, 1, out_size, out_size): the centre of each image at ``out_mm`` pixels,
-    no rotation (anti-aliased by a Gaussian blur when the output is coarser)."""
-    from .pattern_augment import _apply, gaussian_blur
-
-    if out_mm > source_mm:
-        sigma = np.sqrt(out_mm ** 2 - source_mm ** 2) / np.sqrt(12.0) / source_mm
-        images = gaussian_blur(images, torch.full((len(images),), float(sigma)))
-    scale = out_size * out_mm / (source_mm * images.shape[-1])
-    theta = torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]]).expand(len(images), 2, 3)
-    return _apply(images, theta, out_size, "bilinear")
 
 
 def _phantom_batch(patches: PhantomPatches, index: np.ndarray, config: PatternTrainConfig, gen: torch.Generator):

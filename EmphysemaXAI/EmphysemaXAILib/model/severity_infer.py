@@ -1,63 +1,21 @@
-"""Case-level severity from a trained model: working grid -> lung tiles -> batched CNN ->
+"""The severity model's predictor: a case -> working grid -> lung tiles -> batched CNN ->
 extent (lung-weighted mean of the tile fractions), per-region extent, class probabilities.
 
-Class and probabilities follow the one definition of ``severity.md``: the class is the band of
-the predicted extent; the probability of each class is the mass of a normal distribution centred
-on the predicted extent, with the SD of the model's validation error (``config["extent_sigma"]``),
-falling in that class's band. The model's attention-pooled class head is reported beside it
+Class, probabilities and the extent calibration are those of :mod:`.case_extent` (one
+definition for both models). The model's attention-pooled class head is reported beside it
 (``class_head``) for comparison, and its patch weights are kept for the explanations.
-Tile fractions pass through the linear calibration fitted on the validation phantoms
-(``config["extent_calibration"]`` = slope, intercept in points) before they are averaged.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..analysis.regions import lung_regions
-from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
+from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS
+from .case_extent import SeverityResult, extent_summary
+from .checkpoint import load_model, model_dir, pick_device
 from .tiles import extract_tiles, paint_tiles, tile_corners, to_working_grid
-
-
-def class_probabilities(extent_pct: float, sigma: float, cutpoints=SEVERITY_CUTPOINTS) -> dict:
-    """Probability of each severity class for an extent estimate with normal error ``sigma``."""
-    from scipy.stats import norm
-
-    bounds = [-np.inf] + [b for b, _ in cutpoints] + [np.inf]
-    cdf = norm.cdf(np.asarray(bounds), loc=extent_pct, scale=max(sigma, 1e-3))
-    return {name: float(cdf[i + 1] - cdf[i]) for i, name in enumerate(SEVERITY_CLASSES)}
-
-
-def extent_summary(extent: float, regions, fractions: np.ndarray, config: dict, cutpoints=SEVERITY_CUTPOINTS) -> dict:
-    """``class``, ``probabilities``, ``extent_pct`` and ``extent_by_region`` (% of each region of
-    ``regions``, from the gathered per-voxel ``fractions``) of a case extent (% of lung), with
-    the model's validation error ``config["extent_sigma"]``."""
-    sigma = float(config.get("extent_sigma", 1.0))
-    return {"class": severity_class(extent, cutpoints), "probabilities": class_probabilities(extent, sigma, cutpoints),
-            "extent_pct": extent,
-            "extent_by_region": {name: (float(100.0 * fractions[mask].mean()) if mask.any() else None)
-                                 for name, mask in regions.masks.items()}}
-
-
-@dataclass
-class SeverityResult:
-    """What the model says about one case, and what the explanations need.
-
-    ``fraction_map`` is (z, y, x) float32 on the working grid (``grid``): each lung voxel holds its
-    tile's predicted emphysema fraction.
-    """
-
-    summary: dict
-    grid: object
-    tiles: object
-    fractions: np.ndarray          # (n,) predicted per tile
-    patch_weights: np.ndarray      # (n,) attention pooling weights (sum 1)
-    fraction_map: np.ndarray
-    timings_s: dict = field(default_factory=dict)
-    tile_priority: np.ndarray | None = None     # (n,) order of the tiles for expensive explanations
-    pattern_labels: np.ndarray | None = None    # (z, y, x) uint8 pattern codes on the CT grid (pattern model)
 
 
 class SeverityPredictor:
@@ -65,9 +23,6 @@ class SeverityPredictor:
 
     def __init__(self, model_path=None, device: str = "auto", batch_size: int = 128):
         import torch
-
-        from .checkpoint import load_model, model_dir
-        from .train import pick_device
 
         self.device = pick_device(device)
         self.model, self.config = load_model(model_path, self.device)
@@ -139,23 +94,3 @@ class SeverityPredictor:
         }
         return SeverityResult(summary, grid, tiles, fractions, case["patch_weights"].float().cpu().numpy(),
                               fraction_map, timings)
-
-
-def open_predictor(model_path=None, device: str = "auto"):
-    """The predictor for a model folder (default: the shipped model): a
-    :class:`~.pattern_infer.PatternPredictor` when its ``config.json`` names a pattern model,
-    else a :class:`SeverityPredictor`. Both give ``predict`` -> :class:`SeverityResult`,
-    ``run_tiles``, ``model``, ``info``."""
-    import json
-
-    from .checkpoint import CONFIG_FILE, model_dir
-
-    try:
-        kind = json.loads((model_dir(model_path) / CONFIG_FILE).read_text())["architecture"].get("kind")
-    except (OSError, ValueError, KeyError, AttributeError):
-        kind = None   # the loader names what is wrong with the folder
-    if kind == "pattern":
-        from .pattern_infer import PatternPredictor
-
-        return PatternPredictor(model_path, device)
-    return SeverityPredictor(model_path, device)
