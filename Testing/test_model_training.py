@@ -160,3 +160,17 @@ def test_manifest_kfold_fine_tuning(tiny_model, tmp_path):
     evaluated = run_cli("evaluate", "--model", out, "--manifest", tmp_path / "cohort.csv", "--out", tmp_path / "ev")
     assert evaluated.returncode == 0, evaluated.stderr
     assert len(list(csv.DictReader(open(tmp_path / "ev" / "predictions.csv")))) == 6
+
+
+def test_manifest_training_without_init_starts_from_the_severity_model_v1(tmp_path):
+    """No --init: the starting point is the shipped severity model v1 (the default shipped model
+    is the pattern model, which cannot be fine-tuned on case labels): the run gets as far as the
+    manifest, whose refusal names the bad line, instead of refusing the starting model."""
+    from EmphysemaXAILib.errors import InputError
+    from EmphysemaXAILib.model.runs import train_manifest
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label,subject\ncase0/ct.nrrd,huge,p0\n")
+    with pytest.raises(InputError, match="line 2"):
+        train_manifest(bad, tmp_path / "out", folds=0, epochs=1, progress=False)
+    assert not (tmp_path / "out").exists()

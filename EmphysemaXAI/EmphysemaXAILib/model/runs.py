@@ -106,7 +106,7 @@ def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, e
     from sklearn.model_selection import StratifiedGroupKFold
 
     started = time.perf_counter()
-    _, init_config = load_model(init)
+    _, init_config = load_model(init if init is not None else SEVERITY_V1_DIR)
     arch = init_config["architecture"]
     if arch != ARCHITECTURE and init is None:
         raise InputError("the shipped model's architecture does not match this version; reinstall the package")
