@@ -128,7 +128,7 @@ def test_embed_cases_then_fit_linear_embeddings_route(tmp_path):
     assert columns and all(c.startswith("upper_") for c in columns)
     bad = run_cli("fit-linear", "--embeddings", str(emb), "--labels", str(labels), "--zones", "apex",
                   "--out", str(tmp_path / "apex"))
-    assert bad.returncode == 2 and "--zones" in bad.stderr and not (tmp_path / "apex").exists()
+    assert bad.returncode == 2 and "zones 'apex'" in bad.stderr and not (tmp_path / "apex").exists()
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -47,7 +47,7 @@ _WORKER = {"in_worker": False, "in_case": False, "stopping": False}
 
 def _remove_own_scratch() -> None:
     """Remove this process's Slicer scratch folders (when the MRML layer was used here)."""
-    app = sys.modules.get(f"{__package__}.mrml.app")
+    app = sys.modules.get(f"{__name__.split('.')[0]}.mrml.app")  # loaded only if a scene was written
     if app is not None:
         app.remove_scratch()
 
