@@ -113,24 +113,6 @@ def _mask_against_lung_air(segmentation, ct, measures: dict) -> list:
             "check the overlay before using the figures"]
 
 
-def _user_mask(lung_mask, ct) -> np.ndarray:
-    """The user's lung labels (a label map file on the CT's grid, or a (z, y, x) array on the
-    grid of the CT as given, e.g. from a Slicer node) on the CT's canonical grid, checked."""
-    from .segmentation import check_lung_labels, load_mask
-
-    if isinstance(lung_mask, np.ndarray):
-        shape = tuple(ct.input_geometry_dict()["shape"])
-        if lung_mask.shape != shape:
-            raise InputError(f"the lung mask is {lung_mask.shape} voxels but the CT is {shape}: give a "
-                             "mask on the CT grid")
-        labels = ct.from_input_grid(lung_mask)
-        check_lung_labels(labels, "the lung mask")
-    else:
-        labels = load_mask(lung_mask, ct)
-        check_lung_labels(labels, lung_mask)
-    return labels.astype(np.uint8)
-
-
 def versions() -> dict:
     """Versions of the package and of the libraries whose behaviour shapes the results."""
     from importlib.metadata import PackageNotFoundError, version
@@ -167,7 +149,7 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
     from .io.read import read_ct
     from .analysis.qc import check_lung_cut, run_qc
     from .analysis.qct import measure_qct
-    from .segmentation import Segmentation, segment_lungs
+    from .segmentation import Segmentation, segment_lungs, user_lung_labels
 
     timings: dict = {}
 
@@ -184,7 +166,7 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
     start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")
     # every step works on the canonical axial grid; outputs are mapped back when written
     ct = canonical(path) if isinstance(path, CTVolume) else read_ct(path, series_uid=options.series_uid)
-    user_labels = _user_mask(lung_mask, ct) if lung_mask is not None else None  # checked before any work
+    user_labels = user_lung_labels(lung_mask, ct) if lung_mask is not None else None  # checked before any work
     timings["read"] = round(time.perf_counter() - start, 3)
     start = step("qc", 1, "quality control")
     qc = run_qc(ct, profile=options.qc_profile)

@@ -132,7 +132,7 @@ def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", 
         pandas DataFrame; ``attrs["embedding"]`` holds the backbone's provenance.
     """
     from ..io.read import read_ct
-    from ..segmentation import check_lung_labels, load_mask, segment_lungs
+    from ..segmentation import case_lung_labels
 
     inputs = [Path(p) for p in inputs]
     missing = [p for p in inputs if not p.exists()]
@@ -151,11 +151,7 @@ def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", 
         iterator = tqdm(iterator, total=len(inputs), desc=f"embed ({backbone.name})", unit="case", file=sys.stderr)
     for path, mask, case in iterator:
         ct = read_ct(path)
-        if mask is not None:
-            labels = load_mask(mask, ct)
-            check_lung_labels(labels, mask)
-        else:
-            labels = segment_lungs(ct, engine=engine).labels
+        labels = case_lung_labels(ct, mask, engine)
         preview = Path(preview_dir) / f"{case.replace('/', '__')}.png" if preview_dir is not None else None
         rows.append(case_row(ct, labels, backbone, case, preview))
     return _table(rows, backbone)

@@ -34,11 +34,11 @@ def _cases_from_phantoms(n: int, seed: int, size: str):
 def _cases_from_manifest(manifest):
     from ..io.read import read_ct
     from ..model.manifest_cohort import read_manifest
-    from ..segmentation import load_mask, segment_lungs
+    from ..segmentation import case_lung_labels
 
     for row in read_manifest(manifest):
         ct = read_ct(row["path"])
-        labels = load_mask(row["lung_mask"], ct) if row["lung_mask"] else segment_lungs(ct).labels
+        labels = case_lung_labels(ct, row["lung_mask"])
         yield row["path"].name, ct, labels, None, {"extent_true": row["extent_pct"]}
 
 

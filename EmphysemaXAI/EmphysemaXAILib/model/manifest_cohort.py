@@ -15,7 +15,7 @@ from pathlib import Path
 from ..analysis.severity import SEVERITY_CLASSES, severity_class
 from ..errors import InputError
 from ..io.read import read_ct
-from ..segmentation import load_mask, segment_lungs
+from ..segmentation import case_lung_labels
 from .figures import summary_fields
 from .severity_dataset import case_bag
 
@@ -64,7 +64,7 @@ def manifest_bags(rows: list, size: int, slices: int, progress: bool = True) -> 
     bags = []
     for row in tqdm(rows, desc="cases", disable=not progress):
         ct = read_ct(row["path"])
-        labels = load_mask(row["lung_mask"], ct) if row["lung_mask"] else segment_lungs(ct).labels
+        labels = case_lung_labels(ct, row["lung_mask"])
         extent = row["extent_pct"] if row["extent_pct"] is not None else float("nan")
         bags.append(case_bag(ct, labels, Path(row["path"]).name, row["subject"], size, slices, extent,
                              SEVERITY_CLASSES.index(row["label"]), {}))
@@ -78,7 +78,7 @@ def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
     rows = []
     for row in tqdm(read_manifest(manifest), desc="cases", disable=not progress):
         ct = read_ct(row["path"])
-        labels = load_mask(row["lung_mask"], ct) if row["lung_mask"] else segment_lungs(ct).labels
+        labels = case_lung_labels(ct, row["lung_mask"])
         summary = predictor.predict(ct, labels).summary
         lung = labels > 0
         rows.append({"name": Path(row["path"]).name, "subject": row["subject"], "label": row["label"],

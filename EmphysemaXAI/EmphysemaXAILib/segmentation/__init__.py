@@ -8,7 +8,6 @@ when its weights are found, else classical, recording why), or a mask the user g
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +69,7 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
         except WeightsMissing as missing:
             if engine == "lungmask":
                 raise
-            fallback = f"lungmask weights missing, classical engine used: {missing}"
-            print(f"emphysema-xai: warning: {fallback}", file=sys.stderr)
+            fallback = f"lungmask weights missing, classical engine used: {missing}"  # first warning
     result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
     warnings = list(result.warnings)
     if fallback:
@@ -118,4 +116,33 @@ def check_lung_labels(labels: np.ndarray, source, hint: str = "") -> None:
                          "1 right lung and 2 left lung on the CT grid (e.g. from 'emphysema-xai segment')")
 
 
-__all__ = ["ENGINES", "Segmentation", "check_lung_labels", "load_mask", "segment_lungs"]
+def user_lung_labels(lung_mask, ct: CTVolume, name: str = "the lung mask") -> np.ndarray:
+    """The user's lung labels on the CT's canonical grid, checked (:func:`check_lung_labels`).
+
+    Args:
+        lung_mask: a label-map file on the CT grid (:func:`load_mask`), or a (z, y, x) array on
+            the grid of the CT as given (e.g. from a Slicer segmentation node); 1 right, 2 left.
+    Returns:
+        (z, y, x) uint8 labels on ``ct``'s grid.
+    """
+    if isinstance(lung_mask, np.ndarray):
+        shape = tuple(ct.input_geometry_dict()["shape"])
+        if lung_mask.shape != shape:
+            raise InputError(f"{name} is {lung_mask.shape} voxels but the CT is {shape}: give a mask on the CT grid")
+        labels = ct.from_input_grid(lung_mask)
+        check_lung_labels(labels, name)
+    else:
+        labels = load_mask(lung_mask, ct)
+        check_lung_labels(labels, lung_mask)
+    return labels.astype(np.uint8)
+
+
+def case_lung_labels(ct: CTVolume, lung_mask=None, engine: str = "auto") -> np.ndarray:
+    """A case's lung labels: the user's mask when given (checked), else the ``engine``'s."""
+    if lung_mask is not None and not (isinstance(lung_mask, str) and not lung_mask):
+        return user_lung_labels(lung_mask, ct)
+    return segment_lungs(ct, engine=engine).labels
+
+
+__all__ = ["ENGINES", "Segmentation", "case_lung_labels", "check_lung_labels", "load_mask", "segment_lungs",
+           "user_lung_labels"]
