@@ -61,7 +61,6 @@ QC_PROFILES = ("default", "seeds")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_FROM = ("raw", "calibrated")
 CLUSTER_DIMS = (2, 3)
-PHANTOM_SIZES = ("small", "medium", "full")
 EXPLAIN_METHODS = ("gradcam", "gradcampp", "ig", "attention", "occlusion", "smoothgrad")
 #: explanation targets: the emphysema estimate or one of the pattern model's six patterns
 EXPLAIN_TARGETS = ("emphysema",) + PATTERNS

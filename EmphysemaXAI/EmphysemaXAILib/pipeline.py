@@ -1,21 +1,31 @@
-"""The case pipeline: ``analyze_case(input) -> CaseResult`` (read, QC, segment, QCT).
+"""The case pipeline: ``analyze_case(input, options) -> CaseResult``: read, quality control,
+segment, measure (QCT), grade (the CNN) and explain.
 
 Each step is timed; ``progress(step, fraction, message)`` is called before every step and a
 ``cancel()`` callable is checked between steps (raising :class:`Cancelled`). A case that
-quality control excludes stops after QC with ``excluded=True``. The model and explanation steps
-of later issues plug in after QCT. :func:`write_case` writes the files of ``contracts.md`` into a
-temporary folder and renames it onto the output folder, so a failure leaves nothing behind.
-Writing the outputs (files, report, Slicer scene) is a front end's job: see :mod:`.batch`.
+quality control excludes stops after QC with ``excluded=True``. Settings come in one
+:class:`~EmphysemaXAILib.options.AnalysisOptions`. Writing the outputs (files, report, Slicer
+scene) is a front end's job: :func:`EmphysemaXAILib.app.case_files.write_case` writes the files
+of ``docs/contracts.md`` through a temporary folder, so a failure leaves nothing behind.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import EmphysemaXAIError, InputError
 from .options import AnalysisOptions
+
+if TYPE_CHECKING:  # types only: the modules are imported when a step runs (torch stays optional)
+    from .analysis.qc import QCReport
+    from .analysis.qct import QCTResult
+    from .explain.assemble import Explanation
+    from .model.case_extent import SeverityResult
+    from .segmentation import Segmentation
+    from .volume import CTVolume
 
 STEPS = ("read", "qc", "segment", "qct", "severity", "explain")
 NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
@@ -29,15 +39,15 @@ class Cancelled(EmphysemaXAIError):
 class CaseResult:
     """Everything one analysis produced (plain data; the MRML layer turns it into nodes)."""
 
-    input_path: str
-    ct: object                     # CTVolume
-    qc: object                     # QCReport
-    segmentation: object = None    # Segmentation (None when excluded)
-    qct: object = None             # QCTResult (None when excluded)
-    severity: object = None        # model.case_extent.SeverityResult (None without a model)
-    explanations: dict = field(default_factory=dict)   # method -> explain.assemble.Explanation
-    timings_s: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
+    input_path: str                                  # the input as given, or "(in memory)"
+    ct: CTVolume                                     # on the canonical axial grid
+    qc: QCReport
+    segmentation: Segmentation | None = None         # None when excluded
+    qct: QCTResult | None = None                     # None when excluded
+    severity: SeverityResult | None = None           # None without a model
+    explanations: dict[str, Explanation] = field(default_factory=dict)   # method -> attribution
+    timings_s: dict[str, float] = field(default_factory=dict)           # step -> seconds
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def excluded(self) -> bool:

@@ -190,10 +190,10 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     out = Path(out_dir).resolve()
     top = Path(root).resolve()
     if out == top or out in top.parents:
-        raise InputError(f"--out {out} {'is' if out == top else 'contains'} the batch root {top}: "
+        raise InputError(f"out_dir {out} {'is' if out == top else 'contains'} the batch root {top}: "
                          "choose an output folder outside it or a new subfolder of it")
     if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
-        raise InputError(f"{out} exists: pass --resume to finish that batch, --overwrite to analyse every "
+        raise InputError(f"{out} exists: pass resume=True (--resume) to finish that batch, overwrite=True (--overwrite) to analyse every "
                          "case again, or choose another folder")
     cases = find_cases(root, exclude=[out])
     if not cases:
@@ -201,7 +201,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     for case in cases:
         folder = Path(case["path"]).resolve()
         if case["series_uid"] is not None and (out == folder or folder in out.parents):
-            raise InputError(f"--out {out} lies inside the DICOM folder of case {case['case_id']} ({folder}): "
+            raise InputError(f"out_dir {out} lies inside the DICOM folder of case {case['case_id']} ({folder}): "
                              "choose an output folder outside the cases")
     created = [p for p in (out, out / "cases") if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ def check_scene_support(scene: bool) -> None:
             import slicer  # noqa: F401
         except ImportError:
             raise InputError("a Slicer scene needs Slicer's MRML (install the 'headless' extra, "
-                             "slicer-core, on Python 3.11) or pass --no-scene") from None
+                             "slicer-core, on Python 3.11) or pass scene=False (--no-scene)") from None
 
 
 def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.atomic import write_files_atomic
 from ..io.outputs import Output, claim_outputs
-from ..options import PHANTOM_SIZES
+from ..phantom.params import SIZES
 from ..pipeline import NOT_CLINICAL
 from .registry import add_device, add_json, add_out, add_overwrite, command, methods
 from .show import command_line, print_figures
@@ -43,7 +43,7 @@ def _train_flags(parser) -> None:
     source.add_argument("--phantoms", type=int, metavar="N", help="generate N medium phantoms (70/15/15 split)")
     source.add_argument("--manifest", metavar="CSV", help="your cohort: path, lung_mask, label, extent_pct, subject")
     add_out(parser, "model folder to write")
-    parser.add_argument("--phantom-size", choices=PHANTOM_SIZES, default="medium",
+    parser.add_argument("--phantom-size", choices=tuple(SIZES), default="medium",
                         help="phantom size (medium = the model's 1.4 mm working grid; small for quick checks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=20, help="tile-stage epochs (phantoms)")
@@ -167,7 +167,7 @@ def _held_out_source(parser, phantoms_help: str, manifest_help: str, out_help: s
     source.add_argument("--phantoms", type=int, metavar="N", help=phantoms_help)
     source.add_argument("--manifest", metavar="CSV", help=manifest_help)
     parser.add_argument("--seed", type=int, default=1, help="phantom seed (use one the model was not trained on)")
-    parser.add_argument("--phantom-size", choices=PHANTOM_SIZES, default="medium")
+    parser.add_argument("--phantom-size", choices=tuple(SIZES), default="medium")
     add_out(parser, out_help)
     add_json(parser, "print metrics.json on stdout")
     add_overwrite(parser)

@@ -289,7 +289,7 @@ def load_backbone(name: str = "efficientnet-lite0", weights=None, device: str = 
         model, config = load_model(folder, device=device)
         if config["architecture"].get("kind") == "pattern":
             raise InputError(f"{folder}: the own backbone is the 2.5D severity model's encoder; give a severity "
-                             "model folder or omit --weights (the shipped severity model v1)")
+                             "model folder or leave weights unset (the shipped severity model v1)")
         return OwnBackbone(model, config, folder, device)
     if mode not in MODES:
         raise InputError(f"unknown backbone input mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -362,7 +362,7 @@ def resnet152_weights_file(weights=None) -> Path:
     found = sorted(folder.glob("resnet152-*.pth"))
     if not found:
         raise InputError(f"ResNet-152 weights not found: put {RESNET152_FILE} (from {RESNET152_URL}) "
-                         f"in {folder} or give the file with --weights")
+                         f"in {folder} or give the file as weights (--weights)")
     return found[0]
 
 

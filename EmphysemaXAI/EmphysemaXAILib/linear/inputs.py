@@ -96,7 +96,7 @@ def load_cohort(features: pd.DataFrame, labels: pd.DataFrame, groups_column: str
     if not feature_columns:
         raise InputError("the features table has no feature columns besides id and the QCT markers")
     if require_qct and not qct:
-        raise InputError(f"--fuse-qct needs QCT columns ({', '.join(QCT_COLUMNS)}) in the features table; none found")
+        raise InputError(f"fuse_qct (--fuse-qct) needs QCT columns ({', '.join(QCT_COLUMNS)}) in the features table; none found")
 
     table = features.assign(_id=feature_ids).set_index("_id").loc[label_ids.tolist()]
     X = table[feature_columns].to_numpy(float)

@@ -51,7 +51,7 @@ def fit_linear(features: pd.DataFrame, labels: pd.DataFrame, out_dir, *, model: 
     ``out_dir``; returns the content of ``metrics.json``. Bad input raises InputError (one line)."""
     started = time.perf_counter()
     if model not in BASE_VARIANTS:
-        raise InputError(f"unknown --model {model!r}; use one of {', '.join(BASE_VARIANTS)}")
+        raise InputError(f"unknown model {model!r}; use one of {', '.join(BASE_VARIANTS)}")
     if int(k) < 1 or int(bootstraps) < 0:
         raise InputError("k must be at least 1 and the bootstrap count at least 0")
     cohort = load_cohort(features, labels, groups_column, require_qct=fuse_qct)

@@ -31,9 +31,9 @@ def make_folds(y, groups=None, *, cv: str = "kfold", n_splits: int = 5, seed: in
     n = len(y)
     if cv == "logo":
         if groups is None:
-            raise InputError("--cv logo needs groups: give --groups-column NAME (a column of the labels CSV)")
+            raise InputError("cv=logo needs groups: give groups_column (--groups-column NAME, a column of the labels CSV)")
         if len(np.unique(groups)) < 2:
-            raise InputError("--cv logo needs at least 2 groups in the groups column")
+            raise InputError("cv=logo needs at least 2 groups in the groups column")
         splits = list(LeaveOneGroupOut().split(np.zeros(n), y, groups))
     elif cv == "kfold":
         smallest = int(np.bincount(y).min())
@@ -46,7 +46,7 @@ def make_folds(y, groups=None, *, cv: str = "kfold", n_splits: int = 5, seed: in
         else:
             splits = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y, groups))
     else:
-        raise InputError(f"unknown --cv {cv!r}; use kfold or logo")
+        raise InputError(f"unknown cv {cv!r}; use kfold or logo")
     check_folds(splits, y, groups)
     return splits
 
@@ -65,7 +65,7 @@ def check_folds(splits, y, groups=None) -> None:
                 raise AssertionError(f"fold {fold}: groups in both train and test: {sorted(shared)[:5]}")
         if len(np.unique(y[train])) < len(np.unique(y)):
             raise InputError(f"fold {fold}: its training part lacks a class (the groups hold whole classes); "
-                             "use --cv kfold, fewer folds or more cases")
+                             "use cv=kfold, fewer folds or more cases")
 
 
 def oof_proba(estimator, X, y, splits) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,7 @@ def train_phantoms(n: int, out, *, seed: int = 0, epochs: int = 20, case_epochs:
     import torch
 
     if n < 7:
-        raise InputError(f"--phantoms {n} is too few for a 70/15/15 split; use at least 7 (hundreds for a real model)")
+        raise InputError(f"phantoms={n} (--phantoms) is too few for a 70/15/15 split; use at least 7 (hundreds for a real model)")
     started = time.perf_counter()
     design = phantom_design(n, seed, phantom_size)
     split = split_subjects([p.seed for p in design], seed)
@@ -92,8 +92,8 @@ def train_phantoms(n: int, out, *, seed: int = 0, epochs: int = 20, case_epochs:
 def _fine_tune(init, bags_train, bags_val, epochs, seed, device, progress):
     model, config = load_model(init if init is not None else SEVERITY_V1_DIR)
     if config["architecture"].get("kind") == "pattern":
-        raise InputError(f"--init {init}: a pattern model cannot be fine-tuned on case labels yet; "
-                         "omit --init (the shipped severity model v1) or give a severity model folder")
+        raise InputError(f"init {init} (--init): a pattern model cannot be fine-tuned on case labels yet; "
+                         "omit init (the shipped severity model v1) or give a severity model folder")
     history = train_case_model(model, bags_train, bags_val, epochs=epochs, freeze_encoder=False, lr=3e-4,
                                seed=seed, device=device, progress=progress)
     return model.cpu().eval(), config, history
@@ -116,7 +116,7 @@ def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, e
     metrics = {"cases": len(bags), "subjects": len(set(subjects))}
     if folds:
         if len(set(subjects)) < folds:
-            raise InputError(f"{len(set(subjects))} subjects cannot make {folds} folds; use --folds {len(set(subjects))} or fewer")
+            raise InputError(f"{len(set(subjects))} subjects cannot make {folds} folds; use folds={len(set(subjects))} (--folds) or fewer")
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         labels = [b.label for b in bags]
         oof = []

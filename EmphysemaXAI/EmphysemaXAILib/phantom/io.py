@@ -47,7 +47,7 @@ def write_phantom(phantom, out_dir, fmt: str = "dicom", preview=None, overwrite:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out_dir).resolve()
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} exists and is not empty: choose another folder or pass --overwrite")
+        raise InputError(f"{out} exists and is not empty: choose another folder or pass overwrite=True (--overwrite)")
     with atomic_folder(out) as work:
         ct, truth = phantom.ct, dict(phantom.truth)
         if fmt == "dicom":

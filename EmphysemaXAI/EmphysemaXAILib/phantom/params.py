@@ -76,7 +76,7 @@ class PhantomParams:
         if not 0.0 <= self.extent_pct <= 60.0:
             raise InputError(f"extent {self.extent_pct}% is outside 0-60% of lung volume")
         if self.pattern == "none" and self.extent_pct > 0:
-            raise InputError("pattern 'none' needs --extent 0; choose a subtype or 'mixed'")
+            raise InputError("pattern 'none' needs extent_pct 0; choose a subtype or 'mixed'")
         if not 0.6 <= self.inspiration <= 1.0:
             raise InputError(f"inspiration {self.inspiration} is outside 0.6-1.0")
         if self.zones is not None and (len(self.zones) != 3 or min(self.zones) < 0 or sum(self.zones) <= 0):

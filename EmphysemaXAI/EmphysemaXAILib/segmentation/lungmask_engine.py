@@ -80,11 +80,11 @@ def resolve_weights(model: str, given=None, env: str = ENV_WEIGHTS, download: bo
         except Exception as error:  # no internet, proxy, hash mismatch ...
             raise WeightsMissing(f"lungmask {model} weights could not be downloaded from {url} "
                                  f"({type(error).__name__}: {error}); put the file at {cached} or pass "
-                                 f"--lungmask-weights PATH") from None
+                                 f"lungmask_weights (--lungmask-weights PATH)") from None
     raise WeightsMissing(
         f"lungmask {model} weights not found: expected {cached}; on a machine with internet "
         f"download {url} to that path (lungmask does it on first use), or pass "
-        f"--lungmask-weights PATH / set {env}")
+        f"lungmask_weights (--lungmask-weights PATH) / set {env}")
 
 
 def sha256(path: Path) -> str:
