@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.patterns import MAIN_REGIONS, PATTERN_COLORS, PATTERNS, pattern_rows, pattern_summary
-from ..pipeline import NOT_CLINICAL
+from ..notices import NOT_CLINICAL
 
 #: LAA map colours by cluster size class (1 < 5 mm, 2 5-10, 3 10-20, 4 >= 20 mm).
 LAA_COLORS = ("#ffe066", "#ff9f1c", "#e63946", "#9d4edd")
