@@ -49,7 +49,7 @@ FACTORS = (1.0, 0.75, 1.25)
 # ---------------------------------------------------------------- data
 def load_series(name):
     from EmphysemaXAILib.io.read import read_ct
-    from EmphysemaXAILib.analysis.qc import measure_air_noise
+    from EmphysemaXAILib.analysis.air import measure_air_noise
     from EmphysemaXAILib.volume import CTVolume
 
     if name == "ct64":
@@ -233,7 +233,7 @@ def main() -> None:
               + f" ({time.perf_counter() - start:.1f} s)")
     if not args.no_phantoms:
         from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
-        from EmphysemaXAILib.analysis.qc import measure_air_noise
+        from EmphysemaXAILib.analysis.air import measure_air_noise
 
         errors = {n: [] for n in HIST_CANDIDATES}
         for seed, extent in ((21, 0), (22, 10), (23, 25)):

@@ -18,6 +18,9 @@ QC_MIN_SLICE_MM = 2.5
 PADDING_BELOW_HU = -1024
 BODY_HU = -500
 AIR_IN_BODY_HU = -400
+#: Fewer slices than this are too few for 3D analysis (quality control warns, and does not
+#: look for the trachea on the coarse grid).
+MIN_SLICES_3D = 10
 
 
 @dataclass
