@@ -5,16 +5,11 @@ Both look in the mediastinal box between the lungs, anterior to the spine, on th
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy import ndimage
 
 from ..volume import CTVolume
 from .air import parabola_shift
-
-if TYPE_CHECKING:
-    from .qc import QCReport
 
 
 CONTRAST_BLOOD_HU = 130.0          # blood above this is contrast enhanced (HU)
@@ -24,8 +19,9 @@ BLOOD_WINDOW_HU = 40.0             # values within this of the peak make the est
 THIN_BLOOD_MIN_VOXELS = 1000       # soft-tissue voxels enough on a 1-2 slice input (coarse grid)
 
 
-def check_contrast(ct: CTVolume, anatomy, report: QCReport) -> None:
-    """Blood pool: the largest bright (120-600 HU) blob between the lungs, anterior to the spine.
+def check_contrast(ct: CTVolume, anatomy, report) -> None:
+    """Blood pool: the largest bright (120-600 HU) blob between the lungs, anterior to the spine,
+    into ``report`` (a :class:`.qc.QCReport`: ``measures`` and ``warnings``).
 
     ``blood_hu`` (the calibration's second reference) is unenhanced blood measured by
     :func:`unenhanced_blood`; None when the scan is contrast enhanced. Inputs of one or two
