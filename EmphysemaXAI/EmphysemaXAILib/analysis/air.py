@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..volume import CTVolume
-from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, _steps, coarse_anatomy, robust_noise
+from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, coarse_anatomy, coarse_steps, robust_noise
 
 
 MIN_AIR_VOXELS = 2000           # outside-air voxels (coarse grid) enough to measure air there
@@ -73,7 +73,7 @@ def trachea_air(ct: CTVolume, anatomy=None) -> dict:
     if not seeds.any():
         out["note"] = "trachea not found above the lung apices"
         return out
-    sz, sxy = _steps(ct.shape, ct.spacing)
+    sz, sxy = coarse_steps(ct.shape, ct.spacing)
     ny, nx = ct.shape[1:]
     rows, cols = np.arange(ny) // sxy, np.arange(nx) // sxy
     pixel_mm2 = float(ct.spacing[0] * ct.spacing[1])

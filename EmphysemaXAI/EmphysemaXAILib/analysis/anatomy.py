@@ -44,7 +44,6 @@ def coarse_steps(shape, spacing) -> tuple:
     return slices, inplane
 
 
-_steps = coarse_steps   # the old name, until analysis/qc.py imports coarse_steps (then delete this line)
 
 
 def coarse_anatomy(hu: np.ndarray, spacing, padding_hu: float | None = None) -> CoarseAnatomy:
