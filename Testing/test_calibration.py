@@ -11,7 +11,9 @@ from EmphysemaXAILib.analysis.calibration import (NOMINAL_AIR_HU, NOMINAL_BLOOD_
                                          calibration_from_refs, percentile_interpolated, share_at_or_below)
 from EmphysemaXAILib.options import build_options
 from EmphysemaXAILib.errors import InputError
-from EmphysemaXAILib.analysis.qc import air_mode, run_qc, trachea_air, unenhanced_blood
+from EmphysemaXAILib.analysis.air import air_mode, trachea_air
+from EmphysemaXAILib.analysis.blood import unenhanced_blood
+from EmphysemaXAILib.analysis.qc import run_qc
 from EmphysemaXAILib.analysis.qct import OFFSET, QCTConfig, measure_qct, qct_severity
 from EmphysemaXAILib.phantom.sample import make_sample_ct
 

@@ -14,7 +14,7 @@ LIB = ROOT / "EmphysemaXAILib"
 
 
 #: private imports left in files being rewritten elsewhere: "path: name" (empty this when they are gone)
-PENDING = {"EmphysemaXAILib/analysis/qc.py: _steps"}   # analysis/qc.py: import coarse_steps instead
+PENDING: set = set()
 
 
 def module_name(path: Path) -> str:

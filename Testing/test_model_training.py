@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from EmphysemaXAILib.errors import InputError
-from EmphysemaXAILib.model.checkpoint import load_model, save_model, sha256
+from EmphysemaXAILib.io.files import sha256
+from EmphysemaXAILib.model.checkpoint import load_model, save_model
 from EmphysemaXAILib.model.phantom_cohort import phantom_design, split_subjects
 from EmphysemaXAILib.model.metrics import case_metrics, clear_of_cutpoints
 from EmphysemaXAILib.model.severity_net import SeverityNet

@@ -94,7 +94,7 @@ def add_noise(hu, sigma, seed):
 
 @pytest.fixture(scope="module")
 def ct64():
-    from EmphysemaXAILib.analysis.qc import measure_air_noise
+    from EmphysemaXAILib.analysis.air import measure_air_noise
 
     ct = read_ct(shared("cip-copdgene", "ct-64.nrrd"))
     lung = load_mask(shared("cip-copdgene", "wholeLung-64.nrrd"), ct) > 0

@@ -6,8 +6,10 @@ import re
 import numpy as np
 import pytest
 
+from EmphysemaXAILib.analysis.robust_extent import naive_laa950_pct
+from EmphysemaXAILib.io.files import sha256
 from EmphysemaXAILib.model.checkpoint import (CONFIG_FILE, SEVERITY_V1_DIR, SEVERITY_V1_SHA256, SHIPPED_DIR,
-                                              SHIPPED_SHA256, WEIGHTS_FILE, load_model, sha256)
+                                              SHIPPED_SHA256, WEIGHTS_FILE, load_model)
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
 from helpers import PROJECT
@@ -75,7 +77,7 @@ def test_shipped_models_on_held_out_medium_phantoms(extent, pattern, dose, kerne
     labels = segment_lungs(phantom.ct, engine="classical").labels
     result = open_predictor(folder, device="cpu").predict(phantom.ct, labels)
     truth = phantom.truth["extent_pct"]
-    naive = 100 * (phantom.ct.hu[labels > 0] <= -950).mean()
+    naive = naive_laa950_pct(phantom.ct.hu, labels > 0)
     error = abs(result.summary["extent_pct"] - truth)
     assert error < 3.0, (result.summary["extent_pct"], truth)
     assert result.summary["class"] == phantom.truth["severity"]

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "EmphysemaXAI"))
 
-from EmphysemaXAILib import robust_extent as RE  # noqa: E402
+from EmphysemaXAILib.analysis import robust_extent as RE  # noqa: E402
 
 OFF = 1024  # histograms here: bin of HU v is v + 1024
 SIGMAS = (20, 40, 60)
@@ -49,7 +49,7 @@ FACTORS = (1.0, 0.75, 1.25)
 # ---------------------------------------------------------------- data
 def load_series(name):
     from EmphysemaXAILib.io.read import read_ct
-    from EmphysemaXAILib.analysis.qc import measure_air_noise
+    from EmphysemaXAILib.analysis.air import measure_air_noise
     from EmphysemaXAILib.volume import CTVolume
 
     if name == "ct64":
@@ -176,7 +176,7 @@ HIST_CANDIDATES = {"naive": naive, "oldRL": old_rl, "RL100": rl_early, "heat1": 
 def gauss_filter(hu, lung, s):
     """(c) in-plane Gaussian smoothing of sigma s / 60 voxels, then %LAA-950."""
     smooth = ndimage.gaussian_filter(hu.astype(np.float32), (0, s / 60.0, s / 60.0))
-    return 100.0 * float((smooth[lung] <= -950).mean())
+    return RE.naive_laa950_pct(smooth, lung)
 
 
 def nlm_filter(hu, lung, s):
@@ -186,7 +186,7 @@ def nlm_filter(hu, lung, s):
     img = hu.astype(np.float32)
     out = np.stack([denoise_nl_means(sl, h=0.8 * s, sigma=s, patch_size=3, patch_distance=5, fast_mode=True)
                     for sl in img])
-    return 100.0 * float((out[lung] <= -950).mean())
+    return RE.naive_laa950_pct(out, lung)
 
 
 IMAGE_CANDIDATES = {"gauss": gauss_filter, "nlm": nlm_filter}
@@ -233,7 +233,7 @@ def main() -> None:
               + f" ({time.perf_counter() - start:.1f} s)")
     if not args.no_phantoms:
         from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
-        from EmphysemaXAILib.analysis.qc import measure_air_noise
+        from EmphysemaXAILib.analysis.air import measure_air_noise
 
         errors = {n: [] for n in HIST_CANDIDATES}
         for seed, extent in ((21, 0), (22, 10), (23, 25)):

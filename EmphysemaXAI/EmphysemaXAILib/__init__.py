@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _API = {
-    "analyze_case": "pipeline", "CaseResult": "pipeline", "Cancelled": "pipeline", "NOT_CLINICAL": "pipeline",
+    "analyze_case": "pipeline", "CaseResult": "pipeline", "Cancelled": "pipeline", "NOT_CLINICAL": "notices",
     "AnalysisOptions": "options", "build_options": "options", "options_from_toml": "options",
     "read_ct": "io.read", "CTVolume": "volume",
     "run_qc": "analysis.qc", "QCReport": "analysis.qc",

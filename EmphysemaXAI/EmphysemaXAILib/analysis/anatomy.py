@@ -18,6 +18,9 @@ QC_MIN_SLICE_MM = 2.5
 PADDING_BELOW_HU = -1024
 BODY_HU = -500
 AIR_IN_BODY_HU = -400
+#: Fewer slices than this are too few for 3D analysis (quality control warns, and does not
+#: look for the trachea on the coarse grid).
+MIN_SLICES_3D = 10
 
 
 @dataclass
@@ -41,7 +44,6 @@ def coarse_steps(shape, spacing) -> tuple:
     return slices, inplane
 
 
-_steps = coarse_steps   # the old name, until analysis/qc.py imports coarse_steps (then delete this line)
 
 
 def coarse_anatomy(hu: np.ndarray, spacing, padding_hu: float | None = None) -> CoarseAnatomy:

@@ -10,7 +10,7 @@ correction, every figure in HU::
     HU_calibrated = slope * HU_raw + intercept
 
 - air (nominal :data:`NOMINAL_AIR_HU`): tracheal air measured by quality control at full
-  resolution in the lumen core of the intrathoracic trachea (``qc.trachea_air``); outside air
+  resolution in the lumen core of the intrathoracic trachea (``air.trachea_air``); outside air
   (the mode of its histogram) when the trachea is not in the scan or too narrow for its voxels;
 - the second point: unenhanced blood (nominal :data:`NOMINAL_BLOOD_HU`) when quality control
   measured it (``blood_hu``: the soft-tissue peak between the lungs, None when contrast

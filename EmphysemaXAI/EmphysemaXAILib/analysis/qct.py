@@ -153,7 +153,7 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
         regions = lung_regions(labels, lobes, ct.direction_matrix[2, 2] >= 0)
     lung = regions.lung
     if noise_hu is None:
-        from .qc import measure_air_noise
+        from .air import measure_air_noise
 
         noise_hu = measure_air_noise(ct)
     clock.lap("noise")

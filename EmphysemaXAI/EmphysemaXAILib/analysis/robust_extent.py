@@ -85,6 +85,13 @@ def naive_extent_pct(histogram: np.ndarray, offset: int) -> float:
     return 100.0 * float(histogram[: int(THRESHOLD_HU) + offset + 1].sum()) / float(n)
 
 
+def naive_laa950_pct(hu: np.ndarray, lung: np.ndarray) -> float:
+    """Naive %LAA-950: the share (%) of lung voxels at or below -950 HU, straight from the voxels
+    (no calibration, no noise correction), the baseline the model's extent is compared with.
+    ``lung``: bool mask on ``hu``'s grid (NaN when it is empty)."""
+    return float(100.0 * (hu[lung] <= THRESHOLD_HU).mean())
+
+
 @dataclass
 class ExtentModel:
     """The whole lung's noise-free mixture and the noise removed, shared by every region.

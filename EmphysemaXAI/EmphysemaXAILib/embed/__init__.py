@@ -6,8 +6,9 @@
 ``write_embeddings`` saves as CSV or Parquet and the linear models read.
 """
 from .backbones import BACKBONES, Backbone, load_backbone  # noqa: F401
-from .extract import (case_id, case_row, embed_cases, embed_images, qct_markers, read_embeddings,  # noqa: F401
-                      table_suffix, write_embeddings)
+from ..io.files import case_id  # noqa: F401
+from .extract import (case_row, embed_cases, embed_images, qct_markers, read_embeddings, table_suffix,  # noqa: F401
+                      write_embeddings)
 from .zones import HU_CLIP, ZonePatches, save_zone_preview, window, zone_patches  # noqa: F401
 
 __all__ = ["BACKBONES", "Backbone", "load_backbone", "case_id", "case_row", "embed_cases", "embed_images",

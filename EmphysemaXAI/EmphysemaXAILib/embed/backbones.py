@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..model.checkpoint import sha256
+from ..io.files import sha256
 
 BACKBONES = ("efficientnet-lite0", "resnet152", "own")
 MODES = ("lung", "resize")

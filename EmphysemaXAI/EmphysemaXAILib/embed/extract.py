@@ -26,26 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.files import case_id
 from .backbones import Backbone, load_backbone
 from .zones import zone_patches
 
 FEATURE_DTYPE = np.float32
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima",
-                    ".tif", ".tiff", ".png")
-
-
-def case_id(path) -> str:
-    """The case id of an input: a file's name without its image suffix, or a folder's name."""
-    path = Path(path)
-    name = path.name
-    for suffix in _VOLUME_SUFFIXES:
-        if path.is_file() and name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def case_ids(paths) -> list:
-    """Ids of several inputs: :func:`case_id` of each when they are all different, else each
+    """Ids of several inputs: :func:`~EmphysemaXAILib.io.files.case_id` of each when they are all different, else each
     path relative to the inputs' common folder, image suffix dropped (``case0/ct``, ``case1/ct``)."""
     import os
 

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.dicom_series import looks_like_dicom
 from ..errors import InputError
-
-TIFF_SUFFIXES = {".tif", ".tiff"}
-DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+from ..io.dicom_folder import looks_like_dicom
+from ..io.files import DICOM_SUFFIXES, TIFF_SUFFIXES
 
 
 def is_image_file(path: Path) -> bool:

@@ -11,21 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_series import looks_like_dicom, read_dicom_series
+from .dicom_folder import looks_like_dicom
+from .dicom_series import read_dicom_series
 from ..errors import InputError
 from .image_headers import (check_grid, check_metaimage_header, check_nifti, check_nrrd_header,
                             native_output_silenced)
 from ..volume import CTVolume
-
-_VOLUME_SUFFIXES = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti",
-                    ".mha": "mha", ".mhd": "mha"}
-_IMAGE_SUFFIXES = {".tif", ".tiff", ".png"}
-_DICOM_SUFFIXES = {".dcm", ".ima", ".dicom"}
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+from .files import DICOM_SUFFIXES, PLANE_SUFFIXES, VOLUME_KINDS, image_suffix
 
 
 def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,
@@ -57,10 +49,10 @@ def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,
 
     if path.is_dir():
         return done(read_dicom_series(path, series_uid, keep_identity, irregular))
-    suffix = _suffix(path)
-    if suffix in _VOLUME_SUFFIXES or suffix in _IMAGE_SUFFIXES:
+    suffix = image_suffix(path)
+    if suffix in VOLUME_KINDS or suffix in PLANE_SUFFIXES:
         return done(read_image_file(path))
-    if suffix in _DICOM_SUFFIXES or looks_like_dicom(path):
+    if suffix in DICOM_SUFFIXES or looks_like_dicom(path):
         return done(read_dicom_series(path, series_uid, keep_identity, irregular))
     raise InputError(f"{path}: unknown file type '{suffix}'; give a DICOM folder, a DICOM file, "
                      "NRRD, NIfTI (.nii / .nii.gz), MHA or a 16-bit TIFF")
@@ -78,7 +70,7 @@ def read_image_file(path: Path) -> CTVolume:
     """
     import SimpleITK as sitk
 
-    suffix = _suffix(path)
+    suffix = image_suffix(path)
     warnings = []
     if suffix in (".nii", ".nii.gz"):
         warnings += check_nifti(path, gzipped=suffix == ".nii.gz")
@@ -95,7 +87,7 @@ def read_image_file(path: Path) -> CTVolume:
                          "complete and of the type its name says") from None
     components = image.GetNumberOfComponentsPerPixel()
     if components != 1:
-        if image.GetDimension() == 2 or suffix in _IMAGE_SUFFIXES:
+        if image.GetDimension() == 2 or suffix in PLANE_SUFFIXES:
             what = {2: "a grey + alpha", 3: "an RGB colour", 4: "an RGBA colour"}.get(components, "a colour")
             raise InputError(f"{path}: {what} image ({components} channels per pixel), not CT: a "
                              "screenshot or photograph holds no Hounsfield units; give the CT "
@@ -110,7 +102,7 @@ def read_image_file(path: Path) -> CTVolume:
         warnings.append("2D image: read as one slice, slice thickness unknown (1 mm assumed)")
         kind = "image2d"
     elif image.GetDimension() == 3:
-        kind = _VOLUME_SUFFIXES.get(suffix, "image")
+        kind = VOLUME_KINDS.get(suffix, "image")
     else:
         raise InputError(f"{path}: a {image.GetDimension()}D image; give a 3D CT volume "
                          "(or one 2D slice)")

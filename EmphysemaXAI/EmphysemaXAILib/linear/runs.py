@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..io.atomic import atomic_folder
 from ..errors import InputError
-from ..model.checkpoint import sha256
+from ..io.files import sha256
 from .inputs import Cohort, load_cohort
 from .models import BASE_VARIANTS, build_classifier, build_regressor, describe, variant_names
 from .plots import plot_coefficients, plot_pca, plot_roc, plot_tsne

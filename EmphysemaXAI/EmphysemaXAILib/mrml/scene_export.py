@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..app.report import MIN_SLICES_FOR_CORONAL
+from ..app.report_figures import MIN_SLICES_FOR_CORONAL
 from .app import bootstrap
 from ..analysis.patterns import PATTERNS, pattern_rows, pattern_summary
 from .nodes import (attribution_color_node, attribution_rendering, label_overlay, laa_color_node,

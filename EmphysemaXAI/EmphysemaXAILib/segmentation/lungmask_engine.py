@@ -10,7 +10,6 @@ their name (torch hub's convention); a file whose digest does not match is used 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.files import sha256
 
 #: Published lungmask weights: model name -> (file name, download URL).
 PUBLISHED = {
@@ -85,14 +85,6 @@ def resolve_weights(model: str, given=None, env: str = ENV_WEIGHTS, download: bo
         f"lungmask {model} weights not found: expected {cached}; on a machine with internet "
         f"download {url} to that path (lungmask does it on first use), or pass "
         f"lungmask_weights (--lungmask-weights PATH) / set {env}")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_record(model: str, path: Path, warnings: list) -> dict:
