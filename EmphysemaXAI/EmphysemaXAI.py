@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from EmphysemaXAILib.options import DEVICES, ENGINES, PANEL_FIELDS, QC_PROFILES
-from EmphysemaXAILib.pipeline import NOT_CLINICAL
+from EmphysemaXAILib.notices import NOT_CLINICAL
 
 #: pip requirements the analysis needs beyond what Slicer ships (one home: this resource file)
 REQUIREMENTS_FILE = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")

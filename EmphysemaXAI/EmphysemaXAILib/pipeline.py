@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import EmphysemaXAIError, InputError
+from .notices import NOT_CLINICAL
 from .options import AnalysisOptions
 
 if TYPE_CHECKING:  # types only: the modules are imported when a step runs (torch stays optional)
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # types only: the modules are imported when a step runs (torc
     from .volume import CTVolume
 
 STEPS = ("read", "qc", "segment", "qct", "severity", "explain")
-NOT_CLINICAL = "Research and teaching use only: not a medical device, not for clinical decisions."
 
 
 class Cancelled(EmphysemaXAIError):

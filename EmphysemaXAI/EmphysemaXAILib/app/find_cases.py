@@ -9,24 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-
-
-def case_id_from_path(relative: Path, suffix: str = "") -> str:
-    """A file-system-safe id from a path relative to the root (never from patient tags)."""
-    text = relative.as_posix()
-    for ext in IMAGE_SUFFIXES:
-        if text.lower().endswith(ext):
-            text = text[: -len(ext)]
-            break
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text.replace("/", "__"))
-    if safe.strip(".") == "":
-        safe = "root"  # ROOT itself: never "." (that would be the cases folder)
-    elif safe.startswith("."):
-        safe = "_" + safe[1:]  # never a hidden folder (temporary folders are hidden)
-    return safe + suffix
-
+from ..io.files import VOLUME_SUFFIXES, relative_case_id
 
 #: Files that document a cohort rather than hold images: a folder holding only these (and
 #: hidden files) is not a case. Anything else in a folder that yields no image is a failed case.
@@ -61,7 +44,7 @@ def find_cases(root, exclude=()) -> list:
     ``exclude`` (the batch's own output when it lies under ``root``) are never entered.
     ``case_id`` values are unique (``-2``, ``-3`` ... added when two sources map to one id).
     """
-    from ..io.dicom_series import scan_folder
+    from ..io.dicom_folder import scan_folder
 
     root = Path(root)
     if not root.is_dir():
@@ -73,9 +56,9 @@ def find_cases(root, exclude=()) -> list:
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in excluded)
         files_in[here] = [f for f in sorted(files) if not f.startswith(".")]
         for name in files_in[here]:
-            if any(name.lower().endswith(ext) for ext in IMAGE_SUFFIXES):
+            if name.lower().endswith(VOLUME_SUFFIXES):
                 relative = (here / name).relative_to(root)
-                cases.append({"case_id": case_id_from_path(relative), "source": relative.as_posix(), "path": str(here / name),
+                cases.append({"case_id": relative_case_id(relative), "source": relative.as_posix(), "path": str(here / name),
                               "series_uid": None})
     with_images = {Path(c["path"]).parent for c in cases}
     series, skipped = scan_folder(root)
@@ -94,7 +77,7 @@ def find_cases(root, exclude=()) -> list:
         with_images.add(folder)
         for index, uid in enumerate(uids):
             suffix = f"-series{index + 1}" if len(uids) > 1 else ""
-            cases.append({"case_id": case_id_from_path(relative, suffix), "source": relative.as_posix() or ".",
+            cases.append({"case_id": relative_case_id(relative, suffix), "source": relative.as_posix() or ".",
                           "path": str(folder), "series_uid": uid})
     unreadable = {}
     for path, reason in skipped:
@@ -114,7 +97,7 @@ def find_cases(root, exclude=()) -> list:
             error = (f"no readable image: {len(others)} file{'s' if len(others) > 1 else ''} neither DICOM nor a "
                      f"known image type (e.g. {others[0]})")
         relative = folder.relative_to(root)
-        cases.append({"case_id": case_id_from_path(relative), "source": relative.as_posix() or ".", "path": str(folder),
+        cases.append({"case_id": relative_case_id(relative), "source": relative.as_posix() or ".", "path": str(folder),
                       "series_uid": None, "error": error})
     cases.sort(key=lambda c: (c["case_id"], c["source"]))
     taken = set()

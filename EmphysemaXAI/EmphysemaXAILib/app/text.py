@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..analysis.patterns import PATTERN_CSV, PATTERN_FILE, pattern_summary
-from ..pipeline import NOT_CLINICAL
+from ..notices import NOT_CLINICAL
 
 
 def info_dict(ct, report) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ExcludedError, InputError
 from ..io.signals import Terminated, signal_handlers
-from ..pipeline import NOT_CLINICAL
+from ..notices import NOT_CLINICAL
 from . import inputs, case, cohort, models, embeddings  # noqa: F401,I001  (registration order = help order)
 from .registry import COMMANDS, add_config
 

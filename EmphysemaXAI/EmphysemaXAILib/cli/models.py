@@ -8,8 +8,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.atomic import write_files_atomic
 from ..io.outputs import Output, claim_outputs
+from ..notices import NOT_CLINICAL
 from ..phantom.params import SIZES
-from ..pipeline import NOT_CLINICAL
 from .registry import add_device, add_json, add_out, add_overwrite, command, methods
 from .show import command_line, print_figures
 

@@ -14,11 +14,11 @@ refused even with a matching ``config.json``):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.files import sha256
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
@@ -27,14 +27,6 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_SHA256 = "7fa852bee45ce57e2447626ff96ea6924ac41785c9269756cbaf43a8a4c0b7f6"
 SEVERITY_V1_DIR = Path(__file__).resolve().parent / "shipped_severity_v1"
 SEVERITY_V1_SHA256 = "833524b7e694ff7a34ff7d496763b475fde76ace72e00b379e02e89d8f431f29"
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model(model, config: dict, out_dir) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..analysis.robust_extent import naive_laa950_pct
 from ..analysis.severity import SEVERITY_CLASSES, severity_class
 from ..errors import InputError
 from ..io.read import read_ct
@@ -82,6 +83,6 @@ def evaluate_manifest_rows(predictor, manifest, progress: bool = True) -> list:
         summary = predictor.predict(ct, labels).summary
         lung = labels > 0
         rows.append({"name": Path(row["path"]).name, "subject": row["subject"], "label": row["label"],
-                     "extent_true": row["extent_pct"], "naive_laa950_pct": float(100.0 * (ct.hu[lung] <= -950).mean()),
+                     "extent_true": row["extent_pct"], "naive_laa950_pct": naive_laa950_pct(ct.hu, lung),
                      **summary_fields(summary)})
     return rows

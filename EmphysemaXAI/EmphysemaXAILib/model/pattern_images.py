@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.files import DICOM_SUFFIXES, VOLUME_SUFFIXES
 from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, group_probabilities
 
-VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 LUNG_HU = (-1150.0, -500.0)   # a lung image in HU has at least MIN_LUNG_SHARE of its pixels here
 MIN_LUNG_SHARE = 0.05         # (an expert's paraseptal patch can be mostly chest wall: median -81 HU)
 
@@ -82,8 +82,7 @@ def read_images(path: Path, pixel_mm: float | None) -> tuple:
 
 
 def _is_dicom(path: Path) -> bool:
-    from ..embed.images import DICOM_SUFFIXES
-    from ..io.dicom_series import looks_like_dicom
+    from ..io.dicom_folder import looks_like_dicom
 
     return path.suffix.lower() in DICOM_SUFFIXES or looks_like_dicom(path)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.robust_extent import naive_laa950_pct
 from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS, severity_class
 from ..errors import InputError
 from ..io.atomic import atomic_folder
@@ -172,7 +173,7 @@ def _evaluate_phantom(params) -> dict:
     lung = labels > 0
     extent = float(phantom.truth["extent_pct"])
     return {"name": f"phantom-{params.seed}", "subject": str(params.seed), "label": severity_class(extent),
-            "extent_true": extent, "naive_laa950_pct": float(100.0 * (phantom.ct.hu[lung] <= -950).mean()),
+            "extent_true": extent, "naive_laa950_pct": naive_laa950_pct(phantom.ct.hu, lung),
             "dose": params.dose, "kernel": params.kernel, "pattern": params.pattern, **summary_fields(result.summary)}
 
 

@@ -36,7 +36,7 @@ def dicom_acquisition(volume_node, dicom_database) -> dict | None:
         return None
     import pydicom
 
-    from ..io.dicom_series import acquisition_facts
+    from ..io.dicom_header import acquisition_facts
 
     return acquisition_facts(pydicom.dcmread(path, stop_before_pixels=True))
 
