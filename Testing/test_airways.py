@@ -1,4 +1,4 @@
-"""Airways out of the lungs on real scans (issue 14 point 1): the trachea above the carina holds
+"""Airways out of the lungs on real scans: the trachea above the carina holds
 no lung voxel, the main bronchi mostly none, the whole-lung mask still matches CIP's, and the
 airways are kept as their own segment for display."""
 import numpy as np

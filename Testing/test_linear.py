@@ -1,4 +1,4 @@
-"""Linear models on embeddings (issue 8, second half): Welch top-k selection, variants, leak-free
+"""Linear models on embeddings: Welch top-k selection, variants, leak-free
 cross-validation, metrics.json contract, bad inputs. Generated data only (seeded numpy)."""
 from __future__ import annotations
 

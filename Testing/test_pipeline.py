@@ -37,7 +37,7 @@ def test_analyze_case_steps_progress_and_results(phantom_dir):
     assert sum(severity["probabilities"].values()) == pytest.approx(1.0)
     from EmphysemaXAILib.analysis.severity import severity_class
 
-    assert severity["class"] == severity_class(severity["extent_pct"])   # severity.md: the band of the extent
+    assert severity["class"] == severity_class(severity["extent_pct"])   # docs/severity.md: the band of the extent
     from EmphysemaXAILib.model.checkpoint import SHIPPED_SHA256
     from EmphysemaXAILib.analysis.regions import REGION_NAMES
 

@@ -1,4 +1,4 @@
-"""Noise-robust emphysema extent (issue 14.5): generated histograms, and real CT with added noise."""
+"""Noise-robust emphysema extent: generated histograms, and real CT with added noise."""
 import numpy as np
 import pytest
 from scipy import ndimage

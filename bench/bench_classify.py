@@ -8,7 +8,7 @@ of this step) and times ``predict`` of each model, interleaved run by run so the
 hits both alike: the shipped pattern model (resampling to its 1 x 1 x 2 mm working grid, the
 dense 2D CNN on every working slice, pattern shares and extents, maps back on the CT grid) and
 the earlier phantom severity model (1.4 mm grid, 2.5D tiles, attention pooling), split into parts.
-Goal (issue 15): the pattern model's step <= 15 s on 2 CPU cores (issue 6's model: 7.7 s).
+Goal: the pattern model's step <= 15 s on 2 CPU cores (severity model v1: 7.7 s).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Benchmark: the embedding step of one case (issue 8) on a full-size case (512 x 512 x 400,
+"""Benchmark: the embedding step of one case on a full-size case (512 x 512 x 400,
 0.7 x 0.7 x 1 mm): three zone patches (9 axial slices) -> backbone -> the table row (with the
 whole-lung QCT marker columns).
 

@@ -2,7 +2,7 @@
 
 Usage (from the project root): ``.venv/bin/python bench/bench_phantom.py [--repeats 2] [--skip-full]``
 
-Goals (issue 3): small phantom under 2 s, full size (512 x 512 x 400) under 60 s on 2 cores;
+Goals: small phantom under 2 s, full size (512 x 512 x 400) under 60 s on 2 cores;
 patch sampler above 200 patches per second amortised over the phantom's generation.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Usage (from the project root): ``.venv/bin/python bench/bench_read.py [--sizes 4
 
 Each measurement runs in a fresh subprocess: the peak RSS counter (VmHWM) is reset just before
 the read, so "peak +MB" is what the read itself added on top of the imported libraries. Times
-are the second of two reads (warm file cache). The goal of issue 2: reading a 512 x 512 x 600
+are the second of two reads (warm file cache). The goal: reading a 512 x 512 x 600
 series raises peak RSS by at most 2.5x the int16 volume size.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmark: noise-robust emphysema extent estimators on real CT with added noise (issue 14.5).
+"""Benchmark: noise-robust emphysema extent estimators on real CT with added noise.
 
 Usage (from the project root; needs ../shared/data):
     .venv/bin/python bench/bench_robust_extent.py [--series ct64 lpcd4 ...] [--no-spatial] [--no-phantoms]
@@ -21,7 +21,7 @@ estimators are given the total noise sqrt(s0^2 + s^2) (what quality control woul
 and 0.75x / 1.25x of it. Also: full-resolution LPCD at its own noise (37 HU), and the low-dose
 phantoms of Testing/test_qct.py (truth: the phantom's emphysema extent).
 
-Goals (issue 14.5): within 2 points of the reference at s = 20, 40, 60; moves < 2 points when the
+Goals: within 2 points of the reference at s = 20, 40, 60; moves < 2 points when the
 noise is misestimated by +-25 %; low-dose phantoms: error < 1/2 of naive %LAA-950's.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ def naive(h, s):
 
 
 def old_rl(h, s, iterations=500, width=2.0):
-    """The estimator of qct.py before issue 14.5: Richardson-Lucy, 500 iterations, support -1024."""
+    """The earlier estimator of qct.py: Richardson-Lucy, 500 iterations, support -1024."""
     lo, top = -1024.0, -500.0
     hu = np.arange(h.size) - OFF
     edges = np.arange(lo, top + width, width)

@@ -7,7 +7,7 @@ Prints, side by side in one run: the classical engine; lungmask's R231 U-Net (it
 architecture and inference code, with generated random weights: the same compute as the
 published weights) on the same volume, or on its first N slices with the per-volume figure
 extrapolated; QCT split into its steps beside the time of one numpy pass over the volume.
-Goals (issue 4): classical <= 10 s; QCT histogram metrics <= 1 s, clusters + noise-robust
+Goals: classical <= 10 s; QCT histogram metrics <= 1 s, clusters + noise-robust
 extent <= 6 s more.
 """
 from __future__ import annotations

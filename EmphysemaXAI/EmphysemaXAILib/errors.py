@@ -1,7 +1,7 @@
 """Exceptions that carry a one-line, user-facing message.
 
 The command line turns :class:`InputError` into exit code 2 and :class:`ExcludedError`
-into exit code 3 (see ``contracts.md``); anything else is an internal error (exit 1).
+into exit code 3 (see ``docs/contracts.md``); anything else is an internal error (exit 1).
 """
 
 

@@ -54,7 +54,7 @@ class CaseResult:
         return self.qc.excluded
 
     def summary(self) -> dict:
-        """The ``summary.json`` object (``contracts.md``); never holds patient identity."""
+        """The ``summary.json`` object (``docs/contracts.md``); never holds patient identity."""
         ct = self.ct
         out = {
             "input": {"kind": ct.kind, **ct.input_geometry_dict(), "acquisition": dict(ct.acquisition),

@@ -1,6 +1,6 @@
 """The CT volume every step works on: HU voxels plus geometry and acquisition facts.
 
-Conventions (``contracts.md``): the array is (z, y, x); ``spacing`` and ``origin`` are (x, y, z)
+Conventions (``docs/contracts.md``): the array is (z, y, x); ``spacing`` and ``origin`` are (x, y, z)
 in millimetres in LPS as ITK reports them; ``direction`` is ITK's 3 x 3 direction matrix,
 row-major, LPS (its columns are the LPS directions of the x, y and z index axes).
 """

@@ -1,7 +1,7 @@
 """Quality control of a CT volume before densitometry: ``run_qc(ct) -> QCReport``.
 
 Errors are what makes analysis impossible (not CT by its Modality tag, no lung in the field of
-view; ``contracts.md``); everything else is a warning with the measured value. Statistics
+view; ``docs/contracts.md``); everything else is a warning with the measured value. Statistics
 ignore padding (PixelPaddingValue and values below -1024 HU, outside the field of view).
 The air and noise measures come from :mod:`.air`, the contrast check and unenhanced blood from
 :mod:`.blood`.

@@ -70,7 +70,7 @@ class QCTConfig:
     emphysema_hu: float = -950.0      # threshold of the LAA map and its clusters (the panel's setting)
     noisy_hu: float = NOISY_HU
     seeds_rule: bool = False          # add the seeds' binary label (LAA-950 >= 6% and MLD < -850)
-    severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of severity.md
+    severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of docs/severity.md
     zone_cutpoints: tuple = ZONE_CUTPOINTS
     cluster_dim: int = 2              # LAA clusters for D: 2 = per axial slice (Mishima 1999), 3 = 3D
     class_from: str = "raw"           # QCT class from raw %LAA-950 or "calibrated" (calibration.py)
@@ -336,7 +336,7 @@ def _robust_extent(histograms, noise_hu) -> dict:
 
 
 def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
-    """Overall class and zone grades from QCT (``severity.md``), saying which extent was used."""
+    """Overall class and zone grades from QCT (``docs/severity.md``), saying which extent was used."""
     by_name = {r["region"]: r for r in rows}
     noisy = noise_hu is not None and noise_hu > config.noisy_hu
     calibrated = config.class_from == "calibrated" and \

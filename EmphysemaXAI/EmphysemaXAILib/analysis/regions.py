@@ -1,4 +1,4 @@
-"""Lung regions by name (``contracts.md``): whole, right, left, thirds, lobes.
+"""Lung regions by name (``docs/contracts.md``): whole, right, left, thirds, lobes.
 
 Thirds are cut as the Chest Imaging Platform cuts them (``CIPLabelLungRegionsImageFilter::
 SetLungThirds``): the voxels of the whole lung (both lungs together) are tallied in raster order

@@ -1,4 +1,4 @@
-"""The one definition of severity classes and zone grades (``severity.md``), configurable.
+"""The one definition of severity classes and zone grades (``docs/severity.md``), configurable.
 
 Extent E is the percentage of lung volume that is emphysematous. The bands above 5% are
 conventions, not a clinical standard.

@@ -1,6 +1,6 @@
 """Plain-text summaries of results, shared by the command line and the Slicer module's results box.
 
-Every function takes the plain data of ``summary.json`` / ``info`` (``contracts.md``) or a
+Every function takes the plain data of ``summary.json`` / ``info`` (``docs/contracts.md``) or a
 :class:`~EmphysemaXAILib.pipeline.CaseResult` and returns lines; none prints. Never any patient
 identity (``info_dict`` adds it only when the reader kept it on request).
 """
@@ -13,7 +13,7 @@ from ..notices import NOT_CLINICAL
 
 
 def info_dict(ct, report) -> dict:
-    """The ``info`` JSON object of a CTVolume and its QCReport (keys in ``contracts.md``)."""
+    """The ``info`` JSON object of a CTVolume and its QCReport (keys in ``docs/contracts.md``)."""
     out = ct.input_geometry_dict()  # the file's own grid (the analysis grid may be reoriented)
     if ct.orientation is not None and not ct.orientation.identity:
         out["reoriented"] = ct.orientation.describe()

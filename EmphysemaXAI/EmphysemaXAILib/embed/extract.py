@@ -1,4 +1,4 @@
-"""The embedding table (``contracts.md``, ``embed``): one row per case, ``id`` + QCT markers +
+"""The embedding table (``docs/contracts.md``, ``embed``): one row per case, ``id`` + QCT markers +
 features, written as CSV or Parquet.
 
 Cases route (:func:`embed_cases`): read CT -> lung labels (engine or given mask) -> three zone

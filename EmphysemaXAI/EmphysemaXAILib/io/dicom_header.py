@@ -101,7 +101,7 @@ def positive_length(ds, keyword):
 
 
 def acquisition_facts(ds) -> dict:
-    """Acquisition facts of a DICOM header, keyed as ``contracts.md`` names them."""
+    """Acquisition facts of a DICOM header, keyed as ``docs/contracts.md`` names them."""
     exposure = header_number(ds, "Exposure")
     if exposure is None:
         current, time_ms = header_number(ds, "XRayTubeCurrent"), header_number(ds, "ExposureTime")

@@ -1,4 +1,4 @@
-"""Linear models on case embeddings (issue 8, second half; seed papers 001 and 004): Welch t-test
+"""Linear models on case embeddings (seed papers 001 and 004): Welch t-test
 top-k, LASSO and RFE logistic regressions, embedding-only and fused with QCT markers, validated
 by grouped cross-validation with bootstrap intervals. ``fit_linear`` (in ``runs``) is the entry point."""
 from .runs import fit_linear, predict_linear

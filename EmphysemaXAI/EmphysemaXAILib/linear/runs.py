@@ -1,5 +1,5 @@
 """The ``fit-linear`` run and ``predict_linear``: cross-validate every linear variant on an
-embedding table, fit the chosen one on all cases and write the results (contracts.md).
+embedding table, fit the chosen one on all cases and write the results (docs/contracts.md).
 
 Outputs in ``out_dir`` (written atomically): ``metrics.json``, ``oof_predictions.csv``,
 ``model.joblib`` (a dict: ``pipeline``, ``input_columns``, ``classes``, ``variant``),

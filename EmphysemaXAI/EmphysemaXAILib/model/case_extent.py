@@ -1,7 +1,7 @@
 """A case's emphysema extent as both models report it: the result type, the class and class
 probabilities of an extent, and the fit of the extent calibration and SD on validation cases.
 
-Class and probabilities follow the one definition of ``severity.md``: the class is the band of
+Class and probabilities follow the one definition of ``docs/severity.md``: the class is the band of
 the predicted extent; the probability of each class is the mass of a normal distribution centred
 on the predicted extent, with the SD of the model's validation error (``config["extent_sigma"]``,
 :func:`extent_sigma`), falling in that class's band. Fractions pass through the linear

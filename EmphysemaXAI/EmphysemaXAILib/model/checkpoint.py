@@ -6,7 +6,7 @@ calibration, training record and the weights' SHA-256, checked at every load).
 
 Two models live inside the package, each with its digest pinned here (so a swapped file is
 refused even with a matching ``config.json``):
-- ``EmphysemaXAILib/model/shipped``: the default, the pattern model (issue 15; trained on CIP's
+- ``EmphysemaXAILib/model/shipped``: the default, the pattern model (trained on CIP's
   expert-labelled patches and phantoms), :data:`SHIPPED_SHA256`;
 - ``EmphysemaXAILib/model/shipped_severity_v1``: the phantom-trained 2.5D severity model of issue
   6, :data:`SEVERITY_V1_SHA256`; the starting point of ``train --manifest`` (which fine-tunes its

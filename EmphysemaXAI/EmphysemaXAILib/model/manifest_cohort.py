@@ -1,4 +1,4 @@
-"""Users' labelled cohorts: the manifest CSV (``contracts.md``), its cases as bags of tiles for
+"""Users' labelled cohorts: the manifest CSV (``docs/contracts.md``), its cases as bags of tiles for
 training, and a predictor's rows for every case (``train --manifest`` and ``evaluate --manifest``
 are in :mod:`.runs`).
 

@@ -3,7 +3,7 @@ and their plots (confusion matrix, one-vs-rest ROC curves).
 
 Inputs are per-case arrays: true and predicted class names (``SEVERITY_CLASSES``), class
 probabilities (n, 4), true and predicted extents (% of lung). "Clear" cases are those whose true
-extent lies at least ``margin`` points from every cutpoint (``severity.md``).
+extent lies at least ``margin`` points from every cutpoint (``docs/severity.md``).
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def bootstrap_ci(compute, n: int, keys, *, n_boot: int = 1000, seed: int = 0, mi
 
 def case_metrics(y_true, y_pred, proba=None, extent_true=None, extent_pred=None, *, margin: float = 2.0,
                  cutpoints=SEVERITY_CUTPOINTS, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Every figure of issue 6 with ``ci95`` (percentile bootstrap over cases, ``n_boot`` draws).
+    """Every figure of the model evaluation with ``ci95`` (percentile bootstrap over cases, ``n_boot`` draws).
 
     y_true / y_pred: class names or indices; proba: (n, 4) or None; extents in % of lung or None.
     """

@@ -3,7 +3,7 @@ calibration of an older phantom-trained model; each writes one folder, atomicall
 
 ``train_phantoms``: phantoms from :func:`~.phantom_cohort.phantom_design`, a 70/15/15 split by
 phantom, stage 1 (tiles) then stage 2 (pooling and class head), extent calibration and SD fitted
-on validation, figures on the test part. ``train_manifest``: the user's cohort (``contracts.md``
+on validation, figures on the test part. ``train_manifest``: the user's cohort (``docs/contracts.md``
 manifest), k-fold cross-validation by subject (out-of-fold figures) plus a final 70/15/15 model,
 both fine-tuned end to end from an initial model (the shipped severity model v1 unless ``init``
 says otherwise). ``evaluate``: a model on held-out phantoms (through the classical lung

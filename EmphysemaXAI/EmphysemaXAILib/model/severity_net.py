@@ -9,7 +9,7 @@ Shapes (B patches; a case is a bag of N patches):
   summed over positions -> patch embedding (B, C); ``A`` is returned for display;
 - patch heads: emphysema fraction (B,) in [0, 1] and subtype logits (B, 5: none + 4 subtypes);
 - :class:`SeverityNet.case`: gated attention pooling (Ilse et al. 2018) of the N patch embeddings
-  -> severity logits (4 classes of ``severity.md``) and the attention weight of every patch;
+  -> severity logits (4 classes of ``docs/severity.md``) and the attention weight of every patch;
   the case extent (% of lung) is the lung-weighted mean of the patch fractions.
 """
 from __future__ import annotations

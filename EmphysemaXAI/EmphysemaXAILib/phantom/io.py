@@ -1,4 +1,4 @@
-"""Write a phantom as ``contracts.md`` describes: the CT, the label maps and ``truth.json``.
+"""Write a phantom as ``docs/contracts.md`` describes: the CT, the label maps and ``truth.json``.
 
 ``OUT_DIR/ct/`` (DICOM series) or ``OUT_DIR/ct.nrrd`` / ``OUT_DIR/ct.nii.gz``;
 ``OUT_DIR/labels/{lungs,lobes,emphysema,airways,vessels}.nrrd`` (gzip NRRD on the CT grid);

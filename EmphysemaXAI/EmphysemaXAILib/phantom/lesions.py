@@ -1,6 +1,6 @@
 """Emphysema lesions of the phantom, placed until the target extent is reached.
 
-Subtypes (codes of ``contracts.md``):
+Subtypes (codes of ``docs/contracts.md``):
 - centrilobular (1): clusters of 3-8 lucencies of 2-10 mm, away from the pleura;
 - panlobular (2): diffuse destruction, irregular confluent blobs of 12-30 mm;
 - paraseptal (3): 5-10 mm subpleural lucencies along the pleura and the fissures;
@@ -8,7 +8,7 @@ Subtypes (codes of ``contracts.md``):
 
 Only "eligible" lung voxels become lesions: lung parenchyma not touched by a vessel, an airway
 wall or a fissure, so that every lesion voxel's noise-free HU is below -950 while every other
-lung voxel stays at or above -950 (``severity.md``). The extent is shared between the thirds of
+lung voxel stays at or above -950 (``docs/severity.md``). The extent is shared between the thirds of
 the lung by the zone weights; a third that runs out of room passes its remainder on.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-#: (z, y, x) voxels and (x, y, z) spacing in mm of each size (``contracts.md``).
+#: (z, y, x) voxels and (x, y, z) spacing in mm of each size (``docs/contracts.md``).
 SIZES = {
     "small": ((96, 128, 128), (2.5, 2.5, 2.5)),
     "medium": ((200, 256, 256), (1.4, 1.4, 1.4)),

@@ -4,7 +4,7 @@ Engines: ``lungmask`` (JoHof/lungmask U-Net, when its weights are on this machin
 ``classical`` (threshold, airways, right / left split, filling; no weights), ``auto`` (lungmask
 when its weights are found, else classical, recording why), or a mask the user gives
 (:func:`load_mask`), which replaces the engine. Labels: 0 background, 1 right lung, 2 left lung
-(``contracts.md``); lobes with lungmask's LTRCLobes codes when asked for.
+(``docs/contracts.md``); lobes with lungmask's LTRCLobes codes when asked for.
 """
 from __future__ import annotations
 
