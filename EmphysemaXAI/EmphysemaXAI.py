@@ -15,12 +15,16 @@ import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from EmphysemaXAILib.options import DEVICES, ENGINES, PANEL_FIELDS, QC_PROFILES
 from EmphysemaXAILib.notices import NOT_CLINICAL
+from EmphysemaXAILib.options import DEVICES, ENGINES, PANEL_FIELDS, QC_PROFILES
 
 #: pip requirements the analysis needs beyond what Slicer ships (one home: this resource file)
 REQUIREMENTS_FILE = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")

@@ -3,13 +3,12 @@ no lung voxel, the main bronchi mostly none, the whole-lung mask still matches C
 airways are kept as their own segment for display."""
 import numpy as np
 import pytest
+from helpers import shared
 from scipy import ndimage
 
 from EmphysemaXAILib import read_ct
 from EmphysemaXAILib.analysis.qc import run_qc
 from EmphysemaXAILib.segmentation import segment_lungs
-
-from helpers import shared
 
 
 def dice(a, b):

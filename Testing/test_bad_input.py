@@ -7,13 +7,12 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from helpers import ramp_volume, run_cli
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
 from EmphysemaXAILib import InputError, read_ct
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
-
-from helpers import ramp_volume, run_cli
 
 
 def assert_cli_error(path, *extra, match):
@@ -131,8 +130,8 @@ def test_internal_error_gives_one_line_and_a_log(tmp_path, monkeypatch):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(cli.COMMANDS["info"], "run", boom)
-    import io
     import contextlib
+    import io
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = cli.main(["info", str(tmp_path)])

@@ -3,13 +3,12 @@ import shutil
 
 import pandas as pd
 import pytest
+from helpers import run_cli
 
 from EmphysemaXAILib.app.batch import run_batch
 from EmphysemaXAILib.app.find_cases import find_cases
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
-
-from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,24 @@ import json
 
 import numpy as np
 import pytest
+from helpers import shared
 
 from EmphysemaXAILib import read_ct
-from EmphysemaXAILib.analysis.calibration import (NOMINAL_AIR_HU, NOMINAL_BLOOD_HU, calibration_from_qc,
-                                         calibration_from_refs, percentile_interpolated, share_at_or_below)
-from EmphysemaXAILib.options import build_options
-from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.analysis.air import air_mode, trachea_air
 from EmphysemaXAILib.analysis.blood import unenhanced_blood
+from EmphysemaXAILib.analysis.calibration import (
+    NOMINAL_AIR_HU,
+    NOMINAL_BLOOD_HU,
+    calibration_from_qc,
+    calibration_from_refs,
+    percentile_interpolated,
+    share_at_or_below,
+)
 from EmphysemaXAILib.analysis.qc import run_qc
 from EmphysemaXAILib.analysis.qct import OFFSET, QCTConfig, measure_qct, qct_severity
+from EmphysemaXAILib.errors import InputError
+from EmphysemaXAILib.options import build_options
 from EmphysemaXAILib.phantom.sample import make_sample_ct
-
-from helpers import shared
 
 FINE = dict(shape=(48, 384, 384), spacing=(0.8, 0.8, 5.0))  # trachea 18 mm = 22 pixels across
 

@@ -2,10 +2,9 @@
 import json
 
 import pytest
+from helpers import run_cli
 
 from EmphysemaXAILib.phantom.sample import write_sample_series
-
-from helpers import run_cli
 
 
 def test_info_text_and_json(tmp_path):

@@ -1,16 +1,15 @@
 """Lungs cut by the field of view (what Slicer's Crop Volume or a narrow reconstruction gives):
 the classical engine keeps the other lung and the part of the cut lung inside the image, and
 quality control says which lung is cut and that its values are partial. Real chest CT from ../shared/data, cropped here."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
-
-from dataclasses import replace
+from helpers import shared
 
 from EmphysemaXAILib import read_ct
 from EmphysemaXAILib.analysis.qc import QCReport, check_lung_cut
 from EmphysemaXAILib.segmentation.classical import segment_classical
-
-from helpers import shared
 
 CASES = {"ct64": ("cip-copdgene", "ct-64.nrrd"), "lung_pet_ct_dx": ("lung-pet-ct-dx-A0001",)}
 
@@ -64,7 +63,6 @@ def test_a_mask_far_smaller_than_the_lung_air_is_a_loud_warning(tmp_path):
     import json
 
     import SimpleITK as sitk
-
     from helpers import run_cli
 
     done = run_cli("phantom", tmp_path / "ph", "--size", "small", "--format", "nrrd", "--seed", 2)

@@ -7,8 +7,16 @@ import hashlib
 import numpy as np
 import pytest
 
-from EmphysemaXAILib.embed import (case_row, embed_cases, embed_images, load_backbone, read_embeddings,
-                                   save_zone_preview, write_embeddings, zone_patches)
+from EmphysemaXAILib.embed import (
+    case_row,
+    embed_cases,
+    embed_images,
+    load_backbone,
+    read_embeddings,
+    save_zone_preview,
+    write_embeddings,
+    zone_patches,
+)
 from EmphysemaXAILib.embed.backbones import LITE0_SHA256, RESNET152_FILE, RESNET152_URL
 from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
@@ -169,8 +177,8 @@ def test_own_backbone_is_the_shipped_severity_v1_encoder(phantom):
 def test_case_row_and_cases_route(phantom, lite0, tmp_path):
     import SimpleITK as sitk
 
-    from EmphysemaXAILib.phantom.io import save_label
     from EmphysemaXAILib.analysis.qct import measure_qct
+    from EmphysemaXAILib.phantom.io import save_label
 
     ct, lungs = phantom.ct, phantom.labels["lungs"]
     sitk.WriteImage(ct.to_sitk(), str(tmp_path / "case07.nrrd"))

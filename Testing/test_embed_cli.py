@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import run_cli
 
 tifffile = pytest.importorskip("tifffile")

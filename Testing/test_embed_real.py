@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import run_cli, shared
 
 
@@ -14,8 +13,8 @@ def test_embed_real_cases_copdgene_emphysema_vs_lung_pet_ct(tmp_path):
     """COPDGene ct-64 (visible emphysema, CIP's whole-lung mask) and Lung-PET-CT-Dx A0001 (no
     emphysema, the classical engine): one row each, QCT columns equal to the project's
     densitometry, the emphysema case lower in density."""
-    from EmphysemaXAILib.io.read import read_ct
     from EmphysemaXAILib.analysis.qct import measure_qct
+    from EmphysemaXAILib.io.read import read_ct
     from EmphysemaXAILib.segmentation import load_mask
 
     copd, mask = shared("cip-copdgene", "ct-64.nrrd"), shared("cip-copdgene", "wholeLung-64.nrrd")

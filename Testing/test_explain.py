@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import run_cli
 
 from EmphysemaXAILib.explain.methods import FILL_HU, METHODS, NORMAL_LUNG_HU, attribute, normal_lung_baseline
 from EmphysemaXAILib.model.severity_net import SeverityNet
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
-
-from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

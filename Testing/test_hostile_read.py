@@ -15,13 +15,12 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from helpers import ramp_volume, run_cli
 
 from EmphysemaXAILib import InputError
-from EmphysemaXAILib.io.read import read_image_file
 from EmphysemaXAILib.io.dicom_series import read_dicom_series
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
-
-from helpers import ramp_volume, run_cli
+from EmphysemaXAILib.io.read import read_image_file
 
 SAGITTAL = (0, 0, -1, 1, 0, 0, 0, -1, 0)  # rows along LPS y, columns along -z, normal -x
 CORONAL = (1, 0, 0, 0, 0, 1, 0, -1, 0)  # rows along x, columns along -z, normal +y

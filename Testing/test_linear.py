@@ -9,8 +9,16 @@ import pandas as pd
 import pytest
 
 from EmphysemaXAILib.errors import InputError
-from EmphysemaXAILib.linear import (QCT_COLUMNS, WelchTopK, build_classifier, classification_figures, fit_linear,
-                                    make_folds, oof_proba, predict_linear)
+from EmphysemaXAILib.linear import (
+    QCT_COLUMNS,
+    WelchTopK,
+    build_classifier,
+    classification_figures,
+    fit_linear,
+    make_folds,
+    oof_proba,
+    predict_linear,
+)
 from EmphysemaXAILib.linear.models import selected_columns
 
 SIGNAL = [3, 17, 42, 99, 150]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from EmphysemaXAILib.model.tiles import (FILL_HU, extract_tiles, paint_tiles, tile_corners, to_working_grid)
+from EmphysemaXAILib.model.tiles import FILL_HU, extract_tiles, paint_tiles, tile_corners, to_working_grid
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.volume import CTVolume
 

@@ -7,15 +7,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.io.files import sha256
 from EmphysemaXAILib.model.checkpoint import load_model, save_model
-from EmphysemaXAILib.model.phantom_cohort import phantom_design, split_subjects
 from EmphysemaXAILib.model.metrics import case_metrics, clear_of_cutpoints
+from EmphysemaXAILib.model.phantom_cohort import phantom_design, split_subjects
 from EmphysemaXAILib.model.severity_net import SeverityNet
-
-from helpers import run_cli
 
 
 def test_split_is_by_subject_and_70_15_15():

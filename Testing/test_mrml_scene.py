@@ -8,15 +8,15 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (the headless extra) 
 import slicer.util  # noqa: E402
 import vtk  # noqa: E402
 
+from EmphysemaXAILib.analysis.qct import measure_qct  # noqa: E402
 from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
 from EmphysemaXAILib.mrml.nodes import LUNG_SEGMENTS, labels_from_segmentation_node  # noqa: E402
 from EmphysemaXAILib.mrml.scene_export import build_case_scene  # noqa: E402
+from EmphysemaXAILib.options import AnalysisOptions
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
-from EmphysemaXAILib.options import AnalysisOptions
-from EmphysemaXAILib.analysis.qct import measure_qct  # noqa: E402
 
 
 @pytest.fixture(scope="module")

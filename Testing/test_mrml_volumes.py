@@ -4,11 +4,11 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not installed")
 
+from helpers import ramp_volume, shared  # noqa: E402
+
 from EmphysemaXAILib import read_ct  # noqa: E402
 from EmphysemaXAILib.mrml.volumes import ct_from_volume_node, volume_node_from_ct  # noqa: E402
 from EmphysemaXAILib.volume import CTVolume  # noqa: E402
-
-from helpers import ramp_volume, shared  # noqa: E402
 
 
 def ras_of_ijk(node, ijk):

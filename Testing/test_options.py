@@ -4,15 +4,21 @@ import dataclasses
 import json
 
 import pytest
+from helpers import run_cli
 
 from EmphysemaXAILib import InputError
-from EmphysemaXAILib.options import (DEFAULTS, ENGINES, AnalysisOptions, build_options, options_from_panel,
-                                     options_from_toml, panel_values)
+from EmphysemaXAILib.analysis.qct import measure_qct
+from EmphysemaXAILib.options import (
+    DEFAULTS,
+    ENGINES,
+    AnalysisOptions,
+    build_options,
+    options_from_panel,
+    options_from_toml,
+    panel_values,
+)
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
-from EmphysemaXAILib.analysis.qct import measure_qct
-
-from helpers import run_cli
 
 CONFIG = """
 [segmentation]

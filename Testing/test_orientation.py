@@ -10,13 +10,12 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import run_cli, shared
 
 from EmphysemaXAILib import read_ct
 from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.io.orientation import canonical, reorientation
 from EmphysemaXAILib.volume import CTVolume
-
-from helpers import run_cli, shared
 
 #: name -> (PermuteAxes order, Flip axes), in SimpleITK's (x, y, z) index order
 STORAGES = {

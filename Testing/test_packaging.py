@@ -7,7 +7,6 @@ import tomllib
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from helpers import PROJECT
 
 MODULE = PROJECT / "EmphysemaXAI"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import shared
-from EmphysemaXAILib.model import pattern_baselines as PB
+
 from EmphysemaXAILib.analysis.patterns import PATTERNS
+from EmphysemaXAILib.model import pattern_baselines as PB
 from EmphysemaXAILib.model.cip_patches import load_cip_patches, patch_folds
 
 

@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from EmphysemaXAILib.analysis.patterns import PATTERNS, group_probabilities
 from EmphysemaXAILib.model.cip_patches import PatchSet, patch_folds
 from EmphysemaXAILib.model.pattern_augment import ScannerRanges, gaussian_blur, resample, scanner_augment
 from EmphysemaXAILib.model.pattern_net import STRIDE, PatternNet
-
-from helpers import run_cli
 
 
 def save_pattern_model(folder, width=4, hidden=8, seed=0, calibration=(1.0, 0.0)):

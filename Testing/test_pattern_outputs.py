@@ -12,18 +12,19 @@ import pytest
 
 pytest.importorskip("torch")
 import SimpleITK as sitk  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
+from EmphysemaXAILib.analysis.patterns import (  # noqa: E402
+    COHORT_PATTERN_COLUMNS,
+    PATTERN_COLORS,
+    PATTERNS,  # noqa: E402
+)
 from EmphysemaXAILib.app.batch import COHORT_COLUMNS, run_batch  # noqa: E402
 from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
-from EmphysemaXAILib.analysis.patterns import PATTERNS  # noqa: E402
-from EmphysemaXAILib.analysis.patterns import COHORT_PATTERN_COLUMNS, PATTERN_COLORS  # noqa: E402
+from EmphysemaXAILib.options import AnalysisOptions
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
-from EmphysemaXAILib.options import AnalysisOptions
-
-from helpers import run_cli  # noqa: E402
-
 
 SCENE = importlib.util.find_spec("slicer") is not None  # slicer-core (the headless extra)
 

@@ -4,11 +4,10 @@ import csv
 
 import numpy as np
 import pytest
+from helpers import run_cli, shared
 
 from EmphysemaXAILib.analysis.patterns import PATTERNS
 from EmphysemaXAILib.model.cip_patches import load_cip_patches
-
-from helpers import run_cli, shared
 
 MAT = ("cip-copdgene", "EmphysemaPatches.mat")
 

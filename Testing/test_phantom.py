@@ -3,14 +3,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from EmphysemaXAILib import read_ct, run_qc
+from EmphysemaXAILib.analysis.regions import LOBE_NAMES, REGION_NAMES
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 from EmphysemaXAILib.phantom.patches import sample_patches
-from EmphysemaXAILib.analysis.regions import LOBE_NAMES, REGION_NAMES
-
-from helpers import run_cli
 
 
 def lung_stats(phantom):

@@ -5,13 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from helpers import run_cli
 
+from EmphysemaXAILib.options import AnalysisOptions
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
 from EmphysemaXAILib.pipeline import Cancelled, analyze_case
-from EmphysemaXAILib.options import AnalysisOptions
-
-from helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +37,8 @@ def test_analyze_case_steps_progress_and_results(phantom_dir):
     from EmphysemaXAILib.analysis.severity import severity_class
 
     assert severity["class"] == severity_class(severity["extent_pct"])   # docs/severity.md: the band of the extent
-    from EmphysemaXAILib.model.checkpoint import SHIPPED_SHA256
     from EmphysemaXAILib.analysis.regions import REGION_NAMES
+    from EmphysemaXAILib.model.checkpoint import SHIPPED_SHA256
 
     assert severity["model"]["sha256"] == SHIPPED_SHA256 and set(REGION_NAMES) <= set(severity["extent_by_region"])
     assert summary["input"]["shape"] == [96, 128, 128] and "identity" not in json.dumps(summary)

@@ -4,15 +4,14 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli, shared
 
 from EmphysemaXAILib import InputError, read_ct
-from EmphysemaXAILib.segmentation import load_mask
-from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.analysis.qct import QCTConfig, measure_qct
 from EmphysemaXAILib.analysis.regions import LOBE_NAMES, REGION_NAMES, lung_regions, thirds_by_tally
+from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+from EmphysemaXAILib.segmentation import load_mask
 from EmphysemaXAILib.volume import CTVolume
-
-from helpers import run_cli, shared
 
 CIP_PREFIX = {"wholeLung": "whole", "leftLung": "left", "rightLung": "right", "utLung": "upper",
               "mtLung": "middle", "ltLung": "lower", "lutLung": "left_upper", "lmtLung": "left_middle",

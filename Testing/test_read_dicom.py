@@ -3,11 +3,10 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from helpers import ramp_volume
 
 from EmphysemaXAILib import InputError, read_ct
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
-
-from helpers import ramp_volume
 
 OBLIQUE = (0.0, 1.0, 0.0,  # a rotation: index x runs along LPS y, index y along -x
            -1.0, 0.0, 0.0,

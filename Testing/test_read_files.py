@@ -2,10 +2,9 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import ramp_volume
 
 from EmphysemaXAILib import read_ct
-
-from helpers import ramp_volume
 
 DIRECTION = (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # a permutation: not identity
 

@@ -3,10 +3,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli, shared
 
 from EmphysemaXAILib import read_ct, run_qc
-
-from helpers import run_cli, shared
 
 
 def test_cip_ct64_dicom_series_matches_its_nrrd_voxel_for_voxel():

@@ -1,13 +1,12 @@
 """Noise-robust emphysema extent: generated histograms, and real CT with added noise."""
 import numpy as np
 import pytest
+from helpers import shared
 from scipy import ndimage
 
 from EmphysemaXAILib.analysis import robust_extent as RE
 from EmphysemaXAILib.io.read import read_ct
 from EmphysemaXAILib.segmentation import load_mask
-
-from helpers import shared
 
 OFF = 1024  # bin of HU v is v + 1024 in these tests' histograms
 
@@ -147,9 +146,9 @@ def test_normal_lung_with_added_noise(lpcd4, sigma):
 
 
 def test_measure_qct_uses_one_whole_lung_model_for_every_region():
-    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
     from EmphysemaXAILib.analysis.qct import measure_qct
     from EmphysemaXAILib.analysis.regions import lung_regions
+    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
     phantom = generate_phantom(PhantomParams(size="small", seed=5, dose="low", extent_pct=15, pattern="mixed"))
     labels = phantom.labels["lungs"]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import run_cli, shared
 
 from EmphysemaXAILib import InputError, read_ct
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
@@ -12,8 +13,6 @@ from EmphysemaXAILib.segmentation import load_mask, segment_lungs
 from EmphysemaXAILib.segmentation.classical import segment_classical
 from EmphysemaXAILib.segmentation.lungmask_engine import ENV_FILL_WEIGHTS, ENV_WEIGHTS, WeightsMissing
 from EmphysemaXAILib.volume import CTVolume
-
-from helpers import run_cli, shared
 
 
 def dice(a, b):

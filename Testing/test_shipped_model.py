@@ -5,14 +5,20 @@ import re
 
 import numpy as np
 import pytest
+from helpers import PROJECT
 
 from EmphysemaXAILib.analysis.robust_extent import naive_laa950_pct
 from EmphysemaXAILib.io.files import sha256
-from EmphysemaXAILib.model.checkpoint import (CONFIG_FILE, SEVERITY_V1_DIR, SEVERITY_V1_SHA256, SHIPPED_DIR,
-                                              SHIPPED_SHA256, WEIGHTS_FILE, load_model)
+from EmphysemaXAILib.model.checkpoint import (
+    CONFIG_FILE,
+    SEVERITY_V1_DIR,
+    SEVERITY_V1_SHA256,
+    SHIPPED_DIR,
+    SHIPPED_SHA256,
+    WEIGHTS_FILE,
+    load_model,
+)
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
-
-from helpers import PROJECT
 
 
 @pytest.mark.parametrize("folder, digest, kind, command", [
@@ -90,9 +96,8 @@ def test_one_slice_input_is_graded_with_a_note(tmp_path):
     """A single axial image works end to end; the output says the estimate covers one slice."""
     import SimpleITK as sitk
 
-    from EmphysemaXAILib.pipeline import analyze_case
-
     from EmphysemaXAILib.options import AnalysisOptions
+    from EmphysemaXAILib.pipeline import analyze_case
     from EmphysemaXAILib.volume import CTVolume
 
     phantom = generate_phantom(PhantomParams(extent_pct=15, pattern="mixed", size="medium", seed=990004))

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from helpers import run_cli, shared
 
 

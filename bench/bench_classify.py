@@ -19,8 +19,8 @@ import time
 def main() -> None:
     import torch
 
-    from EmphysemaXAILib.model.checkpoint import SEVERITY_V1_DIR, SHIPPED_DIR
     from EmphysemaXAILib.model import open_predictor
+    from EmphysemaXAILib.model.checkpoint import SEVERITY_V1_DIR, SHIPPED_DIR
     from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

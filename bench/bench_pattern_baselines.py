@@ -40,8 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "EmphysemaXAI"))
 
-from EmphysemaXAILib.model import pattern_baselines as PB  # noqa: E402
 from EmphysemaXAILib.analysis.patterns import PATTERN_GROUPS, PATTERNS  # noqa: E402
+from EmphysemaXAILib.model import pattern_baselines as PB  # noqa: E402
 from EmphysemaXAILib.model.cip_patches import load_cip_patches, patch_folds  # noqa: E402
 
 SHIFT_HU, SHIFT_NOISE_HU = 60.0, 40.0

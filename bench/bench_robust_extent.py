@@ -48,8 +48,8 @@ FACTORS = (1.0, 0.75, 1.25)
 
 # ---------------------------------------------------------------- data
 def load_series(name):
-    from EmphysemaXAILib.io.read import read_ct
     from EmphysemaXAILib.analysis.air import measure_air_noise
+    from EmphysemaXAILib.io.read import read_ct
     from EmphysemaXAILib.volume import CTVolume
 
     if name == "ct64":
@@ -232,8 +232,8 @@ def main() -> None:
               + ", ".join(f"{n} {v:.2f}" for n, v in values.items())
               + f" ({time.perf_counter() - start:.1f} s)")
     if not args.no_phantoms:
-        from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
         from EmphysemaXAILib.analysis.air import measure_air_noise
+        from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
         errors = {n: [] for n in HIST_CANDIDATES}
         for seed, extent in ((21, 0), (22, 10), (23, 25)):

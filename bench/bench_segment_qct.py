@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
-
 from common import full_phantom, lungmask_seconds, timed
 
 

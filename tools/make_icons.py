@@ -41,10 +41,10 @@ def screenshot(path: Path) -> None:
     from EmphysemaXAILib.mrml.app import bootstrap
     from EmphysemaXAILib.mrml.render import ras_offset, render_slice
     from EmphysemaXAILib.mrml.scene_export import build_case_scene
+    from EmphysemaXAILib.options import AnalysisOptions
     from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
     from EmphysemaXAILib.phantom.io import write_phantom
     from EmphysemaXAILib.pipeline import analyze_case
-    from EmphysemaXAILib.options import AnalysisOptions
 
     phantom = generate_phantom(PhantomParams(size="medium", seed=3, extent_pct=18, pattern="mixed"))
     with tempfile.TemporaryDirectory() as folder:

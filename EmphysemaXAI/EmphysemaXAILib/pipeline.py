@@ -84,8 +84,8 @@ def _predictor(model, device: str, warnings: list):
     if model is None:
         return None
     try:
-        from .model.checkpoint import shipped_available
         from .model import open_predictor
+        from .model.checkpoint import shipped_available
     except ImportError as error:  # torch / monai missing: QCT still runs
         warnings.append(f"no severity model: {error.name} is not installed (pip install the package's requirements)")
         return None
@@ -156,9 +156,9 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
     model, explain, explain_target = options.model_folder, options.explain, options.explain_target
     qct_config = options.qct_config()
     from .analysis.calibration import calibration_from_qc
-    from .io.read import read_ct
     from .analysis.qc import check_lung_cut, run_qc
     from .analysis.qct import measure_qct
+    from .io.read import read_ct
     from .segmentation import Segmentation, segment_lungs, user_lung_labels
 
     timings: dict = {}

@@ -12,7 +12,6 @@ from scipy import ndimage
 from ..volume import CTVolume
 from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, coarse_anatomy, coarse_steps, robust_noise
 
-
 MIN_AIR_VOXELS = 2000           # outside-air voxels (coarse grid) enough to measure air there
 TRACHEA_MAX_AREA_MM2 = 800.0    # air in the body on a slice above the apices up to this is trachea
 #: Tracheal air core: lumen voxels at least this far (mm, and TRACHEA_CORE_PIXELS pixels)

@@ -11,7 +11,6 @@ from scipy import ndimage
 from ..volume import CTVolume
 from .air import parabola_shift
 
-
 CONTRAST_BLOOD_HU = 130.0          # blood above this is contrast enhanced (HU)
 CONTRAST_MIN_ML = 15.0             # a blood pool, or soft tissue enough to measure blood (ml)
 BLOOD_SEARCH_HU = (-60.0, 150.0)   # where the soft-tissue peak is looked for (HU)

@@ -24,7 +24,6 @@ from .air import MIN_AIR_VOXELS, air_mode, air_noise, trachea_air
 from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, coarse_anatomy
 from .blood import check_contrast
 
-
 PROFILES = QC_PROFILES  # the one home of the choice list: options.py
 
 # Thresholds in one place (units in the names); the air's and blood's are in air.py and blood.py.

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..volume import IN_PLANE
 from .regions import REGION_NAMES, LungRegions, lung_regions
 from .severity import SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
-from ..volume import IN_PLANE
 
 METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "kurtosis", "mode_hu",
                "median_hu", "perc10_hu", "perc15_hu", "laa950_pct", "laa925_pct", "laa910_pct",

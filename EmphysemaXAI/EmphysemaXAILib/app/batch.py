@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
+from ..errors import InputError
 from ..io.atomic import write_atomic
 from ..io.signals import Terminated, signals_deferred
-from ..errors import InputError
-from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
 from ..options import AnalysisOptions
 from .case_files import write_case, zone_note
 from .find_cases import find_cases

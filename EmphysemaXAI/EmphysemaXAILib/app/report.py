@@ -13,8 +13,18 @@ from pathlib import Path
 
 from ..analysis.patterns import MAIN_REGIONS, PATTERNS, pattern_rows, pattern_summary
 from ..notices import NOT_CLINICAL
-from .report_figures import (MIN_SLICES_FOR_CORONAL, SLICER_VIEW_NAMES, attribution_views, cnn_views,
-                             histogram_figure, laa_views, pattern_views, slicer_views, teaching_view, zones_figure)
+from .report_figures import (
+    MIN_SLICES_FOR_CORONAL,
+    SLICER_VIEW_NAMES,
+    attribution_views,
+    cnn_views,
+    histogram_figure,
+    laa_views,
+    pattern_views,
+    slicer_views,
+    teaching_view,
+    zones_figure,
+)
 
 
 def write_report(result, path, views: dict | None = None) -> Path:

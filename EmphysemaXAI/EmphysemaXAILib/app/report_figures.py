@@ -15,7 +15,6 @@ import numpy as np
 
 from ..analysis.patterns import PATTERN_COLORS, PATTERNS
 
-
 #: LAA map colours by cluster size class (1 < 5 mm, 2 5-10, 3 10-20, 4 >= 20 mm).
 LAA_COLORS = ("#ffe066", "#ff9f1c", "#e63946", "#9d4edd")
 LAA_NAMES = ("< 5 mm", "5-10 mm", "10-20 mm", ">= 20 mm")

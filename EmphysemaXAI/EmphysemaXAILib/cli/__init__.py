@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import ExcludedError, InputError
 from ..io.signals import Terminated, signal_handlers
 from ..notices import NOT_CLINICAL
-from . import inputs, case, cohort, models, embeddings  # noqa: F401,I001  (registration order = help order)
+from . import case, cohort, embeddings, inputs, models  # noqa: F401,I001  (registration order = help order)
 from .registry import COMMANDS, add_config
 
 __all__ = ["COMMANDS", "build_parser", "main"]

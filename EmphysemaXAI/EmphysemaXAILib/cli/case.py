@@ -10,10 +10,20 @@ import numpy as np
 from ..errors import ExcludedError, InputError
 from ..io.atomic import atomic_folder, write_files_atomic
 from ..io.outputs import Output, claim_outputs
-from ..options import EXPLAIN_TARGETS, build_options
 from ..notices import NOT_CLINICAL
-from .registry import (add_class_from, add_ct_input, add_engine, add_model, add_out, add_overwrite, command,
-                       methods, model_choice, model_input)
+from ..options import EXPLAIN_TARGETS, build_options
+from .registry import (
+    add_class_from,
+    add_ct_input,
+    add_engine,
+    add_model,
+    add_out,
+    add_overwrite,
+    command,
+    methods,
+    model_choice,
+    model_input,
+)
 from .show import print_lines, print_warnings, progress
 
 DEMO_EXTENT_PCT = 12.0

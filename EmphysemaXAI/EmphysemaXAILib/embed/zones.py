@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
 from ..analysis.regions import THIRDS
+from ..errors import InputError
 
 HU_CLIP = (-1000.0, 400.0)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.tiles import from_working_grid, paint_maps
 from ..analysis.regions import lung_regions
+from ..model.tiles import from_working_grid, paint_maps
 from .methods import EXPENSIVE, attribute
 
 

@@ -18,7 +18,6 @@ from ..volume import SeriesInfo
 from .dicom_header import header_text
 from .files import DICOM_SUFFIXES, VOLUME_SUFFIXES
 
-
 #: Files never worth a warning when they are not DICOM images.
 _NOT_IMAGES = {".txt", ".md", ".json", ".xml", ".csv", ".html", ".pdf", ".png", ".jpg",
                ".jpeg", ".gz", ".zip", ".py", ".log", ".ini"} | set(VOLUME_SUFFIXES)

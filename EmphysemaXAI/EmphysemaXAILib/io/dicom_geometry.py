@@ -20,9 +20,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import OUTSIDE_FOV_HU, CTVolume
-from .dicom_header import (as_float, header_get, header_number, name_list, raw_number, shown_value, tag_label,
-                           value_items)
-
+from .dicom_header import (
+    as_float,
+    header_get,
+    header_number,
+    name_list,
+    raw_number,
+    shown_value,
+    tag_label,
+    value_items,
+)
 
 #: Relative + absolute tolerance on slice spacing (mm): header rounding jitter stays inside.
 SPACING_RTOL = 0.01

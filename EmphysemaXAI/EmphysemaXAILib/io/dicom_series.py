@@ -21,11 +21,25 @@ import pydicom
 from ..errors import InputError
 from ..volume import CTVolume
 from .dicom_folder import choose_series, read_header, scan_folder, series_info
-from .dicom_geometry import (axes_or_axial, consistent_slices, image_orientation, order_slices, pixel_spacing,
-                             regular_volume)
-from .dicom_header import (acquisition_facts, header_get, header_number, header_text, identity_facts, name_list,
-                           raw_number, shown_value, tag_label)
-
+from .dicom_geometry import (
+    axes_or_axial,
+    consistent_slices,
+    image_orientation,
+    order_slices,
+    pixel_spacing,
+    regular_volume,
+)
+from .dicom_header import (
+    acquisition_facts,
+    header_get,
+    header_number,
+    header_text,
+    identity_facts,
+    name_list,
+    raw_number,
+    shown_value,
+    tag_label,
+)
 
 #: Starts of the PhotometricInterpretation values of colour images (screenshots, captures).
 _COLOUR_PHOTOMETRIC = ("RGB", "ARGB", "CMYK", "HSV", "PALETTE", "YBR")

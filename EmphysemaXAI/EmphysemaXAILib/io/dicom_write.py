@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 #: Stored value = HU - RESCALE_INTERCEPT (signed 16-bit), as most scanners store CT.
 RESCALE_INTERCEPT = -1024

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import CLAIMS, empty_dir
 from ..errors import InputError
+from .atomic import CLAIMS, empty_dir
 from .signals import signals_deferred
 
 try:

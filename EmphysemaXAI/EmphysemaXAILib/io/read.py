@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+from ..volume import CTVolume
 from .dicom_folder import looks_like_dicom
 from .dicom_series import read_dicom_series
-from ..errors import InputError
-from .image_headers import (check_grid, check_metaimage_header, check_nifti, check_nrrd_header,
-                            native_output_silenced)
-from ..volume import CTVolume
 from .files import DICOM_SUFFIXES, PLANE_SUFFIXES, VOLUME_KINDS, image_suffix
+from .image_headers import check_grid, check_metaimage_header, check_nifti, check_nrrd_header, native_output_silenced
 
 
 def read_ct(path, series_uid: str | None = None, keep_identity: bool = False,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
 from ..analysis.severity import SEVERITY_CLASSES
+from ..errors import InputError
 from .models import QCT_COLUMNS
 
 NEGATIVE_NAMES = {"0", "0.0", "none", "negative", "normal", "healthy", "no", "false", "control", "absent"}

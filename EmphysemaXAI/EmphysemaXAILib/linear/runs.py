@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.atomic import atomic_folder
 from ..errors import InputError
+from ..io.atomic import atomic_folder
 from ..io.files import sha256
 from .inputs import Cohort, load_cohort
 from .models import BASE_VARIANTS, build_classifier, build_regressor, describe, variant_names

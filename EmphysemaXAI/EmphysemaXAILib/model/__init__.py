@@ -19,8 +19,17 @@ Modules by role:
   (``train-patterns``), ``pattern_images`` (``patterns``: classify 2D images).
 """
 from .case_extent import SeverityResult
-from .checkpoint import (CONFIG_FILE, SEVERITY_V1_DIR, SHIPPED_DIR, WEIGHTS_FILE, load_model, model_dir, pick_device,
-                         save_model, shipped_available)
+from .checkpoint import (
+                         CONFIG_FILE,
+                         SEVERITY_V1_DIR,
+                         SHIPPED_DIR,
+                         WEIGHTS_FILE,
+                         load_model,
+                         model_dir,
+                         pick_device,
+                         save_model,
+                         shipped_available,
+)
 from .predictors import open_predictor
 
 __all__ = ["CONFIG_FILE", "SEVERITY_V1_DIR", "SHIPPED_DIR", "WEIGHTS_FILE", "SeverityResult", "load_model", "model_dir",

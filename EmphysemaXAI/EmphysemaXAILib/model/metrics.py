@@ -13,9 +13,15 @@ from ..analysis.severity import SEVERITY_CLASSES, SEVERITY_CUTPOINTS
 
 
 def _classification(y_true, y_pred, proba) -> dict:
-    from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score,
-                                 cohen_kappa_score, confusion_matrix, precision_recall_fscore_support,
-                                 roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     labels = list(range(len(SEVERITY_CLASSES)))
     out = {"n": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred)),

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, group_probabilities
 from ..errors import InputError
 from ..io.files import DICOM_SUFFIXES, VOLUME_SUFFIXES
-from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, group_probabilities
 
 LUNG_HU = (-1150.0, -500.0)   # a lung image in HU has at least MIN_LUNG_SHARE of its pixels here
 MIN_LUNG_SHARE = 0.05         # (an expert's paraseptal patch can be mostly chest wall: median -81 HU)

@@ -30,8 +30,7 @@ from .case_extent import extent_sigma, fit_calibration
 from .checkpoint import CONFIG_FILE, save_model
 from .cip_patches import load_cip_patches, patch_folds
 from .pattern_infer import PatternPredictor
-from .pattern_training import (PatternTrainConfig, config_record, phantom_patches, predict_patches,
-                               train_pattern_model)
+from .pattern_training import PatternTrainConfig, config_record, phantom_patches, predict_patches, train_pattern_model
 from .phantom_cohort import phantom_design
 
 SLICE_MM = 2.0        # distance between the axial images the model looks at on a case

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.transforms import (Compose, Rand2DElasticd, RandFlipd, RandGaussianNoised, RandRotated,
-                              RandShiftIntensityd)
+from monai.transforms import Compose, Rand2DElasticd, RandFlipd, RandGaussianNoised, RandRotated, RandShiftIntensityd
 
 from ..analysis.regions import slice_thirds
 from .tiles import FILL_HU, extract_tiles, tile_corners, to_working_grid

@@ -20,10 +20,9 @@ import shutil
 import tempfile
 import types
 
-import vtk
-
 import slicer
 import slicer.util
+import vtk
 
 _STATE: dict = {}
 #: (process id, folder) of the scratch folders ``bootstrap`` made in the temporary directory;

@@ -7,10 +7,9 @@ label maps are (z, y, x) on the CT grid, so they share the CT volume node's IJK-
 from __future__ import annotations
 
 import numpy as np
-import vtk
-
 import slicer
 import slicer.util
+import vtk
 
 from ..analysis.patterns import PATTERN_COLORS
 

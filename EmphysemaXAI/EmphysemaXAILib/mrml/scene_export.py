@@ -13,12 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.patterns import PATTERNS, pattern_rows, pattern_summary
 from ..app.report_figures import MIN_SLICES_FOR_CORONAL
 from .app import bootstrap
-from ..analysis.patterns import PATTERNS, pattern_rows, pattern_summary
-from .nodes import (attribution_color_node, attribution_rendering, label_overlay, laa_color_node,
-                    lung_segmentation_node, lung_surface_models, overlay_volume, pattern_color_node,
-                    style_attribution, table_node, volume_rendering)
+from .nodes import (
+    attribution_color_node,
+    attribution_rendering,
+    laa_color_node,
+    label_overlay,
+    lung_segmentation_node,
+    lung_surface_models,
+    overlay_volume,
+    pattern_color_node,
+    style_attribution,
+    table_node,
+    volume_rendering,
+)
 from .volumes import volume_node_from_ct
 
 QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",

@@ -7,9 +7,8 @@ its (z, y, x) order (``slicer.util.arrayFromVolume`` order), so no voxel is move
 from __future__ import annotations
 
 import numpy as np
-import vtk
-
 import slicer.util
+import vtk
 
 from ..volume import CTVolume
 

@@ -20,7 +20,7 @@ from .body import build_torso
 from .lesions import LESION_MAX_HU, LesionPlacer, default_zones, zone_targets
 from .params import SIZES, SUBTYPE_CODES, SUBTYPES, Anatomy, PhantomParams
 from .scanner import acquire, noise_sd
-from .tubes import Grid, aorta, airway_tree, rasterize, vessel_trees
+from .tubes import Grid, airway_tree, aorta, rasterize, vessel_trees
 
 VERSION = 1
 NONLESION_MIN_HU = -948.0  # parenchyma texture never dips below this (truth: >= -950)

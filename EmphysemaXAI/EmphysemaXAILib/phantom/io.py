@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_folder
 from ..errors import InputError
+from ..io.atomic import atomic_folder
 
 FORMATS = ("dicom", "nrrd", "nifti")
 

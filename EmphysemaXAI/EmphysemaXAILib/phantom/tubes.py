@@ -14,7 +14,6 @@ import numpy as np
 
 from ..analysis.regions import LOBE_CODES
 
-
 #: Where the trunks of each lobe start, relative to its lobar bronchus end (mm).
 TREE_ROOT_OFFSETS = (np.array([0.0, -5.0, 4.0]), np.array([0.0, 6.0, -6.0]))
 

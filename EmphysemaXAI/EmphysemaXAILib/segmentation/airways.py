@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-
 AIRWAY_START_HU = -950.0
 AIRWAY_MIN_HU = -1010.0
 AIRWAY_MAX_ML = 200.0           # trachea + main + lobar bronchi hold well under this

@@ -25,7 +25,6 @@ from scipy import ndimage
 from .airways import grow_airways
 from .lung_air import LUNG_AIR_HU, enclosed_lung_air
 
-
 OUTSIDE_FOV_BELOW_HU = -1500.0  # voxels below this are padding or outside the field of view
 AIRWAY_WALL_MM = 2.0
 AIRWAY_RIM_MM = 3.0

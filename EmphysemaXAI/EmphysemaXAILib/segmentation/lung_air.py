@@ -16,7 +16,6 @@ from scipy import ndimage
 from ..volume import IN_PLANE
 from .airways import TRACHEA_AREA_MM2
 
-
 LUNG_AIR_HU = -400.0            # lung / soft-tissue boundary (midway between -860 and 40)
 PARENCHYMA_HU = (-960.0, -500.0)  # what lung looks like (pure air -1000 is gas or airway)
 MIN_LUNG_ML = 2.0
