@@ -12,6 +12,7 @@ evaluate, explain-eval), :mod:`.embeddings` (embed, fit-linear).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 import time
@@ -23,10 +24,14 @@ from .. import __version__
 from ..errors import ExcludedError, InputError
 from ..io.signals import Terminated, signal_handlers
 from ..notices import NOT_CLINICAL
-from . import case, cohort, embeddings, inputs, models  # noqa: F401,I001  (registration order = help order)
 from .registry import COMMANDS, add_config
 
 __all__ = ["COMMANDS", "build_parser", "main"]
+
+#: the command modules, in the order their commands appear in ``--help`` (importing registers them)
+COMMAND_MODULES = ("inputs", "case", "cohort", "models", "embeddings")
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
