@@ -2,3 +2,5 @@
 
 Runs unchanged inside the Slicer application and headless on the ``slicer-core`` wheel.
 """
+
+__all__ = ["app", "module_logic", "nodes", "render", "scene_export", "volumes"]
