@@ -30,15 +30,6 @@ from EmphysemaXAILib.options import DEVICES, ENGINES, PANEL_FIELDS, QC_PROFILES
 REQUIREMENTS_FILE = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
 
 
-def requirements():
-    """(import name, pip requirement) of each line of Resources/requirements.txt."""
-    import re
-
-    with open(REQUIREMENTS_FILE, encoding="utf-8") as handle:
-        lines = [line.split("#")[0].strip() for line in handle]
-    return [(re.split(r"[<>=!~;\[ ]", line)[0].lower(), line) for line in lines if line]
-
-
 #
 # EmphysemaXAI
 #
@@ -118,8 +109,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._cancelRequested = False
-        self._worker = None
+        self._job = None  # EmphysemaXAILib.app.background.BackgroundAnalysis of the running analysis
         self._timer = None
         self._runInput = None
         self._resultNodes = {}
@@ -149,7 +139,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._cancelRequested = True
+        if self._job is not None:
+            self._job.cancel()
         if getattr(self, "_timer", None) is not None:
             self._timer.stop()
         self.removeObservers()
@@ -188,45 +179,40 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        ready = bool(self._worker is None and self._parameterNode and self._parameterNode.inputVolume)
+        ready = bool(self._job is None and self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready
         self.ui.recomputeButton.enabled = bool(ready and self._parameterNode.outputSegmentation)
         self.ui.applyButton.toolTip = _("Run the analysis") if ready else _("Select a chest CT volume")
-
-    def _progress(self, step, fraction, message) -> None:
-        """Progress from the worker thread: queued, shown by the GUI timer."""
-        self._messages.put((fraction, message))
 
     def _poll(self) -> None:
         """GUI timer: show queued progress; when the worker is done, show results or the error."""
         import time
 
-        if self._worker is not None and self._worker.is_alive():
+        job = self._job
+        if job.running:
             time.sleep(0.02)  # Slicer's Qt loop does not release the GIL: give the worker a turn
-        while not self._messages.empty():
-            fraction, message = self._messages.get()
+        for fraction, message in job.progress():
             self.ui.progressBar.value = int(100 * fraction)
             self.ui.logTextBrowser.append(message)
-        if self._worker is None or self._worker.is_alive():
+        if job.running:
             return
         self._timer.stop()
-        self._worker = None
+        self._job = None
         self.ui.cancelButton.enabled = False
-        outcome = self._outcome
         try:
-            if isinstance(outcome.get("error"), Exception) and type(outcome["error"]).__name__ == "Cancelled":
+            if job.cancelled:
                 self.ui.logTextBrowser.append(_("Cancelled."))
-            elif "error" in outcome:
-                slicer.util.errorDisplay(_("The analysis failed: ") + str(outcome["error"]))
+            elif job.error is not None:
+                slicer.util.errorDisplay(_("The analysis failed: ") + str(job.error))
             elif self._parameterNode is not None and slicer.mrmlScene.IsNodePresent(self._runInput):
                 with slicer.util.tryWithErrorDisplay(_("Could not show the results."), waitCursor=True):
-                    nodes = self.logic.show(outcome["case"], self._runInput)
+                    nodes = self.logic.show(job.result, self._runInput)
                     self.logic.showResults(nodes)
                     self._resultNodes = nodes
                     self.ui.attributionMethodComboBox.clear()
                     self.ui.attributionMethodComboBox.addItems(list(nodes.get("attributions", {})))
                     self._parameterNode.outputSegmentation = nodes.get("segmentation", self._parameterNode.outputSegmentation)
-                    self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(outcome["case"]))
+                    self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(job.result))
         except Exception:  # already shown to the user by tryWithErrorDisplay
             logging.exception("EmphysemaXAI: showing results failed")
         finally:
@@ -235,41 +221,24 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _run(self, useEditedSegmentation: bool) -> None:
         """Read the inputs on the GUI thread, analyse in a worker thread (Slicer stays responsive;
         numpy, SciPy and torch release the GIL), build the result nodes on the GUI thread."""
-        import queue
-        import threading
-
         import qt
+
+        from EmphysemaXAILib.app.background import BackgroundAnalysis
 
         p = self._parameterNode
         segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not read the inputs."), waitCursor=True):
                 ct, mask = self.logic.prepare(p.inputVolume, segmentation)
-        except Exception:  # already shown to the user
-            return
-        self._runInput = p.inputVolume
-        self._cancelRequested = False
-        self._messages = queue.Queue()
-        self._outcome = {}
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Invalid settings."), waitCursor=True):
                 options = self.logic.optionsFromParameterNode(p)
         except Exception:  # already shown to the user
             return
-
-        def work():
-            try:
-                self._outcome["case"] = self.logic.analyze(ct, mask, options, progress=self._progress,
-                                                           cancel=lambda: self._cancelRequested)
-            except Exception as error:  # shown on the GUI thread
-                self._outcome["error"] = error
-
+        self._runInput = p.inputVolume
         self.ui.logTextBrowser.clear()
         self.ui.progressBar.value = 0
         self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False
         self.ui.cancelButton.enabled = True
-        self._worker = threading.Thread(target=work, daemon=True)
-        self._worker.start()
+        self._job = BackgroundAnalysis(ct, options, lung_mask=mask).start()
         self._checkCanApply()
         self._timer = qt.QTimer()
         self._timer.timeout.connect(self._poll)
@@ -282,7 +251,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run(useEditedSegmentation=True)
 
     def onCancelButton(self) -> None:
-        self._cancelRequested = True
+        if self._job is not None:
+            self._job.cancel()
         self.ui.logTextBrowser.append(_("Cancelling after the current step..."))
 
     def onLoadSampleButton(self) -> None:
@@ -336,28 +306,17 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def missingDependencies():
-        """Names of the required packages that do not import in Slicer's Python."""
-        import importlib.util
+        """Names of the required packages (Resources/requirements.txt) that do not import here."""
+        from EmphysemaXAILib.mrml.dependencies import missing_packages
 
-        return [name for name, _req in requirements() if importlib.util.find_spec(name) is None]
+        return missing_packages(REQUIREMENTS_FILE)
 
     @staticmethod
     def installDependencies(names):
-        """Install missing packages: torch through Slicer's PyTorch extension (it picks the CUDA
-        build for the GPU), the others with pip; never numpy / SimpleITK (Slicer ships them) and
-        never slicer-core (Slicer is the MRML)."""
-        if "torch" in names:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                raise RuntimeError("install the PyTorch extension (Extensions Manager), then retry") from None
-            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-        wanted = [req for name, req in requirements() if name in names and name != "torch"]
-        if wanted:
-            import torch
+        """Install missing packages: torch through Slicer's PyTorch extension, the others with pip."""
+        from EmphysemaXAILib.mrml.dependencies import install_packages
 
-            # keep the torch build the PyTorch extension chose (monai would otherwise pull another)
-            slicer.util.pip_install(" ".join(wanted + [f"torch=={torch.__version__}"]))
+        install_packages(REQUIREMENTS_FILE, names)
 
     # -- data
 
