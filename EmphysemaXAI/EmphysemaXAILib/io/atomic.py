@@ -143,7 +143,7 @@ def _may_replace(out: Path, overwrite) -> bool:
 
 def _appeared(out: Path) -> InputError:
     return InputError(f"{out} appeared while this run was writing it (another program wrote there); "
-                      "it was left as it is: choose another output or pass --overwrite")
+                      "it was left as it is: choose another output or pass overwrite=True (--overwrite)")
 
 
 def _install(new: Path, out: Path, replace: bool) -> None:

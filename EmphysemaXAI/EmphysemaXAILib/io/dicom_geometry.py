@@ -134,7 +134,7 @@ def consistent_slices(items, uid):
         found = "; ".join(f"{plane_name(g['normal'])}, {len(g['items'])} slices of "
                           f"{g['size'][1]} x {g['size'][0]}" for g in groups)
         raise InputError(f"series {uid} mixes stacks of different orientation ({found}) and none "
-                         "is axial: choose another series with --series, or split the series into "
+                         "is axial: choose another series (series_uid, --series), or split the series into "
                          "one stack per orientation (e.g. by ImageOrientationPatient) and give one")
     chosen = max((g for g in groups if g["axial"] >= best - 1e-6), key=lambda g: len(g["items"]))
     return chosen["items"], len(items) - len(chosen["items"])
@@ -274,7 +274,7 @@ def regular_volume(hu, items, positions, row, col, spacing, irregular, warnings)
     if np.any(steps < SPACING_ATOL):
         raise InputError(f"{int(np.sum(steps < SPACING_ATOL)) + 1} slices share a position "
                          "(several acquisitions or echoes in one series?): choose one with "
-                         "--series or split the series")
+                         "series_uid (--series) or split the series")
     total = along[-1] - along[0]
     # The regular step: the small end of the steps (gaps and thicker segments are larger).
     step = float(np.quantile(steps, 0.1))

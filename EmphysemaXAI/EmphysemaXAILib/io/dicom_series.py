@@ -92,7 +92,7 @@ def _read_dicom_series(path: Path, series_uid, keep_identity, irregular) -> CTVo
     warnings = [f"skipped unreadable file {p.name}: {reason}" for p, reason in skipped]
     if len(infos) > 1:
         warnings.append(f"the folder holds {len(infos)} series; read {chosen.uid} "
-                        f"({chosen.slices} slices); choose another with --series")
+                        f"({chosen.slices} slices); choose another with series_uid (--series)")
 
     items = _grey_slices(items, chosen.uid, warnings)
     items, dropped = consistent_slices(items, chosen.uid)
@@ -161,7 +161,7 @@ def _grey_slices(items, uid, warnings):
         path, ds = colour[0]
         raise InputError(f"{path.name}: a colour image ({_colour(ds)}), not CT: series {uid} holds "
                          "screenshots or secondary captures, which carry no Hounsfield units; give "
-                         "the original CT series (`info` lists the series; choose one with --series)")
+                         "the original CT series (`info` lists the series; choose one with series_uid, --series)")
     warnings.append(f"ignored {len(colour)} colour (non-CT) images of the series "
                     f"({name_list([p for p, _ in colour])})")
     return [(p, ds) for p, ds in items if not _colour(ds)]
