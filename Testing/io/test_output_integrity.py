@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from EmphysemaXAILib.errors import InputError
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
@@ -496,3 +497,22 @@ def test_one_slice_summary_says_zones_are_not_the_whole_lung(case, tmp_path):
         assert result.returncode == 0, result.stderr
         assert "do not describe the whole lung" in result.stdout, result.stdout
         assert "do not describe the whole lung" in result.stderr
+
+
+def test_one_rule_for_an_output_that_exists(tmp_path):
+    """io.atomic.refuse_existing: refused unless overwrite; an empty folder is free only when
+    the caller allows it; the advice can be the caller's."""
+    from EmphysemaXAILib.io.atomic import refuse_existing
+
+    free, empty, full = tmp_path / "free", tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    full.mkdir()
+    (full / "x").write_text("x")
+    refuse_existing(free, False)
+    refuse_existing(empty, False, allow_empty=True)
+    refuse_existing(full, True)
+    for path, kwargs, needle in ((empty, {}, "exists: choose another folder"),
+                                 (full, {"allow_empty": True}, "exists and is not empty"),
+                                 (full, {"hint": "pass resume=True"}, "exists: pass resume=True")):
+        with pytest.raises(InputError, match=needle):
+            refuse_existing(path, False, **kwargs)

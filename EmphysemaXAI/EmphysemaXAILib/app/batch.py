@@ -20,7 +20,7 @@ import numpy as np
 
 from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
 from ..errors import InputError
-from ..io.atomic import write_atomic
+from ..io.atomic import refuse_existing, write_atomic
 from ..io.signals import Terminated, signals_deferred
 from ..options import AnalysisOptions
 from .case_files import write_case, zone_note
@@ -192,9 +192,9 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     if out == top or out in top.parents:
         raise InputError(f"out_dir {out} {'is' if out == top else 'contains'} the batch root {top}: "
                          "choose an output folder outside it or a new subfolder of it")
-    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
-        raise InputError(f"{out} exists: pass resume=True (--resume) to finish that batch, overwrite=True (--overwrite) to analyse every "
-                         "case again, or choose another folder")
+    refuse_existing(out, resume or overwrite, allow_empty=True,
+                    hint="pass resume=True (--resume) to finish that batch, overwrite=True (--overwrite) to analyse "
+                         "every case again, or choose another folder")
     cases = find_cases(root, exclude=[out])
     if not cases:
         raise InputError(f"{root}: no DICOM series or image file found")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..analysis.patterns import PATTERN_CSV, PATTERN_FILE, pattern_columns, pattern_rows
 from ..errors import InputError
-from ..io.atomic import atomic_folder
+from ..io.atomic import atomic_folder, refuse_existing
 from ..pipeline import CaseResult
 
 
@@ -22,8 +22,7 @@ def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool 
     """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``),
     through a temporary folder renamed at the end (see :func:`write_case_files`)."""
     out = Path(out_dir).resolve()
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists: choose another folder or pass overwrite=True (--overwrite)")
+    refuse_existing(out, overwrite)
     check_scene_support(scene)
     with atomic_folder(out, overwrite=overwrite) as work:
         write_case_files(result, work, report=report, scene=scene)

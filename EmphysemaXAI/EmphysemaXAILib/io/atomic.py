@@ -131,6 +131,15 @@ def empty_dir(path: Path) -> bool:
         return False
 
 
+def refuse_existing(out: Path, overwrite: bool, *, allow_empty: bool = False, noun: str = "folder",
+                    hint: str | None = None) -> None:
+    """The one rule for an output path that exists: refused (InputError) unless ``overwrite``;
+    with ``allow_empty`` an empty folder counts as free. ``hint`` replaces the default advice."""
+    if os.path.lexists(out) and not overwrite and not (allow_empty and empty_dir(Path(out))):
+        advice = hint or f"choose another {noun} or pass overwrite=True (--overwrite)"
+        raise InputError(f"{out} exists{' and is not empty' if allow_empty and Path(out).is_dir() else ''}: {advice}")
+
+
 def _may_replace(out: Path, overwrite) -> bool:
     """Whether an existing ``out`` may be replaced: ``overwrite`` when given, else what the
     front end's claim says, else whether it existed when writing started (the caller chose)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .atomic import CLAIMS, empty_dir
+from .atomic import CLAIMS, refuse_existing
 from .signals import signals_deferred
 
 try:
@@ -173,8 +173,7 @@ def check_outputs(inputs, outputs, overwrite: bool = False, *, allow_empty: bool
                              "(a file is never replaced by a folder)")
         if exists and output.kind == "file" and out.is_dir():
             raise InputError(f"{flag}{out} is a folder, not a file: give a file path")
-        if exists and not overwrite and not (allow_empty and empty_dir(out)):
-            raise InputError(f"{out} exists: choose another {noun} or pass --overwrite")
+        refuse_existing(out, overwrite, allow_empty=allow_empty, noun=noun)
         base = _nearest_existing(out.parent)
         if not base.is_dir():
             raise InputError(f"cannot write {out}: {base} is a file, not a folder; choose another {noun}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import atomic_folder
+from ..io.atomic import atomic_folder, refuse_existing
 
 FORMATS = ("dicom", "nrrd", "nifti")
 
@@ -46,8 +46,7 @@ def write_phantom(phantom, out_dir, fmt: str = "dicom", preview=None, overwrite:
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out_dir).resolve()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} exists and is not empty: choose another folder or pass overwrite=True (--overwrite)")
+    refuse_existing(out, overwrite, allow_empty=True)
     with atomic_folder(out) as work:
         ct, truth = phantom.ct, dict(phantom.truth)
         if fmt == "dicom":
