@@ -66,10 +66,12 @@ def main() -> None:
         for name in args.backbones.split(","):
             base, _, mode = name.partition(":")
             weights = random_resnet152(Path(folder)) if base == "resnet152" else None
-            backbone, load_s = timed(lambda: load_backbone(base, weights=weights, mode=mode or "lung"))
-            _, warm_s = timed(lambda: case_row(ct, labels, backbone, "bench"))
-            network = [timed(lambda: backbone.embed_zones(patches))[1] for _ in range(args.repeats)]
-            rows = [timed(lambda: case_row(ct, labels, backbone, "bench"))[1] for _ in range(args.repeats)]
+            backbone, load_s = timed(lambda base=base, weights=weights, mode=mode:
+                                     load_backbone(base, weights=weights, mode=mode or "lung"))
+            _, warm_s = timed(lambda backbone=backbone: case_row(ct, labels, backbone, "bench"))
+            network = [timed(lambda backbone=backbone: backbone.embed_zones(patches))[1] for _ in range(args.repeats)]
+            rows = [timed(lambda backbone=backbone: case_row(ct, labels, backbone, "bench"))[1]
+                    for _ in range(args.repeats)]
             print(f"{name:>26} {backbone.dim:5d} {load_s:7.2f} {warm_s:10.2f} {statistics.median(network):10.3f} "
                   f"{statistics.median(rows):15.3f} {max(rows):12.3f}")
     print("goal: row s <= 2 s per case on 2 CPU cores (efficientnet-lite0); reading and segmentation excluded")

@@ -34,7 +34,7 @@ def main() -> None:
         times = []
         for repeat in range(args.repeats):
             params = PhantomParams(extent_pct=15, pattern="mixed", size=size, seed=100 + repeat)
-            phantom, seconds = timed(lambda: generate_phantom(params))
+            phantom, seconds = timed(lambda params=params: generate_phantom(params))
             times.append(seconds)
         phantoms[size] = (phantom, min(times))
         print(f"{size:8} {'mixed 15%':14} {'x'.join(map(str, phantom.ct.shape)):16} "
@@ -47,7 +47,8 @@ def main() -> None:
         if size not in phantoms:
             continue
         phantom, generation = phantoms[size]
-        batch, seconds = timed(lambda: sample_patches(phantom, count, size=64, slices=3, rng=0))
+        batch, seconds = timed(lambda phantom=phantom, count=count:
+                               sample_patches(phantom, count, size=64, slices=3, rng=0))
         assert len(batch) == count and np.isfinite(batch.emphysema_fraction).all()
         print(f"{size:8} {count:8d} {seconds:8.2f} {count / seconds:21.0f} "
               f"{count / (generation + seconds):38.0f}")

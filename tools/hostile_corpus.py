@@ -969,7 +969,7 @@ def _oblique(image, degrees: float, fill: float, interpolator=None):
     corners = np.array([origin + np.array(idx) * (size - 1) * spacing for idx in np.ndindex(2, 2, 2)])
     local = corners @ rotation  # coordinates along the rotated axes (the input's direction is identity)
     low, high = local.min(axis=0), local.max(axis=0)
-    out_size = [int(np.ceil((h - l) / s)) + 1 for l, h, s in zip(low, high, spacing)]
+    out_size = [int(np.ceil((h - lo) / s)) + 1 for lo, h, s in zip(low, high, spacing)]
     return sitk.Resample(image, out_size, sitk.Transform(), interpolator or sitk.sitkNearestNeighbor,
                          tuple(rotation @ low), tuple(spacing), tuple(rotation.ravel()), float(fill),
                          image.GetPixelID())

@@ -77,7 +77,7 @@ def test_analyze_writes_attribution_volumes_on_the_ct_grid(explained_case):
     assert set(summary["explanations"]) == {"gradcam", "ig", "attention", "occlusion"}
     ct = sitk.ReadImage(str(out / "lung_labels.nrrd"))
     lung = phantom.labels["lungs"] > 0
-    for method, entry in summary["explanations"].items():
+    for _, entry in summary["explanations"].items():
         image = sitk.ReadImage(str(out / entry["file"]))
         assert image.GetPixelID() == sitk.sitkFloat32
         assert image.GetSize() == ct.GetSize() and image.GetSpacing() == ct.GetSpacing()

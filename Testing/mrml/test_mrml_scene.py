@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-slicer = pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not installed")
+pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not installed")
 
 import slicer.util  # noqa: E402
 import vtk  # noqa: E402
@@ -13,7 +13,7 @@ from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
 from EmphysemaXAILib.mrml.nodes import LUNG_SEGMENTS, labels_from_segmentation_node  # noqa: E402
 from EmphysemaXAILib.mrml.scene_export import build_case_scene  # noqa: E402
-from EmphysemaXAILib.options import AnalysisOptions
+from EmphysemaXAILib.options import AnalysisOptions  # noqa: E402
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.phantom.io import write_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402

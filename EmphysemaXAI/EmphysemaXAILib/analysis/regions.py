@@ -90,9 +90,9 @@ def lung_regions(labels: np.ndarray, lobes: np.ndarray | None = None,
     masks = {"whole": np.ones(side.size, bool), "right": side == RIGHT, "left": side == LEFT}
     for index, name in enumerate(THIRDS):
         masks[name] = third == index
-    for index, name in enumerate(THIRDS):
+    for _, name in enumerate(THIRDS):
         masks[f"right_{name}"] = masks[name] & masks["right"]
-    for index, name in enumerate(THIRDS):
+    for _, name in enumerate(THIRDS):
         masks[f"left_{name}"] = masks[name] & masks["left"]
     regions.masks = {name: masks[name] for name in REGION_NAMES}
     if lobes is not None:

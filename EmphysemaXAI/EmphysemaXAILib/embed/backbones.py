@@ -169,7 +169,7 @@ class ImageNetBackbone(Backbone):
         by_shape = {}
         for k, image in enumerate(images):
             by_shape.setdefault(tuple(image.shape), []).append(k)
-        for shape, group in by_shape.items():
+        for _, group in by_shape.items():
             x = self._normalised(torch.stack([images[k] for k in group])).to(self.device)
             fmap = self.features(self.network, x)
             region = torch.stack([torch.as_tensor(np.asarray(masks[k], np.float32)) for k in group])

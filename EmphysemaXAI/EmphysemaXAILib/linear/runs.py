@@ -62,7 +62,7 @@ def fit_linear(features: pd.DataFrame, labels: pd.DataFrame, out_dir, *, model: 
         fold_of[test] = fold
     chosen = f"{model}+qct" if fuse_qct else model
 
-    results, probas, timings, caught = {}, {}, {}, []
+    results, probas, timings = {}, {}, {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for name in variant_names(bool(cohort.qct_columns), cohort.laa_pct is not None):

@@ -98,6 +98,7 @@ def load_model(path=None, device="cpu"):
     try:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (RuntimeError, KeyError) as exc:
-        raise InputError(f"{weights} does not fit the architecture in {config_path}: {str(exc).splitlines()[0]}")
+        raise InputError(f"{weights} does not fit the architecture in {config_path}: "
+                         f"{str(exc).splitlines()[0]}") from exc
     config["weights_sha256"] = digest
     return model.to(device).eval(), config

@@ -55,7 +55,7 @@ def load_cip_patches(path) -> PatchSet:
         cells, names = mat["EmphyPatch"][0], [str(np.asarray(n).ravel()[0]) for n in mat["classLabel"][0]]
     except (ValueError, KeyError, IndexError, TypeError, OSError) as exc:
         raise InputError(f"{path} is not CIP's EmphysemaPatches.mat ({exc}): expected the cells "
-                         "EmphyPatch and classLabel")
+                         "EmphyPatch and classLabel") from exc
     images, labels = [], []
     for cell, name in zip(cells, names):
         if name not in CIP_LABELS:

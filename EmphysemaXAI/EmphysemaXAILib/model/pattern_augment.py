@@ -40,6 +40,9 @@ class ScannerRanges:
     kernels: tuple = KERNELS
 
 
+DEFAULT_SCANNER_RANGES = ScannerRanges()
+
+
 def resample(images: torch.Tensor, source_mm: torch.Tensor, out_mm: float, out_size: int,
              generator: torch.Generator, mode: str = "bilinear") -> tuple:
     """(n, c, H, W) source images with pixel sizes ``source_mm`` (n,) -> (n, c, out_size, out_size)
@@ -96,7 +99,7 @@ def _uniform(n, lo_hi, generator):
 
 
 def scanner_augment(images: torch.Tensor, pixel_mm: float, generator: torch.Generator,
-                    ranges: ScannerRanges = ScannerRanges()) -> torch.Tensor:
+                    ranges: ScannerRanges = DEFAULT_SCANNER_RANGES) -> torch.Tensor:
     """(n, 1, H, W) HU at ``pixel_mm`` -> the same images as another scanner would have made
     them (steps 2-5 of the module docstring)."""
     n = images.shape[0]
