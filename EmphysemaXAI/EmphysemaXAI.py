@@ -78,7 +78,8 @@ class EmphysemaXAIParameterNode:
         (``EmphysemaXAILib.options.options_from_panel``: defaults < file < panel).
     modelPath - severity model folder (empty: the model shipped with the extension).
     device - where the CNN runs: auto (CUDA, MPS, CPU), cpu or cuda.
-    explainMethods - attribution maps to compute (comma-separated: gradcam, gradcampp, ig, attention, occlusion, smoothgrad).
+    explainMethods - attribution maps to compute (comma-separated: gradcam, gradcampp, ig, attention,
+        occlusion, smoothgrad).
     outputSegmentation - the lung segmentation written or updated by Apply.
     """
 
@@ -211,7 +212,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self._resultNodes = nodes
                     self.ui.attributionMethodComboBox.clear()
                     self.ui.attributionMethodComboBox.addItems(list(nodes.get("attributions", {})))
-                    self._parameterNode.outputSegmentation = nodes.get("segmentation", self._parameterNode.outputSegmentation)
+                    self._parameterNode.outputSegmentation = nodes.get("segmentation",
+                                                                       self._parameterNode.outputSegmentation)
                     self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(job.result))
         except Exception:  # already shown to the user by tryWithErrorDisplay
             logging.exception("EmphysemaXAI: showing results failed")

@@ -118,7 +118,8 @@ class AnalysisOptions:
                 raise InputError(f"{name} needs three increasing numbers, not {list(bounds)}")
         unknown = [m for m in self.explain or () if m not in EXPLAIN_METHODS]
         if unknown:
-            raise InputError(f"unknown explanation method {', '.join(unknown)}; choose from {', '.join(EXPLAIN_METHODS)}")
+            raise InputError(f"unknown explanation method {', '.join(unknown)}; "
+                             f"choose from {', '.join(EXPLAIN_METHODS)}")
         if self.explain and self.model == MODEL_NONE:
             raise InputError("explanations need the severity model: give a model, or no explanations")
 

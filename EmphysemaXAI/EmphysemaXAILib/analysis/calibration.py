@@ -152,7 +152,8 @@ def share_at_or_below(histogram: np.ndarray, offset: int, threshold: float, incl
     below_lo = float(histogram[:lo].sum())
     cumulative = below_lo + np.cumsum(histogram[lo:hi], dtype=np.float64)  # count <= v at v = lo..hi-1
     edges = np.arange(lo, hi) - offset + 0.5                                 # upper edge of bin v
-    counts = np.interp(points + 0.5, edges, cumulative, left=below_lo, right=cumulative[-1] if cumulative.size else below_lo)
+    counts = np.interp(points + 0.5, edges, cumulative, left=below_lo,
+                       right=cumulative[-1] if cumulative.size else below_lo)
     return float(counts.mean())
 
 

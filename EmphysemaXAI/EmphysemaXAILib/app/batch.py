@@ -75,8 +75,9 @@ def _worker_init() -> None:
 
 def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool = True, scene: bool = True) -> dict:
     """Analyse one case into ``out_root/cases/<case_id>`` with ``options`` (the case's own series
-    on top); never raises for a failing case (a failure is a row). A signal (Terminated, KeyboardInterrupt) stops it: nothing of the case
-    is left; in a worker process the worker then exits, in the main process it propagates."""
+    on top); never raises for a failing case (a failure is a row). A signal (Terminated,
+    KeyboardInterrupt) stops it: nothing of the case is left; in a worker process the worker then
+    exits, in the main process it propagates."""
     from ..pipeline import analyze_case
 
     row = dict.fromkeys(COHORT_COLUMNS)
@@ -152,7 +153,8 @@ def _cohort_row(case: dict, summary: dict) -> dict:
     if summary["qc"]["excluded"]:
         row.update(status="excluded", error="; ".join(summary["qc"]["errors"]))
         return row
-    slices = (summary["qc"].get("measures") or {}).get("n_slices") or (summary.get("input") or {}).get("shape", [None])[0]
+    slices = ((summary["qc"].get("measures") or {}).get("n_slices")
+              or (summary.get("input") or {}).get("shape", [None])[0])
     note = zone_note(slices)
     if note:
         row["notes"] = [note]

@@ -41,8 +41,9 @@ def check_scene_support(scene: bool) -> None:
 
 def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
     """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
-    (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``;
-    the scene needs Slicer's MRML: the application's or the slicer-core wheel)."""
+    (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless
+    ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``; the scene needs
+    Slicer's MRML: the application's or the slicer-core wheel)."""
     from ..phantom.io import save_label
 
     folder = Path(folder)

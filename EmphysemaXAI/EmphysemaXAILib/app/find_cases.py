@@ -58,8 +58,8 @@ def find_cases(root, exclude=()) -> list:
         for name in files_in[here]:
             if name.lower().endswith(VOLUME_SUFFIXES):
                 relative = (here / name).relative_to(root)
-                cases.append({"case_id": relative_case_id(relative), "source": relative.as_posix(), "path": str(here / name),
-                              "series_uid": None})
+                cases.append({"case_id": relative_case_id(relative), "source": relative.as_posix(),
+                              "path": str(here / name), "series_uid": None})
     with_images = {Path(c["path"]).parent for c in cases}
     series, skipped = scan_folder(root)
     by_folder = {}

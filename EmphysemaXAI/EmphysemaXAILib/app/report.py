@@ -62,8 +62,9 @@ def write_report(result, path, views: dict | None = None) -> Path:
             shown = ", ".join(SLICER_VIEW_NAMES.get(key, key) for key in views)
             parts.append(f"<h2>Slicer views</h2><p>Rendered by Slicer: {shown}.</p>"
                          f"<img src='{slicer_views(views, _shown_3d(result))}'>")
+        cnn_summary = result.severity.summary if result.severity is not None else None
         parts.append(f"<img src='{histogram_figure(ct, result.segmentation.labels, whole)}'>"
-                     f"<img src='{zones_figure(result.qct, result.severity.summary if result.severity is not None else None)}'>")
+                     f"<img src='{zones_figure(result.qct, cnn_summary)}'>")
         if result.explanations:
             parts.append(_explanation_section(result))
         columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "perc15_hu_calibrated", "laa950_pct",
@@ -106,7 +107,8 @@ def _cnn_section(severity) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in cnn["notes"])
     probabilities = _table([{"class": k, "probability": f"{v:.3f}"} for k, v in cnn["probabilities"].items()],
                            ["class", "probability"])
-    regions = _table([{"region": k, "extent %": f"{v:.2f}"} for k, v in cnn["extent_by_region"].items() if v is not None],
+    regions = _table([{"region": k, "extent %": f"{v:.2f}"} for k, v in cnn["extent_by_region"].items()
+                      if v is not None],
                      ["region", "extent %"])
     low = "<p class='warn'>Low confidence:</p>" if cnn["low_confidence"] else ""
     return (f"<h2>CNN severity: {html.escape(cnn['class'])}</h2>"
@@ -132,6 +134,8 @@ def _pattern_section(result) -> str:
         values = [row[f"{p}_pct"] for p in PATTERNS] + [row["emphysema_pct"]]
         shown.append(dict(zip(columns, [region] + ["" if v is None else f"{v:.1f}" for v in values])))
     probabilities = ", ".join(f"{p.replace('_', ' ')} {v:.2f}" for p, v in patterns["probabilities"].items())
+    table = _table(shown, columns)
+    views = pattern_views(result.ct, result.segmentation.labels, result.qct.laa_map, result.severity.pattern_labels)
     return (f"<h2 id='patterns'>Emphysema patterns: mostly {html.escape(patterns['dominant'].replace('_', ' '))}</h2>"
             f"<p>The pattern model labels every lung voxel with one of six patterns (CIP's classes: normal, "
             f"centrilobular mild / moderate / severe, paraseptal, panlobular); "
@@ -139,24 +143,27 @@ def _pattern_section(result) -> str:
             f"Lung-mean probabilities: {html.escape(probabilities)}. The shares are the model's labels, "
             "not a radiologist's reading; pattern_map.nrrd holds the map (codes 1-6 in this order, 0 outside "
             "the lung) and patterns.csv the table.</p>"
-            f"<h3>Share of lung in each pattern per region (%)</h3>{_table(shown, columns)}"
-            f"<img alt='pattern map beside the LAA map' src='"
-            f"{pattern_views(result.ct, result.segmentation.labels, result.qct.laa_map, result.severity.pattern_labels)}'>")
+            f"<h3>Share of lung in each pattern per region (%)</h3>{table}"
+            f"<img alt='pattern map beside the LAA map' src='{views}'>")
 
 
 def _explanation_section(result) -> str:
     explanations = result.explanations
     methods = list(explanations)
-    rows = [{"region": r, **{m: ("" if explanations[m].region_scores[r] is None else f"{explanations[m].region_scores[r]:.3f}")
+    rows = [{"region": r, **{m: ("" if explanations[m].region_scores[r] is None
+                                 else f"{explanations[m].region_scores[r]:.3f}")
                              for m in methods}} for r in next(iter(explanations.values())).region_scores]
     coverage = "".join(f"<li>{html.escape(m)}: {html.escape(e.summary()['coverage'])}, {e.seconds:.1f} s</li>"
                        for m, e in explanations.items())
     first = methods[0]
+    table = _table(rows, ["region"] + methods)
+    views = attribution_views(result.ct, result.segmentation.labels, result.qct.laa_map, explanations)
+    teaching = teaching_view(result.ct, result.segmentation.labels, result.qct.laa_map, first, explanations[first])
     return ("<h2>Explanations</h2><p>Attribution maps of the CNN's emphysema estimate on the CT grid "
             "(zero outside the lung). They show what the model used, not where disease is proven.</p>"
-            f"<ul>{coverage}</ul><h3>Share of positive attribution per region</h3>{_table(rows, ['region'] + methods)}"
-            f"<img src='{attribution_views(result.ct, result.segmentation.labels, result.qct.laa_map, explanations)}'>"
-            f"<h3>Teaching view</h3><img src='{teaching_view(result.ct, result.segmentation.labels, result.qct.laa_map, first, explanations[first])}'>")
+            f"<ul>{coverage}</ul><h3>Share of positive attribution per region</h3>{table}"
+            f"<img src='{views}'>"
+            f"<h3>Teaching view</h3><img src='{teaching}'>")
 
 
 def _shown_3d(result) -> str:

@@ -30,7 +30,8 @@ DEMO_EXTENT_PCT = 12.0
 
 
 def _weights_inputs(options) -> list:
-    return [("--lungmask-weights", options.lungmask_weights), ("--lungmask-fill-weights", options.lungmask_fill_weights)]
+    return [("--lungmask-weights", options.lungmask_weights),
+            ("--lungmask-fill-weights", options.lungmask_fill_weights)]
 
 
 def _segment_flags(parser) -> None:
@@ -53,7 +54,8 @@ def cmd_segment(args) -> int:
                             lungmask_fill_weights=args.lungmask_fill_weights, series_uid=args.series,
                             lobes=bool(args.lobes_out))
     inputs = [("the input", args.input), ("--config", args.config)] + _weights_inputs(options)
-    outputs = [Output("--out", args.out, "file"), Output("--lobes-out", args.lobes_out, "file") if args.lobes_out else None]
+    outputs = [Output("--out", args.out, "file"),
+               Output("--lobes-out", args.lobes_out, "file") if args.lobes_out else None]
     with claim_outputs(inputs, outputs, args.overwrite):
         ct = read_ct(args.input, series_uid=options.series_uid)
         result = segment_lungs(ct, engine=options.engine, lungmask_weights=options.lungmask_weights,

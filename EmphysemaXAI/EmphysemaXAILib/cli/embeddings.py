@@ -16,7 +16,8 @@ from .registry import add_backbone, add_json, add_out, add_overwrite, command
 
 def _embed_flags(parser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="CT cases (DICOM folders, NRRD, NIfTI)")
-    parser.add_argument("--images", metavar="DIR", help="a folder of 2D HU images (16-bit signed TIFF, DICOM slices) instead")
+    parser.add_argument("--images", metavar="DIR",
+                        help="a folder of 2D HU images (16-bit signed TIFF, DICOM slices) instead")
     add_out(parser, "the embeddings table", metavar="EMB.{parquet,csv}")
     add_backbone(parser)
     parser.add_argument("--engine", choices=ENGINES, default="auto",
@@ -37,7 +38,8 @@ def cmd_embed(args) -> int:
         raise InputError(f"{len(args.lung_mask)} --lung-mask files for {len(args.inputs)} inputs; give one per input")
     inputs = [("the input", p) for p in args.inputs] + [("--lung-mask", p) for p in args.lung_mask or ()]
     inputs += [("--images", args.images), ("--weights", args.weights)]
-    outputs = [Output("--out", args.out, "file"), Output("--preview", args.preview) if args.preview and not args.images else None]
+    outputs = [Output("--out", args.out, "file"),
+               Output("--preview", args.preview) if args.preview and not args.images else None]
     with claim_outputs(inputs, outputs, args.overwrite, allow_empty=True):  # refuses a non-empty --preview
         backbone = load_backbone(args.backbone, weights=args.weights)
         if args.images:
@@ -58,17 +60,21 @@ def cmd_embed(args) -> int:
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"{out}: {len(table)} rows x {table.shape[1] - 1} columns ({backbone.name}, {backbone.dim} per zone or image)")
+        print(f"{out}: {len(table)} rows x {table.shape[1] - 1} columns "
+              f"({backbone.name}, {backbone.dim} per zone or image)")
     return 0
 
 
 def _fit_linear_flags(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--embeddings", metavar="EMB", help="a table written by embed (.parquet or .csv)")
-    source.add_argument("--images", metavar="DIR", help="a folder of 2D HU images (the labels CSV names them by path)")
-    parser.add_argument("--labels", required=True, metavar="CSV", help="id (or path) , label, optional group column and laa_pct")
+    source.add_argument("--images", metavar="DIR",
+                        help="a folder of 2D HU images (the labels CSV names them by path)")
+    parser.add_argument("--labels", required=True, metavar="CSV",
+                        help="id (or path) , label, optional group column and laa_pct")
     parser.add_argument("--groups-column", metavar="NAME", help="patient / group column: no group straddles folds")
-    parser.add_argument("--cv", choices=("kfold", "logo"), default="kfold", help="stratified (group) k-fold or leave-one-group-out")
+    parser.add_argument("--cv", choices=("kfold", "logo"), default="kfold",
+                        help="stratified (group) k-fold or leave-one-group-out")
     parser.add_argument("--folds", type=int, default=5, help="k of the k-fold (clipped to the smallest class)")
     parser.add_argument("--model", choices=("ttest-lr", "lasso", "rfe"), default="ttest-lr",
                         help="the variant metrics.json reports at the top level (all are fitted)")
@@ -97,11 +103,13 @@ def cmd_fit_linear(args) -> int:
         try:
             labels = pd.read_csv(args.labels, dtype={"id": str, "path": str})
         except (OSError, ValueError) as error:
-            raise InputError(f"{args.labels}: cannot read the labels CSV ({str(error).splitlines()[0][:100]})") from None
+            raise InputError(f"{args.labels}: cannot read the labels CSV "
+                             f"({str(error).splitlines()[0][:100]})") from None
         if args.images:
             from ..embed import load_backbone
 
-            features = labelled_image_embeddings(args.images, labels, load_backbone(args.backbone, weights=args.weights))
+            features = labelled_image_embeddings(args.images, labels,
+                                                 load_backbone(args.backbone, weights=args.weights))
         else:
             from ..embed import read_embeddings
 

@@ -110,7 +110,8 @@ def cmd_train_patterns(args) -> int:
     for name, figures in ((f"{args.folds}-fold on CIP's patches", metrics.get("cip_kfold", {}).get("clean")),
                           ("the same folds after a scanner shift", metrics.get("cip_kfold", {}).get("scanner_shift"))):
         if figures:
-            print(f"{name}: accuracy {figures['accuracy']:.3f} (6 classes), balanced {figures['balanced_accuracy']:.3f}, "
+            print(f"{name}: accuracy {figures['accuracy']:.3f} (6 classes), "
+                  f"balanced {figures['balanced_accuracy']:.3f}, "
                   f"normal / centrilobular / paraseptal {figures['accuracy_nt_cl_ps']:.3f}")
     val = metrics.get("validation_phantoms", {})
     if val.get("extent_mae") is not None:

@@ -11,5 +11,5 @@ from .extract import case_row, embed_cases, embed_images, qct_markers, read_embe
 from .zones import HU_CLIP, ZonePatches, save_zone_preview, window, zone_patches  # noqa: F401
 
 __all__ = ["BACKBONES", "Backbone", "load_backbone", "case_id", "case_row", "embed_cases", "embed_images",
-           "qct_markers", "read_embeddings", "table_suffix", "write_embeddings", "HU_CLIP", "ZonePatches", "save_zone_preview",
-           "window", "zone_patches"]
+           "qct_markers", "read_embeddings", "table_suffix", "write_embeddings", "HU_CLIP", "ZonePatches",
+           "save_zone_preview", "window", "zone_patches"]

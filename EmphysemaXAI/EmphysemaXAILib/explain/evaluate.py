@@ -83,7 +83,8 @@ def explain_eval(out, methods, *, model_path=None, phantoms: int | None = None, 
     metrics["_run"] = {"model": predictor.info, "cases": len(rows), "seconds": round(time.perf_counter() - started, 1),
                        "source": {"phantoms": phantoms, "seed": seed, "size": size} if phantoms is not None
                        else {"manifest": str(manifest)}, "top_tiles": top_tiles,
-                       "plausibility_reference": "phantom lesion masks" if phantoms is not None else "LAA map (<= -950 HU)"}
+                       "plausibility_reference": ("phantom lesion masks" if phantoms is not None
+                                                  else "LAA map (<= -950 HU)")}
     with atomic_folder(out) as folder:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         columns = list(dict.fromkeys(k for r in rows for k in r))

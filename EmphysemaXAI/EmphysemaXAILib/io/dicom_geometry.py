@@ -282,7 +282,8 @@ def regular_volume(hu, items, positions, row, col, spacing, irregular, warnings)
     uniform = bool(np.all(np.abs(steps - step) <= tol))
     drift = (p[-1] - p[0]) / (len(p) - 1) - normal * (total / (len(p) - 1))
     tilted = float(np.linalg.norm(drift)) > max(TILT_TOLERANCE * step, 0.005)
-    geometry = {"method": "uniform", "steps_mm": [round(float(s), 4) for s in (steps.min(), np.median(steps), steps.max())]}
+    geometry = {"method": "uniform",
+                "steps_mm": [round(float(s), 4) for s in (steps.min(), np.median(steps), steps.max())]}
 
     if uniform and not tilted:
         return volume(hu, total / (len(p) - 1), geometry)

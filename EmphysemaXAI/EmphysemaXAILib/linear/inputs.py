@@ -71,7 +71,8 @@ def load_cohort(features: pd.DataFrame, labels: pd.DataFrame, groups_column: str
         raise InputError(f"{int(labels['label'].isna().sum())} labels are empty; fill or drop those rows")
     if groups_column is not None:
         if groups_column not in labels.columns:
-            raise InputError(f"no column {groups_column!r} in the labels CSV (columns: {', '.join(map(str, labels.columns))})")
+            raise InputError(f"no column {groups_column!r} in the labels CSV "
+                             f"(columns: {', '.join(map(str, labels.columns))})")
         if labels[groups_column].isna().any():
             raise InputError(f"the group column {groups_column!r} has empty cells; give every case a group")
     feature_ids = features["id"].map(_norm_id)
@@ -96,7 +97,8 @@ def load_cohort(features: pd.DataFrame, labels: pd.DataFrame, groups_column: str
     if not feature_columns:
         raise InputError("the features table has no feature columns besides id and the QCT markers")
     if require_qct and not qct:
-        raise InputError(f"fuse_qct (--fuse-qct) needs QCT columns ({', '.join(QCT_COLUMNS)}) in the features table; none found")
+        raise InputError(f"fuse_qct (--fuse-qct) needs QCT columns ({', '.join(QCT_COLUMNS)}) in the features table; "
+                         "none found")
 
     table = features.assign(_id=feature_ids).set_index("_id").loc[label_ids.tolist()]
     X = table[feature_columns].to_numpy(float)

@@ -119,7 +119,8 @@ def plot_roc(y, curves: dict, classes, path) -> None:
         name, proba = next(iter(curves.items()))
         for k, cls in enumerate(classes):
             fpr, tpr, _ = roc_curve(y == k, proba[:, k])
-            ax.plot(fpr, tpr, color=COLOURS[k % len(COLOURS)], label=f"{cls} vs rest (AUC {roc_auc_score(y == k, proba[:, k]):.3f})")
+            ax.plot(fpr, tpr, color=COLOURS[k % len(COLOURS)],
+                    label=f"{cls} vs rest (AUC {roc_auc_score(y == k, proba[:, k]):.3f})")
         title = f"out-of-fold one-vs-rest ROC: {name}"
     ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
     ax.set_xlabel("false positive rate")

@@ -31,7 +31,8 @@ def make_folds(y, groups=None, *, cv: str = "kfold", n_splits: int = 5, seed: in
     n = len(y)
     if cv == "logo":
         if groups is None:
-            raise InputError("cv=logo needs groups: give groups_column (--groups-column NAME, a column of the labels CSV)")
+            raise InputError("cv=logo needs groups: give groups_column "
+                             "(--groups-column NAME, a column of the labels CSV)")
         if len(np.unique(groups)) < 2:
             raise InputError("cv=logo needs at least 2 groups in the groups column")
         splits = list(LeaveOneGroupOut().split(np.zeros(n), y, groups))

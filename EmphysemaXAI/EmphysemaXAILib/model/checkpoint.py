@@ -77,7 +77,8 @@ def load_model(path=None, device="cpu"):
     weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
     if not weights.is_file() or not config_path.is_file():
         raise InputError(f"{folder} is not a severity model folder (needs {WEIGHTS_FILE} and {CONFIG_FILE}); "
-                         "train one with `emphysema-xai train` or leave the model unset (no --model) for the shipped model")
+                         "train one with `emphysema-xai train` or leave the model unset (no --model) "
+                         "for the shipped model")
     config = json.loads(config_path.read_text())
     digest = sha256(weights)
     expected = [config.get("weights_sha256")]

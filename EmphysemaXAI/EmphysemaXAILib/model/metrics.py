@@ -45,8 +45,10 @@ def _classification(y_true, y_pred, proba) -> dict:
     out["pr_auc_ovr_macro"] = float(np.mean(prs)) if prs else None
     out["confusion"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     both = len(set(y_true) | set(y_pred)) > 1
-    out["weighted_kappa_quadratic"] = float(cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic")) if both else None
-    out["weighted_kappa_linear"] = float(cohen_kappa_score(y_true, y_pred, labels=labels, weights="linear")) if both else None
+    out["weighted_kappa_quadratic"] = (float(cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic"))
+                                       if both else None)
+    out["weighted_kappa_linear"] = (float(cohen_kappa_score(y_true, y_pred, labels=labels, weights="linear"))
+                                    if both else None)
     return out
 
 

@@ -61,7 +61,8 @@ def read_images(path: Path, pixel_mm: float | None) -> tuple:
         volume = read_image_file(path)
         sx, sy = float(volume.spacing[0]), float(volume.spacing[1])
         if pixel_mm is None and abs(sx - sy) > 0.01 * max(sx, sy):
-            raise InputError(f"{path}: pixels of {sx:g} x {sy:g} mm are not square; resample it or give pixel_mm (--pixel-mm)")
+            raise InputError(f"{path}: pixels of {sx:g} x {sy:g} mm are not square; "
+                             "resample it or give pixel_mm (--pixel-mm)")
         images = [np.asarray(s, np.float32) for s in volume.hu]
         size = pixel_mm if pixel_mm is not None else sx
     else:
@@ -95,14 +96,16 @@ def _dicom_pixel(path: Path) -> float | None:
         return None
     row, col = float(spacing[0]), float(spacing[1])
     if abs(row - col) > 0.01 * max(row, col):
-        raise InputError(f"{path}: pixels of {row:g} x {col:g} mm are not square; give pixel_mm (--pixel-mm) after resampling")
+        raise InputError(f"{path}: pixels of {row:g} x {col:g} mm are not square; "
+                         "give pixel_mm (--pixel-mm) after resampling")
     return row
 
 
 def classify(inputs: list, predictor, pixel_mm: float | None = None, air_hu: float | None = None) -> list:
     """Rows (module docstring) for every image under ``inputs``."""
     if pixel_mm is not None and not (0.05 <= pixel_mm <= 5.0):
-        raise InputError(f"pixel_mm {pixel_mm:g} (--pixel-mm) is not a CT pixel size; give it in millimetres (e.g. 0.7)")
+        raise InputError(f"pixel_mm {pixel_mm:g} (--pixel-mm) is not a CT pixel size; "
+                         "give it in millimetres (e.g. 0.7)")
     calibrate = None
     if air_hu is not None:
         from ..analysis.calibration import PLAUSIBLE_AIR_HU, calibration_from_refs

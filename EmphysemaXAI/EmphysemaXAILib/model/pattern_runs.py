@@ -157,7 +157,8 @@ def train_patterns(mat_path, out, *, phantoms: int = 24, val_phantoms: int = 8, 
         saved["training"]["total_s"] = round(time.perf_counter() - start, 1)
         saved["training"]["generation_s"] = round(generation_s, 1)
         (folder / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")
-        metrics["validation_phantoms"] = {"rows": rows, "extent_mae": float(np.mean(np.abs(errors))) if errors else None,
+        metrics["validation_phantoms"] = {"rows": rows,
+                                          "extent_mae": float(np.mean(np.abs(errors))) if errors else None,
                                           "calibration": [slope, intercept]}
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _write_log(history, folder)

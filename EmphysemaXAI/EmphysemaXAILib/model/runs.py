@@ -46,7 +46,8 @@ def train_phantoms(n: int, out, *, seed: int = 0, epochs: int = 20, case_epochs:
     import torch
 
     if n < 7:
-        raise InputError(f"phantoms={n} (--phantoms) is too few for a 70/15/15 split; use at least 7 (hundreds for a real model)")
+        raise InputError(f"phantoms={n} (--phantoms) is too few for a 70/15/15 split; "
+                         "use at least 7 (hundreds for a real model)")
     started = time.perf_counter()
     design = phantom_design(n, seed, phantom_size)
     split = split_subjects([p.seed for p in design], seed)
@@ -73,7 +74,8 @@ def train_phantoms(n: int, out, *, seed: int = 0, epochs: int = 20, case_epochs:
         "name": f"severity-phantoms-{n}-seed{seed}", "architecture": ARCHITECTURE,
         "working_spacing": [1.4, 1.4, 1.4], "extent_sigma": sigma, "extent_calibration": list(calibration),
         "cutpoints": [list(c) for c in SEVERITY_CUTPOINTS], "classes": list(SEVERITY_CLASSES),
-        "training": {"source": "phantoms", "phantoms": n, "phantom_size": phantom_size, "seed": seed, "tiles_per_case": tiles_per_case,
+        "training": {"source": "phantoms", "phantoms": n, "phantom_size": phantom_size, "seed": seed,
+                     "tiles_per_case": tiles_per_case,
                      "split": metrics["split"], "patch_stage": config_dict(config),
                      "patch_epochs_run": len(patch_history), "case_epochs_run": len(case_history),
                      "tiles_train": int(len(tiles["train"].images)), "generation_s": round(generation_s, 1),
@@ -117,7 +119,8 @@ def train_manifest(manifest, out, *, init=None, folds: int = 5, seed: int = 0, e
     metrics = {"cases": len(bags), "subjects": len(set(subjects))}
     if folds:
         if len(set(subjects)) < folds:
-            raise InputError(f"{len(set(subjects))} subjects cannot make {folds} folds; use folds={len(set(subjects))} (--folds) or fewer")
+            raise InputError(f"{len(set(subjects))} subjects cannot make {folds} folds; "
+                             f"use folds={len(set(subjects))} (--folds) or fewer")
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         labels = [b.label for b in bags]
         oof = []
@@ -200,7 +203,8 @@ def evaluate(model_path, out, *, phantoms: int | None = None, seed: int = 1, man
         rows = evaluate_manifest_rows(open_predictor(model_path, device), manifest, progress)
     metrics = case_figures(rows, sigma, seed=seed)
     metrics["model"] = {"name": config.get("name"), "sha256": config["weights_sha256"]}
-    metrics["source"] = {"phantoms": phantoms, "seed": seed, "size": phantom_size} if phantoms is not None else {"manifest": str(manifest)}
+    metrics["source"] = ({"phantoms": phantoms, "seed": seed, "size": phantom_size} if phantoms is not None
+                         else {"manifest": str(manifest)})
     if rows and all(r.get("extent_true") is not None and r.get("naive_laa950_pct") is not None for r in rows):
         metrics["by_acquisition"] = by_acquisition(rows)
         hard = [v for k, v in metrics["by_acquisition"].items() if k in ("low/sharp", "ultralow/sharp")]
@@ -215,7 +219,8 @@ def evaluate(model_path, out, *, phantoms: int | None = None, seed: int = 1, man
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_predictions(rows, folder / "predictions.csv")
         if known:
-            plot_confusion(metrics["confusion"], folder / "confusion.png", f"{metrics['model']['name']}: {len(known)} cases")
+            plot_confusion(metrics["confusion"], folder / "confusion.png",
+                           f"{metrics['model']['name']}: {len(known)} cases")
             plot_roc([r["label"] for r in known], [[r[f"p_{c}"] for c in SEVERITY_CLASSES] for r in known],
                      folder / "roc.png")
     return metrics
@@ -236,10 +241,12 @@ def calibrate_phantom_model(model_dir, *, workers: int = 2, progress: bool = Tru
     cases = generate_cases([design[i] for i in wanted], 1, arch["size"], arch["slices"], workers, progress)
     bags = dict(zip(wanted, (bag for _, bag in cases)))
     calibration = fit_calibration(predict_bags(model, [bags[i] for i in split["val"]]))
-    rows = {part: predict_bags(model, [bags[i] for i in split[part]], calibration=calibration) for part in ("val", "test")}
+    rows = {part: predict_bags(model, [bags[i] for i in split[part]], calibration=calibration)
+            for part in ("val", "test")}
     sigma = extent_sigma(rows["val"])
     metrics = json.loads((folder / "metrics.json").read_text())
-    metrics.update(test=case_figures(rows["test"], sigma, seed=t["seed"]), val=case_figures(rows["val"], sigma, seed=t["seed"]),
+    metrics.update(test=case_figures(rows["test"], sigma, seed=t["seed"]),
+                   val=case_figures(rows["val"], sigma, seed=t["seed"]),
                    extent_sigma=sigma, extent_calibration=list(calibration))
     config.update(extent_sigma=sigma, extent_calibration=list(calibration))
     config["training"]["calibration_fitted_after_run"] = True

@@ -72,7 +72,8 @@ class SeverityPredictor:
         out = self.run_tiles(tiles.images)
         count = torch.from_numpy(tiles.lung_count.astype(np.float32))
         with torch.inference_mode():
-            case = self.model.case({k: v.to(self.device) for k, v in out.items()}, (count / tiles.images[0].size).to(self.device))
+            case = self.model.case({k: v.to(self.device) for k, v in out.items()},
+                                   (count / tiles.images[0].size).to(self.device))
         timings["network"] = time.perf_counter() - start
         fractions = out["fraction"].numpy()
         slope, intercept = self.config.get("extent_calibration", (1.0, 0.0))

@@ -1,6 +1,7 @@
 """Training the severity network: stage 1 on tiles, stage 2 on case bags, and its predictions.
 
-Stage 1 (:func:`train_patch_model`): tiles with per-tile truth (phantoms only). Loss per patch: binary cross-entropy of the predicted emphysema fraction against the true
+Stage 1 (:func:`train_patch_model`): tiles with per-tile truth (phantoms only). Loss per patch:
+binary cross-entropy of the predicted emphysema fraction against the true
 fraction (a soft target in [0, 1]) plus cross-entropy of the subtype. Adam, a plateau learning-
 rate schedule, early stopping on the validation loss (the best weights are kept), fixed seeds
 and deterministic algorithms on the CPU, mixed precision on a GPU; a per-epoch log (CSV) and a

@@ -50,12 +50,13 @@ def to_working_grid(ct, labels: np.ndarray, extra: dict | None = None,
     target = np.asarray(spacing, float)
     notes, low = [], False
     one_slice = ct.shape[0] == 1
-    coarse = [axis for axis, s, t in zip("xyz", source, target) if s > COARSE_FACTOR * t and not (one_slice and axis == "z")]
+    coarse = [axis for axis, s, t in zip("xyz", source, target)
+              if s > COARSE_FACTOR * t and not (one_slice and axis == "z")]
     if coarse:
         low = True
         notes.append(f"input spacing {' x '.join(f'{s:.2f}' for s in source)} mm is much coarser than the "
-                     f"model's {' x '.join(f'{t:g}' for t in target)} mm along {', '.join(coarse)}: the texture the model relies "
-                     "on is blurred, treat the estimate as low confidence")
+                     f"model's {' x '.join(f'{t:g}' for t in target)} mm along {', '.join(coarse)}: "
+                     "the texture the model relies on is blurred, treat the estimate as low confidence")
     if one_slice:
         low = True
         notes.append("one axial slice: the estimate covers this slice only, not the whole lung")

@@ -187,9 +187,11 @@ def bootstrap(fresh: bool = False, temp_dir=None):
     app_logic.SetMRMLSceneDataIO(scene, remote_io, data_io)
 
     logics = {}
-    for name, cls in (("Colors", slicer.vtkSlicerColorLogic), ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
+    for name, cls in (("Colors", slicer.vtkSlicerColorLogic),
+                      ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
                       ("Markups", slicer.vtkSlicerMarkupsLogic), ("Volumes", slicer.vtkSlicerVolumesLogic),
-                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic), ("Tables", slicer.vtkSlicerTablesLogic),
+                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+                      ("Tables", slicer.vtkSlicerTablesLogic),
                       ("VolumeRendering", slicer.vtkSlicerVolumeRenderingLogic)):
         logic = cls()
         logic.SetMRMLApplicationLogic(app_logic)  # before the scene (the colour logic needs it)

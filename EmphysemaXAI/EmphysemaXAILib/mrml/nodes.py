@@ -76,7 +76,8 @@ def labels_from_segmentation_node(segmentation_node, ct_node) -> np.ndarray:
         return out
     finally:
         display = labelmap.GetDisplayNode()
-        if display is not None and display.GetColorNode() is not None and display.GetColorNode().GetName() != "GenericColors":
+        if (display is not None and display.GetColorNode() is not None
+                and display.GetColorNode().GetName() != "GenericColors"):
             scene.RemoveNode(display.GetColorNode())
         scene.RemoveNode(labelmap)
 

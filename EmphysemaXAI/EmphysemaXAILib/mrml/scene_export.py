@@ -70,7 +70,8 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
                                                        airways=airways)
         nodes["surfaces"] = lung_surface_models(nodes["segmentation"])
         nodes["laa_colors"] = laa_color_node(scene)
-        nodes["laa_map"] = overlay_volume(scene, ct_node, on_grid(result.qct.laa_map), "LAA map", nodes["laa_colors"], app_logic)
+        nodes["laa_map"] = overlay_volume(scene, ct_node, on_grid(result.qct.laa_map), "LAA map", nodes["laa_colors"],
+                                          app_logic)
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
         nodes["qct_table"] = table_node(scene, "QCT", result.qct.regions, QCT_UNITS, QCT_DESCRIPTIONS)
         nodes["severity_table"] = table_node(scene, "Severity", severity_rows(result))
@@ -123,7 +124,8 @@ def add_attributions(result, scene, ct_node, nodes: dict, app_logic=None) -> Non
         style_attribution(node, nodes["attribution_colors"], app_logic=app_logic if first else None,
                           opacity=0.6 if first else None)
         nodes["attributions"][method] = node
-        nodes["attribution_renderings"][method] = attribution_rendering(node, nodes["attribution_colors"], visible=first)
+        nodes["attribution_renderings"][method] = attribution_rendering(node, nodes["attribution_colors"],
+                                                                        visible=first)
     for key in ("laa_rendering", "pattern_rendering"):
         if key in nodes:
             nodes[key].SetVisibility(False)
@@ -137,7 +139,8 @@ def severity_rows(result) -> list:
     """Rows (item, value) of the Severity table: QCT's class, extent, rule and zone grades, then
     the CNN's class, probabilities, extent per region and model (when the model ran)."""
     qct = result.qct.qct_severity
-    rows = [{"item": "QCT class", "value": qct["class"]}, {"item": "QCT extent_pct", "value": f"{qct['extent_pct']:.2f}"},
+    rows = [{"item": "QCT class", "value": qct["class"]},
+            {"item": "QCT extent_pct", "value": f"{qct['extent_pct']:.2f}"},
             {"item": "QCT rule", "value": qct["rule"]}]
     rows += [{"item": f"QCT zone {zone}", "value": grade} for zone, grade in qct["zone_grades"].items()]
     calibration = result.qct.calibration
@@ -157,12 +160,14 @@ def severity_rows(result) -> list:
                   "value": f"{whole['perc15_hu']} / {whole['perc15_hu_calibrated']:.1f}"}]
     if result.severity is not None:
         cnn = result.severity.summary
-        rows += [{"item": "CNN class", "value": cnn["class"]}, {"item": "CNN extent_pct", "value": f"{cnn['extent_pct']:.2f}"}]
+        rows += [{"item": "CNN class", "value": cnn["class"]},
+                 {"item": "CNN extent_pct", "value": f"{cnn['extent_pct']:.2f}"}]
         rows += [{"item": f"CNN p({name})", "value": f"{p:.3f}"} for name, p in cnn["probabilities"].items()]
         rows += [{"item": f"CNN extent_pct {region}", "value": f"{value:.2f}"}
                  for region, value in cnn["extent_by_region"].items() if value is not None and region != "whole"]
         rows += [{"item": "CNN model", "value": f"{cnn['model']['name']} (sha256 {cnn['model']['sha256'][:12]})"},
-                 {"item": "CNN low confidence", "value": "yes: " + "; ".join(cnn["notes"]) if cnn["low_confidence"] else "no"}]
+                 {"item": "CNN low confidence",
+                  "value": "yes: " + "; ".join(cnn["notes"]) if cnn["low_confidence"] else "no"}]
         patterns = pattern_summary(cnn)
         if patterns is not None:
             rows += [{"item": "pattern dominant", "value": patterns["dominant"].replace("_", " ")},
@@ -204,5 +209,6 @@ def export_case_scene(result, out_dir, render: bool = False) -> dict:
         else:
             written["views"] = {
                 "3d": render_3d(scene, app_logic), "axial": axial,
-                "coronal": render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None, 480)[..., :3]}
+                "coronal": render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None,
+                                        480)[..., :3]}
     return written

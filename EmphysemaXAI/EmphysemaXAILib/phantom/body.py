@@ -132,7 +132,8 @@ def build_torso(shape, spacing, an: Anatomy, table: bool = True) -> Torso:
         # Ribs in the muscle ring: 12 per side, sloping down toward the front.
         ring = (r_inner <= 1) & (r_cavity > 1)
         phi = np.arctan2(np.abs(X), Y - cy)
-        rho = np.sqrt((X / (a - an.fat_mm - an.muscle_mm / 2 - 3)) ** 2 + (Y / (b - an.fat_mm - an.muscle_mm / 2 - 3)) ** 2)
+        rho = np.sqrt((X / (a - an.fat_mm - an.muscle_mm / 2 - 3)) ** 2
+                      + (Y / (b - an.fat_mm - an.muscle_mm / 2 - 3)) ** 2)
         rib_site = ring & (phi > 0.12 * np.pi) & (phi < 0.82 * np.pi) & (np.abs(rho - 1) * ca < 4.5)
         if rib_site.any():
             drop = 55.0 * (1 - np.cos(phi[rib_site])) / 2
