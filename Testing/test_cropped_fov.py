@@ -1,6 +1,7 @@
 """Lungs cut by the field of view (what Slicer's Crop Volume or a narrow reconstruction gives):
 the classical engine keeps the other lung and the part of the cut lung inside the image, and
-quality control says which lung is cut and that its values are partial. Real chest CT from ../shared/data, cropped here."""
+quality control says which lung is cut and that its values are partial. Real chest CT from
+../shared/data, cropped here."""
 from dataclasses import replace
 
 import numpy as np

@@ -69,9 +69,11 @@ def test_cli_analyze_writes_outputs_and_refuses_existing_folder(phantom_dir, tmp
     table = pd.read_csv(out / "qct.csv")
     assert table["laa950_pct"].iloc[0] == pytest.approx(summary["qct"]["regions"][0]["laa950_pct"])
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lung_labels.nrrd")))
-    assert 2 * ((labels > 0) & (phantom.labels["lungs"] > 0)).sum() / ((labels > 0).sum() + (phantom.labels["lungs"] > 0).sum()) > 0.97
+    assert 2 * ((labels > 0) & (phantom.labels["lungs"] > 0)).sum() / ((labels > 0).sum()
+                                                                      + (phantom.labels["lungs"] > 0).sum()) > 0.97
     html = (out / "report.html").read_text()
-    assert "not a medical device" in html and html.count("data:image/png;base64,") == 5   # + the CNN's map, the pattern map
+    # + the CNN's map, the pattern map
+    assert "not a medical device" in html and html.count("data:image/png;base64,") == 5
     assert "CNN severity" in html
     again = run_cli("analyze", folder / "ct.nrrd", "--out", out, "--no-scene")
     assert again.returncode == 2 and "--overwrite" in again.stderr

@@ -35,7 +35,8 @@ def main() -> None:
     predictors = [open_predictor(m, device="cpu") for m in (args.model or [SHIPPED_DIR, SEVERITY_V1_DIR])]
     labels = phantom.labels["lungs"]
     totals = {p.info["name"]: [] for p in predictors}
-    print(f"{'run':>4} {'model':<34} {'total s':>8}  parts (s)                               {'extent %':>9} {'truth %':>8}")
+    print(f"{'run':>4} {'model':<34} {'total s':>8}  parts (s)                               "
+          f"{'extent %':>9} {'truth %':>8}")
     for run in range(args.repeats):
         for predictor in predictors:
             start = time.perf_counter()

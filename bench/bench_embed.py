@@ -10,8 +10,9 @@ Usage (from the project root):
 Reading and segmentation are excluded: the phantom is generated (not timed) and its truth lung
 labels are used. Each backbone is loaded (timed apart), warmed up with one row, then timed over
 ``--repeats`` rows; ``name:mode`` picks an ImageNet backbone's input mode (default ``lung``:
-own pixels no finer than 1 mm, lung-pooled; ``resize``: 224 x 224). ResNet-152 runs with random weights written to a temporary file (the same
-compute as the published weights, which are not on this machine). torch uses 2 threads.
+own pixels no finer than 1 mm, lung-pooled; ``resize``: 224 x 224). ResNet-152 runs with random
+weights written to a temporary file (the same compute as the published weights, which are not on
+this machine). torch uses 2 threads.
 Goal: <= 2 s per case on 2 CPU cores with EfficientNet-Lite0.
 """
 from __future__ import annotations

@@ -53,7 +53,8 @@ def fit_flat_knn(images, labels):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mat", type=Path, default=ROOT.parent / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat",
+    parser.add_argument("--mat", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat",
                         help="CIP's EmphysemaPatches.mat (default: ../shared/data/cip-copdgene/EmphysemaPatches.mat)")
     parser.add_argument("--k", type=int, default=5, help="number of stratified folds (default 5)")
     parser.add_argument("--no-flat", action="store_true", help="skip the 6-class kNN variant of CIP's classifier")

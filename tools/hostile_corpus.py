@@ -478,7 +478,8 @@ class Corpus:
         row = {"case": run.case, "command": run.command, "exit": run.code, "expected": run.expected,
                "verdict": verdict, "stderr_lines": len(lines), "first_stderr": first[:160],
                "traceback": TRACEBACK in run.stdout + run.stderr, "numpy_repr": run.numpy_repr,
-               "inputs_unchanged": run.inputs_unchanged, "leftovers": len(run.leftovers), "problems": " | ".join(run.problems),
+               "inputs_unchanged": run.inputs_unchanged, "leftovers": len(run.leftovers),
+               "problems": " | ".join(run.problems),
                "detail": "; ".join(x for x in (run.signal_note, run.detail) if x), "seconds": round(run.seconds, 1)}
         self.rows.append(row)
         print(f"  {row['verdict']:<4} {run.case} / {run.command}: exit {run.code} ({row['seconds']} s)"

@@ -31,7 +31,8 @@ def figures_table(m: dict) -> str:
             ("balanced accuracy", ci(m, "balanced_accuracy")), ("macro F1", ci(m, "f1_macro")),
             ("macro precision / recall", f"{fmt(m.get('precision_macro'))} / {fmt(m.get('recall_macro'))}"),
             ("weighted kappa (quadratic)", ci(m, "weighted_kappa_quadratic")),
-            ("one-vs-rest ROC-AUC (macro)", ci(m, "roc_auc_ovr_macro")), ("one-vs-rest PR-AUC (macro)", fmt(m.get("pr_auc_ovr_macro"))),
+            ("one-vs-rest ROC-AUC (macro)", ci(m, "roc_auc_ovr_macro")),
+            ("one-vs-rest PR-AUC (macro)", fmt(m.get("pr_auc_ovr_macro"))),
             ("extent MAE (points)", ci(m, "extent_mae", 2)), ("extent RMSE (points)", ci(m, "extent_rmse", 2)),
             ("extent bias (points)", fmt(m.get("extent_bias"), 2)), ("extent Spearman", ci(m, "extent_spearman")),
             ("attention-pooled class head accuracy (diagnostic)", fmt(m.get("class_head", {}).get("accuracy")))]
@@ -52,7 +53,8 @@ def acquisition_table(m: dict) -> str:
     if not rows:
         return ""
     out = "| dose / kernel | cases | model extent MAE | naive %LAA-950 MAE | ratio |\n|---|---|---|---|---|\n"
-    out += "".join(f"| {k} | {v['n']} | {fmt(v['model_mae'], 2)} | {fmt(v['naive_laa950_mae'], 2)} | {fmt(v['ratio'], 2)} |\n"
+    out += "".join(f"| {k} | {v['n']} | {fmt(v['model_mae'], 2)} | {fmt(v['naive_laa950_mae'], 2)} | "
+                   f"{fmt(v['ratio'], 2)} |\n"
                    for k, v in rows.items())
     hard = m.get("low_dose_sharp")
     if hard:
@@ -74,7 +76,8 @@ def main() -> None:
               (held.get("accuracy_clear") or 0) >= 0.976),
              ("extent MAE <= 1.0 point", held.get("extent_mae"), (held.get("extent_mae") or 99) <= 1.0),
              ("low / ultra-low dose, sharp kernel: model MAE <= 0.5 x naive %LAA-950 MAE",
-              (held.get("low_dose_sharp") or {}).get("ratio"), ((held.get("low_dose_sharp") or {}).get("ratio") or 99) <= 0.5)]
+              (held.get("low_dose_sharp") or {}).get("ratio"),
+              ((held.get("low_dose_sharp") or {}).get("ratio") or 99) <= 0.5)]
     text = f"""# Model card: {config['name']}
 
 > Research and teaching use only. Not a medical device; not for clinical decisions.
@@ -88,7 +91,8 @@ and gated attention pooling over a case's lung tiles.
 - Input: the CT resampled to a {' x '.join(str(s) for s in config['working_spacing'])} mm working grid (SimpleITK,
   anti-aliased), cut into non-overlapping tiles of {arch['slices']} slices x {arch['size']} x {arch['size']} voxels
   holding lung; non-lung voxels set to +200 HU; HU window -1100..200 mapped to [0, 1].
-- Network: three conv-BN-ReLU blocks (width {arch['width']}, {2 * arch['width']}, {4 * arch['width']}) with max pooling, spatial
+- Network: three conv-BN-ReLU blocks (width {arch['width']}, {2 * arch['width']}, {4 * arch['width']}) \
+with max pooling, spatial
   attention on the last block, heads for the tile's emphysema fraction (sigmoid) and subtype;
   gated attention pooling (Ilse et al. 2018) of the tile embeddings to a 4-class head.
   Checkpoint of {(model_dir / 'weights.pt').stat().st_size / 1e6:.1f} MB.
@@ -102,35 +106,46 @@ and gated attention pooling over a case's lung tiles.
   inputs are flagged `low_confidence` with a note.
 
 ## Training data
-{t['phantoms']} synthetic {t.get('phantom_size', 'medium')} chest CT phantoms (`emphysema-xai phantom`), seeds {t['seed'] * 10000}..{t['seed'] * 10000 + t['phantoms'] - 1}:
+{t['phantoms']} synthetic {t.get('phantom_size', 'medium')} chest CT phantoms (`emphysema-xai phantom`), \
+seeds {t['seed'] * 10000}..{t['seed'] * 10000 + t['phantoms'] - 1}:
 dose standard / low / ultra-low x kernel soft / standard / sharp cycled through all nine
 combinations; severity class drawn uniformly and the extent uniformly inside it (none 0-5 %,
 mild 5-15 %, moderate 15-25 %, severe 25-40 %; a third of the `none` cases without any lesion);
 pattern centrilobular, panlobular, paraseptal, bullous or mixed; inspiration 0.85-1.0. Split by
 phantom 70 / 15 / 15: {t['split']['train']} training, {t['split']['val']} validation, {t['split']['test']} test.
-{t['tiles_per_case']} training tiles per phantom from two randomly shifted tilings ({t['tiles_train']} tiles), truth = the
+{t['tiles_per_case']} training tiles per phantom from two randomly shifted tilings \
+({t['tiles_train']} tiles), truth = the
 exact lesion fraction of each tile; MONAI augmentation (flips, rotation, elastic, intensity shift,
 Gaussian noise) on image and lung mask, re-masked.
 
 ## Training procedure
 Stage 1: tiles, binary cross-entropy of the predicted against the true fraction + 0.2 x subtype
-cross-entropy; Adam (lr {t['patch_stage']['lr']}, weight decay {t['patch_stage']['weight_decay']}), batch {t['patch_stage']['batch_size']}, plateau schedule, early
-stopping on validation loss (patience {t['patch_stage']['patience']}; {t['patch_epochs_run']} of {t['patch_stage']['epochs']} epochs run). Stage 2: bags of the
+cross-entropy; Adam (lr {t['patch_stage']['lr']}, weight decay {t['patch_stage']['weight_decay']}), \
+batch {t['patch_stage']['batch_size']}, plateau schedule, early
+stopping on validation loss (patience {t['patch_stage']['patience']}; \
+{t['patch_epochs_run']} of {t['patch_stage']['epochs']} epochs run). Stage 2: bags of the
 training phantoms' tiles, encoder frozen, pooling and class head by cross-entropy ({t['case_epochs_run']} epochs).
 Calibration: a linear map of the tile fractions fitted on the validation phantoms' case extents
-(slope {config.get('extent_calibration', [1, 0])[0]:.4f}, intercept {config.get('extent_calibration', [1, 0])[1]:.3f} points; `train` fits it at the end of the run{'; this checkpoint predates that step and was calibrated after its run by `EmphysemaXAILib.model.runs.calibrate_phantom_model`, the same fit on the same validation phantoms, weights unchanged' if t.get('calibration_fitted_after_run') else ''}).
+(slope {config.get('extent_calibration', [1, 0])[0]:.4f}, \
+intercept {config.get('extent_calibration', [1, 0])[1]:.3f} points; `train` fits it at the end of the run\
+{'; this checkpoint predates that step and was calibrated after its run by '
+ '`EmphysemaXAILib.model.runs.calibrate_phantom_model`, the same fit on the same validation phantoms, '
+ 'weights unchanged' if t.get('calibration_fitted_after_run') else ''}).
 Seeded, deterministic algorithms on the CPU. Total {t['total_s'] / 60:.0f} min on 2 CPU cores (torch {t['torch']}; other
 work shared the CPU during part of the run), generation of the phantoms {t['generation_s'] / 60:.0f} min of it.
 
 Reproduce (same figures, same SHA-256 on the same torch build):
 
 ```bash
-{(t.get('command') or 'emphysema-xai train --phantoms 120 --seed 0 --out MODEL_DIR').rsplit('--out', 1)[0]}--out MODEL_DIR
-{held.get('_command', 'emphysema-xai evaluate --model MODEL_DIR --phantoms ' + str(held['source']['phantoms']) + ' --seed ' + str(held['source']['seed']) + ' --out EVAL_DIR')}
+{(t.get('command')
+  or 'emphysema-xai train --phantoms 120 --seed 0 --out MODEL_DIR').rsplit('--out', 1)[0]}--out MODEL_DIR
+{held.get('_command', 'emphysema-xai evaluate --model MODEL_DIR --phantoms ' + str(held['source']['phantoms'])
+          + ' --seed ' + str(held['source']['seed']) + ' --out EVAL_DIR')}
 ```
 
 ## Figures on held-out phantoms
-{held['n']} new {held['source'].get('size', 'medium')} phantoms (`evaluate --phantoms {held['source']['phantoms']} --seed {held['source']['seed']}`: seeds
+{held['n']} new {held['source'].get('size', 'medium')} phantoms \
+(`evaluate --phantoms {held['source']['phantoms']} --seed {held['source']['seed']}`: seeds
 {held['source']['seed'] * 10000}.., never seen in training), through the classical lung segmentation as `analyze`
 runs it, all nine dose x kernel combinations. {held.get('seconds', 0) / 60:.0f} min.
 
@@ -143,7 +158,8 @@ runs it, all nine dose x kernel combinations. {held.get('seconds', 0) / 60:.0f} 
     if full_dir is not None:
         full = json.loads((full_dir / "metrics.json").read_text())
         text += (f"\n### Full-size phantoms (512 x 512 x about 400, 0.7 x 0.7 x 1 mm, resampled to the working grid)\n"
-                 f"{full['n']} cases (`evaluate --phantom-size full --phantoms {full['source']['phantoms']} --seed {full['source']['seed']}`).\n\n"
+                 f"{full['n']} cases (`evaluate --phantom-size full --phantoms {full['source']['phantoms']} "
+                 f"--seed {full['source']['seed']}`).\n\n"
                  + figures_table(full) + "\n" + acquisition_table(full))
     test = train.get("test", {})
     text += f"""

@@ -57,10 +57,15 @@ def main() -> int:
     lung_real = (ct_real.hu > -950) & (ct_real.hu < -600)
     k_real = int(np.argmax(lung_real.sum(axis=(1, 2))))
     panels = [
-        ("phantom, no emphysema\n(full size, standard dose)", crop_mm(healthy.ct.hu[k], healthy.ct.spacing), healthy.ct.spacing),
-        ("real: Lung-PET-CT-Dx A0001\n(0.84 mm, 5 mm slice, kernel L)", crop_mm(ct_real.hu[k_real], ct_real.spacing), ct_real.spacing),
-        ("phantom, centrilobular 20%\n(zoom, upper lung)", crop_mm(emphysema.ct.hu[int(len(emphysema.ct.hu) * 0.7)], emphysema.ct.spacing, (60, 45), (220, 180)), emphysema.ct.spacing),
-        ("real: COPDGene 16021S\n(zoom, 0.59 mm)", crop_mm(ct_texture.hu[0], ct_texture.spacing, (60, 45), lung_centre(ct_texture.hu[0])), ct_texture.spacing),
+        ("phantom, no emphysema\n(full size, standard dose)", crop_mm(healthy.ct.hu[k], healthy.ct.spacing),
+         healthy.ct.spacing),
+        ("real: Lung-PET-CT-Dx A0001\n(0.84 mm, 5 mm slice, kernel L)", crop_mm(ct_real.hu[k_real], ct_real.spacing),
+         ct_real.spacing),
+        ("phantom, centrilobular 20%\n(zoom, upper lung)",
+         crop_mm(emphysema.ct.hu[int(len(emphysema.ct.hu) * 0.7)], emphysema.ct.spacing, (60, 45), (220, 180)),
+         emphysema.ct.spacing),
+        ("real: COPDGene 16021S\n(zoom, 0.59 mm)",
+         crop_mm(ct_texture.hu[0], ct_texture.spacing, (60, 45), lung_centre(ct_texture.hu[0])), ct_texture.spacing),
     ]
     fig, axes = plt.subplots(1, 4, figsize=(18, 5.2))
     for ax, (title, image, spacing) in zip(axes, panels):

@@ -102,7 +102,8 @@ def test_cip_thirds_tally_rule():
     assert (lower == 0).all() and len(lower) == 2                      # the first 6 // 3 = 2 voxels
     assert (gathered_z[regions.masks["upper"]] == 2).all()
     flipped = lung_regions(lung[::-1], superior_is_high_index=False)
-    assert flipped.masks["lower"].sum() == 2 and (flipped.gather(np.indices(lung.shape)[0][::-1])[flipped.masks["lower"]] == 0).all()
+    assert flipped.masks["lower"].sum() == 2
+    assert (flipped.gather(np.indices(lung.shape)[0][::-1])[flipped.masks["lower"]] == 0).all()
 
 
 def test_thirds_agree_with_cips_own_label_map():

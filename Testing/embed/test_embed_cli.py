@@ -23,7 +23,8 @@ def patch_folder(tmp_path_factory):
     from EmphysemaXAILib.phantom.patches import sample_patches
 
     # the same anatomy and noise (same seed) with and without emphysema: only the lesions differ
-    batches = [sample_patches(generate_phantom(PhantomParams(size="medium", seed=21, extent_pct=extent, pattern=pattern)),
+    batches = [sample_patches(generate_phantom(PhantomParams(size="medium", seed=21, extent_pct=extent,
+                                                             pattern=pattern)),
                               300, size=64, slices=1, rng=np.random.default_rng(0), min_lung=0.9)
                for extent, pattern in ((25, "mixed"), (0, "none"))]
     sick = np.flatnonzero(batches[0].emphysema_fraction >= 0.2)[:24]
@@ -90,7 +91,8 @@ def test_embed_cases_then_fit_linear_embeddings_route(tmp_path):
 
     inputs, rows = [], []
     for k, extent in enumerate((0, 1, 2, 14, 18, 22)):
-        params = PhantomParams(size="small", seed=40 + k, extent_pct=extent, pattern="none" if extent == 0 else "panlobular")
+        params = PhantomParams(size="small", seed=40 + k, extent_pct=extent,
+                               pattern="none" if extent == 0 else "panlobular")
         case = tmp_path / f"case{k}"
         write_phantom(generate_phantom(params), case, fmt="nrrd")
         inputs.append(str(case / "ct.nrrd"))

@@ -127,7 +127,8 @@ def phantom_chest(tmp_path_factory):
     done = run_cli("phantom", folder / "ph", "--size", "small", "--format", "nrrd", "--extent", 14,
                    "--pattern", "mixed", "--zones", "0.6,0.3,0.1", "--seed", 4)
     assert done.returncode == 0, done.stderr
-    return folder, sitk.ReadImage(str(folder / "ph" / "ct.nrrd")), sitk.ReadImage(str(folder / "ph" / "labels" / "lungs.nrrd"))
+    return (folder, sitk.ReadImage(str(folder / "ph" / "ct.nrrd")),
+            sitk.ReadImage(str(folder / "ph" / "labels" / "lungs.nrrd")))
 
 
 @pytest.mark.parametrize("engine_args", [("--engine", "classical"), ("--lung-mask",)], ids=["classical", "user_mask"])

@@ -148,7 +148,8 @@ def test_fit_linear_writes_the_contract(tmp_path):
     predicted = predict_linear(out, features)
     assert predicted["predicted"].isin(["none", "emphysema"]).all()
     # the refitted model on all cases agrees with the labels it was fitted on far above chance
-    assert (predicted["predicted"].to_numpy() == labels.set_index("id").loc[predicted["id"], "label"].to_numpy()).mean() > 0.8
+    assert (predicted["predicted"].to_numpy()
+            == labels.set_index("id").loc[predicted["id"], "label"].to_numpy()).mean() > 0.8
     with open(out / "model.joblib", "ab") as handle:               # a changed pickle is never unpickled
         handle.write(b"x")
     with pytest.raises(InputError, match="SHA-256"):

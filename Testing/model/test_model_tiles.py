@@ -9,7 +9,8 @@ from EmphysemaXAILib.volume import CTVolume
 
 def _blob_lung(shape=(20, 90, 100), seed=0):
     z, y, x = np.indices(shape)
-    lung = ((y - 45) ** 2 / 35 ** 2 + (x - 30) ** 2 / 22 ** 2 < 1) * 1 + ((y - 45) ** 2 / 35 ** 2 + (x - 72) ** 2 / 22 ** 2 < 1) * 2
+    lung = (((y - 45) ** 2 / 35 ** 2 + (x - 30) ** 2 / 22 ** 2 < 1) * 1
+            + ((y - 45) ** 2 / 35 ** 2 + (x - 72) ** 2 / 22 ** 2 < 1) * 2)
     lung[:2] = 0
     return lung.astype(np.uint8)
 

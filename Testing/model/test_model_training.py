@@ -135,7 +135,8 @@ def test_manifest_kfold_fine_tuning(tiny_model, tmp_path):
     from EmphysemaXAILib.phantom.io import write_phantom
 
     rows = []
-    for i, (extent, pattern) in enumerate([(0, "none"), (8, "mixed"), (18, "mixed"), (30, "mixed"), (0, "none"), (10, "centrilobular")]):
+    for i, (extent, pattern) in enumerate([(0, "none"), (8, "mixed"), (18, "mixed"), (30, "mixed"), (0, "none"),
+                                           (10, "centrilobular")]):
         phantom = generate_phantom(PhantomParams(size="small", seed=40 + i, extent_pct=extent, pattern=pattern))
         write_phantom(phantom, tmp_path / f"case{i}", fmt="nrrd")
         rows.append({"path": f"case{i}/ct.nrrd", "lung_mask": f"case{i}/labels/lungs.nrrd",

@@ -113,7 +113,8 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     assert {n.GetName() for n in scene.GetNodesByClass("vtkMRMLModelNode")} >= {"Right lung", "Left lung"}
     html = (out / "report.html").read_text()
     assert "Rendered by Slicer: 3D view, axial slice view, coronal slice view." in html
-    assert "Slicer views" in html and html.count("data:image/png;base64,") == 6  # + Slicer's views, the CNN's map, the pattern map
+    # + Slicer's views, the CNN's map, the pattern map
+    assert "Slicer views" in html and html.count("data:image/png;base64,") == 6
     assert "CNN severity" in html
     # the segmentation file alone loads as a segmentation too
     seg_node = slicer.util.loadSegmentation(str(out / "lungs.seg.nrrd"))

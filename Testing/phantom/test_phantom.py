@@ -172,7 +172,8 @@ def test_cli_phantom_subtype_mix(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [(["--extent", "70", "--pattern", "mixed"], "outside 0-60"),
-                                          (["--extent", "5", "--pattern", "mixed", "--mix", "1,2"], "four non-negative weights"),
+                                          (["--extent", "5", "--pattern", "mixed", "--mix", "1,2"],
+                                           "four non-negative weights"),
                                           (["--extent", "5"], "pattern 'none' needs extent_pct 0"),
                                           (["--zones", "1,2"], "three non-negative shares")])
 def test_cli_phantom_bad_arguments(tmp_path, args, message):

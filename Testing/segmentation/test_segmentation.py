@@ -118,7 +118,8 @@ def two_slices():
     return CTVolume(hu=ct.hu[k:k + 2].copy(), spacing=ct.spacing, origin=ct.origin, direction=ct.direction)
 
 
-def test_lungmask_engine_runs_real_inference_with_generated_weights(two_slices, generated_weights, monkeypatch, tmp_path):
+def test_lungmask_engine_runs_real_inference_with_generated_weights(two_slices, generated_weights, monkeypatch,
+                                                                    tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
     result = segment_lungs(two_slices, engine="lungmask", lungmask_weights=generated_weights["r231"])
     assert result.engine_used == "lungmask" and result.labels.shape == two_slices.shape
@@ -128,7 +129,8 @@ def test_lungmask_engine_runs_real_inference_with_generated_weights(two_slices, 
     assert any("not the published ones" in w for w in result.warnings)
 
 
-def test_lungmask_fusion_mode_for_lobes_with_environment_variables(two_slices, generated_weights, monkeypatch, tmp_path):
+def test_lungmask_fusion_mode_for_lobes_with_environment_variables(two_slices, generated_weights, monkeypatch,
+                                                                   tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
     monkeypatch.setenv(ENV_WEIGHTS, str(generated_weights["ltrclobes"]))
     monkeypatch.setenv(ENV_FILL_WEIGHTS, str(generated_weights["r231"]))
