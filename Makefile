@@ -1,6 +1,6 @@
 # The README's commands. Each creates .venv/ when missing and installs the pinned dependencies.
 #   make demo   run the main job on the embedded sample case
-#   make test   run the whole test suite
+#   make test   ruff check ., then the whole test suite
 #   make bench  print the benchmark tables (lungmask timed on 40 slices and extrapolated;
 #               bench/bench_segment_qct.py without options times all 400, about 8 minutes)
 PYTHON ?= python3
@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/emphysema-xai demo --out emphysema-xai-demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(VENV)/bin/ruff check . && $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) bench/bench_read.py
