@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from ..pipeline import CaseResult, Cancelled, analyze_case
+from ..pipeline import Cancelled, CaseResult, analyze_case
 
 
 class BackgroundAnalysis:
