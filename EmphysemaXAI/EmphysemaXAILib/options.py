@@ -52,9 +52,13 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .analysis.patterns import PATTERNS
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .analysis.qct import QCTConfig
 
 ENGINES = ("auto", "lungmask", "classical")
 QC_PROFILES = ("default", "seeds")
@@ -139,7 +143,7 @@ class AnalysisOptions:
         QCT fields stay ``None`` where not given: :meth:`qct_config` takes them from its base."""
         return DEFAULTS.merged(self)
 
-    def qct_config(self):
+    def qct_config(self) -> QCTConfig:
         """The :class:`~EmphysemaXAILib.analysis.qct.QCTConfig` these options describe: CIP's
         conventions when ``cip_compatible``, else the project's, with every given QCT field on top."""
         from .analysis.qct import QCTConfig

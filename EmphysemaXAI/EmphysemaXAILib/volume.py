@@ -7,8 +7,12 @@ row-major, LPS (its columns are the LPS directions of the x, y and z index axes)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 #: HU written where the reader creates voxels outside the reconstructed field of view
 #: (for example after a gantry-tilt correction). Quality control ignores values below -1024.
@@ -93,7 +97,7 @@ class CTVolume:
         ijk = np.asarray(zyx, dtype=float)[::-1]
         return np.asarray(self.origin) + self.direction_matrix @ (np.asarray(self.spacing) * ijk)
 
-    def to_sitk(self):
+    def to_sitk(self) -> sitk.Image:
         """The volume as a SimpleITK image (shares no memory with :attr:`hu`)."""
         import SimpleITK as sitk
 

@@ -66,7 +66,7 @@ class Calibration:
     intercept: float
     air_nominal_hu: float = NOMINAL_AIR_HU
 
-    def apply(self, hu):
+    def apply(self, hu) -> float | np.ndarray:
         """Calibrated HU of raw ``hu`` (a number or an array)."""
         return self.slope * hu + self.intercept
 

@@ -74,7 +74,7 @@ def kernel_class(kernel: str | None) -> str:
     return "unknown"
 
 
-def hu_histogram(hu: np.ndarray, padding_hu: float | None = None, chunk: int = 16):
+def hu_histogram(hu: np.ndarray, padding_hu: float | None = None, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Histogram of valid voxels at 1 HU bins, computed slab by slab (low memory).
 
     Returns:

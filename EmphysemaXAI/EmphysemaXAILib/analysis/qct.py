@@ -34,6 +34,7 @@ QCT class; a noisy scan's class uses the robust extent either way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -41,6 +42,9 @@ from scipy import ndimage
 from ..volume import IN_PLANE
 from .regions import REGION_NAMES, LungRegions, lung_regions
 from .severity import SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "kurtosis", "mode_hu",
                "median_hu", "perc10_hu", "perc15_hu", "laa950_pct", "laa925_pct", "laa910_pct",
@@ -100,7 +104,7 @@ class QCTResult:
         return {"regions": self.regions, "qct_severity": self.qct_severity, "noise_hu": self.noise_hu,
                 "calibration": self.calibration, "warnings": self.warnings}
 
-    def dataframe(self):
+    def dataframe(self) -> pd.DataFrame:
         """The regions as a pandas DataFrame (one row per region; units in the column names),
         with the calibration's references (``calibration_*`` columns, empty without one)."""
         import pandas as pd

@@ -205,7 +205,8 @@ def _rl_loglik(observed, edges, sigma):
 
 
 def deconvolve_mixture(histogram: np.ndarray, noise_hu: float, offset: int,
-                       components: int = COMPONENTS, iterations: int = _EM_ITERATIONS):
+                       components: int = COMPONENTS,
+                       iterations: int = _EM_ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights, means, variances) of the noise-free Gaussian mixture whose blur by N(0, noise_hu^2)
     best explains the 1-HU histogram: EM of extreme deconvolution, the clip bin (<= -1024 HU)
     left-censored and the tail above ``DENSE_HU`` right-censored; variances >= 1 HU^2. Starts

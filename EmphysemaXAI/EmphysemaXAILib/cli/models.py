@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..io.atomic import write_files_atomic
@@ -12,6 +13,9 @@ from ..notices import NOT_CLINICAL
 from ..phantom.params import SIZES
 from .registry import add_device, add_json, add_out, add_overwrite, command, methods
 from .show import command_line, print_figures
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 
 def manifest_inputs(manifest) -> list:
@@ -33,7 +37,7 @@ def manifest_inputs(manifest) -> list:
     return inputs
 
 
-def claim_folder(args, inputs):
+def claim_folder(args, inputs) -> AbstractContextManager[list]:
     """claim_outputs for the commands that write one folder given by --out."""
     return claim_outputs(inputs, [Output("--out", args.out)], args.overwrite)
 

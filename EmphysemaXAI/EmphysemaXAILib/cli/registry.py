@@ -33,7 +33,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, flags: Callable, *, config: bool = False):
+def command(name: str, help: str, flags: Callable, *, config: bool = False) -> Callable[[Callable], Callable]:
     """Decorator registering ``run`` as the handler of sub-command ``name``."""
     def register(run):
         if name in COMMANDS:

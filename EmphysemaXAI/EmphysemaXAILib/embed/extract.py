@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from ..errors import InputError
 from ..io.files import case_id
 from .backbones import Backbone, load_backbone
 from .zones import zone_patches
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURE_DTYPE = np.float32
 
@@ -106,7 +110,7 @@ def _table(rows: list, backbone: Backbone):
 
 
 def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", lung_masks=None,
-                progress: bool = True, preview_dir=None):
+                progress: bool = True, preview_dir=None) -> pd.DataFrame:
     """One row per CT case: ``id``, ``qct_laa950_pct``, ``qct_perc15_hu``, ``qct_volume_l``,
     ``upper_0000`` ... ``lower_<dim-1>`` (float32). See the module docstring.
 
@@ -146,7 +150,7 @@ def embed_cases(inputs, backbone="efficientnet-lite0", *, engine: str = "auto", 
     return _table(rows, backbone)
 
 
-def embed_images(folder_or_paths, backbone="efficientnet-lite0", batch_size: int = 16):
+def embed_images(folder_or_paths, backbone="efficientnet-lite0", batch_size: int = 16) -> pd.DataFrame:
     """One row per 2D HU image: ``id``, ``qct_laa950_pct``, ``qct_perc15_hu``, ``f_0000`` ...
 
     Args:
@@ -201,7 +205,7 @@ def write_embeddings(table, path) -> Path:
     return path
 
 
-def read_embeddings(path):
+def read_embeddings(path) -> pd.DataFrame:
     """Read a table written by :func:`write_embeddings` (``id`` as text, features float32)."""
     import pandas as pd
 

@@ -70,7 +70,7 @@ def _order(attribution_flat: np.ndarray, lung_idx: np.ndarray, rng) -> np.ndarra
     return lung_idx[np.argsort(-(values / scale + jitter), kind="stable")]
 
 
-def randomized(model, seed: int = 0):
+def randomized(model, seed: int = 0) -> torch.nn.Module:
     """A copy of ``model`` with every layer re-initialised (weights and batch-norm statistics)."""
     torch.manual_seed(seed)
     clone = copy.deepcopy(model)

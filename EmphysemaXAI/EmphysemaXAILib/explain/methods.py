@@ -71,7 +71,7 @@ class TargetLogit(nn.Module):
             raise ValueError(f"the severity model has no {target} output: explain a pattern with a pattern model")
         self.net, self.target = model, target
 
-    def forward(self, x):
+    def forward(self, x) -> torch.Tensor:
         if not _is_pattern(self.net):
             embedding, _ = self.net.encoder(normalise_hu(x))
             return self.net.fraction_head(embedding)

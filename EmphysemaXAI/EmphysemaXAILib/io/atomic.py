@@ -26,9 +26,13 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .signals import signals_deferred
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: resolved output path -> whether it may be replaced (set by :func:`.outputs.claim_outputs`).
 CLAIMS: dict = {}
@@ -185,7 +189,7 @@ def _install(new: Path, out: Path, replace: bool) -> None:
 # --------------------------------------------------------------------------- atomic writers
 
 @contextmanager
-def atomic_folder(out, overwrite=None):
+def atomic_folder(out, overwrite=None) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``out`` when the block succeeds.
 
     ``overwrite``: whether an existing ``out`` may be replaced (None: as claimed by the front

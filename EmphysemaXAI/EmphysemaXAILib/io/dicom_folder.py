@@ -34,7 +34,7 @@ def looks_like_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
-def read_header(path: Path):
+def read_header(path: Path) -> pydicom.Dataset | None:
     """Header of an image file, or None when the file is not a DICOM image.
 
     Raises InvalidDicomError / OSError / other pydicom errors for files that claim to be
@@ -53,7 +53,7 @@ def read_header(path: Path):
     return ds
 
 
-def scan_folder(folder: Path):
+def scan_folder(folder: Path) -> tuple[dict[str, list[tuple[Path, pydicom.Dataset]]], list[tuple[Path, str]]]:
     """Headers of every DICOM image file under ``folder`` (recursive), grouped by series.
 
     Returns:

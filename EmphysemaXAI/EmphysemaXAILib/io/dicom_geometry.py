@@ -43,7 +43,7 @@ PERPENDICULAR_TOLERANCE_DEG = 1.0
 AXIAL_LIMIT_DEG = 45.0
 
 
-def image_orientation(path: Path, ds):
+def image_orientation(path: Path, ds) -> tuple[np.ndarray, np.ndarray] | None:
     """(row, column) unit direction vectors (LPS) from ImageOrientationPatient, or None when
     the tag is absent.
 
@@ -80,7 +80,7 @@ def image_orientation(path: Path, ds):
     return row, col
 
 
-def axes_or_axial(orientation):
+def axes_or_axial(orientation) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of an orientation, the axial default (LPS x, y) when it is unknown."""
     return orientation if orientation is not None else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
 
@@ -93,7 +93,7 @@ def plane_name(normal) -> str:
     return name if angle <= 10 else f"oblique ({angle:.0f} degrees from {name})"
 
 
-def image_position(ds):
+def image_position(ds) -> np.ndarray | None:
     """ImagePositionPatient (LPS, mm) as an array, or None when absent or not 3 finite numbers."""
     numbers = [as_float(v) for v in value_items(header_get(ds, "ImagePositionPatient"))]
     if len(numbers) != 3 or not all(np.isfinite(numbers)):
@@ -101,7 +101,7 @@ def image_position(ds):
     return np.array(numbers)
 
 
-def consistent_slices(items, uid):
+def consistent_slices(items, uid) -> tuple[list, int]:
     """The slices of one stack, sharing size (Rows x Columns) and orientation; returns
     (items, number of slices dropped).
 
@@ -140,7 +140,7 @@ def consistent_slices(items, uid):
     return chosen["items"], len(items) - len(chosen["items"])
 
 
-def order_slices(items, normal, warnings):
+def order_slices(items, normal, warnings) -> tuple[list, list]:
     """Sort the slices along the slice ``normal`` (LPS unit vector); return (items, positions).
 
     ``positions`` are the LPS points (mm) of the slices' first voxels. With every
@@ -231,7 +231,7 @@ def pixel_spacing(items, warnings) -> tuple:
     return result
 
 
-def header_step(ds, warnings):
+def header_step(ds, warnings) -> tuple[float | None, str | None]:
     """Slice spacing (mm) from SpacingBetweenSlices, else SliceThickness, for series without
     positions; a zero, negative or non-finite value is ignored with a warning. Returns
     (mm or None, the tag used)."""

@@ -21,7 +21,7 @@ def tag_label(keyword: str) -> str:
     return keyword if tag is None else f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def header_get(ds, keyword):
+def header_get(ds, keyword) -> object:
     """The value of ``keyword`` (None when absent); a value pydicom cannot convert comes back
     as its raw text instead of raising, so that the checks can name it."""
     try:
@@ -45,7 +45,7 @@ def value_items(value) -> list:
     return [value]
 
 
-def first_item(value):
+def first_item(value) -> object:
     """First item of a multi-valued DICOM element (or the value itself)."""
     items = value_items(value)
     return items[0] if items else None
@@ -71,7 +71,7 @@ def name_list(paths, at_most: int = 3) -> str:
     return shown + (f" and {len(paths) - at_most} more" if len(paths) > at_most else "")
 
 
-def header_text(ds, keyword):
+def header_text(ds, keyword) -> str | None:
     value = header_get(ds, keyword)
     if value is None or value == "":
         return None
@@ -80,20 +80,20 @@ def header_text(ds, keyword):
     return str(value).strip() or None
 
 
-def raw_number(ds, keyword):
+def raw_number(ds, keyword) -> float | None:
     """First value of a numeric tag as a float: None when absent or empty, NaN when it does
     not parse, possibly infinite (for the checks that must tell these apart)."""
     value = first_item(header_get(ds, keyword))
     return None if value is None else as_float(value)
 
 
-def header_number(ds, keyword):
+def header_number(ds, keyword) -> float | None:
     """First value of a numeric tag as a finite float, or None (absent, unparsable, infinite)."""
     value = raw_number(ds, keyword)
     return value if value is not None and np.isfinite(value) else None
 
 
-def positive_length(ds, keyword):
+def positive_length(ds, keyword) -> float | None:
     """A numeric tag that must be a positive length (mm): its value, or None when absent or
     not positive and finite."""
     value = header_number(ds, keyword)

@@ -18,14 +18,18 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError, plain_numbers
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 @contextmanager
-def native_output_silenced():
+def native_output_silenced() -> Iterator[None]:
     """Keep ITK's and the C libraries' own messages off the terminal during a SimpleITK call.
 
     ITK warnings are switched off (``ProcessObject.SetGlobalWarningDisplay``) and file

@@ -25,10 +25,14 @@ columns = the LPS directions of the x, y, z index axes).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..volume import CTVolume
 
 #: Largest angle (degrees) between an index axis and its nearest patient axis that is still
 #: handled by transposing / flipping; beyond it the volume is resampled.
@@ -192,7 +196,7 @@ def reorientation(shape, spacing, origin, direction) -> Reorientation:
         oblique_deg=round(angle, 3))
 
 
-def canonical(ct):
+def canonical(ct) -> CTVolume:
     """``ct`` on the canonical axial grid (a new CTVolume whose ``orientation`` maps back), or
     ``ct`` itself when it already is (its ``orientation`` then says so). Idempotent: a volume
     that was already reoriented is returned unchanged."""

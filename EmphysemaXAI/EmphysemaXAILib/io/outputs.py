@@ -15,10 +15,14 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .atomic import CLAIMS, refuse_existing
 from .signals import signals_deferred
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 try:
     import fcntl
@@ -256,7 +260,7 @@ def _make_folders(folder: Path, out: Path) -> list:
 
 
 @contextmanager
-def claim_outputs(inputs, outputs, overwrite: bool = False, *, allow_empty: bool = False):
+def claim_outputs(inputs, outputs, overwrite: bool = False, *, allow_empty: bool = False) -> Iterator[list]:
     """Check the outputs (:func:`check_outputs`), then lock each of them for the block; the
     atomic writers inside replace an existing output only when ``overwrite``. On leaving, the
     locks are released and removed, and folders created only to hold them (when nothing was

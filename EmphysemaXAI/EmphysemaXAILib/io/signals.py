@@ -6,6 +6,10 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class Terminated(BaseException):
@@ -27,7 +31,7 @@ def _stop_signals() -> list:
 
 
 @contextmanager
-def signal_handlers():
+def signal_handlers() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise :class:`Terminated` (once: a repeated signal
     while the run is cleaning up is ignored, so the clean-up finishes). A signal the process
     ignores (``nohup``) stays ignored. Restores the previous handlers afterwards. A no-op
@@ -62,7 +66,7 @@ def signal_handlers():
 
 
 @contextmanager
-def signals_deferred():
+def signals_deferred() -> Iterator[None]:
     """Hold SIGINT, SIGTERM and SIGHUP back during the block (renames, clean-up); a signal that
     arrived meanwhile is delivered when the block ends."""
     if not hasattr(signal, "pthread_sigmask"):

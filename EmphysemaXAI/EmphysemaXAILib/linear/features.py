@@ -7,12 +7,16 @@ per embedding feature named ``<zone>_<index>`` (zones: upper, middle, lower) or 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..analysis.regions import THIRDS
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def labelled_image_embeddings(folder, labels, backbone):
+
+def labelled_image_embeddings(folder, labels, backbone) -> pd.DataFrame:
     """Embeddings of the images the labels table names (``path`` relative to ``folder``), with
     ``id`` set to that relative path (posix form) so the tables join."""
     from ..embed import embed_images
@@ -31,7 +35,7 @@ def labelled_image_embeddings(folder, labels, backbone):
     return table
 
 
-def zone_columns(features, zones: str):
+def zone_columns(features, zones: str) -> pd.DataFrame:
     """The table with only the feature columns of ``zones`` (comma-separated upper, middle, lower),
     keeping ``id`` and the ``qct_*`` columns."""
     chosen = [z.strip() for z in zones.split(",") if z.strip()]

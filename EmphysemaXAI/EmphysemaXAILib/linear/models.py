@@ -59,7 +59,7 @@ class L1Logistic(ClassifierMixin, BaseEstimator):
         self.fallback_C = fallback_C
         self.seed = seed
 
-    def fit(self, X, y):
+    def fit(self, X, y) -> L1Logistic:
         y = np.asarray(y)
         self.classes_, counts = np.unique(y, return_counts=True)
         binary = len(self.classes_) == 2
@@ -83,13 +83,13 @@ class L1Logistic(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = self.model_.n_features_in_
         return self
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> np.ndarray:
         return self.model_.predict_proba(X)
 
-    def decision_function(self, X):
+    def decision_function(self, X) -> np.ndarray:
         return self.model_.decision_function(X)
 
-    def predict(self, X):
+    def predict(self, X) -> np.ndarray:
         return self.model_.predict(X)
 
 

@@ -48,7 +48,7 @@ class WelchTopK(SelectorMixin, BaseEstimator):
     def __init__(self, k: int = 20):
         self.k = k
 
-    def fit(self, X, y, labels=None):
+    def fit(self, X, y, labels=None) -> WelchTopK:
         X = validate_data(self, X, reset=True, ensure_all_finite=True)
         target = y if labels is None else labels
         if int(self.k) < 1:

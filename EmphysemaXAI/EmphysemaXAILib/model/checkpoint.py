@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..io.files import sha256
+
+if TYPE_CHECKING:
+    import torch
+
+    from .pattern_net import PatternNet
+    from .severity_net import SeverityNet
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
@@ -43,7 +50,7 @@ def save_model(model, config: dict, out_dir) -> str:
     return digest
 
 
-def pick_device(name: str = "auto"):
+def pick_device(name: str = "auto") -> torch.device:
     """The torch device: CUDA, then Apple MPS, then the CPU (``auto``), or the named device."""
     import torch
 
@@ -65,7 +72,7 @@ def shipped_available() -> bool:
     return (SHIPPED_DIR / WEIGHTS_FILE).is_file() and (SHIPPED_DIR / CONFIG_FILE).is_file()
 
 
-def load_model(path=None, device="cpu"):
+def load_model(path=None, device="cpu") -> tuple[PatternNet | SeverityNet, dict]:
     """(network in eval mode on ``device``, config dict) from a model folder (default: the
     shipped model): a PatternNet when ``config["architecture"]["kind"]`` is ``pattern``, else a
     SeverityNet. Refuses a missing folder, a digest mismatch or weights that do not fit."""

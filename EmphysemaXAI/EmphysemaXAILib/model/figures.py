@@ -44,7 +44,7 @@ def case_figures(rows: list, sigma: float, cutpoints=SEVERITY_CUTPOINTS, seed: i
     return out
 
 
-def head_probabilities(summary: dict):
+def head_probabilities(summary: dict) -> list | None:
     """The severity model's attention-pooled class head (4,), None for a pattern model."""
     return list(summary["class_head"].values()) if "class_head" in summary else None
 

@@ -8,12 +8,17 @@ of ``analysis/severity.py``; :func:`split_subjects` keeps every subject's items 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..analysis.severity import SEVERITY_CLASSES, severity_bands, severity_class
 from ..phantom.generate import generate_phantom
 from ..phantom.params import DOSES, EMPHYSEMA_PATTERNS, KERNELS, PhantomParams
 from .severity_dataset import case_bag, phantom_tiles
+
+if TYPE_CHECKING:
+    from .severity_dataset import CaseBag, TileSet
 
 #: the extent drawn for the most severe class stops here (% of lung): the phantoms stay anatomical
 MAX_PHANTOM_EXTENT_PCT = 40.0
@@ -55,7 +60,7 @@ def split_subjects(subjects, seed: int, fractions=(0.70, 0.15, 0.15)) -> dict:
     return {name: [i for i, s in enumerate(subjects) if s in members] for name, members in parts.items()}
 
 
-def phantom_case(params, tiles_per_case: int, size: int, slices: int):
+def phantom_case(params, tiles_per_case: int, size: int, slices: int) -> tuple[TileSet, CaseBag]:
     """Generate one phantom -> (TileSet of training tiles, CaseBag with the true extent and class)."""
     phantom = generate_phantom(params)
     tileset = phantom_tiles(phantom, tiles_per_case, size, slices, seed=params.seed)

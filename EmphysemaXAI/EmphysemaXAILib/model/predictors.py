@@ -6,11 +6,16 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from .checkpoint import CONFIG_FILE, model_dir
 
+if TYPE_CHECKING:
+    from .pattern_infer import PatternPredictor
+    from .severity_infer import SeverityPredictor
 
-def open_predictor(model_path=None, device: str = "auto"):
+
+def open_predictor(model_path=None, device: str = "auto") -> PatternPredictor | SeverityPredictor:
     """The predictor for a model folder (default: the shipped model): a
     :class:`~.pattern_infer.PatternPredictor` when its ``config.json`` names a pattern model,
     else a :class:`~.severity_infer.SeverityPredictor`. Both give ``predict`` ->

@@ -35,7 +35,7 @@ class SpatialAttention(nn.Module):
         super().__init__()
         self.g = nn.Conv2d(channels, 1, kernel_size=1)
 
-    def forward(self, features: torch.Tensor):
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, C, H, W) -> (attended features (B, C, H, W), attention (B, H, W))."""
         b, _, h, w = features.shape
         attention = torch.softmax(self.g(features).view(b, h * w), dim=1).view(b, 1, h, w)
@@ -57,7 +57,7 @@ class PatchEncoder(nn.Module):
         self.attention = SpatialAttention(4 * width)
         self.channels = 4 * width
 
-    def forward(self, patches: torch.Tensor):
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(patches)           # the last convolutional block (Grad-CAM target)
         attended, attention = self.attention(features)
         return attended.sum(dim=(2, 3)), attention

@@ -70,7 +70,8 @@ def _loss(model, batch, device, config):
     return loss, mae
 
 
-def train_patch_model(model, train_set, val_set, config: TrainConfig, out_dir=None, progress: bool = True):
+def train_patch_model(model, train_set, val_set, config: TrainConfig, out_dir=None,
+                      progress: bool = True) -> list[dict]:
     """Train ``model`` in place; returns the per-epoch history (list of dicts).
 
     Writes ``log.csv`` and ``training_curve.png`` into ``out_dir`` when given.

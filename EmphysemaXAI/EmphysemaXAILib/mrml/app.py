@@ -147,7 +147,7 @@ def _new_scratch() -> str:
     return folder
 
 
-def bootstrap(fresh: bool = False, temp_dir=None):
+def bootstrap(fresh: bool = False, temp_dir=None) -> tuple[slicer.vtkMRMLScene, slicer.vtkSlicerApplicationLogic]:
     """The scene and application logic; built once (``fresh=True`` builds a new pair, e.g. to
     reload a scene into a pristine scene). Inside Slicer, returns the application's own.
 

@@ -7,9 +7,16 @@ MRML layer: imports ``slicer`` (the application's, or the slicer-core wheel head
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import slicer
+
+    from ..volume import CTVolume
 
 
-def load_phantom(scene, seed: int = 0):
+def load_phantom(scene, seed: int = 0) -> slicer.vtkMRMLScalarVolumeNode:
     """A generated medium phantom (12 % mixed emphysema) as a volume node in ``scene``, shown in
     the slice views when the application is there."""
     import slicer
@@ -41,7 +48,7 @@ def dicom_acquisition(volume_node, dicom_database) -> dict | None:
     return acquisition_facts(pydicom.dcmread(path, stop_before_pixels=True))
 
 
-def case_inputs(volume_node, segmentation_node=None, dicom_database=None):
+def case_inputs(volume_node, segmentation_node=None, dicom_database=None) -> tuple[CTVolume, np.ndarray | None]:
     """(CTVolume, lung labels (z, y, x) uint8 on the CT as given, or None) from the input nodes;
     DICOM acquisition facts come from the files the DICOM browser loaded. GUI thread only."""
     from .nodes import labels_from_segmentation_node

@@ -34,7 +34,8 @@ def lung_terminology(code: str, meaning: str, type_code: str = "39607008", type_
         code, "SCT" if code else "", meaning, "Anatomic codes - DICOM master list", "", "", "", "", "", "")
 
 
-def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lungs", airways=None):
+def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lungs",
+                           airways=None) -> slicer.vtkMRMLSegmentationNode:
     """A segmentation node with "Right lung" / "Left lung" (terminology, colours, closed surface),
     and an "Airways" segment when ``airways`` (bool (z, y, x) on the CT node's grid) holds any."""
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
@@ -82,7 +83,8 @@ def labels_from_segmentation_node(segmentation_node, ct_node) -> np.ndarray:
         scene.RemoveNode(labelmap)
 
 
-def table_node(scene, name: str, rows: list, units: dict | None = None, descriptions: dict | None = None):
+def table_node(scene, name: str, rows: list, units: dict | None = None,
+               descriptions: dict | None = None) -> slicer.vtkMRMLTableNode:
     """A table node from a list of dicts (numbers as double columns, others as strings), with
     units and descriptions as column properties."""
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
@@ -108,12 +110,12 @@ def table_node(scene, name: str, rows: list, units: dict | None = None, descript
     return node
 
 
-def laa_color_node(scene, name: str = "EmphysemaXAI LAA"):
+def laa_color_node(scene, name: str = "EmphysemaXAI LAA") -> slicer.vtkMRMLColorTableNode:
     """The module's own colour table for the LAA map (built in code: the same headless and in Slicer)."""
     return _color_table(scene, name, LAA_COLORS)
 
 
-def pattern_color_node(scene, name: str = "EmphysemaXAI patterns"):
+def pattern_color_node(scene, name: str = "EmphysemaXAI patterns") -> slicer.vtkMRMLColorTableNode:
     """The colour table of the pattern map: 0 outside the lung and 1 normal transparent,
     2-4 centrilobular mild / moderate / severe yellow -> orange -> red, 5 paraseptal blue,
     6 panlobular purple (names as in :data:`~EmphysemaXAILib.analysis.patterns.PATTERN_COLORS`)."""
@@ -134,7 +136,7 @@ def _color_table(scene, name: str, colors):
 
 
 def label_overlay(scene, ct_node, values: np.ndarray, name: str, color_node, app_logic=None,
-                  opacity: float = 0.6):
+                  opacity: float = 0.6) -> slicer.vtkMRMLLabelMapVolumeNode:
     """A label map volume on the CT grid coloured by ``color_node`` (its alpha: transparent
     entries stay transparent), shown in the label layer of every slice view at ``opacity``
     (the LAA map keeps the foreground); the data probe names the label under the mouse."""
@@ -152,7 +154,7 @@ def label_overlay(scene, ct_node, values: np.ndarray, name: str, color_node, app
 
 
 def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, app_logic=None,
-                   opacity: float = 0.6):
+                   opacity: float = 0.6) -> slicer.vtkMRMLScalarVolumeNode:
     """A scalar volume on the CT grid shown with ``color_node`` as the foreground of every slice view."""
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     node.CopyOrientation(ct_node)
@@ -176,7 +178,7 @@ def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, ap
     return node
 
 
-def volume_rendering(overlay_node, color_node):
+def volume_rendering(overlay_node, color_node) -> slicer.vtkMRMLVolumeRenderingDisplayNode:
     """3D volume rendering of a label-like overlay with transfer functions built from its colours."""
     logic = slicer.modules.volumerendering.logic()
     display = logic.CreateDefaultVolumeRenderingNodes(overlay_node)
@@ -217,7 +219,7 @@ def lung_surface_models(segmentation_node) -> list:
 ATTRIBUTION_COLORS = 256
 
 
-def attribution_color_node(scene, name: str = "EmphysemaXAI attribution"):
+def attribution_color_node(scene, name: str = "EmphysemaXAI attribution") -> slicer.vtkMRMLColorTableNode:
     """The module's continuous colour table for attribution maps (dark red -> orange -> yellow
     -> white, 256 entries, built in code)."""
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
@@ -259,7 +261,8 @@ def style_attribution(node, color_node, threshold: float = 0.2, app_logic=None, 
             composite.SetForegroundOpacity(opacity)
 
 
-def attribution_rendering(node, color_node, threshold: float = 0.2, visible: bool = False):
+def attribution_rendering(node, color_node, threshold: float = 0.2,
+                          visible: bool = False) -> slicer.vtkMRMLVolumeRenderingDisplayNode:
     """3D volume rendering of an attribution volume: transparent below ``threshold`` x top,
     opacity rising to 0.5 at the top, colours from ``color_node``."""
     logic = slicer.modules.volumerendering.logic()

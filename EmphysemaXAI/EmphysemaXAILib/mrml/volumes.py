@@ -15,12 +15,12 @@ from ..volume import CTVolume
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
-def ras_geometry(ct: CTVolume):
+def ras_geometry(ct: CTVolume) -> tuple[np.ndarray, np.ndarray]:
     """(origin_ras (3,), directions_ras 3 x 3 with the index axes as columns) of a CT volume."""
     return LPS_TO_RAS @ np.asarray(ct.origin, float), LPS_TO_RAS @ ct.direction_matrix
 
 
-def volume_node_from_ct(scene, ct: CTVolume, name: str = "CT", node=None):
+def volume_node_from_ct(scene, ct: CTVolume, name: str = "CT", node=None) -> slicer.vtkMRMLScalarVolumeNode:
     """Put a CT volume into a (new or given) ``vtkMRMLScalarVolumeNode`` of ``scene``.
 
     The node gets the voxel array (copied, same dtype), spacing (x, y, z) mm, and the RAS
