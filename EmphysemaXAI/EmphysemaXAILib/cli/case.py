@@ -26,8 +26,6 @@ from .registry import (
 )
 from .show import print_lines, print_warnings, progress
 
-DEMO_EXTENT_PCT = 12.0
-
 
 def _weights_inputs(options) -> list:
     return [("--lungmask-weights", options.lungmask_weights),
@@ -248,7 +246,7 @@ def _is_demo_folder(folder: Path) -> bool:
 def cmd_demo(args) -> int:
     """The main job on an embedded default: ``analyze`` on a generated medium phantom."""
     from ..app.case_files import check_scene_support, write_case_files
-    from ..phantom import PhantomParams, generate_phantom
+    from ..phantom import DEMO_EXTENT_PCT, demo_params, generate_phantom
     from ..phantom.io import write_phantom
     from ..pipeline import analyze_case
 
@@ -262,8 +260,7 @@ def cmd_demo(args) -> int:
             atomic_folder(out) as work:  # the demo's own folder, replaced on rerun
         print(f"generating a medium phantom (mixed emphysema {DEMO_EXTENT_PCT:g}%, seed {args.seed})",
               file=sys.stderr)
-        phantom = generate_phantom(PhantomParams(extent_pct=DEMO_EXTENT_PCT, pattern="mixed",
-                                                 size="medium", seed=args.seed))
+        phantom = generate_phantom(demo_params(args.seed))
         write_phantom(phantom, work / "phantom", fmt="dicom", preview=work / "phantom" / "preview.png")
         result = analyze_case(work / "phantom" / "ct", options, progress=None if args.json else progress)
         write_case_files(result, work, scene=not args.no_scene)

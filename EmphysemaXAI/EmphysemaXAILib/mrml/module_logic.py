@@ -21,10 +21,10 @@ def load_phantom(scene, seed: int = 0) -> slicer.vtkMRMLScalarVolumeNode:
     the slice views when the application is there."""
     import slicer
 
-    from ..phantom import PhantomParams, generate_phantom
+    from ..phantom import demo_params, generate_phantom
     from .volumes import volume_node_from_ct
 
-    phantom = generate_phantom(PhantomParams(extent_pct=12, pattern="mixed", size="medium", seed=seed))
+    phantom = generate_phantom(demo_params(seed))
     node = volume_node_from_ct(scene, phantom.ct, "EmphysemaXAI phantom")
     node.CreateDefaultDisplayNodes()
     if hasattr(slicer, "app"):

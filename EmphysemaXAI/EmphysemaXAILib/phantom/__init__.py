@@ -4,6 +4,7 @@
 ``write_phantom`` writes them as ``docs/contracts.md`` describes.
 """
 from .generate import Phantom, generate_phantom
-from .params import DOSES, KERNELS, LESION_PATTERNS, SIZES, SUBTYPES, PhantomParams
+from .params import DEMO_EXTENT_PCT, DOSES, KERNELS, LESION_PATTERNS, SIZES, SUBTYPES, PhantomParams, demo_params
 
-__all__ = ["DOSES", "KERNELS", "LESION_PATTERNS", "SIZES", "SUBTYPES", "Phantom", "PhantomParams", "generate_phantom"]
+__all__ = ["DEMO_EXTENT_PCT", "DOSES", "KERNELS", "LESION_PATTERNS", "SIZES", "SUBTYPES", "Phantom", "PhantomParams",
+           "demo_params", "generate_phantom"]

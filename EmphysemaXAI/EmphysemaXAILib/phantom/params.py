@@ -145,3 +145,13 @@ class Anatomy:
     def as_dict(self) -> dict:
         out = asdict(self)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+#: emphysema extent (% of lung) of the demo phantom (``emphysema-xai demo``, the Slicer module's sample)
+DEMO_EXTENT_PCT = 12.0
+
+
+def demo_params(seed: int = 0) -> PhantomParams:
+    """The demo case: a medium phantom with 12 % mixed emphysema (the command line's ``demo`` and
+    the Slicer module's generated sample)."""
+    return PhantomParams(extent_pct=DEMO_EXTENT_PCT, pattern="mixed", size="medium", seed=seed)
