@@ -49,6 +49,7 @@ so a typo never passes silently)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -226,6 +227,30 @@ def options_from_toml(path) -> AnalysisOptions:
         return AnalysisOptions(**values)
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
+
+
+def options_to_toml(options: AnalysisOptions) -> str:
+    """The given fields of ``options`` as a TOML config file (:data:`SCHEMA`'s sections and keys),
+    so ``options_from_toml`` of the text gives them back; ``series_uid`` has no key (it is the
+    command line's ``--series``). Used to hand a run's options to another process."""
+    lines = []
+    given = options.given()
+    for section, keys in SCHEMA.items():
+        entries = [(key, given[name]) for key, (name, _) in keys.items() if name in given]
+        if entries:
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in entries]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, (int, float)):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def build_options(config=None, **explicit) -> AnalysisOptions:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ExcludedError, InputError
-from ..io.signals import Terminated, signal_handlers
+from ..io.signals import Terminated, signal_handlers, watch_stop_file
 from ..notices import NOT_CLINICAL
 from .registry import COMMANDS, add_config
 
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explainable emphysema assessment on chest CT (headless EmphysemaXAI). " + NOT_CLINICAL)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--stop-file", metavar="PATH",
+                        help="stop (like SIGTERM: unfinished outputs removed) when this file appears; how the "
+                             "Slicer module cancels the analysis it launched")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():
         child = sub.add_parser(command.name, help=command.help)
@@ -58,6 +61,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("ignore")  # library chatter; our own warnings are in the QC report
     with signal_handlers():
+        if args.stop_file:
+            watch_stop_file(args.stop_file)
         try:
             return _run(args)
         except Terminated as stop:

@@ -17,7 +17,9 @@ def print_warnings(*groups) -> None:
 
 def progress(step, fraction, message) -> None:
     """The ``progress`` callback of :func:`~EmphysemaXAILib.pipeline.analyze_case`: one stderr line."""
-    print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
+    from ..app.analysis_process import format_progress
+
+    print(format_progress(fraction, message), file=sys.stderr)
 
 
 def print_lines(lines, prefix: str = "") -> None:

@@ -78,3 +78,32 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def watch_stop_file(path, grace_s: float = 1.2, interval_s: float = 0.1) -> threading.Thread:
+    """Stop this process when the file ``path`` appears (how a GUI cancels a run it launched, even
+    through a launcher process): a daemon thread sends SIGTERM to the process (handled like any
+    SIGTERM: :class:`Terminated`, clean-up, exit code 143) and, if the process is still alive
+    ``grace_s`` seconds later (the main thread stuck in one long native call), exits it hard
+    with code 143. Returns the thread (already started)."""
+    import os
+    import time
+    from pathlib import Path
+
+    stop = Path(path)
+
+    def watch():
+        if hasattr(signal, "pthread_sigmask"):  # the signal goes to the main thread, which honours deferral
+            signal.pthread_sigmask(signal.SIG_BLOCK, set(_stop_signals()) | {signal.SIGINT})
+        while not stop.exists():
+            time.sleep(interval_s)
+        if hasattr(signal, "pthread_sigmask"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            signal.raise_signal(signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(128 + int(signal.SIGTERM))
+
+    thread = threading.Thread(target=watch, name="stop-file watchdog", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,217 @@
+"""The command-line analysis in its own Python process, for a GUI that polls it (the Slicer module).
+
+Inside Slicer the Qt main loop holds Python's GIL, so long work in a thread starves and the GUI
+stutters; the best AI extensions run inference as a separate process instead. This module is
+that process launcher, free of Slicer and Qt (tested headless):
+
+- :func:`analysis_command` builds ``python -m EmphysemaXAILib --stop-file F analyze INPUT --out
+  DIR --config OPTIONS.toml ...`` from an :class:`~EmphysemaXAILib.options.AnalysisOptions`;
+- :class:`AnalysisProcess` starts it, and on each :meth:`~AnalysisProcess.poll` (a GUI timer)
+  returns the lines it printed since, progress lines parsed into (fraction, message); it never
+  blocks (the pipe is read non-blocking: no reader thread);
+- :meth:`~AnalysisProcess.cancel` stops it within 2 s at any step: it creates the stop file (the
+  child's watchdog raises SIGTERM in itself, so the atomic writers clean up, and exits hard
+  after a grace period; this also works through launchers such as Slicer's ``PythonSlicer``,
+  where terminating the launcher would leave the real interpreter running), terminates the
+  process, and kills it if it is still there.
+
+The progress line format is defined here once (:func:`format_progress` / :func:`parse_line`) and
+used by the command line's progress printer.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..options import AnalysisOptions, options_to_toml
+
+#: a progress line as the command line prints it on stderr: ``[ 40%] message``
+_PROGRESS = re.compile(r"^\[\s*(\d{1,3})%\]\s?(.*)$")
+#: what the watchdog in the child waits after raising SIGTERM before it exits hard (seconds)
+STOP_GRACE_S = 1.2
+
+
+def format_progress(fraction: float, message: str) -> str:
+    """One progress line: ``[ 40%] message`` (``fraction`` 0..1)."""
+    return f"[{fraction:4.0%}] {message}"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line the process printed: ``fraction`` (0..1) when it is a progress line, else None."""
+
+    text: str
+    fraction: float | None = None
+
+
+def parse_line(text: str) -> Line:
+    """A printed line as a :class:`Line` (progress lines give their fraction and message)."""
+    text = text.rstrip("\r\n")
+    match = _PROGRESS.match(text)
+    if match:
+        return Line(match.group(2), min(int(match.group(1)), 100) / 100.0)
+    return Line(text)
+
+
+def package_root() -> str:
+    """The folder holding the ``EmphysemaXAILib`` package (put on the child's PYTHONPATH)."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def analysis_command(python: str, input_path, out_dir, options: AnalysisOptions | None, work_dir, *,
+                     lung_mask=None, series_uid: str | None = None, scene: bool = False,
+                     report: bool = True) -> list[str]:
+    """The argument list of one ``analyze`` run in another process.
+
+    ``options`` are written to ``work_dir/options.toml`` (their given fields; :func:`options_to_toml`)
+    and passed as ``--config``; the stop file is ``work_dir/stop``. ``scene`` writes scene.mrb
+    (not needed when the results are loaded into a running Slicer).
+    """
+    work = Path(work_dir)
+    options = options or AnalysisOptions()
+    config = work / "options.toml"
+    config.write_text(options_to_toml(options), encoding="utf-8")
+    command = [python, "-m", "EmphysemaXAILib", "--stop-file", str(work / "stop"), "analyze", str(input_path),
+               "--out", str(out_dir), "--config", str(config)]
+    series = series_uid or options.series_uid
+    if series:
+        command += ["--series", series]
+    if lung_mask is not None:
+        command += ["--lung-mask", str(lung_mask)]
+    if not scene:
+        command.append("--no-scene")
+    if not report:
+        command.append("--no-report")
+    return command
+
+
+def child_environment(base: dict | None = None) -> dict:
+    """``base`` (default: this process's environment) with the package's folder first on
+    PYTHONPATH and unbuffered output (progress reaches the GUI as it is printed)."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join([package_root()] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class AnalysisProcess:
+    """One command run as a child process whose output is polled, never waited on.
+
+    Args:
+        command: the argument list (:func:`analysis_command`).
+        stop_file: the path the child watches (``--stop-file``); created by :meth:`cancel`.
+        popen: how to start it (``subprocess.Popen``-like, returning an object with ``stdout``,
+            ``poll``, ``terminate``, ``kill``, ``wait``); default starts it with
+            :func:`child_environment` and stderr merged into stdout.
+    """
+
+    def __init__(self, command: list[str], stop_file=None, popen=None):
+        self.command = list(command)
+        self.stop_file = Path(stop_file) if stop_file else None
+        self._popen = popen or _default_popen
+        self._process = None
+        self._pending = b""
+        self.lines: list[Line] = []
+        self.cancelled = False
+
+    def start(self) -> "AnalysisProcess":
+        self._process = self._popen(self.command)
+        os.set_blocking(self._process.stdout.fileno(), False)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def poll(self) -> list[Line]:
+        """The lines printed since the last call (never blocks); the last partial line is kept
+        until it is complete or the process has ended."""
+        if self._process is None:
+            return []
+        chunks = []
+        fd = self._process.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:  # closed
+                chunk = b""
+            if not chunk:
+                break
+            chunks.append(chunk)
+        data = self._pending + b"".join(chunks)
+        *complete, self._pending = data.split(b"\n")
+        if self._process.poll() is not None and not chunks and self._pending:
+            complete.append(self._pending)
+            self._pending = b""
+        new = [parse_line(raw.decode("utf-8", "replace")) for raw in complete]
+        self.lines += new
+        return new
+
+    def cancel(self, timeout: float = 2.0) -> None:
+        """Stop the process within ``timeout`` seconds, whatever step it is in (see the module
+        docstring); returns when it has exited."""
+        if self._process is None:
+            return
+        self.cancelled = True
+        if self.stop_file is not None:
+            try:
+                self.stop_file.touch()
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        if self._process.poll() is None:
+            self._process.terminate()
+        while self._process.poll() is None and time.monotonic() < deadline - 0.2:
+            time.sleep(0.02)
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the end (collecting lines as it goes); the return code, None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+        self.poll()
+        self.poll()
+        return self.returncode
+
+    def error_message(self) -> str:
+        """The one-line reason of a failed run (the child's ``emphysema-xai: ...`` line, or its
+        last line), for the GUI's message."""
+        for line in reversed(self.lines):
+            if line.text.startswith("emphysema-xai:"):
+                return line.text.split(":", 1)[1].strip()
+        texts = [line.text for line in self.lines if line.text.strip()]
+        return texts[-1] if texts else f"exit code {self.returncode}"
+
+
+def _default_popen(command):
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=child_environment(), creationflags=flags)
+
+
+def new_work_dir(parent=None) -> Path:
+    """A private temporary folder for one run (options file, stop file, exported inputs, outputs)."""
+    return Path(tempfile.mkdtemp(prefix="emphysema-xai-run-", dir=parent))
+
+
+def python_executable() -> str:
+    """The Python to run the analysis with outside Slicer: this one."""
+    return sys.executable
