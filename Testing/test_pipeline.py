@@ -64,8 +64,9 @@ def test_cli_analyze_writes_outputs_and_refuses_existing_folder(phantom_dir, tmp
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary == json.loads((out / "summary.json").read_text())
-    assert sorted(p.name for p in out.iterdir()) == ["laa_map.nrrd", "lung_labels.nrrd", "pattern_map.nrrd",
-                                                     "patterns.csv", "qct.csv", "report.html", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["airways.nrrd", "laa_map.nrrd", "lung_labels.nrrd",
+                                                     "pattern_map.nrrd", "patterns.csv", "qct.csv", "report.html",
+                                                     "summary.json"]
     table = pd.read_csv(out / "qct.csv")
     assert table["laa950_pct"].iloc[0] == pytest.approx(summary["qct"]["regions"][0]["laa950_pct"])
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lung_labels.nrrd")))

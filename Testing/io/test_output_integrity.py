@@ -232,7 +232,8 @@ def test_a_second_run_on_the_same_output_fails_cleanly(work):
     assert first.returncode == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["qct"]["regions"][0]["region"] == "whole"
-    assert sorted(p.name for p in out.iterdir()) == ["laa_map.nrrd", "lung_labels.nrrd", "qct.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["airways.nrrd", "laa_map.nrrd", "lung_labels.nrrd", "qct.csv",
+                                                     "summary.json"]
     assert leftovers(out) == [] and scratch(work) == []
 
 

@@ -15,6 +15,7 @@ from ..analysis.patterns import PATTERN_CSV, PATTERN_FILE, pattern_columns, patt
 from ..errors import InputError
 from ..io.atomic import atomic_folder, refuse_existing
 from ..pipeline import CaseResult
+from .case_layers import AIRWAYS_FILE
 
 
 def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
@@ -40,7 +41,8 @@ def check_scene_support(scene: bool) -> None:
 
 
 def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
-    """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
+    """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, airways.nrrd (when
+    airways were found), laa_map.nrrd,
     (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless
     ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``; the scene needs
     Slicer's MRML: the application's or the slicer-core wheel)."""
@@ -51,6 +53,8 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
         result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
         save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
         save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
+        if result.segmentation.airways is not None and result.segmentation.airways.any():
+            save_label(result.segmentation.airways.view(np.uint8), result.ct, folder / AIRWAYS_FILE)
         pattern_labels = result.severity.pattern_labels if result.severity is not None else None
         if pattern_labels is not None:
             import pandas as pd

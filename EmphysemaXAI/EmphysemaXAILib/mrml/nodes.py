@@ -35,11 +35,18 @@ def lung_terminology(code: str, meaning: str, type_code: str = "39607008", type_
 
 
 def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lungs",
-                           airways=None) -> slicer.vtkMRMLSegmentationNode:
+                           airways=None, node=None) -> slicer.vtkMRMLSegmentationNode:
     """A segmentation node with "Right lung" / "Left lung" (terminology, colours, closed surface),
-    and an "Airways" segment when ``airways`` (bool (z, y, x) on the CT node's grid) holds any."""
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.CreateDefaultDisplayNodes()
+    and an "Airways" segment when ``airways`` (bool (z, y, x) on the CT node's grid) holds any.
+    ``node``: an existing segmentation node to fill instead (its segments are replaced). The
+    labels are imported in the CT's voxel space: the node is taken out of any parent transform
+    meanwhile (the caller places the results under the CT's transform)."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+    else:
+        node.SetAndObserveTransformNodeID(None)
+        node.GetSegmentation().RemoveAllSegments()
     node.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
     segmentation = node.GetSegmentation()
     entries = [(segment_name, value, lung_terminology(code, meaning), color, labels == value)
@@ -47,14 +54,40 @@ def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lung
     if airways is not None and airways.any():
         segment_name, value, code, meaning, color = AIRWAY_SEGMENT
         entries.append((segment_name, value, lung_terminology("", "", code, meaning), color, airways))
-    for segment_name, value, terminology, color, mask in entries:
-        segment_id = segmentation.AddEmptySegment(segment_name.replace(" ", "_"), segment_name, color)
-        segment = segmentation.GetSegment(segment_id)
-        segment.SetTerminology(terminology)
-        segment.SetLabelValue(value)
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, segment_id, ct_node)
+    scratch = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__import__")  # no display node: nothing left
+    try:
+        scratch.CopyOrientation(ct_node)
+        for segment_name, value, terminology, color, mask in entries:
+            segment_id = segmentation.AddEmptySegment(segment_name.replace(" ", "_"), segment_name, color)
+            segment = segmentation.GetSegment(segment_id)
+            segment.SetTerminology(terminology)
+            segment.SetLabelValue(value)
+            slicer.util.updateVolumeFromArray(scratch, np.ascontiguousarray(mask, np.uint8))
+            ids = vtk.vtkStringArray()
+            ids.InsertNextValue(segment_id)
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(scratch, node, ids):
+                raise RuntimeError(f"could not import the {segment_name} labels into the segmentation")
+    finally:
+        scene.RemoveNode(scratch)
     node.CreateClosedSurfaceRepresentation()
     return node
+
+
+def remove_node(node) -> None:
+    """Remove ``node`` from its scene with its display and storage nodes (``RemoveNode`` alone
+    leaves them behind)."""
+    scene = node.GetScene()
+    if scene is None:
+        return
+    owned = []
+    for getter in ("GetNumberOfDisplayNodes", "GetNumberOfStorageNodes"):
+        if hasattr(node, getter):
+            nth = getattr(node, getter.replace("GetNumberOf", "GetNth")[:-1])
+            owned += [nth(i) for i in range(getattr(node, getter)())]
+    for child in owned:
+        if child is not None and child.GetScene() is scene:
+            scene.RemoveNode(child)
+    scene.RemoveNode(node)
 
 
 def labels_from_segmentation_node(segmentation_node, ct_node) -> np.ndarray:
@@ -80,14 +113,17 @@ def labels_from_segmentation_node(segmentation_node, ct_node) -> np.ndarray:
         if (display is not None and display.GetColorNode() is not None
                 and display.GetColorNode().GetName() != "GenericColors"):
             scene.RemoveNode(display.GetColorNode())
-        scene.RemoveNode(labelmap)
+        remove_node(labelmap)
 
 
 def table_node(scene, name: str, rows: list, units: dict | None = None,
-               descriptions: dict | None = None) -> slicer.vtkMRMLTableNode:
+               descriptions: dict | None = None, node=None) -> slicer.vtkMRMLTableNode:
     """A table node from a list of dicts (numbers as double columns, others as strings), with
-    units and descriptions as column properties."""
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    units and descriptions as column properties. ``node``: an existing table node to refill."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    else:
+        node.RemoveAllColumns()
     table = node.GetTable()
     columns = list(rows[0]) if rows else []
     for column in columns:
@@ -136,11 +172,12 @@ def _color_table(scene, name: str, colors):
 
 
 def label_overlay(scene, ct_node, values: np.ndarray, name: str, color_node, app_logic=None,
-                  opacity: float = 0.6) -> slicer.vtkMRMLLabelMapVolumeNode:
+                  opacity: float = 0.6, node=None) -> slicer.vtkMRMLLabelMapVolumeNode:
     """A label map volume on the CT grid coloured by ``color_node`` (its alpha: transparent
     entries stay transparent), shown in the label layer of every slice view at ``opacity``
-    (the LAA map keeps the foreground); the data probe names the label under the mouse."""
-    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    (the LAA map keeps the foreground); the data probe names the label under the mouse.
+    ``node``: an existing label map node to update instead."""
+    node = node or scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
     node.CopyOrientation(ct_node)
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(values, np.uint8))
     node.CreateDefaultDisplayNodes()
@@ -154,9 +191,10 @@ def label_overlay(scene, ct_node, values: np.ndarray, name: str, color_node, app
 
 
 def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, app_logic=None,
-                   opacity: float = 0.6) -> slicer.vtkMRMLScalarVolumeNode:
-    """A scalar volume on the CT grid shown with ``color_node`` as the foreground of every slice view."""
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+                   opacity: float = 0.6, node=None) -> slicer.vtkMRMLScalarVolumeNode:
+    """A scalar volume on the CT grid shown with ``color_node`` as the foreground of every slice
+    view. ``node``: an existing scalar volume node to update instead."""
+    node = node or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     node.CopyOrientation(ct_node)
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(values))
     node.CreateDefaultDisplayNodes()
@@ -240,19 +278,42 @@ def attribution_range(values: np.ndarray) -> float:
     return float(np.percentile(positive, 99.5)) if positive.size else 0.0
 
 
+#: node attributes caching an attribution volume's display top and maximum (set when its voxels are set)
+TOP_ATTRIBUTE, MAX_ATTRIBUTE = "EmphysemaXAI.attributionTop", "EmphysemaXAI.attributionMax"
+
+
+def cache_attribution_range(node) -> tuple[float, float]:
+    """Compute (display top, maximum) of an attribution volume once and keep them on the node
+    (attributes), so that display changes (the panel's sliders) cost no pass over the voxels.
+    Call it whenever the node's voxels change."""
+    values = slicer.util.arrayFromVolume(node)
+    top, peak = attribution_range(values) or 1.0, float(values.max()) if values.size else 0.0
+    node.SetAttribute(TOP_ATTRIBUTE, repr(top))
+    node.SetAttribute(MAX_ATTRIBUTE, repr(peak))
+    return top, peak
+
+
+def attribution_display_range(node) -> tuple[float, float]:
+    """(display top, maximum) of an attribution volume: the cached values, computed when missing."""
+    top, peak = node.GetAttribute(TOP_ATTRIBUTE), node.GetAttribute(MAX_ATTRIBUTE)
+    if top is None or peak is None:
+        return cache_attribution_range(node)
+    return float(top), float(peak)
+
+
 def style_attribution(node, color_node, threshold: float = 0.2, app_logic=None, opacity: float | None = None) -> None:
     """Colour ``node`` (an attribution volume) with ``color_node`` from 0 to its display top;
     values below ``threshold`` x top are transparent; optionally make it the slice views'
-    foreground at ``opacity``."""
-    values = slicer.util.arrayFromVolume(node)
-    top = attribution_range(values) or 1.0
+    foreground at ``opacity``. Reads the node's cached range (:func:`attribution_display_range`):
+    no pass over the voxels, so a slider can call it on every tick."""
+    top, peak = attribution_display_range(node)
     display = node.GetScalarVolumeDisplayNode()
     display.SetAndObserveColorNodeID(color_node.GetID())
     display.SetAutoWindowLevel(False)
     display.SetWindowLevelMinMax(0.0, top)
     display.SetApplyThreshold(True)
     display.SetLowerThreshold(threshold * top)
-    display.SetUpperThreshold(float(values.max()) + 1.0)
+    display.SetUpperThreshold(peak + 1.0)
     if app_logic is not None and opacity is not None:
         selection = app_logic.GetSelectionNode()
         selection.SetSecondaryVolumeID(node.GetID())
@@ -269,7 +330,7 @@ def attribution_rendering(node, color_node, threshold: float = 0.2,
     display = logic.CreateDefaultVolumeRenderingNodes(node)
     prop_node = display.GetVolumePropertyNode()
     prop_node.SetName(f"{node.GetName()} rendering")
-    top = attribution_range(slicer.util.arrayFromVolume(node)) or 1.0
+    top, _ = attribution_display_range(node)
     opacity, colors = vtk.vtkPiecewiseFunction(), vtk.vtkColorTransferFunction()
     opacity.AddPoint(0.0, 0.0)
     opacity.AddPoint(threshold * top, 0.0)

@@ -19,12 +19,14 @@ from .app import bootstrap
 from .nodes import (
     attribution_color_node,
     attribution_rendering,
+    cache_attribution_range,
     laa_color_node,
     label_overlay,
     lung_segmentation_node,
     lung_surface_models,
     overlay_volume,
     pattern_color_node,
+    remove_node,
     style_attribution,
     table_node,
     volume_rendering,
@@ -45,6 +47,10 @@ QCT_DESCRIPTIONS = {"laa950_pct": "lung voxels at or below -950 HU (project conv
                     "mean_hu_calibrated": "mean lung density after the same calibration"}
 
 
+#: node attributes marking the module's result nodes: their role, and the CT node they belong to
+ROLE_ATTRIBUTE, CT_ATTRIBUTE = "EmphysemaXAI.role", "EmphysemaXAI.ctNodeID"
+
+
 def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
     """Add the case's nodes to ``scene`` (default: a fresh headless scene); returns them by role.
 
@@ -52,6 +58,8 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
     instead of a new one. Every array is placed on the grid of the CT as the user gave it
     (``result.ct.on_input_grid``), whatever canonical grid the analysis ran on.
     """
+    from ..app.case_layers import layers_from_result
+
     if scene is None:
         scene, app_logic = bootstrap(fresh=True)
     if ct_node is None:
@@ -60,30 +68,110 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
         display = ct_node.GetDisplayNode()
         display.SetAutoWindowLevel(False)
         display.SetWindowLevel(1400, -500)
+    return add_case_nodes(scene, ct_node, layers_from_result(result), app_logic)
+
+
+def result_nodes(scene, ct_node) -> dict:
+    """The module's earlier result nodes of ``ct_node`` in ``scene``, by role (attributions and
+    their renderings by ``attribution <method>`` / ``attribution rendering <method>``)."""
+    found = {}
+    for index in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(index)
+        if node.GetAttribute(CT_ATTRIBUTE) == ct_node.GetID() and node.GetAttribute(ROLE_ATTRIBUTE):
+            found[node.GetAttribute(ROLE_ATTRIBUTE)] = node
+    return found
+
+
+def add_case_nodes(scene, ct_node, layers, app_logic=None, segmentation_node=None) -> dict:
+    """The case's result nodes beside ``ct_node`` (whose grid the layers are on); returns them by role.
+
+    Re-running on the same CT updates the earlier result nodes (found by :func:`result_nodes`)
+    instead of adding a new set. ``segmentation_node``: the user's (edited) segmentation the
+    lungs came from: it is kept as it is and returned as the case's segmentation. The results
+    are placed under the CT's parent transform, so they line up with it wherever it is moved.
+    ``layers``: :class:`~EmphysemaXAILib.app.case_layers.CaseLayers`.
+    """
+    if ct_node.GetImageData() is not None and tuple(ct_node.GetImageData().GetDimensions()[::-1]) != layers.shape:
+        raise ValueError(f"the results' grid {layers.shape} is not the CT's "
+                         f"{tuple(ct_node.GetImageData().GetDimensions()[::-1])}: select the CT they were computed on")
+    earlier = result_nodes(scene, ct_node)
     nodes = {"ct": ct_node}
-    if result.qct is not None:
-        on_grid = result.ct.on_input_grid
-        airways = result.segmentation.airways
-        if airways is not None:
-            airways = on_grid(airways.view(np.uint8)) > 0
-        nodes["segmentation"] = lung_segmentation_node(scene, ct_node, on_grid(result.segmentation.labels),
-                                                       airways=airways)
-        nodes["surfaces"] = lung_surface_models(nodes["segmentation"])
-        nodes["laa_colors"] = laa_color_node(scene)
-        nodes["laa_map"] = overlay_volume(scene, ct_node, on_grid(result.qct.laa_map), "LAA map", nodes["laa_colors"],
-                                          app_logic)
+    summary = layers.summary
+    if layers.analysed:
+        if segmentation_node is not None:
+            nodes["segmentation"] = segmentation_node
+        else:
+            nodes["segmentation"] = lung_segmentation_node(scene, ct_node, layers.labels, airways=layers.airways,
+                                                           node=earlier.get("segmentation"))
+            for role in [r for r in earlier if r.startswith("surface ")]:  # the earlier run's surface models
+                remove_node(earlier.pop(role))
+            nodes["surfaces"] = lung_surface_models(nodes["segmentation"])
+        nodes["laa_colors"] = shared_color_node(scene, "laa")
+        nodes["laa_map"] = overlay_volume(scene, ct_node, layers.laa_map, "LAA map", nodes["laa_colors"], app_logic,
+                                          node=earlier.get("laa_map"))
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
-        nodes["qct_table"] = table_node(scene, "QCT", result.qct.regions, QCT_UNITS, QCT_DESCRIPTIONS)
-        nodes["severity_table"] = table_node(scene, "Severity", severity_rows(result))
-        if result.severity is not None and result.severity.pattern_labels is not None:
-            add_patterns(result, scene, ct_node, nodes, app_logic)
-        if result.explanations:
-            add_attributions(result, scene, ct_node, nodes, app_logic)
-    qc_rows = [{"item": "error", "value": e} for e in result.qc.errors]
-    qc_rows += [{"item": "warning", "value": w} for w in result.qc.warnings]
-    qc_rows += [{"item": k, "value": str(v)} for k, v in result.qc.measures.items()]
-    nodes["qc_table"] = table_node(scene, "Quality control", qc_rows)
+        nodes["qct_table"] = table_node(scene, "QCT", summary["qct"]["regions"], QCT_UNITS, QCT_DESCRIPTIONS,
+                                        node=earlier.get("qct_table"))
+        nodes["severity_table"] = table_node(scene, "Severity", severity_rows(summary),
+                                             node=earlier.get("severity_table"))
+        if layers.pattern_map is not None:
+            add_patterns(layers, scene, ct_node, nodes, earlier, app_logic)
+        if layers.attributions:
+            add_attributions(layers, scene, ct_node, nodes, earlier, app_logic)
+    nodes["qc_table"] = table_node(scene, "Quality control", qc_rows(summary), node=earlier.get("qc_table"))
+    _remove_stale(scene, earlier, nodes)
+    _mark_and_place(nodes, ct_node, users=segmentation_node)
     return nodes
+
+
+def shared_color_node(scene, kind: str):
+    """The module's colour table of ``kind`` ("laa", "patterns", "attribution"): the one already
+    in the scene, else a new one (several cases and re-runs share it)."""
+    makers = {"laa": laa_color_node, "patterns": pattern_color_node, "attribution": attribution_color_node}
+    for node in scene.GetNodesByClass("vtkMRMLColorTableNode"):
+        if node.GetAttribute("EmphysemaXAI.colors") == kind:
+            return node
+    node = makers[kind](scene)
+    node.SetAttribute("EmphysemaXAI.colors", kind)
+    return node
+
+
+def _flat(nodes: dict) -> dict:
+    """Role -> node for every result node (lists and per-method dicts flattened)."""
+    flat = {}
+    for role, value in nodes.items():
+        if role == "ct" or role.endswith("_colors"):
+            continue
+        if isinstance(value, list):
+            flat.update({f"surface {i}": node for i, node in enumerate(value)})
+        elif isinstance(value, dict):
+            singular = "attribution" if role == "attributions" else "attribution rendering"
+            flat.update({f"{singular} {method}": node for method, node in value.items()})
+        else:
+            flat[role] = value
+    return flat
+
+
+def _remove_stale(scene, earlier: dict, nodes: dict) -> None:
+    """Remove earlier result nodes this run has no role for (e.g. a method not asked for again)."""
+    kept = {node.GetID() for node in _flat(nodes).values()}
+    for node in earlier.values():
+        if node.GetID() not in kept and node.GetScene() is scene:
+            remove_node(node)
+
+
+def _mark_and_place(nodes: dict, ct_node, users=None) -> None:
+    """Tag every result node with its role and CT, and put the transformable ones under the CT's
+    parent transform. ``users``: a segmentation the user made (not one of ours): left untouched,
+    so a later run never overwrites it."""
+    transform_id = ct_node.GetTransformNodeID()
+    for role, node in _flat(nodes).items():
+        if users is not None and node is users and node.GetAttribute(ROLE_ATTRIBUTE) is None:
+            continue
+        node.SetAttribute(ROLE_ATTRIBUTE, role)
+        node.SetAttribute(CT_ATTRIBUTE, ct_node.GetID())
+        if node.IsA("vtkMRMLTransformableNode"):
+            node.SetAndObserveTransformNodeID(transform_id)
 
 
 PATTERN_UNITS = {f"{p}_pct": "%" for p in PATTERNS} | {"emphysema_pct": "%"}
@@ -92,33 +180,35 @@ PATTERN_DESCRIPTIONS = {**{f"{p}_pct": f"share of the region's lung labelled {p.
                         "emphysema_pct": "the pattern model's emphysema extent in the region (% of its lung)"}
 
 
-def add_patterns(result, scene, ct_node, nodes: dict, app_logic=None) -> None:
+def add_patterns(layers, scene, ct_node, nodes: dict, earlier: dict, app_logic=None) -> None:
     """The pattern model's label map ("Pattern map": slice views' label layer, its own colour
     table, volume rendered in 3D in place of the LAA map) and the "Patterns" table (share of
     lung per pattern and region)."""
-    nodes["pattern_colors"] = pattern_color_node(scene)
-    nodes["pattern_map"] = label_overlay(scene, ct_node, result.ct.on_input_grid(result.severity.pattern_labels),
-                                         "Pattern map", nodes["pattern_colors"], app_logic)
+    nodes["pattern_colors"] = shared_color_node(scene, "patterns")
+    nodes["pattern_map"] = label_overlay(scene, ct_node, layers.pattern_map, "Pattern map", nodes["pattern_colors"],
+                                         app_logic, node=earlier.get("pattern_map"))
     nodes["pattern_rendering"] = volume_rendering(nodes["pattern_map"], nodes["pattern_colors"])
     if "laa_rendering" in nodes:
         nodes["laa_rendering"].SetVisibility(False)
-    nodes["pattern_table"] = table_node(scene, "Patterns", pattern_rows(result.severity.summary), PATTERN_UNITS,
-                                        PATTERN_DESCRIPTIONS)
+    nodes["pattern_table"] = table_node(scene, "Patterns", pattern_rows(layers.summary["severity"]), PATTERN_UNITS,
+                                        PATTERN_DESCRIPTIONS, node=earlier.get("pattern_table"))
 
 
-def add_attributions(result, scene, ct_node, nodes: dict, app_logic=None) -> None:
+def add_attributions(layers, scene, ct_node, nodes: dict, earlier: dict, app_logic=None) -> None:
     """One volume per explanation method ("Attribution <method>", the module's colour table,
-    thresholded), its volume rendering (the first method's shown in 3D instead of the LAA and
-    pattern maps),
-    and the "Attribution by region" table (share of positive attribution per region and method)."""
+    thresholded; its display range cached on the node for the panel's sliders), its volume
+    rendering (the first method's shown in 3D instead of the LAA and pattern maps), and the
+    "Attribution by region" table (share of positive attribution per region and method)."""
     import slicer.util
 
-    nodes["attribution_colors"] = attribution_color_node(scene)
+    nodes["attribution_colors"] = shared_color_node(scene, "attribution")
     nodes["attributions"], nodes["attribution_renderings"] = {}, {}
-    for index, (method, explanation) in enumerate(result.explanations.items()):
-        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"Attribution {method}")
+    for index, (method, volume) in enumerate(layers.attributions.items()):
+        node = earlier.get(f"attribution {method}") or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                                                               f"Attribution {method}")
         node.CopyOrientation(ct_node)
-        slicer.util.updateVolumeFromArray(node, result.ct.on_input_grid(explanation.volume))
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume, np.float32))
+        cache_attribution_range(node)
         node.CreateDefaultDisplayNodes()
         first = index == 0
         style_attribution(node, nodes["attribution_colors"], app_logic=app_logic if first else None,
@@ -129,25 +219,43 @@ def add_attributions(result, scene, ct_node, nodes: dict, app_logic=None) -> Non
     for key in ("laa_rendering", "pattern_rendering"):
         if key in nodes:
             nodes[key].SetVisibility(False)
-    regions = next(iter(result.explanations.values())).region_scores
-    rows = [{"region": region, **{m: ("" if e.region_scores[region] is None else f"{e.region_scores[region]:.3f}")
-                                  for m, e in result.explanations.items()}} for region in regions]
-    nodes["attribution_table"] = table_node(scene, "Attribution by region", rows)
+    nodes["attribution_table"] = table_node(scene, "Attribution by region", attribution_rows(layers.summary),
+                                            node=earlier.get("attribution_table"))
 
 
-def severity_rows(result) -> list:
-    """Rows (item, value) of the Severity table: QCT's class, extent, rule and zone grades, then
-    the CNN's class, probabilities, extent per region and model (when the model ran)."""
-    qct = result.qct.qct_severity
+def attribution_rows(summary: dict) -> list:
+    """Rows (region, one column per method: share of positive attribution) of ``summary``'s explanations."""
+    explanations = summary.get("explanations") or {}
+    if not explanations:
+        return []
+    regions = next(iter(explanations.values()))["region_scores"]
+    return [{"region": region, **{m: ("" if e["region_scores"].get(region) is None
+                                      else f"{e['region_scores'][region]:.3f}") for m, e in explanations.items()}}
+            for region in regions]
+
+
+def qc_rows(summary: dict) -> list:
+    """Rows (item, value) of the Quality control table: errors, warnings, then the measures."""
+    qc = summary["qc"]
+    rows = [{"item": "error", "value": e} for e in qc["errors"]]
+    rows += [{"item": "warning", "value": w} for w in qc["warnings"]]
+    return rows + [{"item": k, "value": str(v)} for k, v in qc["measures"].items()]
+
+
+def severity_rows(summary: dict) -> list:
+    """Rows (item, value) of the Severity table from a ``summary.json`` object: QCT's class,
+    extent, rule and zone grades, then the CNN's class, probabilities, extent per region and
+    model (when the model ran)."""
+    qct = summary["qct_severity"]
     rows = [{"item": "QCT class", "value": qct["class"]},
             {"item": "QCT extent_pct", "value": f"{qct['extent_pct']:.2f}"},
             {"item": "QCT rule", "value": qct["rule"]}]
     rows += [{"item": f"QCT zone {zone}", "value": grade} for zone, grade in qct["zone_grades"].items()]
-    calibration = result.qct.calibration
+    calibration = summary["qct"]["calibration"]
     if calibration is None:
         rows.append({"item": "calibration", "value": "none (no air reference measured or not credible)"})
     else:
-        whole = result.qct.region("whole")
+        whole = next(r for r in summary["qct"]["regions"] if r["region"] == "whole")
         rows += [{"item": "calibration air_hu", "value": f"{calibration['air_hu']:.1f} ({calibration['air_source']})"},
                  {"item": "calibration reference_hu",
                   "value": f"{calibration['reference_hu']:.1f} ({calibration['reference']}, nominal "
@@ -158,8 +266,8 @@ def severity_rows(result) -> list:
                   "value": f"{whole['laa950_pct']:.2f} / {whole['laa950_pct_calibrated']:.2f}"},
                  {"item": "perc15_hu raw / calibrated",
                   "value": f"{whole['perc15_hu']} / {whole['perc15_hu_calibrated']:.1f}"}]
-    if result.severity is not None:
-        cnn = result.severity.summary
+    cnn = summary.get("severity")
+    if cnn is not None:
         rows += [{"item": "CNN class", "value": cnn["class"]},
                  {"item": "CNN extent_pct", "value": f"{cnn['extent_pct']:.2f}"}]
         rows += [{"item": f"CNN p({name})", "value": f"{p:.3f}"} for name, p in cnn["probabilities"].items()]
