@@ -137,7 +137,7 @@ def versions() -> dict:
 
 
 def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None, progress=None,
-                 cancel=None) -> CaseResult:
+                 cancel=None, acquisition: dict | None = None) -> CaseResult:
     """Read, check, segment, measure, grade and explain one case.
 
     Args:
@@ -151,6 +151,9 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
             (z, y, x) array on the grid of the CT as given (1 right, 2 left).
         progress: ``progress(step, fraction, message)``; cancel: returns True to stop (checked
             before every step; raises :class:`Cancelled`).
+        acquisition: acquisition facts known from elsewhere (kernel, kVp, mAs, ... as
+            :func:`~EmphysemaXAILib.io.dicom_header.acquisition_facts` gives them, e.g. from the
+            DICOM files behind a volume exported from Slicer), used where the input has none.
     """
     options = (options or AnalysisOptions()).resolved()
     model, explain, explain_target = options.model_folder, options.explain, options.explain_target
@@ -176,6 +179,9 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
     start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")
     # every step works on the canonical axial grid; outputs are mapped back when written
     ct = canonical(path) if isinstance(path, CTVolume) else read_ct(path, series_uid=options.series_uid)
+    for key, value in (acquisition or {}).items():
+        if ct.acquisition.get(key) is None:
+            ct.acquisition[key] = value
     user_labels = user_lung_labels(lung_mask, ct) if lung_mask is not None else None  # checked before any work
     timings["read"] = round(time.perf_counter() - start, 3)
     start = step("qc", 1, "quality control")

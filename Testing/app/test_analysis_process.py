@@ -33,8 +33,8 @@ def test_command_carries_the_options_through_a_config_file(tmp_path):
                               laa_thresholds=(-950.0, -910.0))
     command = analysis_command("py", tmp_path / "ct.nrrd", tmp_path / "out", options, tmp_path,
                                lung_mask=tmp_path / "mask.nrrd")
-    assert command[:5] == ["py", "-m", "EmphysemaXAILib", "--stop-file", str(tmp_path / "stop")]
-    assert command[5:9] == ["analyze", str(tmp_path / "ct.nrrd"), "--out", str(tmp_path / "out")]
+    assert command[:6] == ["py", "-m", "EmphysemaXAILib", "--stop-file", str(tmp_path / "stop"), "analyze"]
+    assert command[8:11] == [str(tmp_path / "ct.nrrd"), "--out", str(tmp_path / "out")]
     config = command[command.index("--config") + 1]
     back = options_from_toml(config)
     assert back == AnalysisOptions(**{k: v for k, v in options.given().items() if k != "series_uid"})

@@ -65,30 +65,45 @@ def package_root() -> str:
 
 
 def analysis_command(python: str, input_path, out_dir, options: AnalysisOptions | None, work_dir, *,
-                     lung_mask=None, series_uid: str | None = None, scene: bool = False,
+                     lung_mask=None, acquisition=None, series_uid: str | None = None, scene: bool = False,
                      report: bool = True) -> list[str]:
     """The argument list of one ``analyze`` run in another process.
 
     ``options`` are written to ``work_dir/options.toml`` (their given fields; :func:`options_to_toml`)
-    and passed as ``--config``; the stop file is ``work_dir/stop``. ``scene`` writes scene.mrb
-    (not needed when the results are loaded into a running Slicer).
+    and passed as ``--config``; the stop file is ``work_dir/stop``. ``acquisition``: a JSON file
+    of acquisition facts (``--acquisition``). ``scene`` writes scene.mrb (not needed when the
+    results are loaded into a running Slicer).
     """
-    work = Path(work_dir)
     options = options or AnalysisOptions()
-    config = work / "options.toml"
-    config.write_text(options_to_toml(options), encoding="utf-8")
-    command = [python, "-m", "EmphysemaXAILib", "--stop-file", str(work / "stop"), "analyze", str(input_path),
-               "--out", str(out_dir), "--config", str(config)]
+    command = _command(python, work_dir, "analyze", options) + [str(input_path), "--out", str(out_dir)]
     series = series_uid or options.series_uid
     if series:
         command += ["--series", series]
     if lung_mask is not None:
         command += ["--lung-mask", str(lung_mask)]
-    if not scene:
-        command.append("--no-scene")
-    if not report:
-        command.append("--no-report")
-    return command
+    if acquisition is not None:
+        command += ["--acquisition", str(acquisition)]
+    return command + _output_flags(scene, report)
+
+
+def batch_command(python: str, root, out_dir, options: AnalysisOptions | None, work_dir, *, workers: int = 1,
+                  resume: bool = False, scene: bool = True, report: bool = True) -> list[str]:
+    """The argument list of a ``batch`` run over ``root`` in another process (options and stop
+    file as :func:`analysis_command`)."""
+    command = _command(python, work_dir, "batch", options or AnalysisOptions())
+    command += [str(root), "--out", str(out_dir), "--workers", str(int(workers))]
+    return command + (["--resume"] if resume else []) + _output_flags(scene, report)
+
+
+def _command(python: str, work_dir, name: str, options: AnalysisOptions) -> list[str]:
+    work = Path(work_dir)
+    config = work / "options.toml"
+    config.write_text(options_to_toml(options), encoding="utf-8")
+    return [python, "-m", "EmphysemaXAILib", "--stop-file", str(work / "stop"), name, "--config", str(config)]
+
+
+def _output_flags(scene: bool, report: bool) -> list[str]:
+    return (["--no-scene"] if not scene else []) + (["--no-report"] if not report else [])
 
 
 def child_environment(base: dict | None = None) -> dict:

@@ -158,6 +158,9 @@ def _analyze_flags(parser) -> None:
     add_out(parser, "output folder (refused if it exists)")
     add_engine(parser)
     parser.add_argument("--lung-mask", metavar="MASK", help="your lung mask (1 right, 2 left) instead of an engine")
+    parser.add_argument("--acquisition", metavar="JSON",
+                        help="acquisition facts (kernel, kvp, exposure_mas, ...) for an input that lacks them, e.g. "
+                             "a volume exported from the DICOM files Slicer loaded")
     parser.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
     parser.add_argument("--no-report", action="store_true", help="no report.html")
     add_overwrite(parser)
@@ -180,10 +183,12 @@ def cmd_analyze(args) -> int:
                             series_uid=args.series, class_from=args.class_from, model=model_choice(args),
                             device=args.device, explain=methods(args.explain), explain_target=args.explain_target)
     inputs = [("the input", args.input), ("--lung-mask", args.lung_mask), ("--config", args.config),
+              ("--acquisition", args.acquisition),
               ("--lungmask-weights", options.lungmask_weights), model_input(options)]
     with claim_outputs(inputs, [Output("--out", args.out)], args.overwrite):
         check_scene_support(not args.no_scene)
-        result = analyze_case(args.input, options, lung_mask=args.lung_mask, progress=None if args.json else progress)
+        result = analyze_case(args.input, options, lung_mask=args.lung_mask, progress=None if args.json else progress,
+                              acquisition=read_acquisition(args.acquisition))
         write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     summary = result.summary()
     errors = set(result.qc.errors)
@@ -209,6 +214,19 @@ def cmd_analyze(args) -> int:
         _print_patterns(summary["severity"], out.resolve(), f"{out}: ")
         print(NOT_CLINICAL)
     return 0
+
+
+def read_acquisition(path) -> dict | None:
+    """The acquisition facts of ``--acquisition`` (a JSON object), or None."""
+    if path is None:
+        return None
+    try:
+        facts = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"--acquisition {path}: not a readable JSON file ({error})") from None
+    if not isinstance(facts, dict):
+        raise InputError(f"--acquisition {path}: give a JSON object of acquisition facts")
+    return facts
 
 
 def _print_model(model: dict | None, prefix: str = "") -> None:

@@ -6,8 +6,14 @@ MRML layer: imports ``slicer`` (the application's, or the slicer-core wheel head
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..app.analysis_process import AnalysisProcess, analysis_command, child_environment, new_work_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,3 +95,135 @@ def show_attribution(nodes: dict, method: str, app_logic, opacity: float = 0.6, 
         rendering.SetVisibility(name == method)
     style_attribution(nodes["attributions"][method], nodes["attribution_colors"], threshold=threshold,
                       app_logic=app_logic, opacity=opacity)
+
+
+# -- the analysis as a child process (the module's Apply / Recompute)
+
+
+@dataclass
+class AnalysisRun:
+    """One analysis launched from the scene: its child process, its private folder (exported
+    inputs, options, the outputs in ``work_dir / "out"``) and the nodes it belongs to."""
+
+    process: AnalysisProcess
+    work_dir: Path
+    volume_node: object
+    segmentation_node: object = None       # the segmentation the lungs came from (Recompute, or the user's)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.work_dir / "out"
+
+
+def export_inputs(volume_node, segmentation_node, dicom_database, work: Path) -> dict:
+    """The files the child process reads, on the volume node's voxel grid: ``input`` (the file
+    the node was read from when it is unmodified and a volume file the reader takes; else the
+    node's voxels written to ``work/ct.nrrd``), ``lung_mask`` (the segmentation's lungs, or
+    None) and ``acquisition`` (a JSON of the acquisition facts of the DICOM files behind a
+    volume the DICOM browser loaded, or None). GUI thread only (reads MRML)."""
+    import SimpleITK as sitk
+
+    from ..io.files import VOLUME_SUFFIXES, image_suffix
+    from ..phantom.io import save_label
+    from .nodes import labels_from_segmentation_node
+    from .volumes import ct_from_volume_node
+
+    if not volume_node or volume_node.GetImageData() is None:
+        raise ValueError("Input volume is invalid: select a chest CT volume")
+    storage = volume_node.GetStorageNode()
+    source = Path(storage.GetFileName()) if storage is not None and storage.GetFileName() else None
+    ct = None
+    if (source is not None and source.is_file() and image_suffix(source) in VOLUME_SUFFIXES
+            and not volume_node.GetModifiedSinceRead()):
+        files = {"input": source}
+    else:
+        ct = ct_from_volume_node(volume_node)
+        files = {"input": work / "ct.nrrd"}
+        sitk.WriteImage(ct.to_sitk(), str(files["input"]), useCompression=False)  # a scratch copy: speed first
+    files["lung_mask"] = None
+    if segmentation_node is not None:
+        ct = ct or ct_from_volume_node(volume_node)
+        files["lung_mask"] = work / "lung_mask.nrrd"
+        save_label(labels_from_segmentation_node(segmentation_node, volume_node), ct, files["lung_mask"])
+    facts = dicom_acquisition(volume_node, dicom_database)
+    files["acquisition"] = None
+    if facts:
+        files["acquisition"] = work / "acquisition.json"
+        files["acquisition"].write_text(json.dumps(facts, default=str), encoding="utf-8")
+    return files
+
+
+def launch_analysis(volume_node, segmentation_node, options, dicom_database=None, *, python=None, popen=None,
+                    temp_parent=None) -> AnalysisRun:
+    """Export the inputs and start ``analyze`` in a child process (Slicer's own Python:
+    ``PythonSlicer`` in the application, ``sys.executable`` headless); returns at once.
+    ``segmentation_node``: lungs to use instead of the engine (the user's, or the edited result).
+    Poll ``run.process``; then :func:`finish_analysis` on the GUI thread."""
+    work = new_work_dir(temp_parent)
+    try:
+        files = export_inputs(volume_node, segmentation_node, dicom_database, work)
+        command = analysis_command(python or analysis_python(), files["input"], work / "out", options, work,
+                                   lung_mask=files["lung_mask"], acquisition=files["acquisition"], report=False)
+        process = AnalysisProcess(command, stop_file=work / "stop", popen=popen or slicer_popen()).start()
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return AnalysisRun(process, work, volume_node, segmentation_node)
+
+
+def finish_analysis(run: AnalysisRun, scene, app_logic=None) -> dict:
+    """The finished run's results as nodes beside its CT (earlier results of that CT updated,
+    under the CT's transform; the segmentation the lungs came from kept); removes the run's
+    folder. Raises RuntimeError with the child's one-line reason when the run failed."""
+    from .load_results import load_case_folder
+
+    try:
+        if run.process.returncode != 0:
+            raise RuntimeError(run.process.error_message())
+        if run.segmentation_node is not None:
+            from ..app.case_layers import layers_from_folder
+            from .scene_export import add_case_nodes
+
+            return add_case_nodes(scene, run.volume_node, layers_from_folder(run.out_dir), app_logic,
+                                  segmentation_node=run.segmentation_node)
+        return load_case_folder(run.out_dir, scene, app_logic, ct_node=run.volume_node)
+    finally:
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+
+
+def cancel_analysis(run: AnalysisRun) -> None:
+    """Stop the run's process (within 2 s) and remove its folder."""
+    try:
+        run.process.cancel()
+    finally:
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+
+
+def analysis_python() -> str:
+    """Slicer's own Python for the child process: ``PythonSlicer`` in the application (found on
+    PATH, as ``slicer.util._executePythonModule`` finds it), this interpreter headless."""
+    import shutil as _shutil
+    import sys
+
+    from .app import in_slicer_application
+
+    if in_slicer_application():
+        found = _shutil.which("PythonSlicer")
+        if not found:
+            raise RuntimeError("PythonSlicer was not found on PATH: run the analysis from the command line instead")
+        return found
+    return sys.executable
+
+
+def slicer_popen():
+    """How to start the child: ``slicer.util.launchConsoleProcess`` in the application (Slicer's
+    environment, no console window), else None (the launcher's default, ``subprocess.Popen``)."""
+    from .app import in_slicer_application
+
+    if not in_slicer_application():
+        return None
+    import slicer.util
+
+    extra = {key: value for key, value in child_environment().items() if key in ("PYTHONPATH", "PYTHONUNBUFFERED")}
+    return lambda command: slicer.util.launchConsoleProcess(command, useStartupEnvironment=False,
+                                                            updateEnvironment=extra)

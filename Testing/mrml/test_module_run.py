@@ -1,0 +1,123 @@
+"""The module's Apply / Recompute headless: inputs exported from the scene, the analysis in a
+child process, its results loaded back beside the CT (slicer-core)."""
+import json
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not installed")
+
+import slicer.util  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import vtk  # noqa: E402
+
+from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
+from EmphysemaXAILib.mrml.module_logic import (  # noqa: E402
+    cancel_analysis,
+    export_inputs,
+    finish_analysis,
+    launch_analysis,
+)
+from EmphysemaXAILib.mrml.nodes import labels_from_segmentation_node  # noqa: E402
+from EmphysemaXAILib.mrml.volumes import volume_node_from_ct  # noqa: E402
+from EmphysemaXAILib.options import AnalysisOptions  # noqa: E402
+from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
+from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
+
+FAST = AnalysisOptions(engine="classical", model="none")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return generate_phantom(PhantomParams(size="small", seed=8, extent_pct=18, pattern="panlobular", noise_hu=0))
+
+
+def _wait(run, timeout=300):
+    deadline = time.monotonic() + timeout
+    while run.process.running:
+        run.process.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run.process.poll()
+
+
+def test_apply_then_recompute_run_in_a_child_process_and_update_the_scene_under_the_cts_transform(phantom, tmp_path):
+    scene, app_logic = bootstrap(fresh=True)
+    ct = volume_node_from_ct(scene, phantom.ct, "user CT")
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, -50.0)
+    shift.SetMatrixTransformToParent(matrix)
+    ct.SetAndObserveTransformNodeID(shift.GetID())
+    before = scene.GetNumberOfNodes()
+
+    run = launch_analysis(ct, None, FAST, python=sys.executable, temp_parent=tmp_path)
+    assert run.process.running and (run.work_dir / "ct.nrrd").exists()     # the node's voxels, exported
+    _wait(run)
+    fractions = [line.fraction for line in run.process.lines if line.fraction is not None]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    nodes = finish_analysis(run, scene, app_logic)
+    assert not run.work_dir.exists()                                        # the run's folder is gone
+    in_process = analyze_case(phantom.ct, FAST).qct.region("whole")["laa950_pct"]     # the same case, here
+    table = slicer.util.dataframeFromTable(nodes["qct_table"])
+    assert table.loc[table["region"] == "whole", "laa950_pct"].iloc[0] == pytest.approx(in_process, rel=1e-4)
+    assert in_process == pytest.approx(phantom.truth["extent_pct"], abs=1.0)
+    assert nodes["laa_map"].GetTransformNodeID() == shift.GetID()
+    assert nodes["segmentation"].GetTransformNodeID() == shift.GetID()
+    labels = labels_from_segmentation_node(nodes["segmentation"], ct)
+    assert np.array_equal(labels > 0, phantom.labels["lungs"] > 0) or (
+        np.logical_and(labels > 0, phantom.labels["lungs"] > 0).sum() / max((phantom.labels["lungs"] > 0).sum(), 1)
+        > 0.95)
+    count = scene.GetNumberOfNodes()
+    assert count > before
+
+    # the user erases the lower half of the right lung in the result segmentation, then Recompute
+    segmentation = nodes["segmentation"]
+    edited = labels.copy()
+    edited[: edited.shape[0] // 2][edited[: edited.shape[0] // 2] == 1] = 0
+    segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Right lung")
+    slicer.util.updateSegmentBinaryLabelmapFromArray((edited == 1).astype(np.uint8), segmentation, segment_id, ct)
+    assert np.array_equal(labels_from_segmentation_node(segmentation, ct), edited)   # as the user sees it
+    run = launch_analysis(ct, segmentation, FAST, python=sys.executable, temp_parent=tmp_path)
+    _wait(run)
+    again = finish_analysis(run, scene, app_logic)
+    assert again["segmentation"] is segmentation                            # updated results, same segmentation
+    assert again["qct_table"].GetID() == nodes["qct_table"].GetID()
+    right = slicer.util.dataframeFromTable(again["qct_table"])
+    expected = analyze_case(phantom.ct, FAST, lung_mask=edited).qct.region("right")      # the edited lungs, here
+    assert right.loc[right["region"] == "right", "volume_l"].iloc[0] == pytest.approx(expected["volume_l"], rel=1e-6)
+    assert expected["volume_l"] < 0.7 * analyze_case(phantom.ct, FAST).qct.region("right")["volume_l"]
+    labmap = slicer.util.arrayFromVolume(again["laa_map"])
+    assert not labmap[: edited.shape[0] // 2][edited[: edited.shape[0] // 2] == 0].any()   # nothing where erased
+    assert scene.GetNumberOfNodes() <= count
+
+
+def test_a_volume_read_from_a_file_is_analysed_from_that_file_with_acquisition_facts_passed(phantom, tmp_path):
+    scene, _ = bootstrap(fresh=True)
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(phantom.ct.to_sitk(), str(path))
+    node = slicer.util.loadVolume(str(path))
+    files = export_inputs(node, None, None, tmp_path)
+    assert files["input"] == path and files["lung_mask"] is None and files["acquisition"] is None
+    slicer.util.arrayFromVolume(node)[0, 0, 0] = 100
+    slicer.util.arrayFromVolumeModified(node)                                # edited in Slicer: exported instead
+    files = export_inputs(node, None, None, tmp_path)
+    assert files["input"] == tmp_path / "ct.nrrd" and sitk.ReadImage(str(files["input"])).GetSize()
+
+
+def test_a_failed_run_raises_its_one_line_reason_and_cancel_cleans_up(phantom, tmp_path):
+    scene, app_logic = bootstrap(fresh=True)
+    ct = volume_node_from_ct(scene, phantom.ct, "CT")
+    run = launch_analysis(ct, None, AnalysisOptions(engine="classical", model=str(tmp_path / "no-model")),
+                          python=sys.executable, temp_parent=tmp_path)
+    _wait(run)
+    with pytest.raises(RuntimeError, match="no-model"):
+        finish_analysis(run, scene, app_logic)
+    assert not run.work_dir.exists()
+    run = launch_analysis(ct, None, FAST, python=sys.executable, temp_parent=tmp_path)
+    started = time.monotonic()
+    cancel_analysis(run)
+    assert time.monotonic() - started < 2.0 and not run.process.running and not run.work_dir.exists()
+    assert json.dumps(run.process.returncode) != "0"
