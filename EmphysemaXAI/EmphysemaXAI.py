@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Annotated
 
+import ctk
 import slicer
 import vtk
 from slicer.i18n import tr as _
@@ -110,9 +111,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job = None  # EmphysemaXAILib.app.background.BackgroundAnalysis of the running analysis
+        self._run = None  # EmphysemaXAILib.mrml.module_logic.AnalysisRun: the analysis process running
         self._timer = None
-        self._runInput = None
         self._resultNodes = {}
 
     def setup(self) -> None:
@@ -136,12 +136,15 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.attributionOpacitySlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
         self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
         self.ui.configFileLineEdit.connect("editingFinished()", self.onConfigFileChosen)
+        self.ui.loadResultsButton.connect("clicked(bool)", self.onLoadResultsButton)
+        self.ui.downloadWeightsButton.connect("clicked(bool)", self.onDownloadWeightsButton)
+        self.ui.resultsFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs
         self.ui.cancelButton.enabled = False
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        if self._run is not None:
+            self.logic.cancelAnalysis(self._run)
         if getattr(self, "_timer", None) is not None:
             self._timer.stop()
         self.removeObservers()
@@ -180,82 +183,108 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        ready = bool(self._job is None and self._parameterNode and self._parameterNode.inputVolume)
+        ready = bool(self._run is None and self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready
         self.ui.recomputeButton.enabled = bool(ready and self._parameterNode.outputSegmentation)
         self.ui.applyButton.toolTip = _("Run the analysis") if ready else _("Select a chest CT volume")
 
     def _poll(self) -> None:
-        """GUI timer: show queued progress; when the worker is done, show results or the error."""
-        import time
-
-        job = self._job
-        if job.running:
-            time.sleep(0.02)  # Slicer's Qt loop does not release the GIL: give the worker a turn
-        for fraction, message in job.progress():
-            self.ui.progressBar.value = int(100 * fraction)
-            self.ui.logTextBrowser.append(message)
-        if job.running:
+        """GUI timer: stream the process's lines into the log and progress bar; when it has
+        ended, load its results into the scene (main thread) or show and log its error."""
+        run = self._run
+        for line in run.process.poll():
+            if line.fraction is not None:
+                self.ui.progressBar.value = int(100 * line.fraction)
+            if line.text.strip():
+                self.ui.logTextBrowser.append(line.text)
+                logging.info("EmphysemaXAI: %s", line.text)
+        if run.process.running:
             return
         self._timer.stop()
-        self._job = None
+        self._run = None
         self.ui.cancelButton.enabled = False
         try:
-            if job.cancelled:
-                self.ui.logTextBrowser.append(_("Cancelled."))
-            elif job.error is not None:
-                slicer.util.errorDisplay(_("The analysis failed: ") + str(job.error))
-            elif self._parameterNode is not None and slicer.mrmlScene.IsNodePresent(self._runInput):
-                with slicer.util.tryWithErrorDisplay(_("Could not show the results."), waitCursor=True):
-                    nodes = self.logic.show(job.result, self._runInput)
-                    self.logic.showResults(nodes)
-                    self._resultNodes = nodes
-                    self.ui.attributionMethodComboBox.clear()
-                    self.ui.attributionMethodComboBox.addItems(list(nodes.get("attributions", {})))
-                    self._parameterNode.outputSegmentation = nodes.get("segmentation",
-                                                                       self._parameterNode.outputSegmentation)
-                    self.ui.resultsTextBrowser.setPlainText(self.logic.formatResult(job.result))
-        except Exception:  # already shown to the user by tryWithErrorDisplay
-            logging.exception("EmphysemaXAI: showing results failed")
+            if not slicer.mrmlScene.IsNodePresent(run.volume_node):
+                self.logic.discardAnalysis(run)
+                return
+            with slicer.util.tryWithErrorDisplay(_("The analysis failed."), waitCursor=True):
+                self._showNodes(self.logic.finishAnalysis(run))
+        except Exception:  # shown to the user by tryWithErrorDisplay; logged here
+            logging.exception("EmphysemaXAI: the analysis failed")
         finally:
             self._checkCanApply()
 
-    def _run(self, useEditedSegmentation: bool) -> None:
-        """Read the inputs on the GUI thread, analyse in a worker thread (Slicer stays responsive;
-        numpy, SciPy and torch release the GIL), build the result nodes on the GUI thread."""
-        import qt
+    def _showNodes(self, nodes) -> None:
+        """Show result nodes (slice views, 3D, tables) and fill the results panel."""
+        self.logic.showResults(nodes)
+        self._resultNodes = nodes
+        self.ui.attributionMethodComboBox.clear()
+        self.ui.attributionMethodComboBox.addItems(list(nodes.get("attributions", {})))
+        if nodes.get("segmentation") is not None and self._parameterNode is not None:
+            self._parameterNode.outputSegmentation = nodes["segmentation"]
+        self.ui.resultsTextBrowser.setPlainText(self.logic.formatNodes(nodes))
 
-        from EmphysemaXAILib.app.background import BackgroundAnalysis
+    def _start(self, useEditedSegmentation: bool) -> None:
+        """Check what the options need, export the inputs (main thread: MRML), start the analysis
+        process and poll it on a timer (Slicer stays responsive; Cancel stops it within 2 s)."""
+        import qt
 
         p = self._parameterNode
         segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
         try:
-            with slicer.util.tryWithErrorDisplay(_("Could not read the inputs."), waitCursor=True):
-                ct, mask = self.logic.prepare(p.inputVolume, segmentation)
+            with slicer.util.tryWithErrorDisplay(_("Could not start the analysis."), waitCursor=True):
                 options = self.logic.optionsFromParameterNode(p)
-        except Exception:  # already shown to the user
+                options = self._checkDependencies(options)
+                if options is None:
+                    return
+                self._run = self.logic.startAnalysis(p.inputVolume, segmentation, options)
+        except Exception:  # shown to the user by tryWithErrorDisplay; logged here
+            logging.exception("EmphysemaXAI: could not start the analysis")
             return
-        self._runInput = p.inputVolume
         self.ui.logTextBrowser.clear()
         self.ui.progressBar.value = 0
         self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False
         self.ui.cancelButton.enabled = True
-        self._job = BackgroundAnalysis(ct, options, lung_mask=mask).start()
         self._checkCanApply()
         self._timer = qt.QTimer()
         self._timer.timeout.connect(self._poll)
-        self._timer.start(100)
+        self._timer.start(200)
+
+    def _checkDependencies(self, options):
+        """The options to run with after the dependency check (None: the user declined)."""
+        return options
 
     def onApplyButton(self) -> None:
-        self._run(useEditedSegmentation=False)
+        self._start(useEditedSegmentation=False)
 
     def onRecomputeButton(self) -> None:
-        self._run(useEditedSegmentation=True)
+        self._start(useEditedSegmentation=True)
 
     def onCancelButton(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-        self.ui.logTextBrowser.append(_("Cancelling after the current step..."))
+        if self._run is None:
+            return
+        self._timer.stop()
+        run, self._run = self._run, None
+        self.logic.cancelAnalysis(run)  # returns within 2 s
+        self.ui.logTextBrowser.append(_("Cancelled."))
+        self.ui.cancelButton.enabled = False
+        self._checkCanApply()
+
+    def onLoadResultsButton(self) -> None:
+        """Load an analyze / batch output folder onto the selected CT (or its scene's CT)."""
+        folder = self.ui.resultsFolderPathLineEdit.currentPath
+        case = self.ui.resultsCaseLineEdit.text.strip() or None
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
+                nodes = self.logic.loadResults(folder, self._parameterNode.inputVolume, case)
+                if self._parameterNode.inputVolume is None:
+                    self._parameterNode.inputVolume = nodes["ct"]
+                self._showNodes(nodes)
+        except Exception:  # shown by tryWithErrorDisplay; logged here
+            logging.exception("EmphysemaXAI: could not load results from %s", folder)
+
+    def onDownloadWeightsButton(self) -> None:
+        pass
 
     def onLoadSampleButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not load the sample."), waitCursor=True):
@@ -360,16 +389,21 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         return analyze_case(ct, options, lung_mask=mask, progress=progress, cancel=cancel)
 
     @staticmethod
-    def show(case, inputVolume):
-        """Result nodes beside the input volume (segmentation, LAA overlay, tables, 3D)."""
-        from EmphysemaXAILib.mrml.scene_export import build_case_scene
+    def show(case, inputVolume, segmentation=None):
+        """Result nodes beside the input volume (segmentation, LAA overlay, tables, 3D); a re-run
+        on the same volume updates its earlier result nodes; ``segmentation`` (the lungs the case
+        was measured in, the user's) is kept instead of a new one."""
+        from EmphysemaXAILib.app.case_layers import layers_from_result
+        from EmphysemaXAILib.mrml.scene_export import add_case_nodes
 
         if case.excluded:
             return {}
-        return build_case_scene(case, slicer.mrmlScene, slicer.app.applicationLogic(), ct_node=inputVolume)
+        return add_case_nodes(slicer.mrmlScene, inputVolume, layers_from_result(case), slicer.app.applicationLogic(),
+                              segmentation_node=segmentation)
 
     def process(self, inputVolume, segmentation=None, options=None, progress=None, cancel=None, show=True):
-        """Analyse a chest CT volume node: QC, lungs, densitometry, CNN; results into the scene.
+        """Analyse a chest CT volume node in this process (blocking; the panel runs a child
+        process instead): QC, lungs, densitometry, CNN; results into the scene.
 
         Args:
             inputVolume: ``vtkMRMLScalarVolumeNode`` in HU.
@@ -383,18 +417,60 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         """
         ct, mask = self.prepare(inputVolume, segmentation)
         case = self.analyze(ct, mask, options, progress=progress, cancel=cancel)
-        nodes = self.show(case, inputVolume) if show else {}
+        nodes = self.show(case, inputVolume, segmentation) if show else {}
         if show:
             self.showResults(nodes)
         logging.info("EmphysemaXAI: %s", case.qct.qct_severity if case.qct else case.qc.errors)
         return {"case": case, "nodes": nodes}
 
-    def processDirectory(self, folder, outputFolder, options=None, scene=True, report=True, workers=1):
+    @staticmethod
+    def processDirectory(folder, outputFolder, options=None, scene=True, report=True, workers=1, resume=False):
         """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)
-        with ``options`` (``AnalysisOptions``; None: the defaults)."""
-        from EmphysemaXAILib.app.batch import run_batch
+        with ``options`` (``AnalysisOptions``; None: the defaults), as the command line's
+        ``batch`` in its own process: the user's scene, views and layout are not touched.
+        Blocks; progress goes to the log. Returns cohort.csv's rows (dicts). Ctrl-C stops it."""
+        from EmphysemaXAILib.mrml.module_logic import process_directory
 
-        return run_batch(folder, outputFolder, options, workers=workers, scene=scene, report=report, progress=False)
+        return process_directory(folder, outputFolder, options, workers=workers, scene=scene, report=report,
+                                 resume=resume)
+
+    @staticmethod
+    def startAnalysis(inputVolume, segmentation, options):
+        """Start the analysis of a volume node in a child process (``AnalysisRun``); poll
+        ``run.process``, then :meth:`finishAnalysis`."""
+        from EmphysemaXAILib.mrml.module_logic import launch_analysis
+
+        return launch_analysis(inputVolume, segmentation, options, getattr(slicer, "dicomDatabase", None))
+
+    @staticmethod
+    def finishAnalysis(run):
+        """The finished run's result nodes in the scene (raises its one-line error on failure)."""
+        from EmphysemaXAILib.mrml.module_logic import finish_analysis
+
+        return finish_analysis(run, slicer.mrmlScene, slicer.app.applicationLogic())
+
+    @staticmethod
+    def cancelAnalysis(run):
+        """Stop a running analysis (within 2 s) and remove its files."""
+        from EmphysemaXAILib.mrml.module_logic import cancel_analysis
+
+        cancel_analysis(run)
+
+    @staticmethod
+    def discardAnalysis(run):
+        """Drop a finished run whose CT left the scene (its files are removed)."""
+        import shutil
+
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+
+    @staticmethod
+    def loadResults(folder, inputVolume=None, caseId=None):
+        """An ``analyze`` or ``batch`` output folder's results in the scene, onto ``inputVolume``
+        (None: the CT inside the case's scene.mrb); a batch folder also gives its cohort table."""
+        from EmphysemaXAILib.mrml.load_results import load_results
+
+        return load_results(folder, slicer.mrmlScene, slicer.app.applicationLogic(), ct_node=inputVolume,
+                            case_id=caseId)
 
     @staticmethod
     def showResults(nodes):
@@ -417,6 +493,13 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         from EmphysemaXAILib.app.text import case_lines
 
         return "\n".join(case_lines(case))
+
+    @staticmethod
+    def formatNodes(nodes) -> str:
+        """The results text of loaded result nodes (their case's summary)."""
+        from EmphysemaXAILib.app.text import summary_lines
+
+        return "\n".join(summary_lines(nodes["summary"])) if "summary" in nodes else ""
 
 
 #
@@ -441,12 +524,23 @@ class EmphysemaXAITest(ScriptedLoadableModuleTest):
         self.delayDisplay("Generating a phantom with 20% centrilobular emphysema")
         phantom = generate_phantom(PhantomParams(extent_pct=20, pattern="centrilobular", size="small", seed=1))
         node = volume_node_from_ct(slicer.mrmlScene, phantom.ct, "phantom")
+        import importlib.util
+
         from EmphysemaXAILib.options import AnalysisOptions
 
-        result = EmphysemaXAILogic().process(node, options=AnalysisOptions(engine="classical"))
+        withModel = importlib.util.find_spec("torch") is not None
+        if not withModel:
+            self.delayDisplay("torch is not installed: testing quality control, lungs and densitometry only "
+                              "(install the dependencies to test the CNN too)")
+        options = AnalysisOptions(engine="classical", model="auto" if withModel else "none")
+        result = EmphysemaXAILogic().process(node, options=options)
         case = result["case"]
         self.assertEqual(case.qc.errors, [])
         self.assertAlmostEqual(case.qct.region("whole")["laa950_pct"], phantom.truth["extent_pct"], delta=2.0)
         self.assertEqual(case.qct.qct_severity["class"], "moderate")
         self.assertIsNotNone(result["nodes"].get("segmentation"))
-        self.delayDisplay("Test passed")
+        self.assertEqual(case.severity is not None, withModel)
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        EmphysemaXAILogic().process(node, options=options)     # a re-run updates the same result nodes
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+        self.delayDisplay("Test passed" + ("" if withModel else " (QCT only: torch is not installed)"))

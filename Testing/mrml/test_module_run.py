@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not installed")
 
-import slicer.util  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+import slicer.util  # noqa: E402
 import vtk  # noqa: E402
 
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
@@ -121,3 +121,26 @@ def test_a_failed_run_raises_its_one_line_reason_and_cancel_cleans_up(phantom, t
     cancel_analysis(run)
     assert time.monotonic() - started < 2.0 and not run.process.running and not run.work_dir.exists()
     assert json.dumps(run.process.returncode) != "0"
+
+
+def test_process_directory_runs_the_batch_in_its_own_process_and_leaves_the_users_scene_alone(phantom, tmp_path):
+    from EmphysemaXAILib.mrml.module_logic import process_directory
+
+    scene, _ = bootstrap()
+    user = volume_node_from_ct(scene, phantom.ct, "the user's CT")
+    layout = [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+    modified = scene.GetMTime()
+    root = tmp_path / "cohort"
+    root.mkdir()
+    sitk.WriteImage(phantom.ct.to_sitk(), str(root / "a.nrrd"))
+    (root / "b.nrrd").write_bytes(b"not an image")
+    lines = []
+    rows = process_directory(root, tmp_path / "out", FAST, scene=True, report=False, python=sys.executable,
+                             log=lines.append)
+    assert [(r["case_id"], r["status"]) for r in rows] == [("a", "ok"), ("b", "failed")]
+    here = analyze_case(phantom.ct, FAST).qct.region("whole")["laa950_pct"]
+    assert float(rows[0]["laa950_pct"]) == pytest.approx(here, rel=1e-4)
+    assert (tmp_path / "out" / "cases" / "a" / "scene.mrb").exists()        # each case's own scene, in the child
+    assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == layout
+    assert scene.GetMTime() == modified and user.GetScene() is scene
+    assert any("a" in line for line in lines)

@@ -99,23 +99,31 @@ def where_to_look(model: dict | None, out: Path) -> str | None:
 
 
 def case_lines(case) -> list[str]:
-    """A CaseResult as the text of the Slicer module's results box: findings, QCT, CNN, patterns."""
-    lines = [f"ERROR: {e}" for e in case.qc.errors] + [f"warning: {w}" for w in case.qc.warnings + case.warnings]
-    if case.qct is not None:
-        severity = case.qct.qct_severity
-        whole = case.qct.region("whole")
+    """A CaseResult as the text of the Slicer module's results box (see :func:`summary_lines`)."""
+    return summary_lines(case.summary())
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """A case's ``summary.json`` object as the text of the Slicer module's results box:
+    findings, QCT, CNN, patterns, and the disclaimer."""
+    qc = summary["qc"]
+    lines = [f"ERROR: {e}" for e in qc["errors"]]
+    lines += [f"warning: {w}" for w in qc["warnings"] + list(summary.get("warnings") or [])]
+    if summary.get("qct") is not None:
+        severity = summary["qct_severity"]
+        whole = next(r for r in summary["qct"]["regions"] if r["region"] == "whole")
         lines += ["", f"QCT severity: {severity['class']} ({severity['rule']})",
                   f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU, "
                   f"lung volume {whole['volume_l']:.2f} l"]
-        calibration = case.qct.calibration
+        calibration = summary["qct"]["calibration"]
         if calibration is not None:
             lines.append(f"calibrated: %LAA-950 {whole['laa950_pct_calibrated']:.2f}%, Perc15 "
                          f"{whole['perc15_hu_calibrated']:.1f} HU (air {calibration['air_hu']:.0f} HU "
                          f"{calibration['air_source']}, {calibration['reference']} "
                          f"{calibration['reference_hu']:.0f} HU)")
         lines.append("zones: " + ", ".join(f"{z} {g}" for z, g in severity["zone_grades"].items()))
-    if case.severity is not None:
-        cnn = case.severity.summary
+    cnn = summary.get("severity")
+    if cnn is not None:
         lines += [""] + [line.strip() for line in model_lines(cnn)]
         patterns = pattern_summary(cnn)
         if patterns:

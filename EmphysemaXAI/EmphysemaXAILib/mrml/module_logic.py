@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -227,3 +228,38 @@ def slicer_popen():
     extra = {key: value for key, value in child_environment().items() if key in ("PYTHONPATH", "PYTHONUNBUFFERED")}
     return lambda command: slicer.util.launchConsoleProcess(command, useStartupEnvironment=False,
                                                             updateEnvironment=extra)
+
+
+def process_directory(folder, out, options=None, *, workers: int = 1, scene: bool = True, report: bool = True,
+                      resume: bool = False, log=None, python=None, popen=None) -> list[dict]:
+    """``batch`` of every case under ``folder`` into ``out`` in a child process (each case's
+    scene is built there, never in the caller's scene); blocks, each line of its output to
+    ``log`` (default: ``logging.info``). Returns cohort.csv's rows. Ctrl-C (or any exception
+    while waiting) stops the process within 2 s. Raises RuntimeError with its one-line reason
+    when the batch did not run to the end."""
+    import logging
+
+    from ..app.analysis_process import batch_command
+    from .load_results import cohort_rows
+
+    log = log or (lambda text: logging.info("EmphysemaXAI: %s", text))
+    work = new_work_dir()
+    try:
+        command = batch_command(python or analysis_python(), folder, out, options, work, workers=workers,
+                                resume=resume, scene=scene, report=report)
+        process = AnalysisProcess(command, stop_file=work / "stop", popen=popen or slicer_popen()).start()
+        try:
+            while process.running:
+                for line in process.poll():
+                    log(line.text)
+                time.sleep(0.1)
+            for line in process.poll():
+                log(line.text)
+        except BaseException:
+            process.cancel()
+            raise
+        if process.returncode != 0:
+            raise RuntimeError(process.error_message())
+        return cohort_rows(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

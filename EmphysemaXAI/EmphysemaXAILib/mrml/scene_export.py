@@ -121,6 +121,7 @@ def add_case_nodes(scene, ct_node, layers, app_logic=None, segmentation_node=Non
     nodes["qc_table"] = table_node(scene, "Quality control", qc_rows(summary), node=earlier.get("qc_table"))
     _remove_stale(scene, earlier, nodes)
     _mark_and_place(nodes, ct_node, users=segmentation_node)
+    nodes["summary"] = summary  # not a node: the case's summary.json object, for the results text
     return nodes
 
 
@@ -140,7 +141,7 @@ def _flat(nodes: dict) -> dict:
     """Role -> node for every result node (lists and per-method dicts flattened)."""
     flat = {}
     for role, value in nodes.items():
-        if role == "ct" or role.endswith("_colors"):
+        if role in ("ct", "summary") or role.endswith("_colors"):
             continue
         if isinstance(value, list):
             flat.update({f"surface {i}": node for i, node in enumerate(value)})
