@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_explain.py --lungmask-slices 40
 	$(PY) bench/bench_pattern_baselines.py
+	$(PY) bench/bench_module.py
 
 check-layers:
 	$(PYTHON) ../shared/tools/check_layers.py .
