@@ -25,6 +25,7 @@ _API = {
     "measure_qct": "analysis.qct", "QCTConfig": "analysis.qct", "QCTResult": "analysis.qct",
     "run_batch": "app.batch", "write_case": "app.case_files",
     "EmphysemaXAIError": "errors", "InputError": "errors", "ExcludedError": "errors",
+    "MissingPackage": "errors", "required_packages": "packages", "missing_for": "packages",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -13,6 +13,15 @@ class InputError(EmphysemaXAIError, ValueError):
     """The input cannot be read or used: the message says what is wrong and what to do."""
 
 
+class MissingPackage(InputError):
+    """A Python package that an explicitly chosen feature needs is not installed (``package``
+    names it; the message says what to install or choose instead)."""
+
+    def __init__(self, package: str, message: str):
+        super().__init__(message)
+        self.package = package
+
+
 class ExcludedError(EmphysemaXAIError):
     """Quality control excluded the case: analysis is impossible (message gives the reason)."""
 

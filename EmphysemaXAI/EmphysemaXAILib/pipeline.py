@@ -19,6 +19,7 @@ import numpy as np
 from .errors import EmphysemaXAIError, InputError
 from .notices import NOT_CLINICAL
 from .options import AnalysisOptions
+from .packages import PIP_REQUIREMENTS, missing_package
 
 if TYPE_CHECKING:  # types only: the modules are imported when a step runs (torch stays optional)
     from .analysis.qc import QCReport
@@ -80,27 +81,34 @@ _PREDICTORS: dict = {}
 
 
 def _predictor(model, device: str, warnings: list):
-    """The predictor for ``model`` (cached per model and device; :func:`.model.predictors.open_predictor`), or None."""
+    """The predictor for ``model`` (cached per model and device; :func:`.model.predictors.open_predictor`), or None.
+
+    ``model="auto"`` without torch (or without the shipped checkpoint) gives None and a warning:
+    QCT still runs. A model folder given explicitly without torch raises
+    :class:`~EmphysemaXAILib.errors.MissingPackage` (one line: what to install)."""
     if model is None:
         return None
+    auto = model == "auto"
     try:
         from .model import open_predictor
-        from .model.checkpoint import shipped_available
-    except ImportError as error:  # torch / monai missing: QCT still runs
-        warnings.append(f"no severity model: {error.name} is not installed (pip install the package's requirements)")
-        return None
-    if model == "auto":
-        if not shipped_available():
+        from .model.checkpoint import WEIGHTS_FILE, model_dir, shipped_available
+
+        if auto and not shipped_available():
             warnings.append("no severity model: the shipped checkpoint is missing from this installation")
             return None
-        model = None
-    from .model.checkpoint import WEIGHTS_FILE, model_dir
-
-    weights = model_dir(model) / WEIGHTS_FILE
-    key = (str(weights.resolve()), weights.stat().st_mtime_ns if weights.exists() else None, device)
-    if key not in _PREDICTORS:
-        _PREDICTORS[key] = open_predictor(model, device)
-    return _PREDICTORS[key]
+        weights = model_dir(None if auto else model) / WEIGHTS_FILE
+        key = (str(weights.resolve()), weights.stat().st_mtime_ns if weights.exists() else None, device)
+        if key not in _PREDICTORS:
+            _PREDICTORS[key] = open_predictor(None if auto else model, device)
+        return _PREDICTORS[key]
+    except ImportError as error:  # torch (or a package the network needs) not installed: QCT still runs
+        package = (error.name or "torch").split(".")[0]
+        if not auto:
+            raise missing_package(package, f"the severity model {model}", "run without a model (model none)") \
+                from None
+        warnings.append(f"severity CNN skipped: the Python package {package} is not installed, so the case has "
+                        f"QCT measures but no CNN severity grade ({PIP_REQUIREMENTS.get(package, package)} enables it)")
+        return None
 
 
 #: A lung mask smaller than this share of the air inside the body (QC's lung air) is suspicious.
@@ -146,7 +154,9 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
         options: the run's :class:`~EmphysemaXAILib.options.AnalysisOptions` (fields not given take
             the defaults; build them with :func:`~EmphysemaXAILib.options.build_options` to apply
             a config file). ``options.model``: ``"auto"`` (the shipped model when it and torch are
-            installed, else a warning), ``"none"`` (no model step) or a model folder.
+            installed, else a warning and QCT only), ``"none"`` (no model step) or a model folder
+            (without torch: :class:`~EmphysemaXAILib.errors.MissingPackage`). An explanation method
+            whose package (captum, monai) is missing is skipped with a warning.
         lung_mask: the user's lungs instead of an engine: a label map file on the CT grid, or a
             (z, y, x) array on the grid of the CT as given (1 right, 2 left).
         progress: ``progress(step, fraction, message)``; cancel: returns True to stop (checked
@@ -229,7 +239,7 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
 
         start = step("explain", 5, f"explaining the model ({', '.join(explain)})")
         result.explanations = explain_case(predictor.model, result.severity, ct, segmentation.labels, explain,
-                                           lobes=segmentation.lobes, target=explain_target)
+                                           lobes=segmentation.lobes, target=explain_target, warnings=result.warnings)
         timings["explain"] = round(time.perf_counter() - start, 3)
     if progress is not None:
         progress("done", 1.0, "done")

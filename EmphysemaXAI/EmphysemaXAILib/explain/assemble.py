@@ -17,6 +17,7 @@ import numpy as np
 
 from ..analysis.regions import lung_regions
 from ..model.tiles import from_working_grid, paint_maps
+from ..packages import METHOD_PACKAGES, PIP_REQUIREMENTS
 from .methods import EXPENSIVE, attribute
 
 
@@ -48,16 +49,27 @@ def region_scores(volume: np.ndarray, regions) -> dict:
 
 
 def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None, top_tiles: int = 96,
-                 ig_steps: int = 32, target: str = "emphysema") -> dict:
+                 ig_steps: int = 32, target: str = "emphysema", warnings: list | None = None) -> dict:
     """method -> :class:`Explanation` of ``target`` (:data:`.methods.TARGETS`) for a case the
-    model has graded (``severity`` is the :class:`~EmphysemaXAILib.model.case_extent.SeverityResult`)."""
+    model has graded (``severity`` is the :class:`~EmphysemaXAILib.model.case_extent.SeverityResult`).
+
+    With a ``warnings`` list, a method whose package (captum, monai) is not installed is skipped
+    and a warning says so (the other methods still run); without one, the ImportError is raised."""
     lung = labels > 0
     regions = lung_regions(labels, lobes, severity.grid.superior_is_high_index)   # once for every method
     out = {}
     for method in methods:
         start = time.perf_counter()
-        working, chosen = working_attribution(model, severity, method, top_tiles=top_tiles, ig_steps=ig_steps,
-                                              target=target)
+        try:
+            working, chosen = working_attribution(model, severity, method, top_tiles=top_tiles, ig_steps=ig_steps,
+                                                  target=target)
+        except ImportError as error:
+            if warnings is None:
+                raise
+            package = (error.name or METHOD_PACKAGES.get(method) or "a package").split(".")[0]
+            warnings.append(f"explanation {method} skipped: it needs the Python package {package}, which is not "
+                            f"installed ({PIP_REQUIREMENTS.get(package, package)} enables it)")
+            continue
         volume = from_working_grid(working, severity.grid, ct) * lung
         scores = region_scores(volume, regions)
         out[method] = Explanation(method, volume.astype(np.float32), scores, len(chosen), len(severity.tiles),

@@ -17,6 +17,9 @@ model); every map is (n, S, P, P) float32, positive where the voxel pushes the t
 - ``attention``: the model's own spatial attention ``A = softmax(g(F))``, upsampled;
 - ``occlusion``: captum Occlusion with 3 x 8 x 8 windows replaced by normal lung;
 - ``smoothgrad``: captum NoiseTunnel over Saliency (gradients averaged over noisy copies).
+
+Each method imports only the package it uses (:data:`~..packages.METHOD_PACKAGES`): ``attention``
+needs torch alone, ``gradcampp`` MONAI, the others captum.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from ..model.pattern_net import PatternNet
 from ..model.severity_net import normalise_hu
 from ..model.tiles import FILL_HU
 from ..options import EXPLAIN_METHODS, EXPLAIN_TARGETS
+from ..packages import METHOD_PACKAGES
 
 NORMAL_LUNG_HU = -860.0        # healthy parenchyma at full inspiration (the phantoms: -868 +/- 8)
 METHODS = EXPLAIN_METHODS
@@ -104,10 +108,13 @@ def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: 
               internal_batch: int = 256, seed: int = 0, target: str = "emphysema") -> np.ndarray:
     """(n, S, P, P) float32 map of ``method`` for the HU ``tiles`` and ``target``; model in eval
     mode. ``attention`` is the model's own map, the same whatever the target."""
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
-
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
+    # only the package this method uses (attention: torch alone); ImportError names a missing one
+    if METHOD_PACKAGES[method] == "captum":
+        from captum import attr
+    elif METHOD_PACKAGES[method] == "monai":
+        from monai.visualize import GradCAMpp
     model.eval()
     wrapper = TargetLogit(model, target).eval()
     device = next(model.parameters()).device
@@ -116,28 +123,26 @@ def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: 
     for start in range(0, len(tiles), batch):
         x = torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch], np.float32)).to(device)
         if method == "gradcam":
-            cam = LayerGradCam(wrapper, cam_layer(model, target)).attribute(x, target=0, relu_attributions=True)
-            maps = _upsample(LayerAttribution.interpolate(cam, cam.shape[-2:]), x.shape)
+            cam = attr.LayerGradCam(wrapper, cam_layer(model, target)).attribute(x, target=0, relu_attributions=True)
+            maps = _upsample(attr.LayerAttribution.interpolate(cam, cam.shape[-2:]), x.shape)
         elif method == "gradcampp":
-            from monai.visualize import GradCAMpp
-
             cam = GradCAMpp(wrapper, target_layers=cam_layer_name(model, target), postprocessing=lambda m: m)
             # one tile per call: MONAI 1.6's GradCAMpp multiplies the (n,) score into (n, C, h, w)
             # gradients, which only broadcasts for n = 1
             maps = torch.cat([cam(x[i:i + 1], class_idx=0) for i in range(len(x))]).expand(-1, x.shape[1], -1, -1)
         elif method == "ig":
-            ig = IntegratedGradients(wrapper)
+            ig = attr.IntegratedGradients(wrapper)
             maps = ig.attribute(x, baselines=normal_lung_baseline(x), target=0, n_steps=steps,
                                 internal_batch_size=internal_batch)
         elif method == "attention":
             maps = _upsample(_attention(model, x)[:, None], x.shape)
         elif method == "occlusion":
-            maps = Occlusion(wrapper).attribute(x, sliding_window_shapes=(x.shape[1], 8, 8),
-                                                strides=(x.shape[1], 8, 8), baselines=normal_lung_baseline(x),
-                                                target=0)
+            maps = attr.Occlusion(wrapper).attribute(x, sliding_window_shapes=(x.shape[1], 8, 8),
+                                                     strides=(x.shape[1], 8, 8), baselines=normal_lung_baseline(x),
+                                                     target=0)
         else:  # smoothgrad
-            maps = NoiseTunnel(Saliency(wrapper)).attribute(x, nt_type="smoothgrad", nt_samples=8, stdevs=20.0,
-                                                            target=0, abs=False)
+            maps = attr.NoiseTunnel(attr.Saliency(wrapper)).attribute(x, nt_type="smoothgrad", nt_samples=8,
+                                                                      stdevs=20.0, target=0, abs=False)
         lung = (x < FILL_HU - 0.5).float()
         out.append((maps.detach().float() * lung).cpu().numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0,) + tiles.shape[1:], np.float32)

@@ -2,7 +2,7 @@
 
 Engines: ``lungmask`` (JoHof/lungmask U-Net, when its weights are on this machine),
 ``classical`` (threshold, airways, right / left split, filling; no weights), ``auto`` (lungmask
-when its weights are found, else classical, recording why), or a mask the user gives
+when it is installed and its weights are found, else classical, recording why), or a mask the user gives
 (:func:`load_mask`), which replaces the engine. Labels: 0 background, 1 right lung, 2 left lung
 (``docs/contracts.md``); lobes with lungmask's LTRCLobes codes when asked for.
 """
@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError, plain_numbers
 from ..options import ENGINES
+from ..packages import PIP_REQUIREMENTS, missing_package
 from ..volume import CTVolume
 
 
@@ -54,6 +55,8 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
             missing (needs internet; off by default so that nothing downloads unasked).
     Raises:
         InputError: ``engine="lungmask"`` and its weights are missing (names the expected file).
+        MissingPackage: ``engine="lungmask"`` and lungmask (or torch) is not installed; ``auto``
+            then uses the classical engine and says why (``fallback_reason``, first warning).
     """
     from .classical import segment_classical
     from .lungmask_engine import WeightsMissing, run_lungmask
@@ -70,6 +73,12 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
             if engine == "lungmask":
                 raise
             fallback = f"lungmask weights missing, classical engine used: {missing}"  # first warning
+        except ImportError as error:  # lungmask (or torch, or one of lungmask's own packages) not installed
+            package = (error.name or "lungmask").split(".")[0]
+            if engine == "lungmask":
+                raise missing_package(package, "engine lungmask", "choose engine classical (or auto)") from None
+            fallback = (f"lungmask engine skipped, classical engine used: the Python package {package} is not "
+                        f"installed ({PIP_REQUIREMENTS.get(package, package)} enables it)")
     result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
     warnings = list(result.warnings)
     if fallback:

@@ -60,6 +60,33 @@ def download_weights(model: str) -> Path:
     return hub_checkpoint(model)
 
 
+def fetch_weights(model: str = "R231") -> tuple[Path, list]:
+    """``model``'s published weights in the torch hub cache, downloaded there first when missing
+    through lungmask's own loading path (``lungmask.mask.get_model(model)``, which calls
+    ``torch.hub.load_state_dict_from_url``): the file lungmask itself would use. Needs internet
+    when the file is not cached; returns (path, warnings: the digest check of
+    :func:`weights_record`).
+
+    Raises:
+        ImportError: lungmask (or torch) is not installed.
+        WeightsMissing: the download failed (the message names the URL and where to put the file).
+    """
+    cached = hub_checkpoint(model)
+    if not cached.is_file():
+        from lungmask import mask
+
+        try:
+            mask.get_model(model)
+        except Exception as error:  # no internet, proxy, disk ...
+            raise WeightsMissing(f"lungmask {model} weights could not be downloaded from {PUBLISHED[model][1]} "
+                                 f"({type(error).__name__}: {error}); put the file at {cached}") from None
+        if not cached.is_file():
+            raise WeightsMissing(f"lungmask {model} weights: lungmask's download left no file at {cached}")
+    warnings: list = []
+    weights_record(model, cached, warnings)
+    return cached, warnings
+
+
 def resolve_weights(model: str, given=None, env: str = ENV_WEIGHTS, download: bool = False) -> Path:
     """The weights file of ``model``: given path, environment variable, torch hub cache, or (with
     ``download``) lungmask's published file fetched into that cache."""
