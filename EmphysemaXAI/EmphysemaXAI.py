@@ -251,7 +251,21 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start(200)
 
     def _checkDependencies(self, options):
-        """The options to run with after the dependency check (None: the user declined)."""
+        """Offer to install what ``options`` need and is missing (one confirmation, one message).
+        Returns the options to run with, or None when a package the user explicitly chose a
+        feature for (e.g. engine lungmask) is still missing; optional ones only degrade the run."""
+        needs = self.logic.missingFor(options)
+        if not needs:
+            return options
+        result = self.logic.installFor(needs)
+        logging.info("EmphysemaXAI: %s", result.message)
+        missing = {n.package for n in needs} - set(result.installed)
+        blocking = [n.package for n in needs if n.required and n.package in missing]
+        if blocking:
+            slicer.util.warningDisplay(result.message + "\n\n" + _("Not started: ") + ", ".join(blocking)
+                                       + _(" is needed by the chosen settings."))
+            return None
+        (slicer.util.infoDisplay if result.ok and not result.cancelled else slicer.util.warningDisplay)(result.message)
         return options
 
     def onApplyButton(self) -> None:
@@ -284,7 +298,15 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("EmphysemaXAI: could not load results from %s", folder)
 
     def onDownloadWeightsButton(self) -> None:
-        pass
+        """Fetch lungmask's R231 weights into the torch hub cache (engine auto then finds them)."""
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not download lungmask's weights."), waitCursor=True):
+                paths, warnings = self.logic.downloadLungmaskWeights()
+                text = _("lungmask weights: ") + ", ".join(str(p) for p in paths.values())
+                logging.info("EmphysemaXAI: %s", text)
+                slicer.util.infoDisplay("\n".join([text, *warnings]))
+        except Exception:  # shown by tryWithErrorDisplay; logged here
+            logging.exception("EmphysemaXAI: lungmask weights download failed")
 
     def onLoadSampleButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not load the sample."), waitCursor=True):
@@ -310,13 +332,18 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 setattr(self._parameterNode, name, value)
 
     def onDependenciesButton(self) -> None:
+        """Install every optional package of Resources/requirements.txt that is missing."""
         missing = self.logic.missingDependencies()
         if not missing:
             slicer.util.infoDisplay(_("All dependencies are installed."))
             return
-        if slicer.util.confirmOkCancelDisplay(_("Install: ") + ", ".join(missing) + "?"):
+        try:
             with slicer.util.tryWithErrorDisplay(_("Installation failed."), waitCursor=True):
-                self.logic.installDependencies(missing)
+                result = self.logic.installDependencies(missing)
+                logging.info("EmphysemaXAI: %s", result.message)
+                (slicer.util.infoDisplay if result.ok else slicer.util.warningDisplay)(result.message)
+        except Exception:  # shown by tryWithErrorDisplay; logged here
+            logging.exception("EmphysemaXAI: installation failed")
 
 
 #
@@ -343,11 +370,32 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         return missing_packages(REQUIREMENTS_FILE)
 
     @staticmethod
-    def installDependencies(names):
-        """Install missing packages: torch through Slicer's PyTorch extension, the others with pip."""
-        from EmphysemaXAILib.mrml.dependencies import install_packages
+    def installDependencies(names, needs=()):
+        """Install packages (asks for confirmation): torch through Slicer's PyTorch extension with
+        a version requirement, the others with pip under a constraints file that keeps every
+        package Slicer ships. Never raises for a package that fails: see the result's message."""
+        from EmphysemaXAILib.mrml.dependencies import install_for
 
-        install_packages(REQUIREMENTS_FILE, names)
+        return install_for(REQUIREMENTS_FILE, names, needs=needs)
+
+    @staticmethod
+    def missingFor(options):
+        """What ``options`` need (``EmphysemaXAILib.packages.Need``) that is not installed; the
+        analysis process writes a case folder."""
+        from EmphysemaXAILib.packages import missing_for
+
+        return missing_for(options, files=True)
+
+    def installFor(self, needs):
+        """Install what ``needs`` list (see :meth:`installDependencies`)."""
+        return self.installDependencies([n.package for n in needs], needs=needs)
+
+    @staticmethod
+    def downloadLungmaskWeights():
+        """lungmask's R231 weights into the torch hub cache: ({model: path}, warnings)."""
+        from EmphysemaXAILib.mrml.dependencies import download_lungmask_weights
+
+        return download_lungmask_weights()
 
     # -- data
 
