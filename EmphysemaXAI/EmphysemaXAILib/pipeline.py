@@ -89,7 +89,8 @@ def _predictor(model, device: str, warnings: list):
     except ImportError as error:  # torch / monai missing: QCT still runs
         warnings.append(f"no severity model: {error.name} is not installed (pip install the package's requirements)")
         return None
-    if model == "auto":
+    automatic = model == "auto"
+    if automatic:
         if not shipped_available():
             warnings.append("no severity model: the shipped checkpoint is missing from this installation")
             return None
@@ -99,7 +100,15 @@ def _predictor(model, device: str, warnings: list):
     weights = model_dir(model) / WEIGHTS_FILE
     key = (str(weights.resolve()), weights.stat().st_mtime_ns if weights.exists() else None, device)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = open_predictor(model, device)
+        try:
+            _PREDICTORS[key] = open_predictor(model, device)
+        except ImportError as error:  # torch missing (3D Slicer before its PyTorch extension): QCT still runs
+            if not automatic:
+                raise InputError(f"the severity model needs {error.name}, which is not installed: install it "
+                                 "(pip install the package's requirements) or choose no model") from None
+            warnings.append(f"no severity model: {error.name} is not installed "
+                            "(pip install the package's requirements)")
+            return None
     return _PREDICTORS[key]
 
 

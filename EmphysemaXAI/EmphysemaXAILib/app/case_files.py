@@ -14,6 +14,7 @@ import numpy as np
 from ..analysis.patterns import PATTERN_CSV, PATTERN_FILE, pattern_columns, pattern_rows
 from ..errors import InputError
 from ..io.atomic import atomic_folder, refuse_existing
+from ..io.csv_table import write_csv
 from ..pipeline import CaseResult
 
 
@@ -24,6 +25,7 @@ def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool 
     out = Path(out_dir).resolve()
     refuse_existing(out, overwrite)
     check_scene_support(scene)
+    check_report_support(report)
     with atomic_folder(out, overwrite=overwrite) as work:
         write_case_files(result, work, report=report, scene=scene)
     return out
@@ -39,6 +41,17 @@ def check_scene_support(scene: bool) -> None:
                              "slicer-core, on Python 3.11) or pass scene=False (--no-scene)") from None
 
 
+def check_report_support(report: bool) -> None:
+    """Refuse early, with what to do, when report.html is asked for and matplotlib (which draws
+    its figures; 3D Slicer does not ship it) is missing."""
+    if report:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("report.html needs matplotlib, which is not installed (3D Slicer does not ship it): "
+                             "install it (pip install matplotlib) or pass report=False (--no-report)") from None
+
+
 def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
     """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, laa_map.nrrd,
     (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless
@@ -48,16 +61,13 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
 
     folder = Path(folder)
     if result.qct is not None:
-        result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
+        result.qct.write_csv(folder / "qct.csv")
         save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
         save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
         pattern_labels = result.severity.pattern_labels if result.severity is not None else None
         if pattern_labels is not None:
-            import pandas as pd
-
             save_label(pattern_labels.astype(np.uint8), result.ct, folder / PATTERN_FILE)
-            pd.DataFrame(pattern_rows(result.severity.summary), columns=pattern_columns()).to_csv(
-                folder / PATTERN_CSV, index=False)
+            write_csv(folder / PATTERN_CSV, pattern_rows(result.severity.summary), pattern_columns())
         for method, explanation in result.explanations.items():
             save_label(explanation.volume, result.ct, folder / f"attribution_{method}.nrrd")
     views = None

@@ -53,7 +53,8 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
         download: let lungmask's published weights be fetched into the torch hub cache when
             missing (needs internet; off by default so that nothing downloads unasked).
     Raises:
-        InputError: ``engine="lungmask"`` and its weights are missing (names the expected file).
+        InputError: ``engine="lungmask"`` and its weights are missing (names the expected file), or
+            lungmask is not installed (``auto`` then falls back to the classical engine).
     """
     from .classical import segment_classical
     from .lungmask_engine import WeightsMissing, run_lungmask
@@ -70,6 +71,11 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
             if engine == "lungmask":
                 raise
             fallback = f"lungmask weights missing, classical engine used: {missing}"  # first warning
+        except ImportError as missing:  # lungmask / torch not installed (3D Slicer's own Python)
+            if engine == "lungmask":
+                raise InputError(f"the lungmask engine needs lungmask and torch, which are not installed "
+                                 f"({missing}): install them, or use the classical engine") from None
+            fallback = f"lungmask is not installed ({missing}), classical engine used"
     result = segment_classical(ct.hu, ct.spacing, ct.direction, ct.padding_hu)
     warnings = list(result.warnings)
     if fallback:
