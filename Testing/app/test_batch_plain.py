@@ -19,11 +19,12 @@ from EmphysemaXAILib.phantom.io import write_phantom
 pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
-#: Without torch (Slicer's own Python) the default model ("auto") must fall back to QCT only: run
-#: the default there. With torch the model would run (tested elsewhere, and slow): no model here.
+#: Without torch (Slicer's own Python) the defaults (model and engine "auto") must fall back to
+#: QCT only and the classical engine: run the defaults there. With torch, lungmask and the model
+#: would load (tested elsewhere, and slow): classical engine and no model here.
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-OPTIONS = AnalysisOptions(model="none") if HAS_TORCH else AnalysisOptions()
-MODEL_FLAGS = ["--no-model"] if HAS_TORCH else []
+OPTIONS = AnalysisOptions(model="none", engine="classical") if HAS_TORCH else AnalysisOptions()
+FLAGS = ["--no-model", "--engine", "classical"] if HAS_TORCH else []
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_report_needs_matplotlib_and_says_so_before_any_work(two_cases, tmp_path
     with pytest.raises(InputError, match="report.html needs matplotlib.*--no-report"):
         run_batch(two_cases, tmp_path / "out", OPTIONS, scene=False, report=True, progress=False)
     assert not (tmp_path / "out").exists()
-    result = run_cli("analyze", two_cases / "nrrd_case.nrrd", "--out", tmp_path / "case", "--no-scene")
+    result = run_cli("analyze", two_cases / "nrrd_case.nrrd", "--out", tmp_path / "case", "--no-scene", *FLAGS)
     assert result.returncode == 2 and "report.html needs matplotlib" in result.stderr
     assert not (tmp_path / "case").exists()
 
@@ -81,10 +82,12 @@ def test_report_needs_matplotlib_and_says_so_before_any_work(two_cases, tmp_path
 def test_analyze_command_without_report_and_scene(two_cases, tmp_path):
     out = tmp_path / "case"
     result = run_cli("analyze", two_cases / "nrrd_case.nrrd", "--out", out, "--no-report", "--no-scene",
-                     *MODEL_FLAGS)
+                     *FLAGS)
     assert result.returncode == 0, result.stderr
     regions = read_rows(out / "qct.csv")
     assert regions[0]["region"] == "whole" and float(regions[0]["volume_l"]) > 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["segmentation"]["engine_used"] == "classical"  # lungmask: no weights here / not installed
+    assert summary["segmentation"]["engine_used"] == "classical"
+    if not HAS_TORCH:
+        assert "lungmask is not installed" in summary["segmentation"]["fallback_reason"]
     assert {"summary.json", "qct.csv", "lung_labels.nrrd", "laa_map.nrrd"} <= {p.name for p in out.iterdir()}

@@ -24,7 +24,7 @@ from ..io.atomic import refuse_existing, write_atomic
 from ..io.csv_table import write_csv
 from ..io.signals import Terminated, signals_deferred
 from ..options import AnalysisOptions
-from .case_files import check_report_support, write_case, zone_note
+from .case_files import check_report_support, has_matplotlib, write_case, zone_note
 from .find_cases import find_cases
 
 COHORT_COLUMNS = ("case_id", "source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
@@ -260,7 +260,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
         bar.close()
     ordered = [rows[c["case_id"]] for c in cases]
     _write_cohort(ordered, out / "cohort.csv")
-    if thumbs and _has_matplotlib():  # without matplotlib (inside 3D Slicer) there is no montage
+    if thumbs and has_matplotlib():  # without matplotlib (inside 3D Slicer) there is no montage
         _montage(ordered, thumbs, out / "qc_montage.png")
     return ordered
 
@@ -288,14 +288,6 @@ def _progress_bar(total: int, done: int, show: bool):
     except ImportError:
         return _CountingBar(total, done, show)
     return tqdm(total=total, initial=done, desc="cases", unit="case", disable=not show)
-
-
-def _has_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _write_cohort(rows, path: Path) -> None:

@@ -6,6 +6,7 @@ File names and keys: ``docs/contracts.md``.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -41,15 +42,17 @@ def check_scene_support(scene: bool) -> None:
                              "slicer-core, on Python 3.11) or pass scene=False (--no-scene)") from None
 
 
+def has_matplotlib() -> bool:
+    """Whether matplotlib, which draws the report's figures and the batch montage, is installed
+    (3D Slicer does not ship it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def check_report_support(report: bool) -> None:
-    """Refuse early, with what to do, when report.html is asked for and matplotlib (which draws
-    its figures; 3D Slicer does not ship it) is missing."""
-    if report:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise InputError("report.html needs matplotlib, which is not installed (3D Slicer does not ship it): "
-                             "install it (pip install matplotlib) or pass report=False (--no-report)") from None
+    """Refuse early, with what to do, when report.html is asked for and matplotlib is missing."""
+    if report and not has_matplotlib():
+        raise InputError("report.html needs matplotlib, which is not installed (3D Slicer does not ship it): "
+                         "install it (pip install matplotlib) or pass report=False (--no-report)")
 
 
 def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
