@@ -1,6 +1,7 @@
 # The README's commands. Each creates .venv/ when missing and installs the pinned dependencies.
 #   make demo   run the main job on the embedded sample case
-#   make test   ruff check ., then the whole test suite
+#   make test   ruff check ., then the whole test suite, then the Slicer-versions subset
+#               (make test-slicer-python, below)
 #   make bench  print the benchmark tables (lungmask timed on 40 slices and extrapolated;
 #               bench/bench_segment_qct.py without options times all 400, about 8 minutes)
 PYTHON ?= python3
@@ -8,7 +9,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench check-layers clean
+# The second test environment: the package versions a real 3D Slicer 5.10 ships
+# (requirements/slicer-python.txt: numpy 2.0.2, scipy 1.13.1, pydicom 2.4.4, ...; no torch,
+# pandas, matplotlib, tqdm, scikit-learn), in which the tests marked slicer_python run (reading,
+# quality control, classical segmentation, densitometry, DICOM writing, the module's core test).
+# Slicer 5.10's own Python is 3.12; this machine has no python3.12 on its PATH, so the
+# environment uses 3.11 (the wheels pinned there exist for both; SLICER_PYTHON=python3.12
+# where it is available, after make clean).
+SLICER_PYTHON ?= python3.11
+SLICER_VENV := .venv-slicer
+SLICER_PY := $(SLICER_VENV)/bin/python
+SLICER_STAMP := $(SLICER_VENV)/.installed
+
+.PHONY: demo test test-slicer-python bench check-layers clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +33,19 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	$(VENV)/bin/emphysema-xai demo --out emphysema-xai-demo
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check . && $(PY) -m pytest
+$(SLICER_STAMP): pyproject.toml requirements/slicer-python.txt
+	test -x $(SLICER_PY) || $(SLICER_PYTHON) -m venv $(SLICER_VENV)
+	$(SLICER_PY) -m pip install --quiet --no-deps -r requirements/slicer-python.txt
+	$(SLICER_PY) -m pip install --quiet --no-deps -e .
+	touch $(SLICER_STAMP)
+
+test: $(STAMP) $(SLICER_STAMP)
+	$(VENV)/bin/ruff check . && $(PY) -m pytest && $(SLICER_PY) -m pytest --slicer-python
+
+# --slicer-python (conftest.py): only the tests marked slicer_python, only the files that declare
+# the marker are imported, and the versions installed are checked against the list
+test-slicer-python: $(SLICER_STAMP)
+	$(SLICER_PY) -m pytest --slicer-python
 
 bench: $(STAMP)
 	$(PY) bench/bench_read.py
@@ -36,4 +60,4 @@ check-layers:
 	$(PYTHON) ../shared/tools/check_layers.py .
 
 clean:
-	rm -rf $(VENV) emphysema-xai-demo .pytest_cache
+	rm -rf $(VENV) $(SLICER_VENV) emphysema-xai-demo .pytest_cache

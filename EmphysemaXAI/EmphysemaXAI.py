@@ -380,11 +380,11 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def missingFor(options):
-        """What ``options`` need (``EmphysemaXAILib.packages.Need``) that is not installed; the
-        analysis process writes a case folder."""
+        """What ``options`` need (``EmphysemaXAILib.packages.Need``) that is not installed (the
+        analysis process writes no report: the module shows the results)."""
         from EmphysemaXAILib.packages import missing_for
 
-        return missing_for(options, files=True)
+        return missing_for(options)
 
     def installFor(self, needs):
         """Install what ``needs`` list (see :meth:`installDependencies`)."""

@@ -55,9 +55,12 @@ def test_explanation_methods_need_captum_or_monai_or_neither():
 
 def test_output_extras():
     options = AnalysisOptions(engine="classical", model="none")
-    assert [n.package for n in required_packages(options, files=True)] == ["pandas"]
-    assert [n.package for n in required_packages(options, report=True)] == ["matplotlib"]
-    assert [n.package for n in required_packages(options, batch=True)] == ["pandas", "matplotlib", "tqdm"]
+    assert required_packages(options) == []                     # the case files need nothing Slicer lacks
+    report = required_packages(options, report=True)
+    assert [(n.package, n.required) for n in report] == [("matplotlib", True)]
+    batch = required_packages(options, batch=True)
+    assert [(n.package, n.required) for n in batch] == [("matplotlib", False), ("tqdm", False)]
+    assert batch[1].without == "one progress line per case"
 
 
 def test_missing_for_keeps_what_does_not_import(monkeypatch):

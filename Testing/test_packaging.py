@@ -133,9 +133,11 @@ def test_slicer_requirements_resource_matches_the_package_ranges():
     path = MODULE / "Resources" / "requirements.txt"
     lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
     wanted = [line for line in lines if line]
-    # never a package Slicer ships (numpy, SimpleITK, pydicom ...): those are pinned, not installed
-    assert {re.split(r"[<>=!~;\[ ]", w)[0] for w in wanted} == {"torch", "monai", "captum", "lungmask", "pandas",
-                                                               "matplotlib", "tqdm"}
+    assert {re.split(r"[<>=!~;\[ ]", w)[0] for w in wanted} == {"torch", "monai", "captum", "lungmask", "matplotlib",
+                                                               "tqdm"}
+    # Slicer's own packages are never (up)graded by the module: its DICOM browser uses its pydicom
+    assert not {re.split(r"[<>=!~;\[ ]", w)[0].lower() for w in wanted} & {"numpy", "scipy", "pydicom", "simpleitk",
+                                                                         "pillow", "vtk"}
     for line in wanted:
         assert declared[re.split(r"[<>=!~;\[ ]", line)[0]] == line, line
     cmake = (MODULE / "CMakeLists.txt").read_text()

@@ -65,6 +65,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO / "EmphysemaXAI"))  # when not installed; PYTHONPATH can point elsewhere
 
+
+def save_dicom(ds, path) -> None:
+    """Write an edited header the same way under pydicom 2.4 (3D Slicer's) and pydicom 3."""
+    from EmphysemaXAILib.io.pydicom_compat import save_dicom as save
+
+    save(ds, path)
+
+
 PROGRESS_LINE = re.compile(r"^\s*(\[\s*\d+%\]|cases:|\d+%\|)")
 PRODUCT_TEXT_LINE = re.compile(r"^\s+(warning|note:?)\s")
 TRACEBACK = "Traceback (most recent call last)"
@@ -1079,7 +1087,7 @@ def case_dicom_one_missing_ipp_shuffled_names(c: Corpus):
     paths = c.write_dicom(ct, file_names=names)
     ds = pydicom.dcmread(paths[40])
     del ds.ImagePositionPatient
-    ds.save_as(paths[40], enforce_file_format=True)
+    save_dicom(ds, paths[40])
     _dicom_reader_case(c, name, ct, "0", "0", [ct], check=_matches_intact(c))
 
 
@@ -1097,7 +1105,7 @@ def _no_ipp_case(c: Corpus, name: str, head_first: bool):
         del ds.ImagePositionPatient
         if head_first:
             ds.InstanceNumber = len(paths) - k
-        ds.save_as(path, enforce_file_format=True)
+        save_dicom(ds, path)
     _dicom_reader_case(c, name, ct, "0|2", "0|2", [ct], check=_matches_intact(c))
 
 
@@ -1117,7 +1125,7 @@ def _edit_all(paths, edit):
     for path in paths:
         ds = pydicom.dcmread(path)
         edit(ds)
-        ds.save_as(path, enforce_file_format=True)
+        save_dicom(ds, path)
 
 
 @case("dicom-rescale-slope-zero")
@@ -1198,7 +1206,7 @@ def _rgb_secondary_capture(path: Path) -> Path:
     ds.PixelRepresentation = 0
     ds.PixelData = (np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    save_dicom(ds, path)
     return path
 
 
@@ -1255,7 +1263,7 @@ def case_dicom_duplicate_positions(c: Corpus):
     ds.ImagePositionPatient = pydicom.dcmread(paths[30]).ImagePositionPatient
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.InstanceNumber = 500
-    ds.save_as(ct / "slice_0030_b.dcm", enforce_file_format=True)
+    save_dicom(ds, ct / "slice_0030_b.dcm")
     _dicom_reader_case(c, name, ct, "2", "2", [ct])
 
 

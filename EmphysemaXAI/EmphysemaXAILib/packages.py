@@ -10,8 +10,8 @@ optional and imported only by the step that uses it:
 - ``captum`` (gradcam, ig, occlusion, smoothgrad) and ``monai`` (gradcampp): explanations; a
   method whose package is missing is skipped with a warning, the others still run (``attention``
   needs torch alone);
-- ``pandas`` (the case files' ``qct.csv``, a cohort's ``cohort.csv``), ``matplotlib``
-  (``report.html``, the batch montage), ``tqdm`` (batch progress): writing outputs.
+- ``matplotlib`` (``report.html``; a batch's montage) and ``tqdm`` (a batch's progress bar):
+  outputs. The case files themselves (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
 
 :func:`required_packages` says what given options need, each :class:`Need` marked ``required``
 (the options explicitly ask for the feature) or not (the run degrades without it, e.g. ``auto``);
@@ -36,7 +36,6 @@ PIP_REQUIREMENTS = {
     "lungmask": "lungmask>=0.2.22",
     "monai": "monai>=1.5.1",
     "captum": "captum>=0.9",
-    "pandas": "pandas>=2.1",
     "matplotlib": "matplotlib>=3.8",
     "tqdm": "tqdm>=4.66",
 }
@@ -81,7 +80,7 @@ def missing_package(package: str, feature: str, alternative: str = "") -> Missin
                                    f"dependency installer){other}")
 
 
-def _entries(options: AnalysisOptions, files: bool, report: bool, batch: bool) -> list:
+def _entries(options: AnalysisOptions, report: bool, batch: bool) -> list:
     """(package, required, feature, without) for every need of ``options``, in install order."""
     options = options.resolved()
     out = []
@@ -100,30 +99,27 @@ def _entries(options: AnalysisOptions, files: bool, report: bool, batch: bool) -
         if METHOD_PACKAGES[method]:
             out.append((METHOD_PACKAGES[method], True, f"explanation {method}",
                         f"the {method} explanation is skipped (the other methods run)"))
-    if files or batch:
-        out.append(("pandas", True, "case files (qct.csv)" if files else "cohort.csv",
-                    "the case files cannot be written"))
-    if report or batch:
-        out.append(("matplotlib", True, "report.html" if report else "batch QC montage",
-                    "the report cannot be written"))
+    if report:
+        out.append(("matplotlib", True, "report.html", "the report cannot be written (--no-report runs)"))
     if batch:
-        out.append(("tqdm", True, "batch progress", "the batch cannot run"))
+        if not report:
+            out.append(("matplotlib", False, "batch QC montage", "no qc_montage.png"))
+        out.append(("tqdm", False, "batch progress bar", "one progress line per case"))
     return out
 
 
-def required_packages(options: AnalysisOptions | None = None, *, files: bool = False, report: bool = False,
+def required_packages(options: AnalysisOptions | None = None, *, report: bool = False,
                       batch: bool = False) -> list[Need]:
     """The optional packages a run with ``options`` needs, one :class:`Need` per package (torch
     first: the others are installed next to it).
 
     Args:
         options: the run's options (``None``: the defaults: engine auto, model auto).
-        files: the run writes a case folder (``qct.csv`` needs pandas).
         report: it writes ``report.html`` (matplotlib).
-        batch: it is a cohort run (pandas, matplotlib, tqdm).
+        batch: it is a cohort run (its montage: matplotlib; its progress bar: tqdm; both optional).
     """
     merged: dict = {}
-    for package, required, feature, without in _entries(options or AnalysisOptions(), files, report, batch):
+    for package, required, feature, without in _entries(options or AnalysisOptions(), report, batch):
         entry = merged.setdefault(package, {"required": False, "features": [], "without": []})
         entry["required"] |= required
         if feature not in entry["features"]:
@@ -134,10 +130,10 @@ def required_packages(options: AnalysisOptions | None = None, *, files: bool = F
                  "; ".join(entry["without"])) for package, entry in merged.items()]
 
 
-def missing_for(options: AnalysisOptions | None = None, *, files: bool = False, report: bool = False,
+def missing_for(options: AnalysisOptions | None = None, *, report: bool = False,
                 batch: bool = False, installed=is_installed) -> list[Need]:
     """The :func:`required_packages` of ``options`` that ``installed(name)`` says are missing here."""
-    return [need for need in required_packages(options, files=files, report=report, batch=batch)
+    return [need for need in required_packages(options, report=report, batch=batch)
             if not installed(need.package)]
 
 

@@ -6,6 +6,8 @@ from EmphysemaXAILib.analysis.qc import hu_histogram, kernel_class, run_qc
 from EmphysemaXAILib.phantom.sample import make_sample_ct
 from EmphysemaXAILib.volume import CTVolume
 
+pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
+
 
 def warned(report, text):
     return any(text in w for w in report.warnings)

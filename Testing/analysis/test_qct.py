@@ -43,6 +43,7 @@ def cip_baseline():
     return expected
 
 
+@pytest.mark.slicer_python
 def test_cip_compatible_metrics_match_cip_baseline_on_ct64():
     ct = read_ct(shared("cip-copdgene", "ct-64.nrrd"))
     label_map = read_ct(shared("cip-copdgene", "lm-64.nrrd")).hu
@@ -54,6 +55,7 @@ def test_cip_compatible_metrics_match_cip_baseline_on_ct64():
         assert result.region(region)[key] == pytest.approx(value, **TOLERANCE[kind]), (region, metric)
 
 
+@pytest.mark.slicer_python
 def test_cli_qct_cip_scheme_json_and_csv(tmp_path):
     out = tmp_path / "qct.csv"
     result = run_cli("qct", shared("cip-copdgene", "ct-64.nrrd"), "--lung-mask",
@@ -71,6 +73,7 @@ def test_cli_qct_cip_scheme_json_and_csv(tmp_path):
     assert float(rows[0]["laa950_pct"]) == pytest.approx(whole["laa950_pct"])
 
 
+@pytest.mark.slicer_python
 def test_project_defaults_differ_from_cip_where_documented():
     # 100 lung voxels: 10 at exactly -950, 10 at -1100 (outside CIP's -1024..1024), rest -850
     hu = np.full((1, 10, 10), -850, np.int16)
@@ -90,6 +93,7 @@ def test_project_defaults_differ_from_cip_where_documented():
     assert cip["perc10_hu"] is None  # no HU has CDF <= 0.10: CIP leaves it unset
 
 
+@pytest.mark.slicer_python
 def test_cip_thirds_tally_rule():
     assert thirds_by_tally(9).tolist() == [2, 2, 2, 1, 1, 1, 0, 0, 0]
     assert thirds_by_tally(10).tolist() == [2, 2, 2, 1, 1, 1, 0, 0, 0, 0]  # 10 // 3 = 3, 20 // 3 = 6
@@ -106,6 +110,7 @@ def test_cip_thirds_tally_rule():
     assert (flipped.gather(np.indices(lung.shape)[0][::-1])[flipped.masks["lower"]] == 0).all()
 
 
+@pytest.mark.slicer_python
 def test_thirds_agree_with_cips_own_label_map():
     region = read_ct(shared("cip-copdgene", "lm-64.nrrd")).hu.astype(np.int64) % 256
     labels = np.zeros(region.shape, np.uint8)
@@ -125,6 +130,7 @@ def noise_free_phantom():
     return generate_phantom(PhantomParams(size="small", seed=12, extent_pct=18, pattern="mixed", noise_hu=0))
 
 
+@pytest.mark.slicer_python
 def test_noise_free_phantom_laa_equals_true_extent_in_every_region(noise_free_phantom):
     phantom = noise_free_phantom
     result = measure_qct(phantom.ct, phantom.labels["lungs"], phantom.labels["lobes"], noise_hu=None)
@@ -139,6 +145,7 @@ def test_noise_free_phantom_laa_equals_true_extent_in_every_region(noise_free_ph
     assert result.qct_severity["zone_grades"] == phantom.truth["zone_grades"]
 
 
+@pytest.mark.slicer_python
 def test_laa_map_codes_clusters_by_size(noise_free_phantom):
     phantom = noise_free_phantom
     result = measure_qct(phantom.ct, phantom.labels["lungs"], noise_hu=0.0)
@@ -165,6 +172,7 @@ def test_noise_robust_extent_beats_naive_laa_on_low_dose_phantoms():
     assert np.mean(robust_errors) < 0.5 * np.mean(naive_errors), (naive_errors, robust_errors)
 
 
+@pytest.mark.slicer_python
 def test_noisy_scan_severity_uses_the_robust_extent_and_seeds_rule():
     phantom = generate_phantom(PhantomParams(size="small", seed=30, dose="low", kernel="sharp"))
     config = QCTConfig(seeds_rule=True)
@@ -177,6 +185,7 @@ def test_noisy_scan_severity_uses_the_robust_extent_and_seeds_rule():
     assert severity["seeds_positive"] == (whole["laa950_pct"] >= 6 and whole["mean_hu"] < -850)
 
 
+@pytest.mark.slicer_python
 def test_qct_is_deterministic(noise_free_phantom):
     phantom = noise_free_phantom
     a = measure_qct(phantom.ct, phantom.labels["lungs"]).as_dict()
@@ -184,6 +193,7 @@ def test_qct_is_deterministic(noise_free_phantom):
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+@pytest.mark.slicer_python
 def test_laa_clusters_are_per_axial_slice_by_default_and_3d_on_request(tmp_path):
     """D as Mishima 1999 defines it counts 2D clusters in each axial slice; a tube of LAA along z
     is one 3D cluster but one cluster per slice in 2D."""
@@ -206,6 +216,7 @@ def test_laa_clusters_are_per_axial_slice_by_default_and_3d_on_request(tmp_path)
         build_options(config)
 
 
+@pytest.mark.slicer_python
 def test_cluster_slope_d_on_copdgene_ct64_per_slice_and_3d():
     """Real COPDGene CT with emphysema and CIP's whole-lung mask: D from 2D clusters (the
     published definition) is about twice the 3D figure (1.26 vs 0.63)."""
@@ -216,6 +227,7 @@ def test_cluster_slope_d_on_copdgene_ct64_per_slice_and_3d():
     assert per_slice == pytest.approx(1.258, abs=0.01) and in_3d == pytest.approx(0.626, abs=0.01)
 
 
+@pytest.mark.slicer_python
 def test_laa_map_threshold_moves_the_map_and_clusters_not_the_robust_extent(noise_free_phantom):
     """The Slicer panel's "emphysema threshold" (QCTConfig.emphysema_hu) is the LAA map's and
     its clusters' threshold (its tooltip); %LAA-950 and the robust extent keep -950 HU."""

@@ -46,6 +46,7 @@ def test_generated_lung_extent_and_a_misestimated_noise(sigma):
         assert abs(RE.robust_extent_pct(h, factor * sigma, OFF) - robust) < 2.0, factor
 
 
+@pytest.mark.slicer_python
 def test_noise_bound_sits_at_or_a_little_above_the_noise():
     values, _ = emphysema_lung()
     for sigma in (30.0, 50.0):
@@ -54,6 +55,7 @@ def test_noise_bound_sits_at_or_a_little_above_the_noise():
             assert 0.95 * sigma <= RE.noise_bound(h, given, OFF) <= 1.2 * sigma, (sigma, given)
 
 
+@pytest.mark.slicer_python
 def test_low_noise_is_plain_laa_and_unknown_noise_gives_none():
     values, _ = emphysema_lung(50_000)
     h = histogram(scanned(values, 15.0))
@@ -100,6 +102,7 @@ def ct64():
     return ct.hu, lung, measure_air_noise(ct)
 
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("sigma", [20, 40, 60])
 def test_copdgene_ct64_with_added_noise(ct64, sigma):
     """COPDGene ct-64 (20.8 % %LAA-950, mode at -950 HU: the hardest case) with spatially

@@ -1,5 +1,8 @@
 """Hostile input to the CT readers: every bad file is built here from a good one.
 
+The DICOM cases also run with 3D Slicer's package versions (marker slicer_python, conftest.py):
+pydicom 2.4 parses and writes the edited headers there.
+
 Each case checks the library (an InputError naming the header field, or the right voxels in
 the right order), the command line (`info`: exit 2 and one `emphysema-xai: error:` line, or
 exit 0 with the read warning in `qc.warnings`), and that the input files are byte-identical
@@ -20,6 +23,7 @@ from helpers import ramp_volume, run_cli
 from EmphysemaXAILib import InputError
 from EmphysemaXAILib.io.dicom_series import read_dicom_series
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
+from EmphysemaXAILib.io.pydicom_compat import save_dicom
 from EmphysemaXAILib.io.read import read_image_file
 
 SAGITTAL = (0, 0, -1, 1, 0, 0, 0, -1, 0)  # rows along LPS y, columns along -z, normal -x
@@ -78,7 +82,7 @@ def edit(path, **tags):
                     delattr(ds, keyword)
             else:
                 setattr(ds, keyword, value)
-        ds.save_as(path, enforce_file_format=True)
+        save_dicom(ds, path)
 
 
 def shuffled_series(folder, hu, seed=1, **kwargs):
@@ -101,6 +105,7 @@ def library_error(read, path, match):
 # ---------------------------------------------------------------------------------------------
 # 1. slices without ImagePositionPatient: never file-name order
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("lost", [[4], [0], [11], [2, 7]])
 def test_slices_without_position_come_back_in_z_order(tmp_path, lost):
     hu = ramp_volume((12, 20, 24))
@@ -120,6 +125,7 @@ def test_slices_without_position_come_back_in_z_order(tmp_path, lost):
     assert any("lack ImagePositionPatient" in w for w in info["qc"]["warnings"])
 
 
+@pytest.mark.slicer_python
 def test_instance_numbers_running_against_z_still_give_z_order(tmp_path):
     hu = ramp_volume((10, 16, 16))
     paths = shuffled_series(tmp_path, hu, spacing=(1, 1, 2.0))
@@ -130,6 +136,7 @@ def test_instance_numbers_running_against_z_still_give_z_order(tmp_path):
     assert np.array_equal(ct.hu, hu) and ct.spacing[2] == pytest.approx(2.0)
 
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("defect, match", [
     ("no_instance", "InstanceNumber (0020,0013) is missing"),
     ("repeated_instance", "InstanceNumber (0020,0013) repeats"),
@@ -156,6 +163,7 @@ def test_slices_without_position_that_cannot_be_ordered_are_refused(tmp_path, de
     cli_error(tmp_path, match)
 
 
+@pytest.mark.slicer_python
 def test_many_slices_without_position_name_three(tmp_path):
     hu = ramp_volume((8, 16, 16))
     paths = shuffled_series(tmp_path, hu)
@@ -166,6 +174,7 @@ def test_many_slices_without_position_name_three(tmp_path):
     assert sum(p.name in message for p in paths) == 3 and "and 2 more" in message
 
 
+@pytest.mark.slicer_python
 def test_no_position_anywhere_is_refused_head_feet_unknown(tmp_path):
     """InstanceNumber runs head-first on some scanners and feet-first on others: without any
     position the head end is unknown (upper and lower zones could swap), so it is refused."""
@@ -183,6 +192,7 @@ def test_no_position_anywhere_is_refused_head_feet_unknown(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 2. RescaleSlope / RescaleIntercept
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("slope", ["0", "-1", "nan", "inf"])
 def test_bad_rescale_slope_is_refused(tmp_path, slope):
     paths = write_dicom_series(ramp_volume((4, 12, 12)), tmp_path)
@@ -192,6 +202,7 @@ def test_bad_rescale_slope_is_refused(tmp_path, slope):
     cli_error(tmp_path, "RescaleSlope (0028,1053)")
 
 
+@pytest.mark.slicer_python
 def test_missing_slope_is_one_and_bad_intercept_refused(tmp_path):
     hu = ramp_volume((4, 12, 12))
     paths = write_dicom_series(hu, tmp_path)
@@ -206,6 +217,7 @@ def test_missing_slope_is_one_and_bad_intercept_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 3. two stacks of different orientation in one series
 
+@pytest.mark.slicer_python
 def test_axial_stack_chosen_over_a_larger_sagittal_one(tmp_path):
     axial = ramp_volume((12, 32, 40))
     write_dicom_series(axial, tmp_path, spacing=(0.8, 0.8, 1.5), seed=4)
@@ -221,6 +233,7 @@ def test_axial_stack_chosen_over_a_larger_sagittal_one(tmp_path):
     assert info["shape"] == [12, 32, 40]
 
 
+@pytest.mark.slicer_python
 def test_series_without_an_axial_stack_is_refused(tmp_path):
     write_dicom_series(ramp_volume((6, 16, 16)), tmp_path, direction=SAGITTAL, seed=5)
     write_dicom_series(ramp_volume((8, 16, 16)), tmp_path, direction=CORONAL, seed=5,
@@ -234,6 +247,7 @@ def test_series_without_an_axial_stack_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 4. spacing and orientation
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("spacing", ["0\\0.7", "0.7\\-0.7", "nan\\0.7", "0.7"])
 def test_bad_pixel_spacing_is_refused_at_reading(tmp_path, spacing):
     paths = write_dicom_series(ramp_volume((4, 12, 12)), tmp_path)
@@ -243,6 +257,7 @@ def test_bad_pixel_spacing_is_refused_at_reading(tmp_path, spacing):
     cli_error(tmp_path, "PixelSpacing (0028,0030)")
 
 
+@pytest.mark.slicer_python
 def test_bad_imager_pixel_spacing_is_named(tmp_path):
     paths = write_dicom_series(ramp_volume((3, 12, 12)), tmp_path)
     for path in paths:
@@ -250,6 +265,7 @@ def test_bad_imager_pixel_spacing_is_named(tmp_path):
     library_error(read_dicom_series, tmp_path, "ImagerPixelSpacing (0018,1164) is 0.7\\0")
 
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("iop, match", [
     ("1\\0\\0\\1\\0\\0", "parallel"),
     ("1\\0\\0\\-1\\0\\0", "parallel"),
@@ -267,6 +283,7 @@ def test_degenerate_orientation_is_refused(tmp_path, iop, match):
     cli_error(tmp_path, match)
 
 
+@pytest.mark.slicer_python
 def test_non_positive_slice_thickness_is_ignored_with_a_warning(tmp_path):
     paths = write_dicom_series(ramp_volume((3, 12, 12)), tmp_path, spacing=(1, 1, 2.0))
     edit(paths[1], SliceThickness="0")
@@ -367,9 +384,10 @@ def _colour_capture(path, photometric):
         else:
             ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
             ds.PixelData = np.full((rows, cols, 3), 90, np.uint8).tobytes()
-        ds.save_as(path, enforce_file_format=True)
+        save_dicom(ds, path)
 
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL", "PALETTE COLOR"])
 def test_colour_secondary_capture_is_named_as_such(tmp_path, photometric):
     paths = write_dicom_series(ramp_volume((2, 12, 12)), tmp_path)
@@ -381,6 +399,7 @@ def test_colour_secondary_capture_is_named_as_such(tmp_path, photometric):
     cli_error(tmp_path, "not CT")
 
 
+@pytest.mark.slicer_python
 def test_colour_captures_beside_or_inside_a_ct_series_are_left_out(tmp_path):
     hu = ramp_volume((6, 12, 12))
     write_dicom_series(hu, tmp_path / "ct", seed=1)
@@ -397,6 +416,7 @@ def test_colour_captures_beside_or_inside_a_ct_series_are_left_out(tmp_path):
     assert any("ignored 1 colour (non-CT) images" in w and "capture.dcm" in w for w in ct.read_warnings)
 
 
+@pytest.mark.slicer_python
 @pytest.mark.parametrize("name", ["shot.png", "shot.tif"])
 def test_colour_picture_is_named_as_such(tmp_path, name):
     path = tmp_path / name

@@ -8,6 +8,8 @@ from helpers import ramp_volume
 from EmphysemaXAILib import InputError, read_ct
 from EmphysemaXAILib.io.dicom_write import write_dicom_series
 
+pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
+
 OBLIQUE = (0.0, 1.0, 0.0,  # a rotation: index x runs along LPS y, index y along -x
            -1.0, 0.0, 0.0,
            0.0, 0.0, 1.0)

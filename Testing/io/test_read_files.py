@@ -6,6 +6,8 @@ from helpers import ramp_volume
 
 from EmphysemaXAILib import read_ct
 
+pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
+
 DIRECTION = (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # a permutation: not identity
 
 

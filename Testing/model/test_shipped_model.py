@@ -1,5 +1,6 @@
 """The checkpoint shipped inside the package: integrity, packaging, and real figures on
 held-out phantoms (seeds the training never saw)."""
+import functools
 import json
 import re
 
@@ -68,6 +69,20 @@ def test_a_swapped_shipped_file_is_refused(monkeypatch, tmp_path):
         checkpoint.load_model()
 
 
+@functools.cache
+def held_out_case(extent, pattern, dose, kernel, seed):
+    """A held-out medium phantom and its classical lung labels, made once for both shipped models
+    (read-only, so that no prediction can change what the other model sees)."""
+    from EmphysemaXAILib.segmentation import segment_lungs
+
+    phantom = generate_phantom(PhantomParams(extent_pct=extent, pattern=pattern, dose=dose, kernel=kernel,
+                                             size="medium", seed=seed))
+    labels = segment_lungs(phantom.ct, engine="classical").labels
+    phantom.ct.hu.setflags(write=False)
+    labels.setflags(write=False)
+    return phantom, labels
+
+
 @pytest.mark.parametrize("extent, pattern, dose, kernel, seed", [
     (0.0, "none", "standard", "standard", 990001),
     (20.0, "mixed", "low", "sharp", 990002),
@@ -76,11 +91,8 @@ def test_a_swapped_shipped_file_is_refused(monkeypatch, tmp_path):
 @pytest.mark.parametrize("folder", [SHIPPED_DIR, SEVERITY_V1_DIR], ids=["pattern", "severity-v1"])
 def test_shipped_models_on_held_out_medium_phantoms(extent, pattern, dose, kernel, seed, folder):
     from EmphysemaXAILib.model import open_predictor
-    from EmphysemaXAILib.segmentation import segment_lungs
 
-    phantom = generate_phantom(PhantomParams(extent_pct=extent, pattern=pattern, dose=dose, kernel=kernel,
-                                             size="medium", seed=seed))
-    labels = segment_lungs(phantom.ct, engine="classical").labels
+    phantom, labels = held_out_case(extent, pattern, dose, kernel, seed)
     result = open_predictor(folder, device="cpu").predict(phantom.ct, labels)
     truth = phantom.truth["extent_pct"]
     naive = naive_laa950_pct(phantom.ct.hu, labels > 0)

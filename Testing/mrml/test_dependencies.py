@@ -48,8 +48,8 @@ def test_plan_installs_torch_first_never_a_shipped_package():
     assert sorted(plan.refused) == ["numpy", "pydicom"]
     plan = deps.install_plan(REQUIREMENTS, ["monai"], version={"torch": "2.2.2"}.get)
     assert plan.torch == ">=2.4.1,<=2.14.1" and plan.torch_upgrade and plan.pip == ["monai>=1.5.1"]
-    plan = deps.install_plan(REQUIREMENTS, ["pandas"], version={"torch": "2.6.0"}.get)
-    assert plan.torch is None and plan.pip == ["pandas>=2.1"]
+    plan = deps.install_plan(REQUIREMENTS, ["tqdm"], version={"torch": "2.6.0"}.get)
+    assert plan.torch is None and plan.pip == ["tqdm>=4.66"]
     assert "torch>=2.4.1" in deps.confirmation_text(deps.install_plan(REQUIREMENTS, ["torch"], version=lambda n: None))
 
 
@@ -112,12 +112,12 @@ def test_install_for_reports_each_failure_and_installs_the_rest(monkeypatch):
     slicer = FakeSlicer(fail_on="lungmask")
     monkeypatch.setitem(sys.modules, "slicer", slicer)
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)          # the PyTorch extension is not installed
-    monkeypatch.setattr(deps, "installed_version", lambda name: {"numpy": "2.0.2", "pandas": "2.2.3"}.get(name))
-    needs = required_packages(AnalysisOptions(), files=True)
-    result = deps.install_for(REQUIREMENTS, ["lungmask", "captum", "pandas"], ask_confirmation=False, needs=needs)
+    monkeypatch.setattr(deps, "installed_version", lambda name: {"numpy": "2.0.2", "tqdm": "4.67.1"}.get(name))
+    needs = required_packages(AnalysisOptions(), batch=True)
+    result = deps.install_for(REQUIREMENTS, ["lungmask", "captum", "tqdm"], ask_confirmation=False, needs=needs)
     assert "PyTorch extension is not installed" in result.failed["torch"]
     assert result.failed["lungmask"] == result.failed["captum"] == "it needs torch, which could not be installed"
-    assert [c[0] for c in slicer.calls] == [["pandas>=2.1"]] and result.installed == {"pandas": "2.2.3"}
+    assert [c[0] for c in slicer.calls] == [["tqdm>=4.66"]] and result.installed == {"tqdm": "4.67.1"}
     assert not result.ok and "Without it: the classical engine" in result.message
     with pytest.raises(RuntimeError, match="Could not install torch"):
         deps.install_packages(REQUIREMENTS, ["lungmask"])
@@ -126,15 +126,15 @@ def test_install_for_reports_each_failure_and_installs_the_rest(monkeypatch):
 def test_a_failing_pip_batch_is_retried_package_by_package(monkeypatch):
     slicer = FakeSlicer(fail_on="lungmask")
     monkeypatch.setitem(sys.modules, "slicer", slicer)
-    result = deps.install_for(REQUIREMENTS, ["lungmask", "pandas"], ask_confirmation=False)
-    assert [c[0] for c in slicer.calls] == [["lungmask>=0.2.22", "pandas>=2.1"], ["lungmask>=0.2.22"], ["pandas>=2.1"]]
-    assert "exit code 1" in result.failed["lungmask"] and "pandas" in result.installed
+    result = deps.install_for(REQUIREMENTS, ["lungmask", "tqdm"], ask_confirmation=False)
+    assert [c[0] for c in slicer.calls] == [["lungmask>=0.2.22", "tqdm>=4.66"], ["lungmask>=0.2.22"], ["tqdm>=4.66"]]
+    assert "exit code 1" in result.failed["lungmask"] and "tqdm" in result.installed
 
 
 def test_cancelled_installs_nothing(monkeypatch):
     slicer = FakeSlicer(confirm=False)
     monkeypatch.setitem(sys.modules, "slicer", slicer)
-    result = deps.install_for(REQUIREMENTS, ["pandas"])
+    result = deps.install_for(REQUIREMENTS, ["tqdm"])
     assert result.cancelled and not slicer.calls and "cancelled" in result.message
 
 

@@ -10,6 +10,8 @@ from EmphysemaXAILib import read_ct  # noqa: E402
 from EmphysemaXAILib.mrml.volumes import ct_from_volume_node, volume_node_from_ct  # noqa: E402
 from EmphysemaXAILib.volume import CTVolume  # noqa: E402
 
+pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
+
 
 def ras_of_ijk(node, ijk):
     import vtk

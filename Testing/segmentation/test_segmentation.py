@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 from helpers import run_cli, shared
 
 from EmphysemaXAILib import InputError, read_ct
@@ -23,7 +22,7 @@ def dice(a, b):
                                                         ("low", "standard", 0, "none"),
                                                         ("low", "sharp", 25, "mixed"),
                                                         ("standard", "soft", 15, "panlobular")])
-@pytest.mark.parametrize("seed", [3, 8])
+@pytest.mark.parametrize("seed", [pytest.param(3, marks=pytest.mark.slicer_python), 8])  # seed 3 in both envs
 def test_classical_engine_dice_against_phantom_truth(dose, kernel, extent, pattern, seed):
     phantom = generate_phantom(PhantomParams(size="small", seed=seed, dose=dose, kernel=kernel,
                                              extent_pct=extent, pattern=pattern))
@@ -51,6 +50,7 @@ def test_classical_engine_medium_phantom_with_touching_lungs():
     assert dice(result.labels == 2, truth == 2) >= 0.97
 
 
+@pytest.mark.slicer_python
 def test_classical_engine_on_cip_ct64_against_cip_masks():
     ct = read_ct(shared("cip-copdgene", "ct-64Dicom"))
     whole = read_ct(shared("cip-copdgene", "wholeLung-64.nrrd")).hu > 0
@@ -64,6 +64,7 @@ def test_classical_engine_on_cip_ct64_against_cip_masks():
     assert dice(labels == 2, left) >= 0.95
 
 
+@pytest.mark.slicer_python
 def test_classical_engine_on_lidc_two_slices_matches_lungmask_counts():
     ct = read_ct(shared("lidc-two-slices"))
     labels = segment_lungs(ct, engine="classical").labels
@@ -72,6 +73,7 @@ def test_classical_engine_on_lidc_two_slices_matches_lungmask_counts():
     assert left == pytest.approx(36536, rel=0.08)
 
 
+@pytest.mark.slicer_python
 def test_classical_engine_on_one_slice_and_on_a_flipped_volume():
     phantom = generate_phantom(PhantomParams(size="small", seed=2))
     k = int(np.argmax((phantom.labels["lungs"] > 0).sum(axis=(1, 2))))
@@ -88,6 +90,7 @@ def test_classical_engine_on_one_slice_and_on_a_flipped_volume():
     assert dice(labels == 1, truth == 1) >= 0.97
 
 
+@pytest.mark.slicer_python
 def test_no_lung_gives_empty_mask_with_warning():
     hu = np.full((5, 40, 40), -1000, np.int16)
     hu[:, 5:35, 5:35] = 40
@@ -98,6 +101,7 @@ def test_no_lung_gives_empty_mask_with_warning():
 @pytest.fixture(scope="module")
 def generated_weights(tmp_path_factory):
     """R231- and LTRCLobes-shaped state dicts with random weights (seeded), as lungmask saves them."""
+    import torch
     from lungmask.resunet import UNet
 
     folder = tmp_path_factory.mktemp("weights")
@@ -201,6 +205,8 @@ def test_user_mask_must_lie_on_the_ct_grid(tmp_path):
 def test_download_path_fetches_into_the_hub_cache(two_slices, generated_weights, monkeypatch, tmp_path):
     """The download path (no internet here): torch.hub's fetch is replaced by a copy of generated
     weights, so the rest of lungmask's real path runs; a failing fetch is a one-line error."""
+    import torch
+
     hub = tmp_path / "hub"
     monkeypatch.setenv("TORCH_HOME", str(hub))
     monkeypatch.delenv(ENV_WEIGHTS, raising=False)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from ..io.csv_table import write_csv
 from ..volume import IN_PLANE
 from .regions import REGION_NAMES, LungRegions, lung_regions
 from .severity import SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
@@ -104,15 +105,23 @@ class QCTResult:
         return {"regions": self.regions, "qct_severity": self.qct_severity, "noise_hu": self.noise_hu,
                 "calibration": self.calibration, "warnings": self.warnings}
 
-    def dataframe(self) -> pd.DataFrame:
-        """The regions as a pandas DataFrame (one row per region; units in the column names),
+    def table(self) -> tuple[list, list]:
+        """``(columns, rows)`` of ``qct.csv``: one row per region (units in the column names),
         with the calibration's references (``calibration_*`` columns, empty without one)."""
+        extra = calibration_columns(self.calibration)
+        return ["region", *self.metric_keys(), *extra], [{**row, **extra} for row in self.regions]
+
+    def write_csv(self, path) -> None:
+        """Write :meth:`table` as CSV (standard library: no pandas needed, as inside 3D Slicer)."""
+        columns, rows = self.table()
+        write_csv(path, rows, columns)
+
+    def dataframe(self) -> pd.DataFrame:
+        """:meth:`table` as a pandas DataFrame (needs pandas, which 3D Slicer does not ship)."""
         import pandas as pd
 
-        frame = pd.DataFrame(self.regions, columns=["region", *self.metric_keys()])
-        for key, value in calibration_columns(self.calibration).items():
-            frame[key] = value
-        return frame
+        columns, rows = self.table()
+        return pd.DataFrame(rows, columns=columns)
 
     def metric_keys(self) -> list:
         return [k for k in self.regions[0] if k != "region"] if self.regions else list(METRIC_KEYS)

@@ -1,5 +1,5 @@
 """The cohort runner: ``run_batch`` analyses every case under a folder into ``cases/<case_id>``
-and writes ``cohort.csv`` and ``qc_montage.png``.
+and writes ``cohort.csv`` and ``qc_montage.png`` (the montage only when matplotlib is installed).
 
 A front end (it may use the core, the report and the MRML layer). A signal that stops a batch
 stops its worker processes too: each removes the case folder it
@@ -21,9 +21,10 @@ import numpy as np
 from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
 from ..errors import InputError
 from ..io.atomic import refuse_existing, write_atomic
+from ..io.csv_table import write_csv
 from ..io.signals import Terminated, signals_deferred
 from ..options import AnalysisOptions
-from .case_files import write_case, zone_note
+from .case_files import check_report_support, has_matplotlib, write_case, zone_note
 from .find_cases import find_cases
 
 COHORT_COLUMNS = ("case_id", "source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
@@ -187,8 +188,6 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from tqdm import tqdm
-
     out = Path(out_dir).resolve()
     top = Path(root).resolve()
     if out == top or out in top.parents:
@@ -197,6 +196,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     refuse_existing(out, resume or overwrite, allow_empty=True,
                     hint="pass resume=True (--resume) to finish that batch, overwrite=True (--overwrite) to analyse "
                          "every case again, or choose another folder")
+    check_report_support(report)
     cases = find_cases(root, exclude=[out])
     if not cases:
         raise InputError(f"{root}: no DICOM series or image file found")
@@ -219,7 +219,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
             rows[case["case_id"]] = done
         else:
             todo.append(case)
-    bar = tqdm(total=len(cases), initial=len(rows), desc="cases", unit="case", disable=not progress)
+    bar = _progress_bar(len(cases), len(rows), progress)
     try:
         if workers > 1 and len(todo) > 1:
             # spawned, not forked: a fork of a process whose other threads (torch, OpenMP, tqdm)
@@ -260,16 +260,38 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
         bar.close()
     ordered = [rows[c["case_id"]] for c in cases]
     _write_cohort(ordered, out / "cohort.csv")
-    if thumbs:
+    if thumbs and has_matplotlib():  # without matplotlib (inside 3D Slicer) there is no montage
         _montage(ordered, thumbs, out / "qc_montage.png")
     return ordered
 
 
-def _write_cohort(rows, path: Path) -> None:
-    import pandas as pd
+class _CountingBar:
+    """tqdm's ``update`` / ``close`` without tqdm (3D Slicer does not ship it): one
+    ``cases: k/n`` line on stderr per finished case."""
 
-    write_atomic(path, lambda tmp: pd.DataFrame(rows, columns=list(COHORT_COLUMNS)).to_csv(tmp, index=False),
-                 overwrite=True)
+    def __init__(self, total: int, done: int, show: bool) -> None:
+        self.total, self.done, self.show = total, done, show
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.show:
+            print(f"cases: {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, done: int, show: bool):
+    """A tqdm bar of the cases, or :class:`_CountingBar` when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _CountingBar(total, done, show)
+    return tqdm(total=total, initial=done, desc="cases", unit="case", disable=not show)
+
+
+def _write_cohort(rows, path: Path) -> None:
+    write_atomic(path, lambda tmp: write_csv(tmp, rows, list(COHORT_COLUMNS)), overwrite=True)
 
 
 def _montage(rows, thumbs, path: Path) -> None:

@@ -6,6 +6,7 @@ File names and keys: ``docs/contracts.md``.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from ..analysis.patterns import PATTERN_CSV, PATTERN_FILE, pattern_columns, pattern_rows
 from ..errors import InputError
 from ..io.atomic import atomic_folder, refuse_existing
+from ..io.csv_table import write_csv
 from ..pipeline import CaseResult
 from .case_layers import AIRWAYS_FILE
 
@@ -25,6 +27,7 @@ def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool 
     out = Path(out_dir).resolve()
     refuse_existing(out, overwrite)
     check_scene_support(scene)
+    check_report_support(report)
     with atomic_folder(out, overwrite=overwrite) as work:
         write_case_files(result, work, report=report, scene=scene)
     return out
@@ -40,6 +43,19 @@ def check_scene_support(scene: bool) -> None:
                              "slicer-core, on Python 3.11) or pass scene=False (--no-scene)") from None
 
 
+def has_matplotlib() -> bool:
+    """Whether matplotlib, which draws the report's figures and the batch montage, is installed
+    (3D Slicer does not ship it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def check_report_support(report: bool) -> None:
+    """Refuse early, with what to do, when report.html is asked for and matplotlib is missing."""
+    if report and not has_matplotlib():
+        raise InputError("report.html needs matplotlib, which is not installed (3D Slicer does not ship it): "
+                         "install it (pip install matplotlib) or pass report=False (--no-report)")
+
+
 def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
     """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, airways.nrrd (when
     airways were found), laa_map.nrrd,
@@ -50,18 +66,15 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
 
     folder = Path(folder)
     if result.qct is not None:
-        result.qct.dataframe().to_csv(folder / "qct.csv", index=False)
+        result.qct.write_csv(folder / "qct.csv")
         save_label(result.segmentation.labels, result.ct, folder / "lung_labels.nrrd")
         save_label(result.qct.laa_map, result.ct, folder / "laa_map.nrrd")
         if result.segmentation.airways is not None and result.segmentation.airways.any():
             save_label(result.segmentation.airways.view(np.uint8), result.ct, folder / AIRWAYS_FILE)
         pattern_labels = result.severity.pattern_labels if result.severity is not None else None
         if pattern_labels is not None:
-            import pandas as pd
-
             save_label(pattern_labels.astype(np.uint8), result.ct, folder / PATTERN_FILE)
-            pd.DataFrame(pattern_rows(result.severity.summary), columns=pattern_columns()).to_csv(
-                folder / PATTERN_CSV, index=False)
+            write_csv(folder / PATTERN_CSV, pattern_rows(result.severity.summary), pattern_columns())
         for method, explanation in result.explanations.items():
             save_label(explanation.volume, result.ct, folder / f"attribution_{method}.nrrd")
     views = None

@@ -131,3 +131,16 @@ def summary_lines(summary: dict) -> list[str]:
             lines += [pattern_line(cnn) + " (\"Pattern map\" in the slice views, \"Patterns\" table)",
                       ", ".join(f"{p.replace('_', ' ')} {v:.1f}%" for p, v in whole.items())]
     return lines + ["", NOT_CLINICAL]
+
+
+def table_lines(rows: list, columns: list) -> list[str]:
+    """``rows`` (dicts) under ``columns`` as a right-aligned text table (header first; floats with
+    two decimals, a missing value as ``-``), without pandas (3D Slicer does not ship it)."""
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    cells = [list(columns)] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return [" ".join(text.rjust(width) for text, width in zip(line, widths)) for line in cells]

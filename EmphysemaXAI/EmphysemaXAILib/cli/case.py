@@ -97,7 +97,7 @@ def cmd_qct(args) -> int:
     from ..analysis.calibration import calibration_from_qc
     from ..analysis.qc import run_qc
     from ..analysis.qct import measure_qct
-    from ..app.text import calibration_line
+    from ..app.text import calibration_line, table_lines
     from ..io.read import read_ct
     from ..segmentation import check_lung_labels, load_mask
 
@@ -125,7 +125,7 @@ def cmd_qct(args) -> int:
         result.warnings.extend(notes)
         writers = {}
         if args.out:
-            writers[Path(args.out)] = lambda tmp: result.dataframe().to_csv(tmp, index=False)
+            writers[Path(args.out)] = result.write_csv
         if args.laa_map:
             from ..phantom.io import save_label
 
@@ -135,10 +135,9 @@ def cmd_qct(args) -> int:
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
-        frame = result.dataframe()
         columns = ["region", "volume_l", "mean_hu", "perc15_hu", "laa950_pct", "perc15_hu_calibrated",
                    "laa950_pct_calibrated", "robust_extent_pct"]
-        print(frame[columns].to_string(index=False))
+        print("\n".join(table_lines(result.regions, columns)))
         print(calibration_line(result.calibration))
         sev = result.qct_severity
         print(f"QCT severity: {sev['class']} ({sev['rule']}); bands above 5% are conventions, "
@@ -174,7 +173,7 @@ def _analyze_flags(parser) -> None:
 
 @command("analyze", "read, check, segment and measure one case", _analyze_flags, config=True)
 def cmd_analyze(args) -> int:
-    from ..app.case_files import check_scene_support, write_case, zone_note
+    from ..app.case_files import check_report_support, check_scene_support, write_case, zone_note
     from ..app.text import calibration_line
     from ..pipeline import analyze_case
 
@@ -187,6 +186,7 @@ def cmd_analyze(args) -> int:
               ("--lungmask-weights", options.lungmask_weights), model_input(options)]
     with claim_outputs(inputs, [Output("--out", args.out)], args.overwrite):
         check_scene_support(not args.no_scene)
+        check_report_support(not args.no_report)
         result = analyze_case(args.input, options, lung_mask=args.lung_mask, progress=None if args.json else progress,
                               acquisition=read_acquisition(args.acquisition))
         write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
@@ -263,7 +263,7 @@ def _is_demo_folder(folder: Path) -> bool:
 @command("demo", "analyze a generated medium phantom (the main job)", _demo_flags, config=True)
 def cmd_demo(args) -> int:
     """The main job on an embedded default: ``analyze`` on a generated medium phantom."""
-    from ..app.case_files import check_scene_support, write_case_files
+    from ..app.case_files import check_report_support, check_scene_support, write_case_files
     from ..phantom import DEMO_EXTENT_PCT, demo_params, generate_phantom
     from ..phantom.io import write_phantom
     from ..pipeline import analyze_case
@@ -274,6 +274,7 @@ def cmd_demo(args) -> int:
                          "demo replaces only its own folder; choose another --out")
     options = build_options(args.config, explain=methods(args.explain))
     check_scene_support(not args.no_scene)
+    check_report_support(True)  # the demo always writes its report
     with claim_outputs([("--config", args.config)], [Output("--out", args.out)], overwrite=True), \
             atomic_folder(out) as work:  # the demo's own folder, replaced on rerun
         print(f"generating a medium phantom (mixed emphysema {DEMO_EXTENT_PCT:g}%, seed {args.seed})",

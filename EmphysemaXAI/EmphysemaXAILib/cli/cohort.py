@@ -25,7 +25,7 @@ def _batch_flags(parser) -> None:
 @command("batch", "analyze every case (DICOM series or image file) under a folder", _batch_flags, config=True)
 def cmd_batch(args) -> int:
     from ..app.batch import run_batch
-    from ..app.case_files import check_scene_support
+    from ..app.case_files import check_report_support, check_scene_support
 
     # a bad config or option is refused before any case starts
     options = build_options(args.config, engine=args.engine, lungmask_weights=args.lungmask_weights,
@@ -33,6 +33,7 @@ def cmd_batch(args) -> int:
     inputs = [("the batch root", args.root, True), ("--config", args.config), model_input(options)]
     with claim_outputs(inputs, [Output("--out", args.out, whole=False)], overwrite=True, allow_empty=True):
         check_scene_support(not args.no_scene)
+        check_report_support(not args.no_report)
         rows = run_batch(args.root, args.out, options, workers=args.workers, resume=args.resume,
                          report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "excluded", "failed")}

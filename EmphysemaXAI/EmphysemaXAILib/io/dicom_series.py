@@ -40,6 +40,7 @@ from .dicom_header import (
     shown_value,
     tag_label,
 )
+from .pydicom_compat import decoder_status
 
 #: Starts of the PhotometricInterpretation values of colour images (screenshots, captures).
 _COLOUR_PHOTOMETRIC = ("RGB", "ARGB", "CMYK", "HSV", "PALETTE", "YBR")
@@ -181,16 +182,14 @@ def _check_decoder(path: Path, ds) -> None:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None or not syntax.is_compressed:
         return
-    from pydicom.pixels import get_decoder
-
     try:
-        decoder = get_decoder(syntax)
+        available, missing = decoder_status(syntax)
     except NotImplementedError:
         raise InputError(f"{path.name}: pixel data use {syntax.name} ({syntax}), which pydicom "
                          "cannot decode; convert the series to uncompressed DICOM "
                          "(e.g. `gdcmconv --raw`) or to NRRD") from None
-    if not decoder.is_available:
-        needs = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+    if not available:
+        needs = "; ".join(missing) or "a decoder plugin"
         raise InputError(f"{path.name}: pixel data use {syntax.name} ({syntax}) and no decoder "
                          f"is installed: install one of [{needs}] (e.g. `pip install pylibjpeg "
                          "pylibjpeg-libjpeg pylibjpeg-openjpeg`) or convert the series to "

@@ -12,6 +12,8 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from .pydicom_compat import save_dicom
+
 #: Stored value = HU - RESCALE_INTERCEPT (signed 16-bit), as most scanners store CT.
 RESCALE_INTERCEPT = -1024
 
@@ -99,6 +101,6 @@ def write_dicom_series(hu: np.ndarray, out_dir, spacing=(1.0, 1.0, 1.0), origin=
         for keyword, value in (extra or {}).items():
             setattr(ds, keyword, value)
         ds.PixelData = stored[k].tobytes()
-        ds.save_as(out_dir / name, enforce_file_format=True)
+        save_dicom(ds, out_dir / name)  # explicit VR little endian, file meta, preamble
         paths.append(out_dir / name)
     return paths
