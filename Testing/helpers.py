@@ -35,3 +35,20 @@ def ramp_volume(shape=(12, 32, 40), seed=0) -> np.ndarray:
     z, y, x = np.indices(shape)
     rng = np.random.default_rng(seed)
     return (-1000 + 50 * z + 3 * y + x + rng.integers(0, 3, shape)).astype(np.int16)
+
+
+def table_rows(table_node) -> list[dict]:
+    """The rows of a Slicer table node as dicts (numbers as floats), without pandas (3D Slicer's
+    Python has none, so ``slicer.util.dataframeFromTable`` is not used where tests run there)."""
+    table = table_node.GetTable()
+    columns = [table.GetColumn(i) for i in range(table.GetNumberOfColumns())]
+    rows = []
+    for row in range(table.GetNumberOfRows()):
+        rows.append({column.GetName(): (column.GetValue(row) if column.IsNumeric() else str(column.GetValue(row)))
+                     for column in columns})
+    return rows
+
+
+def table_value(table_node, key_column: str, key, column: str):
+    """The ``column`` value of the row whose ``key_column`` is ``key``."""
+    return next(row[column] for row in table_rows(table_node) if row[key_column] == key)

@@ -19,6 +19,8 @@ from EmphysemaXAILib.app.analysis_process import (
 from EmphysemaXAILib.options import AnalysisOptions, options_from_toml
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
+pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
+
 
 def test_progress_lines_round_trip_and_other_lines_pass_through():
     assert parse_line(format_progress(0.4, "segmenting the lungs") + "\n").fraction == pytest.approx(0.4)
@@ -76,7 +78,7 @@ def test_cancel_stops_a_running_analysis_within_two_seconds_and_leaves_nothing(p
     work = new_work_dir(tmp_path)
     out = work / "out"
     job = AnalysisProcess(analysis_command(sys.executable, path, out, AnalysisOptions(engine="classical", model="none"),
-                                           work), stop_file=work / "stop").start()
+                                           work, report=False), stop_file=work / "stop").start()
     deadline = time.monotonic() + 120
     while not any(line.fraction and line.fraction > 0 for line in job.poll() + job.lines):
         assert job.running and time.monotonic() < deadline, [line.text for line in job.lines]

@@ -12,6 +12,7 @@ pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not in
 import SimpleITK as sitk  # noqa: E402
 import slicer.util  # noqa: E402
 import vtk  # noqa: E402
+from helpers import table_value  # noqa: E402
 
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
 from EmphysemaXAILib.mrml.module_logic import (  # noqa: E402
@@ -25,6 +26,8 @@ from EmphysemaXAILib.mrml.volumes import volume_node_from_ct  # noqa: E402
 from EmphysemaXAILib.options import AnalysisOptions  # noqa: E402
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
+
+pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
 
 FAST = AnalysisOptions(engine="classical", model="none")
 
@@ -61,8 +64,7 @@ def test_apply_then_recompute_run_in_a_child_process_and_update_the_scene_under_
     nodes = finish_analysis(run, scene, app_logic)
     assert not run.work_dir.exists()                                        # the run's folder is gone
     in_process = analyze_case(phantom.ct, FAST).qct.region("whole")["laa950_pct"]     # the same case, here
-    table = slicer.util.dataframeFromTable(nodes["qct_table"])
-    assert table.loc[table["region"] == "whole", "laa950_pct"].iloc[0] == pytest.approx(in_process, rel=1e-4)
+    assert table_value(nodes["qct_table"], "region", "whole", "laa950_pct") == pytest.approx(in_process, rel=1e-4)
     assert in_process == pytest.approx(phantom.truth["extent_pct"], abs=1.0)
     assert nodes["laa_map"].GetTransformNodeID() == shift.GetID()
     assert nodes["segmentation"].GetTransformNodeID() == shift.GetID()
@@ -85,9 +87,9 @@ def test_apply_then_recompute_run_in_a_child_process_and_update_the_scene_under_
     again = finish_analysis(run, scene, app_logic)
     assert again["segmentation"] is segmentation                            # updated results, same segmentation
     assert again["qct_table"].GetID() == nodes["qct_table"].GetID()
-    right = slicer.util.dataframeFromTable(again["qct_table"])
     expected = analyze_case(phantom.ct, FAST, lung_mask=edited).qct.region("right")      # the edited lungs, here
-    assert right.loc[right["region"] == "right", "volume_l"].iloc[0] == pytest.approx(expected["volume_l"], rel=1e-6)
+    assert table_value(again["qct_table"], "region", "right", "volume_l") == pytest.approx(expected["volume_l"],
+                                                                                           rel=1e-6)
     assert expected["volume_l"] < 0.7 * analyze_case(phantom.ct, FAST).qct.region("right")["volume_l"]
     labmap = slicer.util.arrayFromVolume(again["laa_map"])
     assert not labmap[: edited.shape[0] // 2][edited[: edited.shape[0] // 2] == 0].any()   # nothing where erased

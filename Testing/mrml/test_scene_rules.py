@@ -12,6 +12,7 @@ pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not in
 import SimpleITK as sitk  # noqa: E402
 import slicer.util  # noqa: E402
 import vtk  # noqa: E402
+from helpers import table_rows, table_value  # noqa: E402
 
 from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
 from EmphysemaXAILib.app.case_layers import layers_from_folder  # noqa: E402
@@ -25,6 +26,8 @@ from EmphysemaXAILib.mrml.scene_export import ROLE_ATTRIBUTE, add_case_nodes  # 
 from EmphysemaXAILib.options import AnalysisOptions  # noqa: E402
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
+
+pytestmark = pytest.mark.slicer_python  # also run with 3D Slicer's package versions (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +64,9 @@ def test_load_results_reads_an_analyze_folder_onto_the_ct_of_its_scene(folder):
     assert airways and np.array_equal(
         slicer.util.arrayFromSegmentBinaryLabelmap(nodes["segmentation"], airways, nodes["ct"]) > 0,
         _array(folder / "airways.nrrd") > 0)
-    table = slicer.util.dataframeFromTable(nodes["qct_table"])
     whole = summary["qct"]["regions"][0]
-    assert table.loc[table["region"] == "whole", "laa950_pct"].iloc[0] == pytest.approx(whole["laa950_pct"])
-    severity = slicer.util.dataframeFromTable(nodes["severity_table"])
-    assert severity.loc[severity["item"] == "QCT class", "value"].iloc[0] == summary["qct_severity"]["class"]
+    assert table_value(nodes["qct_table"], "region", "whole", "laa950_pct") == pytest.approx(whole["laa950_pct"])
+    assert table_value(nodes["severity_table"], "item", "QCT class", "value") == summary["qct_severity"]["class"]
 
 
 def test_a_rerun_on_the_same_ct_updates_the_earlier_nodes_instead_of_adding_a_set(folder):
@@ -164,8 +165,8 @@ def test_load_results_of_a_batch_folder_shows_the_cohort_and_one_case(folder, tm
     scene, app_logic = bootstrap(fresh=True)
     nodes = load_results(batch, scene, app_logic)
     assert nodes["case_id"] == "b" and nodes["cohort_table"].GetName() == COHORT_TABLE
-    cohort = slicer.util.dataframeFromTable(nodes["cohort_table"])
-    assert list(cohort["case_id"]) == ["a", "b"] and cohort["laa950_pct"].iloc[1] == pytest.approx(14.9)
+    cohort = table_rows(nodes["cohort_table"])
+    assert [row["case_id"] for row in cohort] == ["a", "b"] and cohort[1]["laa950_pct"] == pytest.approx(14.9)
     with pytest.raises(InputError, match="no case 'c'"):
         load_results(batch, scene, app_logic, case_id="c")
 
