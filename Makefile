@@ -3,7 +3,8 @@
 #   make test   ruff check ., then the whole test suite, then the Slicer-versions subset
 #               (make test-slicer-python, below)
 #   make bench  print the benchmark tables (lungmask timed on 40 slices and extrapolated;
-#               bench/bench_segment_qct.py without options times all 400, about 8 minutes)
+#               bench/bench_segment_qct.py without options times all 400, about 8 minutes;
+#               bench/bench_outputs.py: writing a full-size case's outputs against analysing it)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -55,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_explain.py --lungmask-slices 40
 	$(PY) bench/bench_pattern_baselines.py
 	$(PY) bench/bench_module.py
+	$(PY) bench/bench_outputs.py
 
 check-layers:
 	$(PYTHON) ../shared/tools/check_layers.py .

@@ -64,6 +64,7 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
     Slicer's MRML: the application's or the slicer-core wheel)."""
     from ..phantom.io import save_label
 
+    release_free_memory()  # what the analysis freed, before the scene's volumes are allocated
     folder = Path(folder)
     if result.qct is not None:
         result.qct.write_csv(folder / "qct.csv")
@@ -82,11 +83,31 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
         from ..mrml.scene_export import export_case_scene
 
         views = export_case_scene(result, folder, render=report).get("views")
+        release_free_memory()
     if report:
         from .report import write_report
 
         write_report(result, folder / "report.html", views=views)
     (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+
+
+def release_free_memory() -> bool:
+    """Give the memory the process has freed back to the system: glibc keeps freed blocks of
+    the heap (after a full-size analysis, about 0.9 GB of a 2.9 GB resident set) unless asked
+    (``malloc_trim``). True when done; False where there is no glibc (macOS, Windows, musl)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    trim(0)
+    return True
 
 
 def zone_note(slices: int) -> str | None:

@@ -106,9 +106,10 @@ def laa_views(ct, labels, laa_map) -> str:
 def histogram_figure(ct, labels, whole) -> str:
     import matplotlib.pyplot as plt
 
-    values = ct.hu[labels > 0]
+    edges = np.arange(-1100, 201, 5)
+    counts = lung_histogram(ct.hu, labels, edges)
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.hist(values, bins=np.arange(-1100, 201, 5), color="#457b9d")
+    ax.hist(edges[:-1], bins=edges, weights=counts, color="#457b9d")  # the same bars as hist(values)
     for hu, label, color in ((-950, "-950 HU", "#e63946"), (-856, "-856 HU", "#f4a261"),
                              (whole["perc15_hu"], f"Perc15 {whole['perc15_hu']} HU", "#2a9d8f")):
         ax.axvline(hu, color=color, lw=1.5, label=label)
@@ -117,6 +118,18 @@ def histogram_figure(ct, labels, whole) -> str:
     ax.set_title("lung density histogram")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def lung_histogram(hu, labels, edges) -> np.ndarray:
+    """Counts of the lung voxels' HU (``labels > 0``) in the bins of ``edges`` (as
+    ``np.histogram``: the last bin includes its right edge), slice by slice, so no
+    lung-sized copy of the volume is made."""
+    counts = np.zeros(len(edges) - 1, np.int64)
+    for hu_slice, label_slice in zip(hu, labels):
+        values = hu_slice[label_slice > 0]
+        if values.size:
+            counts += np.histogram(values, bins=edges)[0]
+    return counts
 
 
 def zones_figure(qct, cnn: dict | None = None) -> str:
@@ -198,6 +211,14 @@ def cnn_views(severity) -> str:
     return _png(fig)
 
 
+def display_top(volume) -> float:
+    """Top of an attribution map's colour scale: the 99.5th percentile of its positive values
+    (1.0 when there are none). Only the positive voxels are copied (the map is zero outside the
+    lung), never the whole volume."""
+    positive = volume[volume > 0]
+    return float(np.percentile(positive, 99.5)) if positive.size else 1.0
+
+
 def _planes(volume, k, j, i):
     """Axial (k), coronal (j, head up) and sagittal (i, head up) planes of a (z, y, x) volume."""
     return volume[k], volume[::-1, j], volume[::-1, :, i]
@@ -212,7 +233,7 @@ def attribution_views(ct, labels, laa_map, explanations) -> str:
     sx, sy, sz = ct.spacing
     aspects = (sy / sx, sz / sx, sz / sy)
     rows = [("LAA map (<= -950 HU)", laa_map, ListedColormap(LAA_COLORS), (0.5, 4.5))] + [
-        (f"attribution: {m}", e.volume, "hot", None) for m, e in explanations.items()]
+        (f"attribution: {m}", e.volume, "hot", (0.0, display_top(e.volume))) for m, e in explanations.items()]
     first = next(iter(explanations.values())).volume
     peak = np.unravel_index(int(np.argmax(first)), first.shape) if first.max() > 0 else \
         tuple(int(np.argmax((labels > 0).sum(axis=a))) for a in ((1, 2), (0, 2), (0, 1)))
@@ -220,17 +241,14 @@ def attribution_views(ct, labels, laa_map, explanations) -> str:
     planes = 1 if ct.hu.shape[0] < MIN_SLICES_FOR_CORONAL else 3  # thin inputs: axial only
     fig, axes = plt.subplots(len(rows), planes, figsize=(4.4 * planes, 4.2 * len(rows)), squeeze=False)
     for row, (title, volume, cmap, limits) in zip(axes, rows):
-        if limits is None:
-            positive = volume[volume > 0]
-            top = float(np.percentile(positive, 99.5)) if positive.size else 1.0
-            limits, shown = (0.0, top), np.ma.masked_less(volume, 0.2 * top)
-        else:
-            shown = np.ma.masked_equal(volume, 0)
-        for ax, image, overlay, outline, aspect, plane in zip(row, _planes(ct.hu, k, j, i), _planes(shown, k, j, i),
-                                                              _planes(labels > 0, k, j, i), aspects,
-                                                              ("axial", "coronal", "sagittal")):
+        attribution = not isinstance(cmap, ListedColormap)  # masked on the planes, never on the whole volume
+        for ax, image, plane_values, labels_plane, aspect, plane in zip(
+                row, _planes(ct.hu, k, j, i), _planes(volume, k, j, i), _planes(labels, k, j, i), aspects,
+                ("axial", "coronal", "sagittal")):
+            overlay = (np.ma.masked_less(plane_values, 0.2 * limits[1]) if attribution
+                       else np.ma.masked_equal(plane_values, 0))
             ax.imshow(image, cmap="gray", vmin=-1200, vmax=200, aspect=aspect, interpolation="nearest")
-            _outline(ax, outline, width=0.5)
+            _outline(ax, labels_plane > 0, width=0.5)
             ax.imshow(overlay, cmap=cmap, vmin=limits[0], vmax=limits[1], alpha=0.75, aspect=aspect,
                       interpolation="nearest")
             ax.set_title(f"{title} - {plane}", fontsize=9)
@@ -249,8 +267,7 @@ def teaching_view(ct, labels, laa_map, method, explanation) -> str:
         int(np.argmax((labels > 0).sum(axis=(1, 2))))
     sx, sy, _ = ct.spacing
     fig, axes = plt.subplots(1, 4, figsize=(18, 5.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
-    positive = volume[volume > 0]
-    top = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+    top = display_top(volume)
     overlays = [None, (np.ma.masked_equal(laa_map[k], 0), ListedColormap(LAA_COLORS), 0.5, 4.5),
                 (np.ma.masked_less(volume[k], 0.2 * top), "hot", 0.0, top)]
     for ax, overlay, (title, sentence) in zip(axes[:3], overlays, TEACHING[:3]):

@@ -228,6 +228,17 @@ def bootstrap(fresh: bool = False, temp_dir=None) -> tuple[slicer.vtkMRMLScene, 
     return scene, app_logic
 
 
+def release_scene(scene) -> None:
+    """Free a headless scene made by ``bootstrap(fresh=True)`` once it has been saved: its nodes
+    (and their voxels) are removed now rather than when the next scene is made; the next
+    ``bootstrap()`` builds a new scene. Does nothing inside the Slicer application or for any
+    other scene."""
+    if in_slicer_application() or _STATE.get("scene") is not scene:
+        return
+    _STATE.clear()
+    scene.Clear(True)
+
+
 def _volume_rendering_presets(logic, temp_dir) -> None:
     """Stand-in presets (the wheel has no presets.xml): the names CreateDefaultVolumeRenderingNodes
     copies, with plain ramps; our own transfer functions replace them afterwards."""

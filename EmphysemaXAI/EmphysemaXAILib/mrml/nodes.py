@@ -12,6 +12,7 @@ import slicer.util
 import vtk
 
 from ..analysis.patterns import PATTERN_COLORS
+from .volumes import set_voxels
 
 #: Segment name -> (label value, SNOMED CT code and meaning of the side, colour).
 LUNG_SEGMENTS = {"Right lung": (1, "24028007", "Right", (0.50, 0.68, 0.95)),
@@ -49,26 +50,20 @@ def lung_segmentation_node(scene, ct_node, labels: np.ndarray, name: str = "Lung
         node.GetSegmentation().RemoveAllSegments()
     node.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
     segmentation = node.GetSegmentation()
-    entries = [(segment_name, value, lung_terminology(code, meaning), color, labels == value)
+    entries = [(segment_name, value, lung_terminology(code, meaning), color, None)
                for segment_name, (value, code, meaning, color) in LUNG_SEGMENTS.items()]
     if airways is not None and airways.any():
         segment_name, value, code, meaning, color = AIRWAY_SEGMENT
         entries.append((segment_name, value, lung_terminology("", "", code, meaning), color, airways))
-    scratch = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__import__")  # no display node: nothing left
-    try:
-        scratch.CopyOrientation(ct_node)
-        for segment_name, value, terminology, color, mask in entries:
-            segment_id = segmentation.AddEmptySegment(segment_name.replace(" ", "_"), segment_name, color)
-            segment = segmentation.GetSegment(segment_id)
-            segment.SetTerminology(terminology)
-            segment.SetLabelValue(value)
-            slicer.util.updateVolumeFromArray(scratch, np.ascontiguousarray(mask, np.uint8))
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(segment_id)
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(scratch, node, ids):
-                raise RuntimeError(f"could not import the {segment_name} labels into the segmentation")
-    finally:
-        scene.RemoveNode(scratch)
+    for segment_name, value, terminology, color, mask in entries:
+        segment_id = segmentation.AddEmptySegment(segment_name.replace(" ", "_"), segment_name, color)
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetTerminology(terminology)
+        segment.SetLabelValue(value)
+        mask = labels == value if mask is None else np.asarray(mask, bool)  # one full-size mask at a time
+        set_segment_mask(node, segment_id, mask, ct_node)
+        del mask
+    set_fast_surfaces(segmentation)
     node.CreateClosedSurfaceRepresentation()
     return node
 
@@ -88,6 +83,39 @@ def remove_node(node) -> None:
         if child is not None and child.GetScene() is scene:
             scene.RemoveNode(child)
     scene.RemoveNode(node)
+
+
+def set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ct_node) -> None:
+    """Set a segment's binary labelmap from a bool (z, y, x) mask on ``ct_node``'s grid, as
+    ``slicer.util.updateSegmentBinaryLabelmapFromArray`` does but without its temporary label
+    volume node and copies: the mask's memory is handed to the segmentation logic as it is."""
+    from vtk.util import numpy_support
+
+    flat = np.ascontiguousarray(mask, dtype=bool).view(np.uint8).ravel()
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(*mask.shape[::-1])
+    scalars = numpy_support.numpy_to_vtk(flat, deep=False, array_type=vtk.VTK_UNSIGNED_CHAR)
+    image.GetPointData().SetScalars(scalars)
+    matrix = vtk.vtkMatrix4x4()
+    ct_node.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE,
+                                            image.GetExtent()):
+        raise RuntimeError(f"could not set the labelmap of segment {segment_id}")
+
+
+#: Closed-surface conversion: SurfaceNets with its own smoothing (Slicer >= 5.6; older versions
+#: ignore the parameters and use flying edges): the same smooth lungs in about a third of the
+#: time of flying edges + windowed-sinc smoothing on a 512 x 512 x 400 mask.
+FAST_SURFACE_PARAMETERS = {"Conversion method": "1", "SurfaceNets smoothing": "1"}
+
+
+def set_fast_surfaces(segmentation) -> None:
+    """Make ``segmentation`` (a vtkSegmentation) build its closed surfaces with
+    :data:`FAST_SURFACE_PARAMETERS` (stored with it, so Slicer rebuilds them the same way)."""
+    for name, value in FAST_SURFACE_PARAMETERS.items():
+        segmentation.SetConversionParameter(name, value)
 
 
 def labels_from_segmentation_node(segmentation_node, ct_node) -> np.ndarray:
@@ -179,7 +207,7 @@ def label_overlay(scene, ct_node, values: np.ndarray, name: str, color_node, app
     ``node``: an existing label map node to update instead."""
     node = node or scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
     node.CopyOrientation(ct_node)
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(values, np.uint8))
+    set_voxels(node, np.asarray(values, np.uint8))
     node.CreateDefaultDisplayNodes()
     node.GetDisplayNode().SetAndObserveColorNodeID(color_node.GetID())
     if app_logic is not None:
@@ -196,9 +224,8 @@ def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, ap
     view. ``node``: an existing scalar volume node to update instead."""
     node = node or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     node.CopyOrientation(ct_node)
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(values))
-    node.CreateDefaultDisplayNodes()
-    display = node.GetScalarVolumeDisplayNode()
+    set_voxels(node, values)
+    display = scalar_display_node(node)
     display.SetAndObserveColorNodeID(color_node.GetID())
     display.SetAutoWindowLevel(False)
     display.SetWindowLevelMinMax(0, color_node.GetNumberOfColors() - 1)
@@ -214,6 +241,21 @@ def overlay_volume(scene, ct_node, values: np.ndarray, name: str, color_node, ap
         for composite in scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
             composite.SetForegroundOpacity(opacity)
     return node
+
+
+def scalar_display_node(node) -> slicer.vtkMRMLScalarVolumeDisplayNode:
+    """What ``CreateDefaultDisplayNodes`` gives a scalar volume (a display node with the default
+    grey colour map), with automatic window / level off from the start: that pass over every
+    voxel costs about half a second on a 512 x 512 x 400 volume; the caller sets the window."""
+    display = node.GetDisplayNode()
+    if display is not None and display.IsA("vtkMRMLScalarVolumeDisplayNode"):  # a re-run: the node's own
+        display.SetAutoWindowLevel(False)
+        return display
+    display = node.GetScene().AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+    display.SetAutoWindowLevel(False)
+    display.SetDefaultColorMap()
+    node.SetAndObserveDisplayNodeID(display.GetID())
+    return display
 
 
 def volume_rendering(overlay_node, color_node) -> slicer.vtkMRMLVolumeRenderingDisplayNode:

@@ -47,6 +47,67 @@ def ras_offset(ct, zyx, view: str) -> float:
     return float(ras[VIEWS[view][1]])
 
 
+#: Largest voxel count along any axis of a volume the 3D view renders: bigger volumes are
+#: rendered from a strided copy (a 500-pixel view shows no more detail, and volume rendering on a
+#: software OpenGL (llvmpipe) costs seconds per 100 M voxels and a full-size texture in memory).
+RENDER_MAX_VOXELS_PER_AXIS = 256
+
+
+def render_stride(shape, max_per_axis: int = RENDER_MAX_VOXELS_PER_AXIS) -> int:
+    """The one stride along every axis that brings ``shape``'s largest axis to ``max_per_axis``
+    voxels or fewer (1: no coarsening)."""
+    return max(1, -(-max(shape) // max_per_axis))
+
+
+def coarsen_volume_renderings(scene, max_per_axis: int = RENDER_MAX_VOXELS_PER_AXIS) -> list:
+    """Replace, in place, the voxels of every volume that a visible volume rendering shows by a
+    strided copy (every ``render_stride``-th voxel along each axis, spacing multiplied by it:
+    the same extent and position in RAS, nearest-neighbour, so label values stay labels).
+    For rendering a scene that has been saved already (the nodes' full data are gone); returns
+    the nodes changed."""
+    import slicer.util
+
+    changed = []
+    for display in scene.GetNodesByClass("vtkMRMLVolumeRenderingDisplayNode"):
+        node = display.GetVolumeNode()
+        if not display.GetVisibility() or node is None or node.GetImageData() is None or node in changed:
+            continue
+        array = slicer.util.arrayFromVolume(node)
+        stride = render_stride(array.shape, max_per_axis)
+        if stride == 1:
+            continue
+        coarse = np.ascontiguousarray(array[::stride, ::stride, ::stride])
+        spacing = [s * stride for s in node.GetSpacing()]
+        node.SetAndObserveImageData(vtk.vtkImageData())  # never written into: its voxels may be lent
+        slicer.util.updateVolumeFromArray(node, coarse)
+        node.SetSpacing(*spacing)  # voxel (0, 0, 0) keeps its centre: origin unchanged
+        changed.append(node)
+    return changed
+
+
+def use_cpu_ray_casting(scene) -> list:
+    """Show every visible GPU volume rendering of ``scene`` through a CPU ray-cast display node
+    instead (same volume property and ROI; the GPU node hidden): with no GPU, OpenGL ray casting
+    runs in software (llvmpipe) and is several times slower than VTK's multi-threaded CPU ray
+    caster with its empty-space skipping. For rendering a scene that has been saved already;
+    returns the CPU display nodes added."""
+    added = []
+    for display in list(scene.GetNodesByClass("vtkMRMLGPURayCastVolumeRenderingDisplayNode")):
+        node = display.GetVolumeNode()
+        if not display.GetVisibility() or node is None:
+            continue
+        cpu = scene.AddNewNodeByClass("vtkMRMLCPURayCastVolumeRenderingDisplayNode")
+        cpu.SetAndObserveVolumePropertyNodeID(display.GetVolumePropertyNodeID())
+        if display.GetROINodeID():
+            cpu.SetAndObserveROINodeID(display.GetROINodeID())
+        cpu.SetCroppingEnabled(display.GetCroppingEnabled())
+        node.AddAndObserveDisplayNodeID(cpu.GetID())
+        display.SetVisibility(False)
+        cpu.SetVisibility(True)
+        added.append(cpu)
+    return added
+
+
 THREE_D_MANAGERS = ("vtkMRMLSegmentationsDisplayableManager3D", "vtkMRMLVolumeRenderingDisplayableManager",
                     "vtkMRMLModelDisplayableManager")
 
@@ -83,6 +144,7 @@ def render_3d(scene, app_logic, path=None, size: int = 500, elevation: float = -
     grab = vtk.vtkWindowToImageFilter()
     grab.SetInput(window)
     grab.ReadFrontBufferOff()
+    grab.ShouldRerenderOff()  # rendered just above: render once (volume rendering on llvmpipe is slow)
     grab.Update()
     image = grab.GetOutput()
     columns, rows, _ = image.GetDimensions()

@@ -9,13 +9,14 @@ The scene is built in a fresh headless scene, so repeated exports never mix case
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from ..analysis.patterns import PATTERNS, pattern_rows, pattern_summary
 from ..app.report_figures import MIN_SLICES_FOR_CORONAL
-from .app import bootstrap
+from .app import bootstrap, in_slicer_application, release_scene
 from .nodes import (
     attribution_color_node,
     attribution_rendering,
@@ -27,11 +28,12 @@ from .nodes import (
     overlay_volume,
     pattern_color_node,
     remove_node,
+    scalar_display_node,
     style_attribution,
     table_node,
     volume_rendering,
 )
-from .volumes import volume_node_from_ct
+from .volumes import set_voxels, shared_voxels, volume_node_from_ct
 
 QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",
              "perc10_hu": "HU", "perc15_hu": "HU", "laa950_pct": "%", "laa925_pct": "%", "laa910_pct": "%",
@@ -64,9 +66,7 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
         scene, app_logic = bootstrap(fresh=True)
     if ct_node is None:
         ct_node = volume_node_from_ct(scene, result.ct.as_input(), "CT")
-        ct_node.CreateDefaultDisplayNodes()
-        display = ct_node.GetDisplayNode()
-        display.SetAutoWindowLevel(False)
+        display = scalar_display_node(ct_node)
         display.SetWindowLevel(1400, -500)
     return add_case_nodes(scene, ct_node, layers_from_result(result), app_logic)
 
@@ -200,17 +200,15 @@ def add_attributions(layers, scene, ct_node, nodes: dict, earlier: dict, app_log
     thresholded; its display range cached on the node for the panel's sliders), its volume
     rendering (the first method's shown in 3D instead of the LAA and pattern maps), and the
     "Attribution by region" table (share of positive attribution per region and method)."""
-    import slicer.util
-
     nodes["attribution_colors"] = shared_color_node(scene, "attribution")
     nodes["attributions"], nodes["attribution_renderings"] = {}, {}
     for index, (method, volume) in enumerate(layers.attributions.items()):
         node = earlier.get(f"attribution {method}") or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
                                                                                f"Attribution {method}")
         node.CopyOrientation(ct_node)
-        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume, np.float32))
+        set_voxels(node, np.asarray(volume, np.float32))
         cache_attribution_range(node)
-        node.CreateDefaultDisplayNodes()
+        scalar_display_node(node)  # windowed by style_attribution
         first = index == 0
         style_attribution(node, nodes["attribution_colors"], app_logic=app_logic if first else None,
                           opacity=0.6 if first else None)
@@ -289,12 +287,22 @@ def export_case_scene(result, out_dir, render: bool = False) -> dict:
     with ``render``, also return ``views``: RGB images of the 3D view (volume-rendered LAA map in
     the semi-transparent lungs) and of the axial / coronal slice views, for the report (the axial
     view only for one- or two-slice inputs)."""
-    import slicer.util
-
-    from .render import ras_offset, render_3d, render_slice
-
     out = Path(out_dir)
     scene, app_logic = bootstrap(fresh=True)
+    # headless, the scene is ours: its nodes use the result's arrays (no copies) and are dropped
+    # (release_scene) inside the block, so the report does not hold them either, nor a failure
+    with shared_voxels() if not in_slicer_application() else nullcontext():
+        try:
+            return _export(result, out, scene, app_logic, render)
+        finally:
+            release_scene(scene)
+
+
+def _export(result, out: Path, scene, app_logic, render: bool) -> dict:
+    import slicer.util
+
+    from .render import coarsen_volume_renderings, ras_offset, render_3d, render_slice, use_cpu_ray_casting
+
     nodes = build_case_scene(result, scene, app_logic)
     written = {}
     if "segmentation" in nodes:
@@ -311,13 +319,16 @@ def export_case_scene(result, out_dir, render: bool = False) -> dict:
         weight = laa > 0 if laa.any() else result.segmentation.labels > 0
         k = int(np.argmax(weight.sum(axis=(1, 2))))
         j = int(np.argmax(weight.sum(axis=(0, 2))))
+        del weight
         nodes["segmentation"].GetDisplayNode().SetOpacity3D(0.25)
-        axial = render_slice(app_logic, "Red", ras_offset(result.ct, (k, 0, 0), "Red"), None, 480)[..., :3]
+        axial = render_slice(app_logic, "Red", ras_offset(result.ct, (k, 0, 0), "Red"), None, 480)[..., :3].copy()
         if result.ct.shape[0] < MIN_SLICES_FOR_CORONAL:  # one or two slices: a 3D view or a coronal
             written["views"] = {"axial": axial}       # one is a line or a flat slab
         else:
-            written["views"] = {
-                "3d": render_3d(scene, app_logic), "axial": axial,
-                "coronal": render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None,
-                                        480)[..., :3]}
+            coronal = render_slice(app_logic, "Green", ras_offset(result.ct, (0, j, 0), "Green"), None,
+                                   480)[..., :3].copy()
+            if not in_slicer_application():  # our own scene, saved already: the 3D view renders
+                coarsen_volume_renderings(scene)  # a strided copy of the volumes
+                use_cpu_ray_casting(scene)        # by VTK's CPU ray caster (no GPU here)
+            written["views"] = {"3d": render_3d(scene, app_logic), "axial": axial, "coronal": coronal}
     return written

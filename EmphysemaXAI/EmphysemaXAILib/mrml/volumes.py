@@ -6,6 +6,8 @@ its (z, y, x) order (``slicer.util.arrayFromVolume`` order), so no voxel is move
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import slicer.util
 import vtk
@@ -23,8 +25,8 @@ def ras_geometry(ct: CTVolume) -> tuple[np.ndarray, np.ndarray]:
 def volume_node_from_ct(scene, ct: CTVolume, name: str = "CT", node=None) -> slicer.vtkMRMLScalarVolumeNode:
     """Put a CT volume into a (new or given) ``vtkMRMLScalarVolumeNode`` of ``scene``.
 
-    The node gets the voxel array (copied, same dtype), spacing (x, y, z) mm, and the RAS
-    origin and directions derived from the LPS geometry. Returns the node.
+    The node gets the voxel array (copied, same dtype; lent inside :func:`shared_voxels`), spacing
+    (x, y, z) mm, and the RAS origin and directions derived from the LPS geometry. Returns the node.
     """
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
@@ -36,8 +38,45 @@ def volume_node_from_ct(scene, ct: CTVolume, name: str = "CT", node=None) -> sli
         for c in range(3):
             matrix.SetElement(r, c, float(directions[r, c]))
     node.SetIJKToRASDirectionMatrix(matrix)
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(ct.hu))
+    set_voxels(node, ct.hu)
     return node
+
+
+#: Arrays lent to volume nodes inside :func:`shared_voxels` (None: outside, voxels are copied).
+_LENT: list | None = None
+
+
+@contextmanager
+def shared_voxels():
+    """Inside this block :func:`set_voxels` lends the arrays to the volume nodes instead of
+    copying them (a 512 x 512 x 400 case's CT, overlays and attribution maps: about 800 MB).
+    For a scene that is saved and dropped inside the block (the file export): the arrays are
+    kept alive until the block ends, and must not be changed meanwhile; nodes that outlive the
+    block must not be made in it."""
+    global _LENT
+    outer, _LENT = _LENT, []
+    try:
+        yield
+    finally:
+        _LENT = outer
+
+
+def set_voxels(node, array: np.ndarray) -> None:
+    """Put a (z, y, x) array into a volume node: ``slicer.util.updateVolumeFromArray`` (a copy),
+    or inside :func:`shared_voxels` a new image on the array's own memory (no copy)."""
+    if _LENT is None or array.ndim != 3:
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+        return
+    from vtk.util import numpy_support
+
+    array = np.ascontiguousarray(array)
+    image = vtk.vtkImageData()  # never the node's old image: vtk may reuse (write into) its scalars
+    image.SetDimensions(*array.shape[::-1])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.reshape(-1), deep=False))
+    _LENT.append(array)
+    node.SetAndObserveImageData(image)
+    node.StorableModified()
+    node.InvokeEvent(slicer.vtkMRMLVolumeNode.ImageDataModifiedEvent, node)
 
 
 def ct_from_volume_node(node) -> CTVolume:

@@ -28,7 +28,9 @@ def save_label(array: np.ndarray, ct, path: Path) -> None:
     import SimpleITK as sitk
 
     geometry = ct.input_geometry_dict()
-    image = sitk.GetImageFromArray(ct.on_input_grid(array))
+    array = np.ascontiguousarray(ct.on_input_grid(array))
+    # a view of the array (no full-size copy) where SimpleITK offers it (2.1 and later)
+    image = getattr(sitk, "GetImageViewFromArray", sitk.GetImageFromArray)(array)
     image.SetSpacing([float(s) for s in geometry["spacing"]])
     image.SetOrigin([float(o) for o in geometry["origin"]])
     image.SetDirection([float(d) for d in geometry["direction"]])
