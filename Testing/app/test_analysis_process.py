@@ -56,12 +56,17 @@ def phantom_file(tmp_path_factory):
     return path, phantom.truth
 
 
+def _start(path, tmp_path):
+    """``analyze`` of ``path`` (classical, no model, no report) started in a child process."""
+    work = new_work_dir(tmp_path)
+    command = analysis_command(sys.executable, path, work / "out", AnalysisOptions(engine="classical", model="none"),
+                               work, report=False)
+    return AnalysisProcess(command, stop_file=work / "stop").start(), work, work / "out"
+
+
 def test_analysis_runs_in_a_child_process_with_streamed_progress(phantom_file, tmp_path):
     path, truth = phantom_file
-    work = new_work_dir(tmp_path)
-    out = work / "out"
-    job = AnalysisProcess(analysis_command(sys.executable, path, out, AnalysisOptions(engine="classical", model="none"),
-                                           work, report=False), stop_file=work / "stop").start()
+    job, work, out = _start(path, tmp_path)
     assert job.running
     assert job.wait(timeout=300) == 0, [line.text for line in job.lines]
     fractions = [line.fraction for line in job.lines if line.fraction is not None]
@@ -75,10 +80,7 @@ def test_analysis_runs_in_a_child_process_with_streamed_progress(phantom_file, t
 
 def test_cancel_stops_a_running_analysis_within_two_seconds_and_leaves_nothing(phantom_file, tmp_path):
     path, _ = phantom_file
-    work = new_work_dir(tmp_path)
-    out = work / "out"
-    job = AnalysisProcess(analysis_command(sys.executable, path, out, AnalysisOptions(engine="classical", model="none"),
-                                           work, report=False), stop_file=work / "stop").start()
+    job, work, out = _start(path, tmp_path)
     deadline = time.monotonic() + 120
     while not any(line.fraction and line.fraction > 0 for line in job.poll() + job.lines):
         assert job.running and time.monotonic() < deadline, [line.text for line in job.lines]
