@@ -36,29 +36,26 @@ def test_chosen_lungmask_engine_without_the_package_is_a_one_line_error(ct, monk
 def test_fetch_weights_keeps_a_cached_file_and_downloads_through_lungmask(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     mask = pytest.importorskip("lungmask.mask")
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        target = tmp_path / "hub" / "checkpoints" / PUBLISHED["R231"][0]
-        calls = []
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))   # the hub cache is $TORCH_HOME/hub (set_dir would stick
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)  # for every later test)
+    target = tmp_path / "hub" / "checkpoints" / PUBLISHED["R231"][0]
+    calls = []
 
-        def fake_get_model(name, modelpath=None):          # what lungmask's download leaves behind
-            calls.append(name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"w": torch.zeros(3)}, target)
+    def fake_get_model(name, modelpath=None):          # what lungmask's download leaves behind
+        calls.append(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"w": torch.zeros(3)}, target)
 
-        monkeypatch.setattr(mask, "get_model", fake_get_model)
-        path, warnings = fetch_weights("R231")
-        assert path == target and target.is_file() and calls == ["R231"]
-        assert warnings and "not the published ones" in warnings[0]     # digest checked after download
-        path, _ = fetch_weights("R231")                                   # cached: no second download
-        assert calls == ["R231"]
+    monkeypatch.setattr(mask, "get_model", fake_get_model)
+    path, warnings = fetch_weights("R231")
+    assert path == target and target.is_file() and calls == ["R231"]
+    assert warnings and "not the published ones" in warnings[0]     # digest checked after download
+    path, _ = fetch_weights("R231")                                   # cached: no second download
+    assert calls == ["R231"]
 
-        def offline(name, modelpath=None):
-            raise OSError("no network")
+    def offline(name, modelpath=None):
+        raise OSError("no network")
 
-        monkeypatch.setattr(mask, "get_model", offline)
-        with pytest.raises(WeightsMissing, match="could not be downloaded"):
-            fetch_weights("LTRCLobes")
-    finally:
-        torch.hub.set_dir(old)
+    monkeypatch.setattr(mask, "get_model", offline)
+    with pytest.raises(WeightsMissing, match="could not be downloaded"):
+        fetch_weights("LTRCLobes")
