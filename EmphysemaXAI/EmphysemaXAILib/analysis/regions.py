@@ -69,8 +69,10 @@ def thirds_by_tally(n: int) -> np.ndarray:
 
     CIP: tally <= n // 3 lower, <= 2 n // 3 middle, else upper (integer division).
     """
-    rank = np.arange(1, n + 1)
-    return np.where(rank <= n // 3, 2, np.where(rank <= 2 * n // 3, 1, 0)).astype(np.int8)
+    third = np.zeros(n, np.int8)   # filled by slices: no int64 rank arrays of the lung's size
+    third[:n // 3] = 2               # rank (1-based) <= n // 3
+    third[n // 3:2 * n // 3] = 1     # rank <= 2 n // 3
+    return third
 
 
 def lung_regions(labels: np.ndarray, lobes: np.ndarray | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 from ..analysis.regions import lung_regions
 from ..model.tiles import from_working_grid, paint_maps
 from ..packages import METHOD_PACKAGES, PIP_REQUIREMENTS
-from .methods import EXPENSIVE, attribute
+from .methods import EXPENSIVE, attribute_batches
 
 
 @dataclass
@@ -55,8 +55,8 @@ def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None
 
     With a ``warnings`` list, a method whose package (captum, monai) is not installed is skipped
     and a warning says so (the other methods still run); without one, the ImportError is raised."""
-    lung = labels > 0
     regions = lung_regions(labels, lobes, severity.grid.superior_is_high_index)   # once for every method
+    lung = regions.lung   # labels > 0
     out = {}
     for method in methods:
         start = time.perf_counter()
@@ -70,9 +70,11 @@ def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None
             warnings.append(f"explanation {method} skipped: it needs the Python package {package}, which is not "
                             f"installed ({PIP_REQUIREMENTS.get(package, package)} enables it)")
             continue
-        volume = from_working_grid(working, severity.grid, ct) * lung
+        volume = from_working_grid(working, severity.grid, ct)   # float32 on the CT grid
+        del working
+        np.multiply(volume, lung, out=volume)   # in place: the CT-size volume exists once
         scores = region_scores(volume, regions)
-        out[method] = Explanation(method, volume.astype(np.float32), scores, len(chosen), len(severity.tiles),
+        out[method] = Explanation(method, volume, scores, len(chosen), len(severity.tiles),
                                   time.perf_counter() - start, target)
     return out
 
@@ -86,6 +88,12 @@ def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig
     order = np.argsort(-priority, kind="stable")
     if chosen is None:
         chosen = np.sort(order[:top_tiles]) if method in EXPENSIVE else np.arange(len(tiles))
-    maps = attribute(model, tiles.images[chosen], method, steps=ig_steps, target=target) \
-        * weights[chosen, None, None, None]
-    return paint_maps(grid.hu.shape, tiles.corners[chosen], maps) * (grid.labels > 0), chosen
+    volume = np.zeros(grid.hu.shape, np.float32)
+    # batch after batch: each batch's maps are weighted and painted, then dropped (non-overlapping
+    # tiles: the same volume as painting them all at once)
+    for first, maps in attribute_batches(model, tiles.images[chosen], method, steps=ig_steps, target=target):
+        part = chosen[first:first + len(maps)]
+        maps *= weights[part, None, None, None]
+        paint_maps(grid.hu.shape, tiles.corners[part], maps, out=volume)
+    np.multiply(volume, grid.labels > 0, out=volume)
+    return volume, chosen

@@ -237,4 +237,7 @@ def _labels_to_ct(volume: np.ndarray, grid, ct, lung: np.ndarray) -> np.ndarray:
     reference.SetOrigin([float(o) for o in ct.origin])
     reference.SetDirection([float(d) for d in ct.direction])
     out = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-    return np.where(lung, np.maximum(out, 1), 0).astype(np.uint8)
+    # in place (uint8): np.where(lung, max(out, 1), 0) without three CT-size temporaries
+    np.maximum(out, 1, out=out)
+    np.multiply(out, lung, out=out)
+    return out

@@ -169,10 +169,11 @@ def paint_tiles(shape, corners: np.ndarray, values: np.ndarray, size: int = 64, 
     return out
 
 
-def paint_maps(shape, corners: np.ndarray, maps: np.ndarray) -> np.ndarray:
+def paint_maps(shape, corners: np.ndarray, maps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """A (z, y, x) float32 volume of ``shape`` holding the (n, S, P, P) tile ``maps`` at their
-    ``corners`` (non-overlapping tiles; the parts overhanging the volume are dropped)."""
-    out = np.zeros(shape, np.float32)
+    ``corners`` (non-overlapping tiles; the parts overhanging the volume are dropped); with
+    ``out`` (a float32 volume of ``shape``), painted into it (batch after batch of one case's tiles)."""
+    out = np.zeros(shape, np.float32) if out is None else out
     nz, ny, nx = shape
     slices, size = maps.shape[1], maps.shape[2]
     for (z0, y0, x0), values in zip(corners, maps):
@@ -182,8 +183,25 @@ def paint_maps(shape, corners: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return out
 
 
+class _ImageVoxels:
+    """A SimpleITK image's voxels as a writable NumPy array without a copy: ``np.asarray`` of
+    this object is a (z, y, x) array whose ``base`` holds the image, so the buffer lives as long
+    as the array (``sitk.GetArrayViewFromImage`` alone does not keep its image alive)."""
+
+    def __init__(self, image):
+        import SimpleITK as sitk
+
+        self.image = image
+        view = sitk.GetArrayViewFromImage(image)
+        self.__array_interface__ = {"shape": view.shape, "typestr": view.dtype.str, "version": 3,
+                                    "data": (view.ctypes.data, False)}
+
+
 def from_working_grid(volume: np.ndarray, grid: WorkingGrid, ct) -> np.ndarray:
-    """A (z, y, x) float32 volume on the working grid resampled (linear) onto ``ct``'s grid."""
+    """A (z, y, x) float32 volume on the working grid resampled (linear) onto ``ct``'s grid.
+
+    The result is the resampled SimpleITK image's own buffer (writable, kept alive by the
+    array): the CT-size volume exists once, never also as a copy."""
     import SimpleITK as sitk
 
     if np.allclose(grid.spacing, ct.spacing, rtol=0.01) and volume.shape == ct.shape:
@@ -193,11 +211,11 @@ def from_working_grid(volume: np.ndarray, grid: WorkingGrid, ct) -> np.ndarray:
     image.SetOrigin([float(o) for o in ct.origin])
     image.SetDirection([float(d) for d in ct.direction])
     resample = sitk.ResampleImageFilter()   # the CT's geometry only: no copy of its voxels
-    resample.SetSize([int(n) for n in ct.shape[::-1]])
     resample.SetOutputSpacing([float(s) for s in ct.spacing])
-    resample.SetOutputOrigin([float(o) for o in ct.origin])
     resample.SetOutputDirection([float(d) for d in ct.direction])
     resample.SetInterpolator(sitk.sitkLinear)
     resample.SetDefaultPixelValue(0.0)
     resample.SetOutputPixelType(sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(resample.Execute(image))
+    resample.SetSize([int(n) for n in ct.shape[::-1]])
+    resample.SetOutputOrigin([float(o) for o in ct.origin])
+    return np.asarray(_ImageVoxels(resample.Execute(image)))
