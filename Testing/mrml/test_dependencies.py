@@ -139,12 +139,9 @@ def test_cancelled_installs_nothing(monkeypatch):
 
 
 def test_download_lungmask_weights_without_lungmask(monkeypatch, tmp_path):
-    torch = pytest.importorskip("torch")
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))
+    pytest.importorskip("torch")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))   # not torch.hub.set_dir: it would stick for later tests
     monkeypatch.setitem(sys.modules, "lungmask", None)
-    try:
-        with pytest.raises(MissingPackage, match="lungmask"):
-            deps.download_lungmask_weights()
-    finally:
-        torch.hub.set_dir(old)
+    with pytest.raises(MissingPackage, match="lungmask"):
+        deps.download_lungmask_weights()
+    assert not any(tmp_path.iterdir())                  # nothing downloaded
