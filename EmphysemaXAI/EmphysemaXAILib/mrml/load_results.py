@@ -60,10 +60,11 @@ def load_results(folder, scene, app_logic=None, ct_node=None, case_id: str | Non
     return nodes
 
 
-def load_case_folder(folder, scene, app_logic=None, ct_node=None) -> dict:
+def load_case_folder(folder, scene, app_logic=None, ct_node=None, segmentation_node=None) -> dict:
     """The results of one analysed case folder as nodes beside ``ct_node`` (see the module
     docstring for where the CT comes from); returns them by role, as
-    :func:`~.scene_export.build_case_scene` does.
+    :func:`~.scene_export.build_case_scene` does. ``segmentation_node``: the segmentation the
+    lungs came from (Recompute), kept instead of a new one.
 
     Raises:
         InputError: not an output folder, files missing or inconsistent, no CT to put them on,
@@ -78,7 +79,7 @@ def load_case_folder(folder, scene, app_logic=None, ct_node=None) -> dict:
         raise InputError(f"{folder}: the results are on a {layers.shape} grid, the CT {ct_node.GetName()!r} is "
                          f"{dimensions}; select the CT they were computed on")
     try:
-        return add_case_nodes(scene, ct_node, layers, app_logic)
+        return add_case_nodes(scene, ct_node, layers, app_logic, segmentation_node=segmentation_node)
     except ValueError as error:
         raise InputError(f"{folder}: {error}") from None
 

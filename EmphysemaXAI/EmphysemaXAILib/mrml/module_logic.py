@@ -181,13 +181,8 @@ def finish_analysis(run: AnalysisRun, scene, app_logic=None) -> dict:
     try:
         if run.process.returncode != 0:
             raise RuntimeError(run.process.error_message())
-        if run.segmentation_node is not None:
-            from ..app.case_layers import layers_from_folder
-            from .scene_export import add_case_nodes
-
-            return add_case_nodes(scene, run.volume_node, layers_from_folder(run.out_dir), app_logic,
-                                  segmentation_node=run.segmentation_node)
-        return load_case_folder(run.out_dir, scene, app_logic, ct_node=run.volume_node)
+        return load_case_folder(run.out_dir, scene, app_logic, ct_node=run.volume_node,
+                                segmentation_node=run.segmentation_node)
     finally:
         shutil.rmtree(run.work_dir, ignore_errors=True)
 
@@ -203,13 +198,12 @@ def cancel_analysis(run: AnalysisRun) -> None:
 def analysis_python() -> str:
     """Slicer's own Python for the child process: ``PythonSlicer`` in the application (found on
     PATH, as ``slicer.util._executePythonModule`` finds it), this interpreter headless."""
-    import shutil as _shutil
     import sys
 
     from .app import in_slicer_application
 
     if in_slicer_application():
-        found = _shutil.which("PythonSlicer")
+        found = shutil.which("PythonSlicer")
         if not found:
             raise RuntimeError("PythonSlicer was not found on PATH: run the analysis from the command line instead")
         return found
