@@ -22,7 +22,7 @@ SLICER_VENV := .venv-slicer
 SLICER_PY := $(SLICER_VENV)/bin/python
 SLICER_STAMP := $(SLICER_VENV)/.installed
 
-.PHONY: demo test test-slicer-python bench check-layers clean
+.PHONY: demo test test-slicer-python bench check-layers clean dicom3tools
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,14 @@ $(SLICER_STAMP): pyproject.toml requirements/slicer-python.txt
 	$(SLICER_PY) -m pip install --quiet --no-deps -e .
 	touch $(SLICER_STAMP)
 
-test: $(STAMP) $(SLICER_STAMP)
-	$(VENV)/bin/ruff check . && $(PY) -m pytest && $(SLICER_PY) -m pytest --slicer-python
+test: $(STAMP) $(SLICER_STAMP) dicom3tools
+	$(VENV)/bin/ruff check . && EMPHYSEMA_XAI_REQUIRE_DCIODVFY=1 $(PY) -m pytest && $(SLICER_PY) -m pytest --slicer-python
+
+# dciodvfy, the DICOM validator the tests run on every DICOM object the project writes
+# (Debian's dicom3tools; needs apt-get and root, as on this project's machines)
+dicom3tools:
+	command -v dciodvfy >/dev/null || apt-get install -y -q dicom3tools >/dev/null \
+		|| (apt-get update -q >/dev/null && apt-get install -y -q dicom3tools >/dev/null)
 
 # --slicer-python (conftest.py): only the tests marked slicer_python, only the files that declare
 # the marker are imported, and the versions installed are checked against the list
