@@ -77,3 +77,31 @@ def test_decoder_status_for_uncompressed_and_unknown_syntaxes():
     with pytest.raises(NotImplementedError):
         decoder_status(pydicom.uid.UID("1.2.3.4.5.6.7"))
     assert PYDICOM_MAJOR == int(pydicom.__version__.split(".")[0])
+
+
+def test_every_series_the_project_writes_passes_dciodvfy(tmp_path):
+    """The phantom series (ORIGINAL, with CTDIvol and padding), the sample case and a derived
+    series with an empty patient module: no Error line from dciodvfy (dicom3tools)."""
+    from dicom_validate import dciodvfy_findings
+
+    from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
+    from EmphysemaXAILib.phantom.io import write_phantom
+    from EmphysemaXAILib.phantom.sample import write_sample_series
+
+    phantom = write_phantom(generate_phantom(PhantomParams(size="small", seed=3)), tmp_path / "phantom")
+    sample = write_sample_series(tmp_path / "sample", shape=(4, 64, 64))
+    derived = write_dicom_series(ramp_volume((2, 8, 8)), tmp_path / "derived", ctdivol=None,
+                                 image_type=("DERIVED", "SECONDARY", "AXIAL"),
+                                 derivation_description="resampled from NRRD", patient_name="", patient_id="",
+                                 patient_birth_date="", study_uid="1.2.3.4", series_uid="1.2.3.4.5",
+                                 frame_of_reference_uid="1.2.3.4.6")
+    for path in (sorted((phantom / "ct").iterdir())[0], sorted(sample.iterdir())[-1], derived[1]):
+        found = dciodvfy_findings(path)
+        assert found["errors"] == [], found["output"]
+        assert "CTImage" in found["output"]  # the validator recognised the IOD it checked
+    ds = pydicom.dcmread(derived[0])
+    assert (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID) == ("1.2.3.4", "1.2.3.4.5", "1.2.3.4.6")
+    assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"] and ds.PatientName == "" and ds.PatientID == ""
+    phantom_slice = pydicom.dcmread(sorted((phantom / "ct").iterdir())[0])
+    assert phantom_slice.CTDIPhantomTypeCodeSequence[0].CodeValue == "113691"
+    assert "Laterality" not in phantom_slice and phantom_slice.PatientPosition == "HFS"
