@@ -71,14 +71,21 @@ def finding_site(region: str):
 
 
 def measurements(values: dict, table: dict, algorithm) -> list:
-    """highdicom Measurements of the keys of ``table`` that ``values`` holds (not None)."""
+    """highdicom Measurements of the keys of ``table`` that ``values`` holds (not None). The value
+    is stored as NumericValue (DS, at most 16 characters) and, exactly, as FloatingPointValue (FD;
+    set here when the highdicom version does not: 0.22 writes DS only)."""
     import highdicom as hd
 
     out = []
     for key, (concept, unit) in table.items():
         if values.get(key) is not None:
-            out.append(hd.sr.Measurement(name=coded(concept), value=float(values[key]), unit=coded(UNITS[unit]),
-                                         algorithm_id=algorithm))
+            value = float(values[key])
+            measurement = hd.sr.Measurement(name=coded(concept), value=value, unit=coded(UNITS[unit]),
+                                            algorithm_id=algorithm)
+            measured = measurement[0].MeasuredValueSequence[0]  # the template's NUM item
+            if "FloatingPointValue" not in measured:
+                measured.FloatingPointValue = value
+            out.append(measurement)
     return out
 
 
