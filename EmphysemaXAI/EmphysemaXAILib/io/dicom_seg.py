@@ -140,10 +140,9 @@ def algorithm_identification(name: str, version: str, ai: bool):
     """highdicom AlgorithmIdentificationSequence (family: artificial intelligence or morphological
     operations, CID 7162)."""
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
-    family = codes.cid7162.ArtificialIntelligence if ai else codes.cid7162.MorphologicalOperations
-    return hd.AlgorithmIdentificationSequence(name=name[:64], family=family, version=version[:64])
+    family = ("123110", "DCM", "Artificial Intelligence") if ai else ("123104", "DCM", "Morphological Operations")
+    return hd.AlgorithmIdentificationSequence(name=name[:64], family=coded(family), version=version[:64])
 
 
 def build_segmentation(source_images: list, specs: list[SegmentSpec], *, series_uid: str, sop_uid: str,

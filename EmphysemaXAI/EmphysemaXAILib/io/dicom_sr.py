@@ -117,7 +117,6 @@ def build_report(seg, evidence: list, summary: dict, segment_numbers: dict, *, s
     Segmentation written beside it; ``evidence``: the CT headers it references (with ``seg``);
     ``segment_numbers``: region name -> segment number in ``seg``."""
     import highdicom as hd
-    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     def segment_ref(region):
@@ -156,9 +155,9 @@ def build_report(seg, evidence: list, summary: dict, segment_numbers: dict, *, s
                                                        name="EmphysemaXAI", manufacturer_name="EmphysemaXAI",
                                                        model_name="EmphysemaXAI")
     context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+        observer_type=coded(("121007", "DCM", "Device")), observer_identifying_attributes=device))
     report = hd.sr.MeasurementReport(observation_context=context,
-                                     procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
+                                     procedure_reported=coded(("25045-6", "LN", "CT unspecified body region")),
                                      imaging_measurements=groups)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[seg, *evidence], content=report, series_instance_uid=series_uid, series_number=902,
