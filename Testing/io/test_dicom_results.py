@@ -258,3 +258,37 @@ def test_excluded_case_writes_no_dicom(tmp_path):
     assert not (tmp_path / "case" / "dicom").exists()
     note = json.loads((tmp_path / "case" / "summary.json").read_text())["dicom"]
     assert note["written"] is False and "quality control" in note["reason"]
+
+
+def test_batch_passes_dicom_out_to_every_case(tmp_path):
+    """``batch --dicom-out`` reaches write_case: an excluded case's summary.json says why it has no
+    dicom/ (a no-lung volume: QC stops it at once, so the test stays fast)."""
+    from EmphysemaXAILib.app.batch import run_batch
+
+    image = sitk.GetImageFromArray(np.zeros((12, 48, 48), np.int16))
+    image.SetSpacing((2.0, 2.0, 2.5))
+    (tmp_path / "root").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "root" / "water.nrrd"))
+    rows = run_batch(tmp_path / "root", tmp_path / "out", AnalysisOptions(engine="classical", model="none"),
+                     report=False, scene=False, progress=False, dicom=True)
+    assert [row["status"] for row in rows] == ["excluded"]
+    summary = json.loads(next((tmp_path / "out" / "cases").glob("*/summary.json")).read_text())
+    assert summary["dicom"]["written"] is False
+
+
+def test_real_dicom_series_is_referenced_and_valid(tmp_path):
+    """ct-64Dicom (CIP's COPDGene sample, 79 x 64 x 64): QCT only (no model), SEG + SR on the source
+    series, masks equal the NRRD outputs, no identity of the source, no dciodvfy error."""
+    from helpers import shared
+
+    folder = shared("cip-copdgene", "ct-64Dicom")
+    out = tmp_path / "ct64"
+    done = run_cli("analyze", folder, "--out", out, "--no-scene", "--no-report", "--model", "none", "--dicom-out")
+    assert done.returncode == 0, done.stderr
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    check_seg_against_files(out, files)
+    source = pydicom.dcmread(files[0], stop_before_pixels=True)
+    for name in ("seg.dcm", "sr.dcm"):
+        ds = pydicom.dcmread(out / "dicom" / name, stop_before_pixels=True)
+        assert (str(ds.PatientName), ds.PatientID) == ("", "") and ds.StudyInstanceUID == source.StudyInstanceUID
+        assert dciodvfy_findings(out / "dicom" / name)["errors"] == []
