@@ -292,3 +292,4 @@ def test_real_dicom_series_is_referenced_and_valid(tmp_path):
         ds = pydicom.dcmread(out / "dicom" / name, stop_before_pixels=True)
         assert (str(ds.PatientName), ds.PatientID) == ("", "") and ds.StudyInstanceUID == source.StudyInstanceUID
         assert dciodvfy_findings(out / "dicom" / name)["errors"] == []
+
