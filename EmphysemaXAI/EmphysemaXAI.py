@@ -82,6 +82,7 @@ class EmphysemaXAIParameterNode:
     explainMethods - attribution maps to compute (comma-separated: gradcam, gradcampp, ig, attention,
         occlusion, smoothgrad).
     outputSegmentation - the lung segmentation written or updated by Apply.
+    writeDicom - also write a DICOM SEG + SR of the results (imported into Slicer's DICOM database).
     """
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
@@ -95,6 +96,7 @@ class EmphysemaXAIParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     explainMethods: str = "gradcam,attention"
     outputSegmentation: slicer.vtkMRMLSegmentationNode
+    writeDicom: bool = False
 
 
 #
@@ -234,10 +236,10 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not start the analysis."), waitCursor=True):
                 options = self.logic.optionsFromParameterNode(p)
-                options = self._checkDependencies(options)
+                options = self._checkDependencies(options, dicom=p.writeDicom)
                 if options is None:
                     return
-                self._run = self.logic.startAnalysis(p.inputVolume, segmentation, options)
+                self._run = self.logic.startAnalysis(p.inputVolume, segmentation, options, dicom=p.writeDicom)
         except Exception:  # shown to the user by tryWithErrorDisplay; logged here
             logging.exception("EmphysemaXAI: could not start the analysis")
             return
@@ -250,11 +252,11 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.timeout.connect(self._poll)
         self._timer.start(200)
 
-    def _checkDependencies(self, options):
+    def _checkDependencies(self, options, dicom=False):
         """Offer to install what ``options`` need and is missing (one confirmation, one message).
         Returns the options to run with, or None when a package the user explicitly chose a
         feature for (e.g. engine lungmask) is still missing; optional ones only degrade the run."""
-        needs = self.logic.missingFor(options)
+        needs = self.logic.missingFor(options, dicom=dicom)
         if not needs:
             return options
         result = self.logic.installFor(needs)
@@ -379,12 +381,12 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         return install_for(REQUIREMENTS_FILE, names, needs=needs)
 
     @staticmethod
-    def missingFor(options):
+    def missingFor(options, dicom=False):
         """What ``options`` need (``EmphysemaXAILib.packages.Need``) that is not installed (the
-        analysis process writes no report: the module shows the results)."""
+        analysis process writes no report: the module shows the results; ``dicom``: highdicom)."""
         from EmphysemaXAILib.packages import missing_for
 
-        return missing_for(options)
+        return missing_for(options, dicom=dicom)
 
     def installFor(self, needs):
         """Install what ``needs`` list (see :meth:`installDependencies`)."""
@@ -483,19 +485,30 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
                                  resume=resume)
 
     @staticmethod
-    def startAnalysis(inputVolume, segmentation, options):
+    def startAnalysis(inputVolume, segmentation, options, dicom=False):
         """Start the analysis of a volume node in a child process (``AnalysisRun``); poll
-        ``run.process``, then :meth:`finishAnalysis`."""
+        ``run.process``, then :meth:`finishAnalysis`. ``dicom``: also a DICOM SEG + SR."""
         from EmphysemaXAILib.mrml.module_logic import launch_analysis
 
-        return launch_analysis(inputVolume, segmentation, options, getattr(slicer, "dicomDatabase", None))
+        return launch_analysis(inputVolume, segmentation, options, getattr(slicer, "dicomDatabase", None),
+                               dicom=dicom)
 
     @staticmethod
     def finishAnalysis(run):
         """The finished run's result nodes in the scene (raises its one-line error on failure)."""
         from EmphysemaXAILib.mrml.module_logic import finish_analysis
 
-        return finish_analysis(run, slicer.mrmlScene, slicer.app.applicationLogic())
+        database = getattr(slicer, "dicomDatabase", None)
+        dicomImport = None
+        if database is not None and database.isOpen:
+            from DICOMLib import DICOMUtils
+
+            dicomImport = lambda folder: DICOMUtils.importDicom(folder, database, copyFiles=True)  # noqa: E731
+        nodes = finish_analysis(run, slicer.mrmlScene, slicer.app.applicationLogic(), dicom_import=dicomImport)
+        if run.dicom_results:
+            logging.info("EmphysemaXAI: DICOM SEG + SR %s", "imported into the DICOM database"
+                         if run.dicom_results["imported"] else f"written to {run.dicom_results['folder']}")
+        return nodes
 
     @staticmethod
     def cancelAnalysis(run):

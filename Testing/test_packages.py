@@ -91,3 +91,9 @@ def test_pip_ranges_equal_the_requirements_file_and_pyproject():
 @pytest.mark.parametrize("shipped", ["numpy", "scipy", "SimpleITK", "pydicom"])
 def test_never_asks_for_a_package_slicer_ships(shipped):
     assert shipped.lower() not in {name.lower() for name in PIP_REQUIREMENTS}
+
+
+def test_dicom_results_require_highdicom():
+    needs = missing_for(AnalysisOptions(engine="classical", model="none"), dicom=True, installed=lambda name: False)
+    assert [(n.package, n.required) for n in needs] == [("highdicom", True)]
+    assert not missing_for(AnalysisOptions(engine="classical", model="none"), installed=lambda name: False)

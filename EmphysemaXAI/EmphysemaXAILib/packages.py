@@ -10,6 +10,8 @@ optional and imported only by the step that uses it:
 - ``captum`` (gradcam, ig, occlusion, smoothgrad) and ``monai`` (gradcampp): explanations; a
   method whose package is missing is skipped with a warning, the others still run (``attention``
   needs torch alone);
+- ``highdicom`` (pydicom >= 2.4; inside Slicer 5.10, whose pydicom 2.4.4 stays, pip resolves 0.22.x):
+  the DICOM SEG and SR of ``--dicom-out`` (required when asked for);
 - ``matplotlib`` (``report.html``; a batch's montage) and ``tqdm`` (a batch's progress bar):
   outputs. The case files themselves (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
 
@@ -38,6 +40,7 @@ PIP_REQUIREMENTS = {
     "captum": "captum>=0.9",
     "matplotlib": "matplotlib>=3.8",
     "tqdm": "tqdm>=4.66",
+    "highdicom": "highdicom>=0.22",
 }
 #: explanation method -> the package it needs beyond torch (None: torch alone)
 METHOD_PACKAGES = {"gradcam": "captum", "gradcampp": "monai", "ig": "captum", "attention": None,
@@ -80,7 +83,7 @@ def missing_package(package: str, feature: str, alternative: str = "") -> Missin
                                    f"dependency installer){other}")
 
 
-def _entries(options: AnalysisOptions, report: bool, batch: bool) -> list:
+def _entries(options: AnalysisOptions, report: bool, batch: bool, dicom: bool = False) -> list:
     """(package, required, feature, without) for every need of ``options``, in install order."""
     options = options.resolved()
     out = []
@@ -101,6 +104,8 @@ def _entries(options: AnalysisOptions, report: bool, batch: bool) -> list:
                         f"the {method} explanation is skipped (the other methods run)"))
     if report:
         out.append(("matplotlib", True, "report.html", "the report cannot be written (--no-report runs)"))
+    if dicom:
+        out.append(("highdicom", True, "DICOM SEG + SR", "no DICOM results (run without --dicom-out)"))
     if batch:
         if not report:
             out.append(("matplotlib", False, "batch QC montage", "no qc_montage.png"))
@@ -109,7 +114,7 @@ def _entries(options: AnalysisOptions, report: bool, batch: bool) -> list:
 
 
 def required_packages(options: AnalysisOptions | None = None, *, report: bool = False,
-                      batch: bool = False) -> list[Need]:
+                      batch: bool = False, dicom: bool = False) -> list[Need]:
     """The optional packages a run with ``options`` needs, one :class:`Need` per package (torch
     first: the others are installed next to it).
 
@@ -117,9 +122,10 @@ def required_packages(options: AnalysisOptions | None = None, *, report: bool = 
         options: the run's options (``None``: the defaults: engine auto, model auto).
         report: it writes ``report.html`` (matplotlib).
         batch: it is a cohort run (its montage: matplotlib; its progress bar: tqdm; both optional).
+        dicom: it writes DICOM SEG + SR (highdicom, required).
     """
     merged: dict = {}
-    for package, required, feature, without in _entries(options or AnalysisOptions(), report, batch):
+    for package, required, feature, without in _entries(options or AnalysisOptions(), report, batch, dicom):
         entry = merged.setdefault(package, {"required": False, "features": [], "without": []})
         entry["required"] |= required
         if feature not in entry["features"]:
@@ -131,9 +137,9 @@ def required_packages(options: AnalysisOptions | None = None, *, report: bool = 
 
 
 def missing_for(options: AnalysisOptions | None = None, *, report: bool = False,
-                batch: bool = False, installed=is_installed) -> list[Need]:
+                batch: bool = False, dicom: bool = False, installed=is_installed) -> list[Need]:
     """The :func:`required_packages` of ``options`` that ``installed(name)`` says are missing here."""
-    return [need for need in required_packages(options, report=report, batch=batch)
+    return [need for need in required_packages(options, report=report, batch=batch, dicom=dicom)
             if not installed(need.package)]
 
 

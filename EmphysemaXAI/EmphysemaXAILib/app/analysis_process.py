@@ -66,13 +66,13 @@ def package_root() -> str:
 
 def analysis_command(python: str, input_path, out_dir, options: AnalysisOptions | None, work_dir, *,
                      lung_mask=None, acquisition=None, series_uid: str | None = None, scene: bool = False,
-                     report: bool = True) -> list[str]:
+                     report: bool = True, dicom: bool = False) -> list[str]:
     """The argument list of one ``analyze`` run in another process.
 
     ``options`` are written to ``work_dir/options.toml`` (their given fields; :func:`options_to_toml`)
     and passed as ``--config``; the stop file is ``work_dir/stop``. ``acquisition``: a JSON file
     of acquisition facts (``--acquisition``). ``scene`` writes scene.mrb (not needed when the
-    results are loaded into a running Slicer).
+    results are loaded into a running Slicer). ``dicom`` adds ``--dicom-out`` (DICOM SEG + SR).
     """
     options = options or AnalysisOptions()
     command = _command(python, work_dir, "analyze", options) + [str(input_path), "--out", str(out_dir)]
@@ -83,7 +83,7 @@ def analysis_command(python: str, input_path, out_dir, options: AnalysisOptions 
         command += ["--lung-mask", str(lung_mask)]
     if acquisition is not None:
         command += ["--acquisition", str(acquisition)]
-    return command + _output_flags(scene, report)
+    return command + _output_flags(scene, report) + (["--dicom-out"] if dicom else [])
 
 
 def batch_command(python: str, root, out_dir, options: AnalysisOptions | None, work_dir, *, workers: int = 1,

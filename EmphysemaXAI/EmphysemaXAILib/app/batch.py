@@ -25,6 +25,7 @@ from ..io.csv_table import write_csv
 from ..io.signals import Terminated, signals_deferred
 from ..options import AnalysisOptions
 from .case_files import check_report_support, has_matplotlib, write_case, zone_note
+from .dicom_results import check_dicom_support
 from .find_cases import find_cases
 
 COHORT_COLUMNS = ("case_id", "source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
@@ -74,11 +75,12 @@ def _worker_init() -> None:
             signal.signal(signum, _worker_signal)
 
 
-def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool = True, scene: bool = True) -> dict:
+def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool = True, scene: bool = True,
+             dicom: bool = False) -> dict:
     """Analyse one case into ``out_root/cases/<case_id>`` with ``options`` (the case's own series
     on top); never raises for a failing case (a failure is a row). A signal (Terminated,
     KeyboardInterrupt) stops it: nothing of the case is left; in a worker process the worker then
-    exits, in the main process it propagates."""
+    exits, in the main process it propagates. ``dicom``: also the DICOM SEG / SR (``dicom/``)."""
     from ..pipeline import analyze_case
 
     row = dict.fromkeys(COHORT_COLUMNS)
@@ -87,7 +89,8 @@ def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool =
     _WORKER["in_case"] = True
     try:
         result = analyze_case(case["path"], dataclasses.replace(options, series_uid=case["series_uid"]))
-        write_case(result, Path(out_root) / "cases" / case["case_id"], report=report, scene=scene, overwrite=True)
+        write_case(result, Path(out_root) / "cases" / case["case_id"], report=report, scene=scene, overwrite=True,
+                   dicom=dicom)
         thumb = _thumbnail(result)
         row = _cohort_row(case, result.summary())
     except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
@@ -174,7 +177,8 @@ def _cohort_row(case: dict, summary: dict) -> dict:
 
 
 def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers: int = 1, resume: bool = False,
-              report: bool = True, scene: bool = True, progress: bool = True, overwrite: bool = False) -> list:
+              report: bool = True, scene: bool = True, progress: bool = True, overwrite: bool = False,
+              dicom: bool = False) -> list:
     """Analyse every case under ``root`` into ``out_dir`` with ``options`` (build them with
     :func:`~EmphysemaXAILib.options.build_options` to apply a config file); write ``cohort.csv``
     and ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason.
@@ -197,6 +201,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
                     hint="pass resume=True (--resume) to finish that batch, overwrite=True (--overwrite) to analyse "
                          "every case again, or choose another folder")
     check_report_support(report)
+    check_dicom_support(dicom)
     cases = find_cases(root, exclude=[out])
     if not cases:
         raise InputError(f"{root}: no DICOM series or image file found")
@@ -228,7 +233,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
                                        mp_context=multiprocessing.get_context("spawn"))
             processes = []
             try:
-                futures = [pool.submit(run_case, case, str(out), options, report, scene) for case in todo]
+                futures = [pool.submit(run_case, case, str(out), options, report, scene, dicom) for case in todo]
                 processes = list((getattr(pool, "_processes", None) or {}).values())
                 for future in as_completed(futures):
                     outcome = future.result()
@@ -244,7 +249,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
             pool.shutdown(wait=True)
         else:
             for case in todo:
-                outcome = run_case(case, str(out), options, report, scene)
+                outcome = run_case(case, str(out), options, report, scene, dicom)
                 rows[case["case_id"]] = outcome["row"]
                 thumbs[case["case_id"]] = outcome["thumbnail"]
                 bar.update(1)

@@ -21,15 +21,18 @@ from .case_layers import AIRWAYS_FILE
 
 
 def write_case(result: CaseResult, out_dir, *, report: bool = True, scene: bool = True,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, dicom: bool = False, keep_identity: bool = False) -> Path:
     """Write the analysis files into ``out_dir`` (refused when it exists unless ``overwrite``),
     through a temporary folder renamed at the end (see :func:`write_case_files`)."""
+    from .dicom_results import check_dicom_support
+
     out = Path(out_dir).resolve()
     refuse_existing(out, overwrite)
     check_scene_support(scene)
     check_report_support(report)
+    check_dicom_support(dicom)
     with atomic_folder(out, overwrite=overwrite) as work:
-        write_case_files(result, work, report=report, scene=scene)
+        write_case_files(result, work, report=report, scene=scene, dicom=dicom, keep_identity=keep_identity)
     return out
 
 
@@ -56,12 +59,15 @@ def check_report_support(report: bool) -> None:
                          "install it (pip install matplotlib) or pass report=False (--no-report)")
 
 
-def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True) -> None:
+def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: bool = True,
+                     dicom: bool = False, keep_identity: bool = False) -> None:
     """summary.json, and for a case that was analysed qct.csv, lung_labels.nrrd, airways.nrrd (when
     airways were found), laa_map.nrrd,
     (when a pattern model ran) pattern_map.nrrd and patterns.csv, report.html (unless
     ``report=False``), lungs.seg.nrrd and scene.mrb (unless ``scene=False``; the scene needs
-    Slicer's MRML: the application's or the slicer-core wheel)."""
+    Slicer's MRML: the application's or the slicer-core wheel); with ``dicom`` the DICOM SEG, SR
+    (and derived CT) in ``dicom/`` (:mod:`.dicom_results`; ``keep_identity``: the source's patient
+    name, ID, birth date and sex in them), described by summary.json's ``dicom``."""
     from ..phantom.io import save_label
 
     release_free_memory()  # what the analysis freed, before the scene's volumes are allocated
@@ -88,7 +94,12 @@ def write_case_files(result: CaseResult, folder, *, report: bool = True, scene: 
         from .report import write_report
 
         write_report(result, folder / "report.html", views=views)
-    (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+    summary = result.summary()
+    if dicom:
+        from .dicom_results import write_dicom_results
+
+        summary["dicom"] = write_dicom_results(result, folder, summary, keep_identity=keep_identity)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def release_free_memory() -> bool:

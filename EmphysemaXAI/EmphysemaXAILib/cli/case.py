@@ -162,6 +162,11 @@ def _analyze_flags(parser) -> None:
                              "a volume exported from the DICOM files Slicer loaded")
     parser.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
     parser.add_argument("--no-report", action="store_true", help="no report.html")
+    parser.add_argument("--dicom-out", action="store_true",
+                        help="also write a DICOM SEG + SR (and a derived CT series when needed) into OUT/dicom/")
+    parser.add_argument("--keep-identity", action="store_true",
+                        help="with --dicom-out: copy the source's patient name, ID, birth date and sex into the "
+                             "DICOM results (default: empty)")
     add_overwrite(parser)
     add_class_from(parser)
     add_model(parser)
@@ -174,6 +179,7 @@ def _analyze_flags(parser) -> None:
 @command("analyze", "read, check, segment and measure one case", _analyze_flags, config=True)
 def cmd_analyze(args) -> int:
     from ..app.case_files import check_report_support, check_scene_support, write_case, zone_note
+    from ..app.dicom_results import check_dicom_support
     from ..app.text import calibration_line
     from ..pipeline import analyze_case
 
@@ -187,9 +193,11 @@ def cmd_analyze(args) -> int:
     with claim_outputs(inputs, [Output("--out", args.out)], args.overwrite):
         check_scene_support(not args.no_scene)
         check_report_support(not args.no_report)
+        check_dicom_support(args.dicom_out)
         result = analyze_case(args.input, options, lung_mask=args.lung_mask, progress=None if args.json else progress,
                               acquisition=read_acquisition(args.acquisition))
-        write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
+        write_case(result, out, report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite,
+                   dicom=args.dicom_out, keep_identity=args.keep_identity)
     summary = result.summary()
     errors = set(result.qc.errors)
     warnings = [w for w in list(result.qc.warnings) + list(result.warnings) if w not in errors]

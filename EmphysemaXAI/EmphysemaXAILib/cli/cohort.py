@@ -18,6 +18,8 @@ def _batch_flags(parser) -> None:
     add_engine(parser)
     parser.add_argument("--no-scene", action="store_true", help="no Slicer scenes")
     parser.add_argument("--no-report", action="store_true", help="no HTML reports")
+    parser.add_argument("--dicom-out", action="store_true",
+                        help="also write each case's DICOM SEG + SR (and a derived CT when needed) into its dicom/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
     add_model(parser)
 
@@ -35,7 +37,8 @@ def cmd_batch(args) -> int:
         check_scene_support(not args.no_scene)
         check_report_support(not args.no_report)
         rows = run_batch(args.root, args.out, options, workers=args.workers, resume=args.resume,
-                         report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite)
+                         report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite,
+                         dicom=args.dicom_out)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "excluded", "failed")}
     print(f"{args.out}: {len(rows)} cases: {counts['ok']} ok, {counts['excluded']} excluded, "
           f"{counts['failed']} failed (cohort.csv, qc_montage.png, cases/)")

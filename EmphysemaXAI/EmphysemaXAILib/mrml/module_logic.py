@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..app.analysis_process import AnalysisProcess, analysis_command, child_environment, new_work_dir
+from .dicom_results import dicom_source_folder, keep_dicom_results
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,6 +111,8 @@ class AnalysisRun:
     work_dir: Path
     volume_node: object
     segmentation_node: object = None       # the segmentation the lungs came from (Recompute, or the user's)
+    dicom: bool = False                    # --dicom-out: DICOM SEG + SR in out/dicom
+    dicom_results: dict | None = None      # after finish_analysis: where they went (keep_dicom_results)
 
     @property
     def out_dir(self) -> Path:
@@ -155,34 +158,42 @@ def export_inputs(volume_node, segmentation_node, dicom_database, work: Path) ->
 
 
 def launch_analysis(volume_node, segmentation_node, options, dicom_database=None, *, python=None, popen=None,
-                    temp_parent=None) -> AnalysisRun:
+                    temp_parent=None, dicom: bool = False) -> AnalysisRun:
     """Export the inputs and start ``analyze`` in a child process (Slicer's own Python:
     ``PythonSlicer`` in the application, ``sys.executable`` headless); returns at once.
     ``segmentation_node``: lungs to use instead of the engine (the user's, or the edited result).
+    ``dicom``: also DICOM SEG + SR (``--dicom-out``); for a volume the DICOM browser loaded (and
+    unmodified) the child then reads the DICOM files themselves (:func:`dicom_source_folder`), so
+    the SEG and SR reference the source series instead of a derived copy.
     Poll ``run.process``; then :func:`finish_analysis` on the GUI thread."""
     work = new_work_dir(temp_parent)
     try:
         files = export_inputs(volume_node, segmentation_node, dicom_database, work)
-        command = analysis_command(python or analysis_python(), files["input"], work / "out", options, work,
-                                   lung_mask=files["lung_mask"], acquisition=files["acquisition"], report=False)
+        source = dicom_source_folder(volume_node, dicom_database, work) if dicom else None
+        command = analysis_command(python or analysis_python(), source or files["input"], work / "out", options,
+                                   work, lung_mask=files["lung_mask"], acquisition=files["acquisition"], report=False,
+                                   dicom=dicom)
         process = AnalysisProcess(command, stop_file=work / "stop", popen=popen or slicer_popen()).start()
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return AnalysisRun(process, work, volume_node, segmentation_node)
+    return AnalysisRun(process, work, volume_node, segmentation_node, dicom=dicom)
 
 
-def finish_analysis(run: AnalysisRun, scene, app_logic=None) -> dict:
+def finish_analysis(run: AnalysisRun, scene, app_logic=None, dicom_import=None, dicom_keep_dir=None) -> dict:
     """The finished run's results as nodes beside its CT (earlier results of that CT updated,
     under the CT's transform; the segmentation the lungs came from kept); removes the run's
-    folder. Raises RuntimeError with the child's one-line reason when the run failed."""
+    folder, after its DICOM results were imported or kept (:func:`keep_dicom_results`, recorded in
+    ``run.dicom_results``). Raises RuntimeError with the child's one-line reason when the run failed."""
     from .load_results import load_case_folder
 
     try:
         if run.process.returncode != 0:
             raise RuntimeError(run.process.error_message())
-        return load_case_folder(run.out_dir, scene, app_logic, ct_node=run.volume_node,
-                                segmentation_node=run.segmentation_node)
+        nodes = load_case_folder(run.out_dir, scene, app_logic, ct_node=run.volume_node,
+                                 segmentation_node=run.segmentation_node)
+        run.dicom_results = keep_dicom_results(run, dicom_import, dicom_keep_dir)
+        return nodes
     finally:
         shutil.rmtree(run.work_dir, ignore_errors=True)
 
