@@ -11,7 +11,8 @@ optional and imported only by the step that uses it:
   method whose package is missing is skipped with a warning, the others still run (``attention``
   needs torch alone);
 - ``matplotlib`` (``report.html``; a batch's montage) and ``tqdm`` (a batch's progress bar):
-  outputs. The case files themselves (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
+  outputs; ``distributed`` (dask.distributed): a batch on several worker processes or machines
+  (one worker runs the cases in the calling process without it). The case files themselves (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
 
 :func:`required_packages` says what given options need, each :class:`Need` marked ``required``
 (the options explicitly ask for the feature) or not (the run degrades without it, e.g. ``auto``);
@@ -38,6 +39,8 @@ PIP_REQUIREMENTS = {
     "captum": "captum>=0.9",
     "matplotlib": "matplotlib>=3.8",
     "tqdm": "tqdm>=4.66",
+    # dask.distributed (pulls dask); a batch on Dask (--workers > 1, --scheduler tcp://...)
+    "distributed": "distributed>=2024.8",
 }
 #: explanation method -> the package it needs beyond torch (None: torch alone)
 METHOD_PACKAGES = {"gradcam": "captum", "gradcampp": "monai", "ig": "captum", "attention": None,
@@ -80,7 +83,7 @@ def missing_package(package: str, feature: str, alternative: str = "") -> Missin
                                    f"dependency installer){other}")
 
 
-def _entries(options: AnalysisOptions, report: bool, batch: bool) -> list:
+def _entries(options: AnalysisOptions, report: bool, batch: bool, dask: bool = False) -> list:
     """(package, required, feature, without) for every need of ``options``, in install order."""
     options = options.resolved()
     out = []
@@ -105,11 +108,14 @@ def _entries(options: AnalysisOptions, report: bool, batch: bool) -> list:
         if not report:
             out.append(("matplotlib", False, "batch QC montage", "no qc_montage.png"))
         out.append(("tqdm", False, "batch progress bar", "one progress line per case"))
+        if dask:
+            out.append(("distributed", True, "batch on Dask (workers > 1 or a scheduler address)",
+                        "the batch stops (run it with one worker)"))
     return out
 
 
 def required_packages(options: AnalysisOptions | None = None, *, report: bool = False,
-                      batch: bool = False) -> list[Need]:
+                      batch: bool = False, dask: bool = False) -> list[Need]:
     """The optional packages a run with ``options`` needs, one :class:`Need` per package (torch
     first: the others are installed next to it).
 
@@ -117,9 +123,11 @@ def required_packages(options: AnalysisOptions | None = None, *, report: bool = 
         options: the run's options (``None``: the defaults: engine auto, model auto).
         report: it writes ``report.html`` (matplotlib).
         batch: it is a cohort run (its montage: matplotlib; its progress bar: tqdm; both optional).
+        dask: the cohort runs on Dask (several workers, or a scheduler address): dask.distributed,
+            required.
     """
     merged: dict = {}
-    for package, required, feature, without in _entries(options or AnalysisOptions(), report, batch):
+    for package, required, feature, without in _entries(options or AnalysisOptions(), report, batch, dask):
         entry = merged.setdefault(package, {"required": False, "features": [], "without": []})
         entry["required"] |= required
         if feature not in entry["features"]:
@@ -131,9 +139,9 @@ def required_packages(options: AnalysisOptions | None = None, *, report: bool = 
 
 
 def missing_for(options: AnalysisOptions | None = None, *, report: bool = False,
-                batch: bool = False, installed=is_installed) -> list[Need]:
+                batch: bool = False, dask: bool = False, installed=is_installed) -> list[Need]:
     """The :func:`required_packages` of ``options`` that ``installed(name)`` says are missing here."""
-    return [need for need in required_packages(options, report=report, batch=batch)
+    return [need for need in required_packages(options, report=report, batch=batch, dask=dask)
             if not installed(need.package)]
 
 
