@@ -12,7 +12,8 @@ optional and imported only by the step that uses it:
   needs torch alone);
 - ``matplotlib`` (``report.html``; a batch's montage) and ``tqdm`` (a batch's progress bar):
   outputs; ``distributed`` (dask.distributed): a batch on several worker processes or machines
-  (one worker runs the cases in the calling process without it). The case files themselves (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
+  (one worker runs the cases in the calling process without it). The case files themselves
+  (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
 
 :func:`required_packages` says what given options need, each :class:`Need` marked ``required``
 (the options explicitly ask for the feature) or not (the run degrades without it, e.g. ``auto``);

@@ -73,8 +73,10 @@ def leftovers(*outputs) -> list:
 
 
 def scratch(tmp_path) -> list:
+    """Scratch folders under TMPDIR: a process's ``emphysema-xai-mrml-*``, also inside the
+    ``emphysema-xai-dask-*`` folder a batch's local Dask workers get as their TMPDIR."""
     tmp = tmp_path / "tmp"
-    return sorted(p.name for p in tmp.glob("emphysema-xai-mrml-*")) if tmp.is_dir() else []
+    return sorted(p.name for p in tmp.rglob("emphysema-xai-mrml-*")) if tmp.is_dir() else []
 
 
 def assert_refused(result, *needles):
@@ -331,6 +333,7 @@ def test_sigterm_stops_a_batch_and_its_workers_cleanly(work):
             assert (folder / "summary.json").is_file(), folder
     time.sleep(0.5)
     assert scratch(work) == []
+    assert list((work / "tmp").glob("emphysema-xai-dask-*")) == []  # the workers' TMPDIR went too
     assert digest(root) == before
 
 

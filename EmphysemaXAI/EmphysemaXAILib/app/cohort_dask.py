@@ -121,7 +121,8 @@ def case_task(case: dict, out_root: str, options, report: bool, scene: bool) -> 
 
 def _open(scheduler: str, workers: int, scratch: str):
     """(client, local cluster or None). A local cluster: ``workers`` processes of one thread on
-    127.0.0.1 with nannies (a dead worker is restarted), no dashboard, no memory limit, worker
+    127.0.0.1 with nannies (a dead worker is restarted; Dask sets OMP_NUM_THREADS=1 in them, so
+    torch uses one thread), no dashboard, no memory limit, worker
     deaths not retried by Dask itself (:func:`run_on_dask` resubmits), temporary files in
     ``scratch``."""
     import dask
@@ -132,7 +133,9 @@ def _open(scheduler: str, workers: int, scratch: str):
         with dask.config.set(settings):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None, silence_logs=logging.ERROR, memory_limit=0,
-                                   env={"TMPDIR": scratch})
+                                   env={"TMPDIR": scratch},
+                                   # no dashboard; the scheduler's plain HTTP routes on a free loopback port
+                                   scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
             try:
                 return Client(cluster), cluster
             except BaseException:
@@ -161,24 +164,35 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, sc
                 workers: int = 2, retries: int = 2, bar=None) -> dict:
     """Run :func:`case_task` for every case of ``todo`` on Dask; return case_id -> outcome (the
     task's result, or a failed row when the task raised or its worker died ``retries + 1``
-    times). A case never stops the cohort. ``bar.update(1)`` per case done."""
+    times). A case never stops the cohort. ``bar.update(1)`` per case done.
+
+    On the local cluster no more cases are in flight than the workers have threads, so a worker
+    holds only the case it runs: Dask counts a death against every task assigned to the dead
+    worker, and a queued case must not be blamed (and retried) for its neighbour's death. An
+    external scheduler gets every case at once (it may scale its workers on the queue); its own
+    ``distributed.scheduler.allowed-failures`` (default 3) absorbs such deaths before a case
+    comes back as KilledWorker, which is then resubmitted here up to ``retries`` times."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     scratch = tempfile.mkdtemp(prefix="emphysema-xai-dask-")
     run = uuid.uuid4().hex[:8]
     client = cluster = None
-    futures, outcomes = {}, {}
+    futures, outcomes, queue = {}, {}, [(case, 0) for case in reversed(todo)]
     try:
         client, cluster = _open(scheduler, workers, scratch)
+        pending = as_completed()
 
-        def submit(case, attempt):
-            future = client.submit(case_task, case, str(out), options, report, scene,
-                                   key=f"emphysema-xai-{run}-{case['case_id']}-{attempt}")
-            futures[future] = (case, attempt)
-            return future
+        def refill():
+            capacity = max(1, sum(client.nthreads().values())) if cluster is not None else len(queue) + len(futures)
+            while queue and len(futures) < capacity:
+                case, attempt = queue.pop()
+                future = client.submit(case_task, case, str(out), options, report, scene,
+                                       key=f"emphysema-xai-{run}-{case['case_id']}-{attempt}")
+                futures[future] = (case, attempt)
+                pending.add(future)
 
-        pending = as_completed([submit(case, 0) for case in todo])
+        refill()
         for future in pending:
             case, attempt = futures.pop(future)
             if future.status == "finished":
@@ -186,7 +200,9 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, sc
             else:
                 error = future.exception()
                 if isinstance(error, KilledWorker) and attempt < retries:
-                    pending.add(submit(case, attempt + 1))  # a new key: a new attempt, on a live worker
+                    queue.append((case, attempt + 1))  # next in line; a new key: a new attempt, on a live worker
+                    future.release()
+                    refill()
                     continue
                 if isinstance(error, KilledWorker):
                     row = _killed_row(case, attempt + 1, error)
@@ -197,6 +213,7 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, sc
             future.release()
             if bar is not None:
                 bar.update(1)
+            refill()
     except BaseException:
         _close(client, cluster, futures, out, todo, scratch, abort=True)
         raise
