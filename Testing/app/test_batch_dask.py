@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -194,7 +195,15 @@ def test_bad_or_unreachable_scheduler_is_one_line_and_nothing_is_written(cohort,
         run_batch(cohort, tmp_path / "b", OPTIONS, scheduler="tcp://127.0.0.1:9", scene=False, report=False,
                   progress=False)
     assert time.monotonic() - start < 30 and "\n" not in str(caught.value)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with socket.socket() as silent:           # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = "tcp://127.0.0.1:%d" % silent.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(InputError, match=f"cannot reach the Dask scheduler at {address} .TimeoutError"):
+            run_batch(cohort, tmp_path / "c", OPTIONS, scheduler=address, scene=False, report=False, progress=False)
+        assert time.monotonic() - start < 30
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 def test_without_dask_several_workers_are_refused_in_one_line(cohort, tmp_path, monkeypatch):

@@ -142,8 +142,9 @@ def _open(scheduler: str, workers: int, scratch: str):
                 cluster.close()
                 raise
     try:
+        _probe(scheduler)
         client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - refused, timed out, or not a Dask scheduler answering
         raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({type(error).__name__}): start it "
                          "(dask scheduler; dask worker ADDRESS), check the address, or use --scheduler local") from None
     try:
@@ -153,6 +154,35 @@ def _open(scheduler: str, workers: int, scratch: str):
         raise InputError(f"the Dask scheduler at {scheduler} has no worker: start one "
                          f"(dask worker {scheduler} --nthreads 1) or use --scheduler local") from None
     return client, None
+
+
+def _probe(address: str) -> None:
+    """Connect to ``address`` and complete Dask's handshake within CONNECT_TIMEOUT_S (Client's
+    own timeout does not bound the handshake: a server that accepts and stays silent would hang
+    it); in a thread of its own, so that it works under a running event loop too."""
+    import asyncio
+    import threading
+
+    from distributed.comm import connect
+
+    async def handshake():
+        comm = await asyncio.wait_for(connect(address, timeout=CONNECT_TIMEOUT_S), CONNECT_TIMEOUT_S)
+        await comm.close()
+
+    failure = [TimeoutError(f"no handshake within {CONNECT_TIMEOUT_S:g} s")]
+
+    def run():
+        try:
+            asyncio.run(handshake())
+            failure.clear()
+        except BaseException as error:  # noqa: BLE001 - reported by the caller
+            failure[:] = [error]
+
+    thread = threading.Thread(target=run, name="dask scheduler probe", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S + 5)
+    if failure:
+        raise failure[0]
 
 
 def _killed_row(case: dict, attempts: int, error) -> dict:
