@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import SimpleITK as sitk
 
@@ -321,10 +322,17 @@ def test_sigterm_stops_a_batch_and_its_workers_cleanly(work):
     out = work / "results"
     process = start(work, "batch", root, "--out", out, "--workers", "2", "--no-model", "--no-report",
                     "--engine", "classical")
-    wait_for(lambda: scratch(work), process, what="a worker's scene export")
+    workers = []
+
+    def exporting():
+        workers[:] = psutil.Process(process.pid).children(recursive=True) or workers
+        return scratch(work)
+
+    wait_for(exporting, process, what="a worker's scene export")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 143, err
+    assert workers and psutil.wait_procs(workers, timeout=10)[1] == []  # no worker outlives the batch
     assert err.strip().splitlines()[-1].startswith("emphysema-xai: stopped by SIGTERM")
     hidden = [p for p in work.rglob(".*") if "tmp" not in p.parts]
     assert hidden == [], hidden
