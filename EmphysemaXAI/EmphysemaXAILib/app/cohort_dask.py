@@ -122,9 +122,11 @@ def case_task(case: dict, out_root: str, options, report: bool, scene: bool) -> 
 def _open(scheduler: str, workers: int, scratch: str):
     """(client, local cluster or None). A local cluster: ``workers`` processes of one thread on
     127.0.0.1 with nannies (a dead worker is restarted; Dask sets OMP_NUM_THREADS=1 in them, so
-    torch uses one thread), no dashboard, no memory limit, worker
-    deaths not retried by Dask itself (:func:`run_on_dask` resubmits), temporary files in
-    ``scratch``."""
+    torch uses one thread), no dashboard, no memory limit (the system's OOM killer is the limit:
+    a killed worker is a retry), one task per worker at a time, worker deaths not retried by Dask
+    itself (allowed-failures 0: :func:`run_on_dask` resubmits), ``scratch`` as their TMPDIR (the
+    Slicer scratch folders of a killed worker go with it). An external scheduler: reached, with
+    at least one worker, within CONNECT_TIMEOUT_S, else a one-line InputError."""
     import dask
     from distributed import Client, LocalCluster
 
