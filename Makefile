@@ -4,7 +4,8 @@
 #               (make test-slicer-python, below)
 #   make bench  print the benchmark tables (lungmask timed on 40 slices and extrapolated;
 #               bench/bench_segment_qct.py without options times all 400, about 8 minutes;
-#               bench/bench_outputs.py: writing a full-size case's outputs against analysing it)
+#               bench/bench_outputs.py: writing a full-size case's outputs against analysing it;
+#               bench/bench_cohort.py: a cohort on Dask, 1 worker against 2, cases per hour and memory)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -63,6 +64,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_pattern_baselines.py
 	$(PY) bench/bench_module.py
 	$(PY) bench/bench_outputs.py
+	$(PY) bench/bench_cohort.py
 
 check-layers:
 	$(PYTHON) ../shared/tools/check_layers.py .

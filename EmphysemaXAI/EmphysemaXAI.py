@@ -478,7 +478,9 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)
         with ``options`` (``AnalysisOptions``; None: the defaults), as the command line's
         ``batch`` in its own process: the user's scene, views and layout are not touched.
-        Blocks; progress goes to the log. Returns cohort.csv's rows (dicts). Ctrl-C stops it."""
+        Blocks; progress goes to the log. Returns cohort.csv's rows (dicts). Ctrl-C stops it.
+        ``workers`` > 1 runs the cases on a local Dask cluster and needs dask.distributed in
+        Slicer's Python (Resources/requirements.txt; without it the run stops, saying so)."""
         from EmphysemaXAILib.mrml.module_logic import process_directory
 
         return process_directory(folder, outputFolder, options, workers=workers, scene=scene, report=report,

@@ -61,6 +61,10 @@ def test_output_extras():
     batch = required_packages(options, batch=True)
     assert [(n.package, n.required) for n in batch] == [("matplotlib", False), ("tqdm", False)]
     assert batch[1].without == "one progress line per case"
+    on_dask = required_packages(options, batch=True, dask=True)     # --workers N > 1 or --scheduler tcp://
+    assert [(n.package, n.required) for n in on_dask][-1] == ("distributed", True)
+    assert on_dask[-1].requirement == "distributed>=2024.8"
+    assert "distributed" in [n.package for n in missing_for(options, batch=True, dask=True, installed=lambda n: False)]
 
 
 def test_missing_for_keeps_what_does_not_import(monkeypatch):

@@ -134,7 +134,7 @@ def test_slicer_requirements_resource_matches_the_package_ranges():
     lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
     wanted = [line for line in lines if line]
     assert {re.split(r"[<>=!~;\[ ]", w)[0] for w in wanted} == {"torch", "monai", "captum", "lungmask", "matplotlib",
-                                                               "tqdm", "highdicom"}
+                                                               "tqdm", "highdicom", "distributed"}
     # Slicer's own packages are never (up)graded by the module: its DICOM browser uses its pydicom
     assert not {re.split(r"[<>=!~;\[ ]", w)[0].lower() for w in wanted} & {"numpy", "scipy", "pydicom", "simpleitk",
                                                                          "pillow", "vtk"}

@@ -13,7 +13,9 @@ optional and imported only by the step that uses it:
 - ``highdicom`` (pydicom >= 2.4; inside Slicer 5.10, whose pydicom 2.4.4 stays, pip resolves 0.22.x):
   the DICOM SEG and SR of ``--dicom-out`` (required when asked for);
 - ``matplotlib`` (``report.html``; a batch's montage) and ``tqdm`` (a batch's progress bar):
-  outputs. The case files themselves (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
+  outputs; ``distributed`` (dask.distributed): a batch on several worker processes or machines
+  (one worker runs the cases in the calling process without it). The case files themselves
+  (CSV, NRRD, JSON) need nothing beyond what Slicer ships.
 
 :func:`required_packages` says what given options need, each :class:`Need` marked ``required``
 (the options explicitly ask for the feature) or not (the run degrades without it, e.g. ``auto``);
@@ -41,6 +43,8 @@ PIP_REQUIREMENTS = {
     "matplotlib": "matplotlib>=3.8",
     "tqdm": "tqdm>=4.66",
     "highdicom": "highdicom>=0.22",
+    # dask.distributed (pulls dask); a batch on Dask (--workers > 1, --scheduler tcp://...)
+    "distributed": "distributed>=2024.8",
 }
 #: explanation method -> the package it needs beyond torch (None: torch alone)
 METHOD_PACKAGES = {"gradcam": "captum", "gradcampp": "monai", "ig": "captum", "attention": None,
@@ -83,7 +87,8 @@ def missing_package(package: str, feature: str, alternative: str = "") -> Missin
                                    f"dependency installer){other}")
 
 
-def _entries(options: AnalysisOptions, report: bool, batch: bool, dicom: bool = False) -> list:
+def _entries(options: AnalysisOptions, report: bool, batch: bool, dicom: bool = False,
+             dask: bool = False) -> list:
     """(package, required, feature, without) for every need of ``options``, in install order."""
     options = options.resolved()
     out = []
@@ -110,11 +115,14 @@ def _entries(options: AnalysisOptions, report: bool, batch: bool, dicom: bool = 
         if not report:
             out.append(("matplotlib", False, "batch QC montage", "no qc_montage.png"))
         out.append(("tqdm", False, "batch progress bar", "one progress line per case"))
+        if dask:
+            out.append(("distributed", True, "batch on Dask (workers > 1 or a scheduler address)",
+                        "the batch stops (run it with one worker)"))
     return out
 
 
 def required_packages(options: AnalysisOptions | None = None, *, report: bool = False,
-                      batch: bool = False, dicom: bool = False) -> list[Need]:
+                      batch: bool = False, dicom: bool = False, dask: bool = False) -> list[Need]:
     """The optional packages a run with ``options`` needs, one :class:`Need` per package (torch
     first: the others are installed next to it).
 
@@ -123,9 +131,12 @@ def required_packages(options: AnalysisOptions | None = None, *, report: bool = 
         report: it writes ``report.html`` (matplotlib).
         batch: it is a cohort run (its montage: matplotlib; its progress bar: tqdm; both optional).
         dicom: it writes DICOM SEG + SR (highdicom, required).
+        dask: the cohort runs on Dask (several workers, or a scheduler address): dask.distributed,
+            required.
     """
     merged: dict = {}
-    for package, required, feature, without in _entries(options or AnalysisOptions(), report, batch, dicom):
+    for package, required, feature, without in _entries(options or AnalysisOptions(), report, batch, dicom,
+                                                        dask):
         entry = merged.setdefault(package, {"required": False, "features": [], "without": []})
         entry["required"] |= required
         if feature not in entry["features"]:
@@ -137,9 +148,10 @@ def required_packages(options: AnalysisOptions | None = None, *, report: bool = 
 
 
 def missing_for(options: AnalysisOptions | None = None, *, report: bool = False,
-                batch: bool = False, dicom: bool = False, installed=is_installed) -> list[Need]:
+                batch: bool = False, dicom: bool = False, dask: bool = False,
+                installed=is_installed) -> list[Need]:
     """The :func:`required_packages` of ``options`` that ``installed(name)`` says are missing here."""
-    return [need for need in required_packages(options, report=report, batch=batch, dicom=dicom)
+    return [need for need in required_packages(options, report=report, batch=batch, dicom=dicom, dask=dask)
             if not installed(need.package)]
 
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import SimpleITK as sitk
 
@@ -73,8 +74,10 @@ def leftovers(*outputs) -> list:
 
 
 def scratch(tmp_path) -> list:
+    """Scratch folders under TMPDIR: a process's ``emphysema-xai-mrml-*``, also inside the
+    ``emphysema-xai-dask-*`` folder a batch's local Dask workers get as their TMPDIR."""
     tmp = tmp_path / "tmp"
-    return sorted(p.name for p in tmp.glob("emphysema-xai-mrml-*")) if tmp.is_dir() else []
+    return sorted(p.name for p in tmp.rglob("emphysema-xai-mrml-*")) if tmp.is_dir() else []
 
 
 def assert_refused(result, *needles):
@@ -319,10 +322,17 @@ def test_sigterm_stops_a_batch_and_its_workers_cleanly(work):
     out = work / "results"
     process = start(work, "batch", root, "--out", out, "--workers", "2", "--no-model", "--no-report",
                     "--engine", "classical")
-    wait_for(lambda: scratch(work), process, what="a worker's scene export")
+    workers = []
+
+    def exporting():
+        workers[:] = psutil.Process(process.pid).children(recursive=True) or workers
+        return scratch(work)
+
+    wait_for(exporting, process, what="a worker's scene export")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 143, err
+    assert workers and psutil.wait_procs(workers, timeout=10)[1] == []  # no worker outlives the batch
     assert err.strip().splitlines()[-1].startswith("emphysema-xai: stopped by SIGTERM")
     hidden = [p for p in work.rglob(".*") if "tmp" not in p.parts]
     assert hidden == [], hidden
@@ -331,6 +341,7 @@ def test_sigterm_stops_a_batch_and_its_workers_cleanly(work):
             assert (folder / "summary.json").is_file(), folder
     time.sleep(0.5)
     assert scratch(work) == []
+    assert list((work / "tmp").glob("emphysema-xai-dask-*")) == []  # the workers' TMPDIR went too
     assert digest(root) == before
 
 

@@ -1,19 +1,17 @@
 """The cohort runner: ``run_batch`` analyses every case under a folder into ``cases/<case_id>``
 and writes ``cohort.csv`` and ``qc_montage.png`` (the montage only when matplotlib is installed).
 
-A front end (it may use the core, the report and the MRML layer). A signal that stops a batch
-stops its worker processes too: each removes the case folder it
-was writing and its scratch folders before leaving; the parent removes what a worker killed
-after a grace period could not.
+A front end (it may use the core, the report and the MRML layer). Cases run one after the
+other in this process, or as tasks on Dask workers (:mod:`.cohort_dask`); either way each case
+folder is written atomically and cohort.csv is built from the case folders on disk. A signal
+that stops a batch stops its workers too (a local cluster's); the case folders they were
+writing are removed, finished ones stay.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
 from ..errors import InputError
 from ..io.atomic import refuse_existing, write_atomic
 from ..io.csv_table import write_csv
-from ..io.signals import Terminated, signals_deferred
+from ..io.signals import signals_deferred
 from ..options import AnalysisOptions
 from .case_files import check_report_support, has_matplotlib, write_case, zone_note
 from .dicom_results import check_dicom_support
@@ -44,101 +42,41 @@ def _thumbnail(result, size: int = 96):
     return image, mask
 
 
-_WORKER = {"in_worker": False, "in_case": False, "stopping": False}
-
-
-def _remove_own_scratch() -> None:
-    """Remove this process's Slicer scratch folders (when the MRML layer was used here)."""
-    app = sys.modules.get(f"{__name__.split('.')[0]}.mrml.app")  # loaded only if a scene was written
-    if app is not None:
-        app.remove_scratch()
-
-
-def _worker_signal(signum, frame) -> None:
-    """In a worker: a signal during a case raises Terminated (the case's atomic writer removes
-    its temporary folder, then the worker leaves); between cases the worker leaves at once."""
-    if _WORKER["stopping"]:
-        return
-    _WORKER["stopping"] = True
-    if _WORKER["in_case"]:
-        raise Terminated(signum)
-    _remove_own_scratch()
-    os._exit(128 + signum)
-
-
-def _worker_init() -> None:
-    """Initializer of the batch's worker processes (whatever the start method)."""
-    _WORKER.update(in_worker=True, in_case=False, stopping=False)
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        signum = getattr(signal, name, None)
-        if signum is not None and signal.getsignal(signum) != signal.SIG_IGN:  # nohup stays nohup
-            signal.signal(signum, _worker_signal)
+def failed_row(case: dict, reason: str) -> dict:
+    """The cohort.csv row of a case that failed, with its one-line reason."""
+    return dict(dict.fromkeys(COHORT_COLUMNS), case_id=case["case_id"], source=case["source"], status="failed",
+                error=reason)
 
 
 def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool = True, scene: bool = True,
              dicom: bool = False) -> dict:
-    """Analyse one case into ``out_root/cases/<case_id>`` with ``options`` (the case's own series
-    on top); never raises for a failing case (a failure is a row). A signal (Terminated,
-    KeyboardInterrupt) stops it: nothing of the case is left; in a worker process the worker then
-    exits, in the main process it propagates. ``dicom``: also the DICOM SEG / SR (``dicom/``)."""
+    """Analyse one case into ``out_root/cases/<case_id>`` (atomically: whole or absent) with
+    ``options`` (the case's own series on top); runs in the calling process or on a Dask worker
+    (:func:`.cohort_dask.case_task`). Never raises for a failing case (a failure is a row); a
+    signal (Terminated, KeyboardInterrupt) propagates, leaving nothing of the case. ``dicom``:
+    also the DICOM SEG / SR (``dicom/``)."""
     from ..pipeline import analyze_case
 
-    row = dict.fromkeys(COHORT_COLUMNS)
-    row.update(case_id=case["case_id"], source=case["source"])
-    thumb = None
-    _WORKER["in_case"] = True
     try:
         result = analyze_case(case["path"], dataclasses.replace(options, series_uid=case["series_uid"]))
         write_case(result, Path(out_root) / "cases" / case["case_id"], report=report, scene=scene, overwrite=True,
                    dicom=dicom)
-        thumb = _thumbnail(result)
-        row = _cohort_row(case, result.summary())
+        return {"row": _cohort_row(case, result.summary()), "thumbnail": _thumbnail(result)}
     except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
-        row.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    except (Terminated, KeyboardInterrupt) as stop:
-        if _WORKER["in_worker"]:
-            _remove_own_scratch()
-            os._exit(128 + getattr(stop, "signum", signal.SIGINT))
-        raise
-    finally:
-        _WORKER["in_case"] = False
-    return {"row": row, "thumbnail": thumb}
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return {"row": failed_row(case, reason), "thumbnail": None}
 
 
-def _stop_workers(pool, processes: list, out: Path, case_ids, grace_s: float = 30.0) -> None:
-    """After a signal or an error in the main process: cancel the queued cases, ask every worker
-    to stop (SIGTERM: each removes the case folder it was writing), kill those still running
-    after ``grace_s``, and remove what they left (temporary case folders, scratch folders)."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    with signals_deferred():
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        deadline = time.monotonic() + grace_s
-        for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-        killed = []
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-                killed.append(process.pid)
-        import glob
-        import shutil
-        import tempfile
-
-        for pid in killed:  # mrml.app names its scratch folders emphysema-xai-mrml-<pid>-*
-            for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"emphysema-xai-mrml-{pid}-*")):
-                shutil.rmtree(folder, ignore_errors=True)
-        cases_dir = out / "cases"
-        if cases_dir.is_dir():
-            prefixes = tuple(f".{case_id}-" for case_id in case_ids)
-            for entry in cases_dir.iterdir():
-                if prefixes and entry.name.startswith(prefixes):
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry, ignore_errors=True)
-                    else:
-                        entry.unlink(missing_ok=True)
+def _final_row(case: dict, outcome: dict | None, out_root: Path) -> dict:
+    """A case's cohort.csv row from what is on disk: its summary.json when this run's attempt
+    did not fail; a failed row (the attempt's reason, or that the workers' output is missing)."""
+    if outcome is not None and outcome["row"]["status"] == "failed":
+        return outcome["row"]
+    row = _resumed(case, out_root)
+    if row is None:
+        return failed_row(case, f"no summary.json in {out_root / 'cases' / case['case_id']} after the run: the "
+                                "workers must write to the client's output folder (a shared file system)")
+    return row
 
 
 def _resumed(case: dict, out_root: Path) -> dict | None:
@@ -178,10 +116,17 @@ def _cohort_row(case: dict, summary: dict) -> dict:
 
 def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers: int = 1, resume: bool = False,
               report: bool = True, scene: bool = True, progress: bool = True, overwrite: bool = False,
-              dicom: bool = False) -> list:
+              scheduler: str = "local", retries: int = 2, dicom: bool = False) -> list:
     """Analyse every case under ``root`` into ``out_dir`` with ``options`` (build them with
     :func:`~EmphysemaXAILib.options.build_options` to apply a config file); write ``cohort.csv``
     and ``qc_montage.png``; return the cohort rows. Failing cases are rows with their reason.
+
+    Where the cases run: ``scheduler="local"`` with ``workers=1``: one after the other in this
+    process (no Dask needed); ``workers > 1``: on a local Dask cluster of that many one-thread
+    worker processes; ``scheduler="tcp://HOST:PORT"``: on the workers of that Dask scheduler
+    (:mod:`.cohort_dask`). A case whose worker dies is run again on another worker at most
+    ``retries`` times, then recorded as failed. cohort.csv is built from what is on disk (each
+    case's ``summary.json``), so a killed run loses nothing finished and ``resume`` goes on.
 
     ``out_dir`` may lie under ``root`` (it is never searched for cases) but may not be ``root``,
     contain it, or lie inside a DICOM case's folder. An existing non-empty ``out_dir`` needs
@@ -189,9 +134,11 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     A signal stops the workers too; finished cases stay (``resume`` goes on from them), the
     case being written and an output folder this run created and left empty are removed.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from .cohort_dask import check_dask, needs_dask
 
+    check_dask(scheduler, workers)
+    if retries < 0:
+        raise InputError(f"--retries {retries}: give 0 or more")
     out = Path(out_dir).resolve()
     top = Path(root).resolve()
     if out == top or out in top.parents:
@@ -211,47 +158,28 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
             raise InputError(f"out_dir {out} lies inside the DICOM folder of case {case['case_id']} ({folder}): "
                              "choose an output folder outside the cases")
     created = [p for p in (out, out / "cases") if not p.exists()]
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "cases").mkdir(parents=True, exist_ok=True)
     options = (options or AnalysisOptions()).resolved()
-    rows, thumbs, todo = {}, {}, []
+    rows, outcomes, todo = {}, {}, []
     for case in cases:
         done = _resumed(case, out) if resume and not overwrite else None
         if case.get("error"):
-            rows[case["case_id"]] = dict(dict.fromkeys(COHORT_COLUMNS), case_id=case["case_id"],
-                                         source=case["source"], status="failed", error=case["error"])
-            thumbs[case["case_id"]] = None
+            rows[case["case_id"]] = failed_row(case, case["error"])
+            outcomes[case["case_id"]] = {"row": rows[case["case_id"]], "thumbnail": None}
         elif done is not None:
             rows[case["case_id"]] = done
         else:
             todo.append(case)
     bar = _progress_bar(len(cases), len(rows), progress)
     try:
-        if workers > 1 and len(todo) > 1:
-            # spawned, not forked: a fork of a process whose other threads (torch, OpenMP, tqdm)
-            # hold locks can leave a worker waiting on a lock forever (seen here in a test run)
-            pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                                       mp_context=multiprocessing.get_context("spawn"))
-            processes = []
-            try:
-                futures = [pool.submit(run_case, case, str(out), options, report, scene, dicom) for case in todo]
-                processes = list((getattr(pool, "_processes", None) or {}).values())
-                for future in as_completed(futures):
-                    outcome = future.result()
-                    rows[outcome["row"]["case_id"]] = outcome["row"]
-                    thumbs[outcome["row"]["case_id"]] = outcome["thumbnail"]
-                    bar.update(1)
-            except BaseException:
-                known = {p.pid: p for p in processes}
-                known.update((getattr(pool, "_processes", None) or {}))
-                processes = list(known.values())
-                _stop_workers(pool, processes, out, [c["case_id"] for c in todo])
-                raise
-            pool.shutdown(wait=True)
+        if needs_dask(scheduler, workers) and todo:
+            from .cohort_dask import run_on_dask
+
+            outcomes.update(run_on_dask(todo, out, options, report=report, scene=scene, dicom=dicom,
+                                        scheduler=scheduler, workers=workers, retries=retries, bar=bar))
         else:
             for case in todo:
-                outcome = run_case(case, str(out), options, report, scene, dicom)
-                rows[case["case_id"]] = outcome["row"]
-                thumbs[case["case_id"]] = outcome["thumbnail"]
+                outcomes[case["case_id"]] = run_case(case, str(out), options, report, scene, dicom)
                 bar.update(1)
     except BaseException:
         with signals_deferred():
@@ -263,8 +191,14 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
         raise
     finally:
         bar.close()
+    for case in todo:
+        rows[case["case_id"]] = _final_row(case, outcomes.get(case["case_id"]), out)
     ordered = [rows[c["case_id"]] for c in cases]
+    for row in ordered:  # not cohort.csv columns: what a Dask worker measured (bench/bench_cohort.py)
+        outcome = outcomes.get(row["case_id"]) or {}
+        row.update({key: outcome[key] for key in ("peak_rss_mb", "seconds", "worker") if key in outcome})
     _write_cohort(ordered, out / "cohort.csv")
+    thumbs = {case_id: outcome["thumbnail"] for case_id, outcome in outcomes.items()}
     if thumbs and has_matplotlib():  # without matplotlib (inside 3D Slicer) there is no montage
         _montage(ordered, thumbs, out / "qc_montage.png")
     return ordered

@@ -11,7 +11,14 @@ from .registry import add_engine, add_model, add_out, command, model_choice, mod
 def _batch_flags(parser) -> None:
     parser.add_argument("root", help="folder of cases")
     add_out(parser, "output folder (cohort.csv, qc_montage.png, cases/)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --scheduler local: 1 runs the cases one after the other in this process; "
+                             "N > 1 starts a local Dask cluster of N one-thread worker processes")
+    parser.add_argument("--scheduler", default="local", metavar="local|tcp://HOST:PORT",
+                        help="where the cases run: 'local' (default) or the address of a running Dask scheduler "
+                             "whose workers see the same paths (shared file system)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="times a case whose worker died is run again on another worker (default 2)")
     parser.add_argument("--resume", action="store_true", help="skip cases a previous run finished")
     parser.add_argument("--overwrite", action="store_true",
                         help="analyse every case again in an existing output folder, replacing its results")
@@ -28,6 +35,7 @@ def _batch_flags(parser) -> None:
 def cmd_batch(args) -> int:
     from ..app.batch import run_batch
     from ..app.case_files import check_report_support, check_scene_support
+    from ..app.cohort_dask import check_dask
 
     # a bad config or option is refused before any case starts
     options = build_options(args.config, engine=args.engine, lungmask_weights=args.lungmask_weights,
@@ -36,7 +44,9 @@ def cmd_batch(args) -> int:
     with claim_outputs(inputs, [Output("--out", args.out, whole=False)], overwrite=True, allow_empty=True):
         check_scene_support(not args.no_scene)
         check_report_support(not args.no_report)
+        check_dask(args.scheduler, args.workers)
         rows = run_batch(args.root, args.out, options, workers=args.workers, resume=args.resume,
+                         scheduler=args.scheduler, retries=args.retries,
                          report=not args.no_report, scene=not args.no_scene, overwrite=args.overwrite,
                          dicom=args.dicom_out)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "excluded", "failed")}
