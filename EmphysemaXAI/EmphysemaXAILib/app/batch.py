@@ -9,62 +9,20 @@ writing are removed, finished ones stay.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
 from ..errors import InputError
 from ..io.atomic import refuse_existing, write_atomic
 from ..io.csv_table import write_csv
 from ..io.signals import signals_deferred
 from ..options import AnalysisOptions
-from .case_files import check_report_support, has_matplotlib, write_case, zone_note
+from .case_files import check_report_support, has_matplotlib
+from .cohort_case import COHORT_COLUMNS, failed_row, resumed_row, run_case
 from .dicom_results import check_dicom_support
 from .find_cases import find_cases
-
-COHORT_COLUMNS = ("case_id", "source", "status", "error", "laa950_pct", "perc15_hu", "volume_l",
-                  "qct_class", "severity_class", "extent_pct", "laa950_pct_calibrated", "perc15_hu_calibrated",
-                  "calibration_air_hu", "calibration_air_source") + COHORT_PATTERN_COLUMNS
-
-
-def _thumbnail(result, size: int = 96):
-    """(image, lung mask) of the axial slice with the most lung, decimated to about ``size`` px."""
-    hu = result.ct.hu
-    labels = result.segmentation.labels if result.segmentation is not None else None
-    k = int(np.argmax((labels > 0).sum(axis=(1, 2)))) if labels is not None else hu.shape[0] // 2
-    step = max(1, max(hu.shape[1:]) // size)
-    image = np.asarray(hu[k, ::step, ::step], dtype=np.int16)
-    mask = (labels[k, ::step, ::step] > 0) if labels is not None else np.zeros(image.shape, bool)
-    return image, mask
-
-
-def failed_row(case: dict, reason: str) -> dict:
-    """The cohort.csv row of a case that failed, with its one-line reason."""
-    return dict(dict.fromkeys(COHORT_COLUMNS), case_id=case["case_id"], source=case["source"], status="failed",
-                error=reason)
-
-
-def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool = True, scene: bool = True,
-             dicom: bool = False) -> dict:
-    """Analyse one case into ``out_root/cases/<case_id>`` (atomically: whole or absent) with
-    ``options`` (the case's own series on top); runs in the calling process or on a Dask worker
-    (:func:`.cohort_dask.case_task`). Never raises for a failing case (a failure is a row); a
-    signal (Terminated, KeyboardInterrupt) propagates, leaving nothing of the case. ``dicom``:
-    also the DICOM SEG / SR (``dicom/``)."""
-    from ..pipeline import analyze_case
-
-    try:
-        result = analyze_case(case["path"], dataclasses.replace(options, series_uid=case["series_uid"]))
-        write_case(result, Path(out_root) / "cases" / case["case_id"], report=report, scene=scene, overwrite=True,
-                   dicom=dicom)
-        return {"row": _cohort_row(case, result.summary()), "thumbnail": _thumbnail(result)}
-    except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        return {"row": failed_row(case, reason), "thumbnail": None}
 
 
 def _final_row(case: dict, outcome: dict | None, out_root: Path) -> dict:
@@ -72,46 +30,12 @@ def _final_row(case: dict, outcome: dict | None, out_root: Path) -> dict:
     did not fail; a failed row (the attempt's reason, or that the workers' output is missing)."""
     if outcome is not None and outcome["row"]["status"] == "failed":
         return outcome["row"]
-    row = _resumed(case, out_root)
+    row = resumed_row(case, out_root)
     if row is None:
         return failed_row(case, f"no summary.json in {out_root / 'cases' / case['case_id']} after the run: the "
                                 "workers must write to the client's output folder (a shared file system)")
     return row
 
-
-def _resumed(case: dict, out_root: Path) -> dict | None:
-    """The row of a case a previous run finished (its summary.json exists), else None."""
-    summary_path = out_root / "cases" / case["case_id"] / "summary.json"
-    if not summary_path.is_file():
-        return None
-    return _cohort_row(case, json.loads(summary_path.read_text()))
-
-
-def _cohort_row(case: dict, summary: dict) -> dict:
-    """The cohort.csv row of a finished case from its summary (summary.json content); ``notes``
-    (not a cohort.csv column) holds what the command line prints beside the row."""
-    row = dict.fromkeys(COHORT_COLUMNS)
-    row.update(case_id=case["case_id"], source=case["source"])
-    if summary["qc"]["excluded"]:
-        row.update(status="excluded", error="; ".join(summary["qc"]["errors"]))
-        return row
-    slices = ((summary["qc"].get("measures") or {}).get("n_slices")
-              or (summary.get("input") or {}).get("shape", [None])[0])
-    note = zone_note(slices)
-    if note:
-        row["notes"] = [note]
-    whole = next(r for r in summary["qct"]["regions"] if r["region"] == "whole")
-    qct_severity, model = summary["qct_severity"], summary.get("severity")
-    row.update(status="ok", laa950_pct=whole["laa950_pct"], perc15_hu=whole["perc15_hu"],
-               volume_l=whole["volume_l"], qct_class=qct_severity["class"],
-               severity_class=model["class"] if model else None,
-               extent_pct=model["extent_pct"] if model else qct_severity["extent_pct"],
-               laa950_pct_calibrated=whole.get("laa950_pct_calibrated"),
-               perc15_hu_calibrated=whole.get("perc15_hu_calibrated"))
-    calibration = summary["qct"].get("calibration") or {}
-    row.update(calibration_air_hu=calibration.get("air_hu"), calibration_air_source=calibration.get("air_source"))
-    row.update(cohort_fields(model))
-    return row
 
 
 def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers: int = 1, resume: bool = False,
@@ -162,7 +86,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     options = (options or AnalysisOptions()).resolved()
     rows, outcomes, todo = {}, {}, []
     for case in cases:
-        done = _resumed(case, out) if resume and not overwrite else None
+        done = resumed_row(case, out) if resume and not overwrite else None
         if case.get("error"):
             rows[case["case_id"]] = failed_row(case, case["error"])
             outcomes[case["case_id"]] = {"row": rows[case["case_id"]], "thumbnail": None}

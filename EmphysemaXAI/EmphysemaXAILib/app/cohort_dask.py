@@ -10,7 +10,7 @@ What runs where:
   cohort.csv from what the workers wrote (each case's ``summary.json``).
 - **each worker** (one process, one thread): :func:`case_task` removes what an earlier, killed
   attempt of the same case left (``cases/.<case_id>-*``), then runs
-  :func:`~.batch.run_case`, which analyses the case and writes ``cases/<case_id>`` atomically
+  :func:`~.cohort_case.run_case`, which analyses the case and writes ``cases/<case_id>`` atomically
   (a temporary folder beside it, renamed at the end: the folder is whole or absent).
 
 The workers need the same paths as the client (input cases and the output folder: a shared
@@ -33,7 +33,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.signals import signals_deferred
 from ..packages import missing_package
-from .batch import failed_row, run_case
+from .cohort_case import failed_row, run_case
 
 #: seconds to reach an external scheduler and to see at least one of its workers
 CONNECT_TIMEOUT_S = 20.0
