@@ -35,9 +35,10 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	$(VENV)/bin/emphysema-xai demo --out emphysema-xai-demo
 
-$(SLICER_STAMP): pyproject.toml requirements/slicer-python.txt
+$(SLICER_STAMP): pyproject.toml requirements/slicer-python.txt requirements/slicer-module-installs.txt
 	test -x $(SLICER_PY) || $(SLICER_PYTHON) -m venv $(SLICER_VENV)
 	$(SLICER_PY) -m pip install --quiet --no-deps -r requirements/slicer-python.txt
+	$(SLICER_PY) -m pip install --quiet --no-deps -r requirements/slicer-module-installs.txt
 	$(SLICER_PY) -m pip install --quiet --no-deps -e .
 	touch $(SLICER_STAMP)
 

@@ -13,7 +13,7 @@ hd = pytest.importorskip("highdicom")
 pytest.importorskip("torch")
 import pydicom  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
-from dicom_validate import dciodvfy_findings  # noqa: E402
+from dicom_validate import dciodvfy_findings, sr_groups  # noqa: E402
 from helpers import run_cli  # noqa: E402
 
 from EmphysemaXAILib.analysis.patterns import PATTERN_COLORS, PATTERNS  # noqa: E402
@@ -147,42 +147,6 @@ def test_nrrd_input_gets_a_derived_ct_series(nrrd_case, phantom):
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     assert list(first.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
     assert json.loads((nrrd_case / "summary.json").read_text())["dicom"]["referenced"] == "derived"
-
-
-def sr_groups(path) -> dict:
-    """tracking identifier text -> {"num": {code: (value, unit code)}, "code": {code: value code},
-    "segment": referenced segment number or None, "algorithm": (name, version)}, read with pydicom."""
-    def walk(items, out):
-        for item in items:
-            name = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else None
-            if item.ValueType == "TEXT" and name == "112039":
-                out["id"] = item.TextValue
-            elif item.ValueType == "NUM":
-                value = item.MeasuredValueSequence[0]
-                number = float(value.FloatingPointValue)  # exact (FD); NumericValue is DS, <= 16 characters
-                assert float(value.NumericValue) == pytest.approx(number, rel=1e-9)
-                out["num"][name] = (number, value.MeasurementUnitsCodeSequence[0].CodeValue)
-            elif item.ValueType == "CODE":
-                out["code"][name] = item.ConceptCodeSequence[0].CodeValue
-            elif item.ValueType == "IMAGE" and "ReferencedSOPSequence" in item:
-                ref = item.ReferencedSOPSequence[0]
-                out["segment"] = int(ref.ReferencedSegmentNumber) if "ReferencedSegmentNumber" in ref else None
-            elif item.ValueType == "TEXT" and name == "111001":
-                out["algorithm"][0] = item.TextValue
-            elif item.ValueType == "TEXT" and name == "111003":
-                out["algorithm"][1] = item.TextValue
-            walk(item.get("ContentSequence", []), out)
-        return out
-
-    sr = pydicom.dcmread(path)
-    groups = {}
-    for container in sr.ContentSequence:
-        if container.ConceptNameCodeSequence[0].CodeValue != "126010":  # Imaging Measurements
-            continue
-        for group in container.ContentSequence:
-            found = walk(group.ContentSequence, {"num": {}, "code": {}, "segment": None, "algorithm": [None, None]})
-            groups[found["id"]] = found
-    return groups
 
 
 def test_sr_values_equal_summary_json(dicom_case):

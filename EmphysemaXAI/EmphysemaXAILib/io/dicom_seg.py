@@ -118,7 +118,9 @@ def segment_specs(labels: np.ndarray, airways=None, lobes=None, patterns=None) -
 
 def coded(code: tuple):
     """A highdicom CodedConcept from (value, scheme, meaning)."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
 
     return hd.sr.CodedConcept(*code)
 
@@ -139,7 +141,9 @@ def cielab(rgb) -> list[int]:
 def algorithm_identification(name: str, version: str, ai: bool):
     """highdicom AlgorithmIdentificationSequence (family: artificial intelligence or morphological
     operations, CID 7162)."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
 
     family = ("123110", "DCM", "Artificial Intelligence") if ai else ("123104", "DCM", "Morphological Operations")
     return hd.AlgorithmIdentificationSequence(name=name[:64], family=coded(family), version=version[:64])
@@ -153,7 +157,9 @@ def build_segmentation(source_images: list, specs: list[SegmentSpec], *, series_
     ``engine``: the lung engine (``lungmask``, ``classical`` or ``file`` = a user's mask: MANUAL);
     ``model``: summary.json's ``severity.model`` (``name``, ``sha256``) for pattern segments.
     """
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
     from pydicom.uid import generate_uid
 
     engine_id = None if engine == "file" else algorithm_identification(

@@ -52,7 +52,9 @@ def rgb_from_cielab(values) -> tuple:
 def read_seg_segments(path, shape, spacing, origin, direction) -> list[SegSegment]:
     """The segments of the SEG at ``path`` as masks on the grid ``shape`` (z, y, x), ``spacing``,
     ``origin`` (x, y, z mm, LPS) and ``direction`` (9 numbers, row-major, LPS), as CTVolume has them."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
 
     try:
         seg = hd.seg.segread(str(path))

@@ -56,7 +56,9 @@ def pattern_code(name: str) -> tuple:
 def finding_site(region: str):
     """highdicom FindingSite of a region name: Lung, a zone of lung (thirds) or a lobe, with the
     laterality of ``right*`` / ``left*`` regions and of the lobes."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
 
     laterality = None
     if region.startswith("right") or region in ("rul", "rml", "rll"):
@@ -74,7 +76,9 @@ def measurements(values: dict, table: dict, algorithm) -> list:
     """highdicom Measurements of the keys of ``table`` that ``values`` holds (not None). The value
     is stored as NumericValue (DS, at most 16 characters) and, exactly, as FloatingPointValue (FD;
     set here when the highdicom version does not: 0.22 writes DS only)."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
 
     out = []
     for key, (concept, unit) in table.items():
@@ -91,7 +95,9 @@ def measurements(values: dict, table: dict, algorithm) -> list:
 
 def severity_evaluation(name: str | None) -> list:
     """[QualitativeEvaluation Severity = the class] or [] without a class."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
 
     if name not in SEVERITY_CODES:
         return []
@@ -100,7 +106,9 @@ def severity_evaluation(name: str | None) -> list:
 
 def group(label: str, region: str, uid: str, items: list, evaluations: list, algorithm, segment_ref):
     """A measurement group: volumetric (TID 1411) with ``segment_ref``, else TID 1501."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
 
     tracking = hd.sr.TrackingIdentifier(uid=uid, identifier=f"{label} {region}")
     common = dict(tracking_identifier=tracking, finding_type=coded(PULMONARY_EMPHYSEMA), algorithm_id=algorithm,
@@ -116,7 +124,9 @@ def build_report(seg, evidence: list, summary: dict, segment_numbers: dict, *, s
     """The Comprehensive 3D SR of ``summary`` (summary.json's dict). ``seg``: the highdicom
     Segmentation written beside it; ``evidence``: the CT headers it references (with ``seg``);
     ``segment_numbers``: region name -> segment number in ``seg``."""
-    import highdicom as hd
+    from .pydicom_compat import import_highdicom
+
+    hd = import_highdicom()
     from pydicom.uid import generate_uid
 
     def segment_ref(region):

@@ -13,6 +13,7 @@ upgrade it; the command line and the tests run on pydicom 3. Everything else the
 """
 from __future__ import annotations
 
+import numpy as np
 import pydicom
 
 #: Major version of the installed pydicom (2 inside 3D Slicer 5.10, 3 in the project's lock).
@@ -55,3 +56,19 @@ def decoder_status(syntax) -> tuple[bool, list[str]]:
     missing = [f"{h.HANDLER_NAME}: " + ", ".join(name for _, name in getattr(h, "DEPENDENCIES", {}).values())
                for h in handlers]
     return False, missing
+
+
+def import_highdicom():
+    """``import highdicom``, made to work inside 3D Slicer 5.10.
+
+    Slicer 5.10 ships pydicom 2.4.4 (never upgraded: its DICOM browser uses it) and numpy 2.0.2.
+    The last highdicom for pydicom 2 is 0.22.0 (0.23 and later need pydicom 3), and 0.22.0 still
+    names ``np.float_`` (in ``seg.Segmentation``'s dtype checks), which numpy 2 removed. The
+    alias is restored as numpy 1 defined it (``np.float64``) before highdicom is imported; with
+    numpy 1 or a newer highdicom nothing changes.
+    """
+    if not hasattr(np, "float_"):  # numpy 2: removed
+        np.float_ = np.float64
+    import highdicom
+
+    return highdicom
