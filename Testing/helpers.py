@@ -52,3 +52,33 @@ def table_rows(table_node) -> list[dict]:
 def table_value(table_node, key_column: str, key, column: str):
     """The ``column`` value of the row whose ``key_column`` is ``key``."""
     return next(row[column] for row in table_rows(table_node) if row[key_column] == key)
+
+
+def wait_for_run(run, timeout: float = 300.0) -> None:
+    """Poll a module run's child process (``AnalysisRun.process``) until it ends, as the module's
+    timer does; fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while run.process.running:
+        run.process.poll()
+        assert time.monotonic() < deadline, f"the analysis process still runs after {timeout} s"
+        time.sleep(0.05)
+    run.process.poll()
+
+
+def save_untrained_pattern_model(folder) -> Path:
+    """Write an untrained pattern model folder (width 4, seeded), as the training command would:
+    fast, for tests of the machinery that need a pattern model's outputs."""
+    import torch
+
+    from EmphysemaXAILib.analysis.patterns import PATTERNS
+    from EmphysemaXAILib.model.checkpoint import save_model
+    from EmphysemaXAILib.model.pattern_net import PatternNet
+
+    torch.manual_seed(0)
+    config = {"name": "test-pattern-untrained",
+              "architecture": {"kind": "pattern", "width": 4, "hidden": 8, "pixel_mm": 1.0, "slice_mm": 2.0},
+              "patterns": list(PATTERNS), "extent_calibration": [1.0, 0.0], "extent_sigma": 1.0}
+    save_model(PatternNet(width=4, hidden=8), config, folder)
+    return Path(folder)

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 import SimpleITK as sitk  # noqa: E402
-from helpers import run_cli  # noqa: E402
+from helpers import run_cli, save_untrained_pattern_model  # noqa: E402
 
 from EmphysemaXAILib.analysis.patterns import (  # noqa: E402
     COHORT_PATTERN_COLUMNS,
@@ -32,18 +32,7 @@ SCENE = importlib.util.find_spec("slicer") is not None  # slicer-core (the headl
 @pytest.fixture(scope="module")
 def pattern_model(tmp_path_factory):
     """An untrained pattern model folder, as the training command would write it."""
-    import torch
-
-    from EmphysemaXAILib.model.checkpoint import save_model
-    from EmphysemaXAILib.model.pattern_net import PatternNet
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("models") / "pattern"
-    config = {"name": "test-pattern-untrained",
-              "architecture": {"kind": "pattern", "width": 4, "hidden": 8, "pixel_mm": 1.0, "slice_mm": 2.0},
-              "patterns": list(PATTERNS), "extent_calibration": [1.0, 0.0], "extent_sigma": 1.0}
-    save_model(PatternNet(width=4, hidden=8), config, folder)
-    return folder
+    return save_untrained_pattern_model(tmp_path_factory.mktemp("models") / "pattern")
 
 
 @pytest.fixture(scope="module")

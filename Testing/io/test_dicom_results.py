@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 import pydicom  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from dicom_validate import dciodvfy_findings, sr_groups  # noqa: E402
-from helpers import run_cli  # noqa: E402
+from helpers import run_cli, save_untrained_pattern_model  # noqa: E402
 
 from EmphysemaXAILib.analysis.patterns import PATTERN_COLORS, PATTERNS  # noqa: E402
 from EmphysemaXAILib.app.case_files import write_case  # noqa: E402
@@ -41,17 +41,7 @@ def phantom(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dicom_result(phantom, tmp_path_factory):
     """The DICOM phantom analysed with an untrained pattern model (the machinery, not the figures)."""
-    import torch
-
-    from EmphysemaXAILib.model.checkpoint import save_model
-    from EmphysemaXAILib.model.pattern_net import PatternNet
-
-    torch.manual_seed(0)
-    model = tmp_path_factory.mktemp("models") / "pattern"
-    config = {"name": "test-pattern-untrained",
-              "architecture": {"kind": "pattern", "width": 4, "hidden": 8, "pixel_mm": 1.0, "slice_mm": 2.0},
-              "patterns": list(PATTERNS), "extent_calibration": [1.0, 0.0], "extent_sigma": 1.0}
-    save_model(PatternNet(width=4, hidden=8), config, model)
+    model = save_untrained_pattern_model(tmp_path_factory.mktemp("models") / "pattern")
     return analyze_case(phantom["dicom"], AnalysisOptions(engine="classical", model=str(model)))
 
 

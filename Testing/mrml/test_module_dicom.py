@@ -2,7 +2,6 @@
 DICOM files (so the SEG references that series), the DICOM results are handed to the database
 import before the run's folder goes, or kept in a folder without a database (slicer-core)."""
 import sys
-import time
 from pathlib import Path
 
 import pydicom
@@ -12,6 +11,7 @@ pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not in
 pytest.importorskip("highdicom")
 
 import slicer.util  # noqa: E402
+from helpers import wait_for_run  # noqa: E402
 
 from EmphysemaXAILib.app.analysis_process import analysis_command  # noqa: E402
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
@@ -33,15 +33,6 @@ class FakeDatabase:
         return self.files.get(uid, "")
 
 
-def _wait(run, timeout=300):
-    deadline = time.monotonic() + timeout
-    while run.process.running:
-        run.process.poll()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    run.process.poll()
-
-
 def test_analysis_command_adds_dicom_out(tmp_path):
     assert "--dicom-out" in analysis_command("python", "ct.nrrd", tmp_path / "out", FAST, tmp_path, dicom=True)
     assert "--dicom-out" not in analysis_command("python", "ct.nrrd", tmp_path / "out", FAST, tmp_path)
@@ -57,7 +48,7 @@ def test_dicom_results_of_a_browser_loaded_ct_reference_its_series_and_are_impor
     node.SetAttribute("DICOM.instanceUIDs", " ".join(database.files))
     run = launch_analysis(node, None, FAST, database, python=sys.executable, temp_parent=tmp_path, dicom=True)
     assert (run.work_dir / "source").is_dir()                          # the DICOM files, not exported voxels
-    _wait(run)
+    wait_for_run(run)
     imported = []
 
     def fake_import(path):  # as DICOMUtils.importDicom(path, db, copyFiles=True): reads the files now
@@ -73,7 +64,7 @@ def test_dicom_results_of_a_browser_loaded_ct_reference_its_series_and_are_impor
     assert set(imported[0]) == {"seg.dcm", "sr.dcm"}                   # no derived CT: the source is referenced
 
     run = launch_analysis(node, None, FAST, None, python=sys.executable, temp_parent=tmp_path, dicom=True)
-    _wait(run)
+    wait_for_run(run)
     finish_analysis(run, scene, app_logic, dicom_import=None, dicom_keep_dir=tmp_path / "kept")
     kept = run.dicom_results["folder"]
     assert run.dicom_results["imported"] is False and (tmp_path / "kept").is_dir()

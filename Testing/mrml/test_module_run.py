@@ -12,7 +12,7 @@ pytest.importorskip("slicer", reason="slicer-core (the headless extra) is not in
 import SimpleITK as sitk  # noqa: E402
 import slicer.util  # noqa: E402
 import vtk  # noqa: E402
-from helpers import table_value  # noqa: E402
+from helpers import table_value, wait_for_run  # noqa: E402
 
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
 from EmphysemaXAILib.mrml.module_logic import (  # noqa: E402
@@ -37,15 +37,6 @@ def phantom():
     return generate_phantom(PhantomParams(size="small", seed=8, extent_pct=18, pattern="panlobular", noise_hu=0))
 
 
-def _wait(run, timeout=300):
-    deadline = time.monotonic() + timeout
-    while run.process.running:
-        run.process.poll()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    run.process.poll()
-
-
 def test_apply_then_recompute_run_in_a_child_process_and_update_the_scene_under_the_cts_transform(phantom, tmp_path):
     scene, app_logic = bootstrap(fresh=True)
     ct = volume_node_from_ct(scene, phantom.ct, "user CT")
@@ -58,7 +49,7 @@ def test_apply_then_recompute_run_in_a_child_process_and_update_the_scene_under_
 
     run = launch_analysis(ct, None, FAST, python=sys.executable, temp_parent=tmp_path)
     assert run.process.running and (run.work_dir / "ct.nrrd").exists()     # the node's voxels, exported
-    _wait(run)
+    wait_for_run(run)
     fractions = [line.fraction for line in run.process.lines if line.fraction is not None]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0
     nodes = finish_analysis(run, scene, app_logic)
@@ -83,7 +74,7 @@ def test_apply_then_recompute_run_in_a_child_process_and_update_the_scene_under_
     slicer.util.updateSegmentBinaryLabelmapFromArray((edited == 1).astype(np.uint8), segmentation, segment_id, ct)
     assert np.array_equal(labels_from_segmentation_node(segmentation, ct), edited)   # as the user sees it
     run = launch_analysis(ct, segmentation, FAST, python=sys.executable, temp_parent=tmp_path)
-    _wait(run)
+    wait_for_run(run)
     again = finish_analysis(run, scene, app_logic)
     assert again["segmentation"] is segmentation                            # updated results, same segmentation
     assert again["qct_table"].GetID() == nodes["qct_table"].GetID()
@@ -114,7 +105,7 @@ def test_a_failed_run_raises_its_one_line_reason_and_cancel_cleans_up(phantom, t
     ct = volume_node_from_ct(scene, phantom.ct, "CT")
     run = launch_analysis(ct, None, AnalysisOptions(engine="classical", model=str(tmp_path / "no-model")),
                           python=sys.executable, temp_parent=tmp_path)
-    _wait(run)
+    wait_for_run(run)
     with pytest.raises(RuntimeError, match="no-model"):
         finish_analysis(run, scene, app_logic)
     assert not run.work_dir.exists()
