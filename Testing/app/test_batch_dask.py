@@ -88,7 +88,10 @@ def assert_complete(out, ok=CASES, failed=()):
 
 def test_two_local_workers_give_the_serial_cohort(cohort, tmp_path):
     serial = run_batch(cohort, tmp_path / "one", OPTIONS, scene=False, report=False, progress=False)
+    environ = dict(os.environ)
     rows = run_batch(cohort, tmp_path / "two", OPTIONS, workers=2, scene=False, report=False, progress=False)
+    # the nannies set OMP_NUM_THREADS=1 in the caller's environment to spawn workers: put back
+    assert dict(os.environ) == environ
     assert_complete(tmp_path / "two")
     assert read_cohort(tmp_path / "two") == read_cohort(tmp_path / "one")
     assert [r["laa950_pct"] for r in rows] == [r["laa950_pct"] for r in serial]

@@ -212,8 +212,12 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
     run = uuid.uuid4().hex[:8]
     client = cluster = None
     futures, outcomes, queue = {}, {}, [(case, 0) for case in reversed(todo)]
+    environ = dict(os.environ)  # Dask's nannies set OMP_NUM_THREADS=1 ... in this process's environment
     try:
-        client, cluster = _open(scheduler, workers, scratch)
+        try:
+            client, cluster = _open(scheduler, workers, scratch)
+        finally:
+            _restore_environ(environ)
         pending = as_completed()
 
         def refill():
@@ -249,9 +253,24 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
             refill()
     except BaseException:
         _close(client, cluster, futures, out, todo, scratch, abort=True)
+        _restore_environ(environ)
         raise
     _close(client, cluster, futures, out, todo, scratch, abort=False)
+    _restore_environ(environ)  # a nanny that restarted its worker set them again
     return outcomes
+
+
+def _restore_environ(environ: dict) -> None:
+    """Put this process's environment back as ``environ``. A local cluster's nannies update
+    ``os.environ`` of the process that starts them (``distributed.nanny.pre-spawn-environ``:
+    OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_) before each worker is spawned;
+    left there, every later child process of the caller (a console's, a test run's) would run
+    torch on one thread."""
+    for key in set(os.environ) - set(environ):
+        del os.environ[key]
+    for key, value in environ.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _close(client, cluster, futures, out: Path, todo, scratch: str, abort: bool) -> None:
