@@ -34,7 +34,7 @@ so a typo never passes silently)::
     noisy_hu = 30.0                      # above this noise, severity uses the robust extent
     seeds_rule = false
     cluster_dim = 2                      # LAA clusters for D: 2 per axial slice (Mishima 1999), 3 in 3D
-    class_from = "raw"                   # QCT class from raw or "calibrated" %LAA-950
+    class_from = "calibrated"            # class, zone grades and LAA map on "calibrated" HU (when measured) or "raw"
 
     [severity]
     cutpoints = [5.0, 15.0, 25.0]        # none | mild | moderate | severe (% of lung)

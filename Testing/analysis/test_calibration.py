@@ -100,14 +100,16 @@ def test_identity_calibration_reproduces_raw_figures_and_class_from_setting():
         assert row["laa950_pct_calibrated"] == pytest.approx(row["laa950_pct"], abs=1e-9)
         assert row["mean_hu_calibrated"] == pytest.approx(row["mean_hu"], abs=1e-6)
         assert row["perc15_hu_calibrated"] == pytest.approx(row["perc15_hu"], abs=0.5)
+        assert row["robust_extent_pct_calibrated"] == pytest.approx(row["robust_extent_pct"], abs=1e-6)
     assert result.calibration["slope"] == pytest.approx(1.0)
+    assert result.laa_map_threshold == {"hu": -950.0, "scale": "calibrated", "raw_hu": -950.0}
     frame = result.dataframe()
     assert {"laa950_pct_calibrated", "calibration_air_hu", "calibration_reference"} <= set(frame.columns)
-    assert qct_severity(result.regions, 5.0, QCTConfig())["rule"].startswith("laa950_pct ")
-    assert qct_severity(result.regions, 5.0, QCTConfig(class_from="calibrated"))["rule"].startswith(
-        "laa950_pct_calibrated")
-    assert qct_severity(result.regions, 50.0, QCTConfig(class_from="calibrated"))["rule"].startswith(
-        "robust_extent_pct")  # the noisy-scan rule is unchanged
+    assert qct_severity(result.regions, 5.0, QCTConfig(class_from="raw"))["rule"].startswith("laa950_pct ")
+    assert qct_severity(result.regions, 5.0, QCTConfig())["rule"].startswith("laa950_pct_calibrated")
+    assert qct_severity(result.regions, 50.0, QCTConfig())["rule"].startswith(
+        "robust_extent_pct_calibrated")  # a noisy scan: the robust extent, on calibrated HU
+    assert qct_severity(result.regions, 50.0, QCTConfig(class_from="raw"))["rule"].startswith("robust_extent_pct ")
     bare = measure_qct(ct, labels, noise_hu=5.0)
     assert bare.region("whole")["laa950_pct_calibrated"] is None and bare.calibration is None
     assert "no calibration" in qct_severity(bare.regions, 5.0, QCTConfig(class_from="calibrated"))["rule"]
@@ -117,7 +119,9 @@ def test_class_from_in_the_settings_file(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('[qct]\nclass_from = "calibrated"\n')
     assert build_options(path).qct_config().class_from == "calibrated"
-    assert build_options().qct_config().class_from == "raw"
+    assert build_options().qct_config().class_from == "calibrated"
+    path.write_text('[qct]\nclass_from = "raw"\n')
+    assert build_options(path).qct_config().class_from == "raw"
     path.write_text('[qct]\nclass_from = "both"\n')
     with pytest.raises(InputError, match="class_from"):
         build_options(path)

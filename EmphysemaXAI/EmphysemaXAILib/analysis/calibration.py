@@ -99,9 +99,10 @@ def calibration_from_qc(measures: dict, warnings: list | None = None) -> Calibra
 
     Uses ``calibration_air_hu`` / ``calibration_air_source`` (chosen by quality control:
     tracheal air, else outside air) and ``blood_hu`` (None: water assumed at 0 HU). Blood is
-    refused (water assumed, with a note) when, corrected by air and water alone, it is more
-    than :data:`BLOOD_TOLERANCE_HU` from :data:`NOMINAL_BLOOD_HU` (enhanced blood whose
-    pool escaped the contrast check).
+    refused (water assumed, with a note) when it is more than :data:`BLOOD_TOLERANCE_HU` from
+    :data:`NOMINAL_BLOOD_HU` both when corrected by air and water (a drift of the scale) and by
+    air alone (a drift of the offset: a scanner reading air at -920 HU reads blood 80 HU high):
+    enhanced blood whose pool escaped the contrast check.
     """
     air, source = measures.get("calibration_air_hu"), measures.get("calibration_air_source")
     if air is None:
@@ -111,7 +112,8 @@ def calibration_from_qc(measures: dict, warnings: list | None = None) -> Calibra
     blood = measures.get("blood_hu")
     if blood is not None and air < 0:
         by_water = calibration_from_refs(air, source, None).apply(float(blood))
-        if abs(by_water - NOMINAL_BLOOD_HU) > BLOOD_TOLERANCE_HU:
+        by_offset = float(blood) + NOMINAL_AIR_HU - float(air)  # a drift of the offset alone
+        if min(abs(by_water - NOMINAL_BLOOD_HU), abs(by_offset - NOMINAL_BLOOD_HU)) > BLOOD_TOLERANCE_HU:
             if warnings is not None:
                 warnings.append(f"calibration: blood {blood:.0f} HU is not taken as a reference (reads "
                                 f"{by_water:.0f} HU once air is corrected: contrast?); water assumed at 0 HU")

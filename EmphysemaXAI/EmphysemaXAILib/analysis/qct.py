@@ -50,11 +50,16 @@ if TYPE_CHECKING:
 METRIC_KEYS = ("voxels", "volume_l", "mass_g", "mean_hu", "sd_hu", "skewness", "kurtosis", "mode_hu",
                "median_hu", "perc10_hu", "perc15_hu", "laa950_pct", "laa925_pct", "laa910_pct",
                "laa856_pct", "haa600_pct", "haa250_pct", "laa_clusters", "laa_cluster_d", "noise_hu",
-               "robust_extent_pct", "laa950_pct_calibrated", "perc15_hu_calibrated", "mean_hu_calibrated")
+               "robust_extent_pct", "laa950_pct_calibrated", "perc15_hu_calibrated", "mean_hu_calibrated",
+               "robust_extent_pct_calibrated")
 #: Densitometry after the scan's calibration (``calibration.py``), beside the raw figures (HU, %).
-CALIBRATED_KEYS = ("laa950_pct_calibrated", "perc15_hu_calibrated", "mean_hu_calibrated")
+CALIBRATED_KEYS = ("laa950_pct_calibrated", "perc15_hu_calibrated", "mean_hu_calibrated",
+                   "robust_extent_pct_calibrated")
 OFFSET = 32768           # histogram bin of HU v is v + OFFSET
 NOISY_HU = 30.0          # above this noise SD, severity uses the noise-robust extent
+#: The noise correction is not trusted when it alone takes the class to "none" from a %LAA-950
+#: at or above this (%): the class then uses %LAA-950 (same scale), and says so.
+UNTRUSTED_LAA_PCT = 15.0
 CLUSTER_CLASSES_MM = (5.0, 10.0, 20.0)  # LAA map codes by cluster equivalent diameter
 #: CIP region codes (low byte of its label values) of each region (type byte ignored).
 CIP_REGIONS = {"right": (2, 4, 5, 6, 12, 13, 14), "left": (3, 7, 8, 9, 10, 11),
@@ -78,7 +83,7 @@ class QCTConfig:
     severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of docs/severity.md
     zone_cutpoints: tuple = ZONE_CUTPOINTS
     cluster_dim: int = 2              # LAA clusters for D: 2 = per axial slice (Mishima 1999), 3 = 3D
-    class_from: str = "raw"           # QCT class from raw %LAA-950 or "calibrated" (calibration.py)
+    class_from: str = "calibrated"    # class, zone grades and LAA map on "calibrated" HU when measured, or "raw"
 
     @classmethod
     def cip(cls, **overrides) -> "QCTConfig":
@@ -97,13 +102,15 @@ class QCTResult:
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)  # step -> seconds (noise, histograms, clusters, robust)
     calibration: dict | None = None      # Calibration.as_dict() behind the *_calibrated figures, or None
+    laa_map_threshold: dict | None = None  # the LAA map's threshold: {"hu", "scale" raw|calibrated, "raw_hu"}
 
     def region(self, name: str) -> dict:
         return next(r for r in self.regions if r["region"] == name)
 
     def as_dict(self) -> dict:
         return {"regions": self.regions, "qct_severity": self.qct_severity, "noise_hu": self.noise_hu,
-                "calibration": self.calibration, "warnings": self.warnings}
+                "calibration": self.calibration, "laa_map_threshold": self.laa_map_threshold,
+                "warnings": self.warnings}
 
     def table(self) -> tuple[list, list]:
         """``(columns, rows)`` of ``qct.csv``: one row per region (units in the column names),
@@ -181,7 +188,9 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
     del hu_lung
 
     clock.lap("histograms")
-    laa = lung & (ct.hu <= config.emphysema_hu if config.inclusive else ct.hu < config.emphysema_hu)
+    map_threshold = laa_map_threshold(config, calibration)
+    t = map_threshold["raw_hu"]
+    laa = lung & (ct.hu <= t if config.inclusive else ct.hu < t)
     clusters, n_clusters = ndimage.label(laa)  # 3D clusters: the LAA map's size classes
     cluster_sizes = np.bincount(clusters.ravel(), minlength=n_clusters + 1)
     laa_map = _laa_map(clusters, cluster_sizes, voxel_mm3)
@@ -208,12 +217,26 @@ def measure_qct(ct, labels=None, lobes=None, config: QCTConfig | None = None, ci
     extents = _robust_extent(histograms, noise_hu)
     for row in rows:
         row["robust_extent_pct"] = extents[row["region"]]
-    clock.lap("robust_extent")
     for row in rows:
         row.update(calibrated_metrics(histograms[row["region"]], row, calibration, config))
+    if calibration is not None:
+        extents = _robust_extent(histograms, noise_hu, calibration)
+        for row in rows:
+            row["robust_extent_pct_calibrated"] = extents[row["region"]]
+    clock.lap("robust_extent")
     severity = qct_severity(rows, noise_hu, config)
     return QCTResult(rows, severity, laa_map, noise_hu, config, warnings, clock.laps,
-                     calibration.as_dict() if calibration is not None else None)
+                     calibration.as_dict() if calibration is not None else None, map_threshold)
+
+
+def laa_map_threshold(config: QCTConfig, calibration=None) -> dict:
+    """The LAA map's threshold: ``config.emphysema_hu`` on calibrated HU when a calibration is
+    given and ``class_from`` is ``calibrated`` (``raw_hu``: the raw HU it corresponds to), else
+    on raw HU."""
+    if calibration is not None and config.class_from == "calibrated":
+        return {"hu": float(config.emphysema_hu), "scale": "calibrated",
+                "raw_hu": round(float(calibration.raw_threshold(config.emphysema_hu)), 3)}
+    return {"hu": float(config.emphysema_hu), "scale": "raw", "raw_hu": float(config.emphysema_hu)}
 
 
 class _Clock:
@@ -297,7 +320,8 @@ def calibrated_metrics(histogram, row, calibration, config) -> dict:
     return {"laa950_pct_calibrated": round(100.0 * below / n, 5),
             "perc15_hu_calibrated": round(float(calibration.apply(perc15)), 2),
             "mean_hu_calibrated": None if row.get("mean_hu") is None
-            else round(float(calibration.apply(row["mean_hu"])), 4)}
+            else round(float(calibration.apply(row["mean_hu"])), 4),
+            "robust_extent_pct_calibrated": None}  # filled by measure_qct
 
 
 def calibration_columns(calibration: dict | None) -> dict:
@@ -337,24 +361,39 @@ def _laa_map(clusters, sizes, voxel_mm3) -> np.ndarray:
     return code[clusters]
 
 
-def _robust_extent(histograms, noise_hu) -> dict:
+def _robust_extent(histograms, noise_hu, calibration=None) -> dict:
     """Noise-robust %LAA-950 of every region (:mod:`~EmphysemaXAILib.analysis.robust_extent`): the noise
     bound and the noise-free mixture come from the whole lung, each region refits the weights;
-    its threshold is -950 HU whatever ``QCTConfig.emphysema_hu`` (the LAA map's threshold) says."""
-    from .robust_extent import fit_extent_model
+    its threshold is -950 HU whatever ``QCTConfig.emphysema_hu`` (the LAA map's threshold) says.
+    With a ``calibration``, -950 HU, air and the reference noise are calibrated ones (the raw
+    histogram is deconvolved at the raw HU they correspond to)."""
+    from .robust_extent import AIR_HU, DENSE_HU, REFERENCE_NOISE_HU, THRESHOLD_HU, fit_extent_model
 
-    model = fit_extent_model(histograms["whole"], noise_hu, OFFSET)
+    if calibration is None:
+        model = fit_extent_model(histograms["whole"], noise_hu, OFFSET)
+    else:
+        model = fit_extent_model(histograms["whole"], noise_hu, OFFSET,
+                                 reference_noise_hu=REFERENCE_NOISE_HU / calibration.slope,
+                                 threshold_hu=calibration.raw_threshold(THRESHOLD_HU),
+                                 air_hu=calibration.raw_threshold(AIR_HU),
+                                 dense_hu=calibration.raw_threshold(DENSE_HU))
     extents = {name: model.extent_pct(h) for name, h in histograms.items()}
     return {name: None if extent is None else round(extent, 4) for name, extent in extents.items()}
 
 
 def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
-    """Overall class and zone grades from QCT (``docs/severity.md``), saying which extent was used."""
+    """Overall class and zone grades from QCT (``docs/severity.md``), saying which extent was used.
+
+    The extent is %LAA-950, or on a noisy scan (noise SD above ``config.noisy_hu``) the
+    noise-robust extent; both on calibrated HU when ``class_from`` is ``calibrated`` and the scan
+    was calibrated (``docs/severity.md``: why calibrated is the default), else on raw HU."""
     by_name = {r["region"]: r for r in rows}
     noisy = noise_hu is not None and noise_hu > config.noisy_hu
     calibrated = config.class_from == "calibrated" and \
         by_name.get("whole", {}).get("laa950_pct_calibrated") is not None
-    key = "robust_extent_pct" if noisy else ("laa950_pct_calibrated" if calibrated else "laa950_pct")
+    key = "robust_extent_pct" if noisy else "laa950_pct"
+    if calibrated:
+        key += "_calibrated"
 
     def extent(name):
         row = by_name.get(name)
@@ -365,8 +404,16 @@ def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
 
     whole = extent("whole")
     named = key  # the rule names the figure used, and why raw when calibrated was asked for
-    if config.class_from == "calibrated" and not calibrated and not noisy:
-        named = "laa950_pct (no calibration measured)"
+    if config.class_from == "calibrated" and not calibrated:
+        named = f"{key} (no calibration measured)"
+    plain = "laa950_pct_calibrated" if calibrated else "laa950_pct"
+    laa = by_name.get("whole", {}).get(plain)
+    if noisy and whole is not None and laa is not None and laa >= UNTRUSTED_LAA_PCT and \
+            severity_class(whole, config.severity_cutpoints) == "none":
+        named = (f"{plain} (noise correction not trusted: it took {laa:.1f} % to {whole:.1f} %, "
+                 f"'none'; noise inflates this figure)")
+        key = plain
+        whole = extent("whole")
     out = {"class": severity_class(whole, config.severity_cutpoints) if whole is not None else None,
            "extent_pct": whole,
            "rule": f"{named} (noise {noise_hu:.0f} HU {'>' if noisy else '<='} {config.noisy_hu:.0f})"

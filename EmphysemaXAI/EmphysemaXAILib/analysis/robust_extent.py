@@ -67,6 +67,10 @@ THRESHOLD_HU = -950.0        # the extent is % of voxels <= -950 HU (integer HU)
 REFERENCE_NOISE_HU = 20.0    # the noise level the extent is reported at
 AIR_HU = -1000.0             # no lung voxel is truly below air
 CLIP_HU = -1024              # scanners store nothing below: this bin is left-censored
+#: The censored bin is the histogram's lowest occupied one (:func:`clip_level`): -1024 HU as
+#: scanners store it, or wherever a re-scaled scan moved its clip (a scanner reading air at
+#: -920 HU from -1024 HU data keeps a pile at -944 HU); for unclipped data it censors only the
+#: lowest voxel's bin ("at or below" is true of it).
 DENSE_HU = -500              # values above are right-censored (they never reach -950)
 COMPONENTS = 8
 VARIANCE_FLOOR_HU2 = 1.0     # narrowest noise-free component (HU^2)
@@ -79,10 +83,15 @@ _RL_ITERATIONS = 300
 _EM_ITERATIONS = 1000          # early stopping: a regulariser (fully converged EM sharpens the spikes)
 
 
-def naive_extent_pct(histogram: np.ndarray, offset: int) -> float:
-    """% of the histogram's voxels at or below -950 HU (bin of HU ``v`` is ``v + offset``)."""
+def naive_extent_pct(histogram: np.ndarray, offset: int, threshold_hu: float = THRESHOLD_HU) -> float:
+    """% of the histogram's voxels at or below ``threshold_hu`` (bin of HU ``v`` is ``v + offset``;
+    a non-integer threshold, a calibrated -950 HU in raw units, interpolates within its bin)."""
+    from .calibration import share_at_or_below
+
     n = histogram.sum()
-    return 100.0 * float(histogram[: int(THRESHOLD_HU) + offset + 1].sum()) / float(n)
+    if float(threshold_hu).is_integer():
+        return 100.0 * float(histogram[: int(threshold_hu) + offset + 1].sum()) / float(n)
+    return 100.0 * share_at_or_below(histogram, offset, threshold_hu) / float(n)
 
 
 def naive_laa950_pct(hu: np.ndarray, lung: np.ndarray) -> float:
@@ -100,6 +109,10 @@ class ExtentModel:
     control's; ``bound_hu``: the largest the histogram allows (None when not computed);
     ``weights`` / ``means`` / ``variances`` (HU, HU^2) of the noise-free mixture (None when
     ``noise_hu`` is at most the reference level: the extent is then plain %LAA-950).
+    ``threshold_hu`` / ``air_hu``: -950 HU and air (-1000 HU) in the histogram's units; a
+    calibrated extent (:meth:`.calibration.Calibration.raw_threshold`) gives them in raw HU, with
+    the reference noise divided by the calibration's slope, so the raw histogram (and its clip at
+    -1024 raw HU) is deconvolved as it was recorded.
     """
 
     offset: int
@@ -110,6 +123,10 @@ class ExtentModel:
     means: np.ndarray | None = None
     variances: np.ndarray | None = None
     reference_noise_hu: float = REFERENCE_NOISE_HU
+    threshold_hu: float = THRESHOLD_HU
+    air_hu: float = AIR_HU
+    clip_hu: int = CLIP_HU
+    dense_hu: float = DENSE_HU
 
     def extent_pct(self, histogram: np.ndarray) -> float | None:
         """Robust %LAA-950 of one region's 1-HU histogram (same offset): the mixture's weights
@@ -119,29 +136,42 @@ class ExtentModel:
         if histogram.sum() == 0 or self.noise_hu is None or not np.isfinite(self.noise_hu) or self.noise_hu <= 0:
             return None
         if self.weights is None:
-            return naive_extent_pct(histogram, self.offset)
-        weights = _refit_weights(histogram, self.offset, self.noise_hu, self.weights, self.means, self.variances)
-        return _extent_of(weights, self.means, self.variances, self.reference_noise_hu)
+            return naive_extent_pct(histogram, self.offset, self.threshold_hu)
+        weights = _refit_weights(histogram, self.offset, self.noise_hu, self.weights, self.means, self.variances,
+                                 self.clip_hu, self.dense_hu)
+        return _extent_of(weights, self.means, self.variances, self.reference_noise_hu, self.threshold_hu)
 
 
 def fit_extent_model(histogram: np.ndarray, noise_hu: float | None, offset: int,
-                     reference_noise_hu: float = REFERENCE_NOISE_HU) -> ExtentModel:
+                     reference_noise_hu: float = REFERENCE_NOISE_HU, threshold_hu: float = THRESHOLD_HU,
+                     air_hu: float = AIR_HU, dense_hu: float = DENSE_HU) -> ExtentModel:
     """Noise to remove and the noise-free mixture of the whole lung's 1-HU histogram (bin of HU
     ``v`` is ``v + offset``). The noise SD removed is ``min(BOUND_SHARE x noise_bound, noise_hu /
     SIGMA_TRUST)``; ``noise_hu`` itself (nothing deconvolved) when it is unknown or when even
-    ``noise_hu / SIGMA_TRUST`` is at most the reference level."""
+    ``noise_hu / SIGMA_TRUST`` is at most the reference level. ``threshold_hu`` and ``air_hu``:
+    -950 HU and air in the histogram's units, ``dense_hu`` the -500 HU above which values are
+    right-censored (:class:`ExtentModel`)."""
     histogram = np.asarray(histogram)
-    model = ExtentModel(offset, noise_hu, noise_hu, reference_noise_hu=reference_noise_hu)
+    model = ExtentModel(offset, noise_hu, noise_hu, reference_noise_hu=reference_noise_hu,
+                        threshold_hu=float(threshold_hu), air_hu=float(air_hu), dense_hu=float(dense_hu))
+    if histogram.sum() > 0:
+        model.clip_hu = clip_level(histogram, offset)
     if histogram.sum() == 0 or noise_hu is None or not np.isfinite(noise_hu) or noise_hu <= 0:
         return model
     ceiling = float(noise_hu) / SIGMA_TRUST
     if ceiling <= reference_noise_hu:  # nothing to remove even if the given noise is 25 % low
         return model
-    model.bound_hu = noise_bound(histogram, float(noise_hu), offset)
+    model.bound_hu = noise_bound(histogram, float(noise_hu), offset, air_hu, dense_hu)
     model.noise_hu = min(BOUND_SHARE * model.bound_hu, ceiling)
     if model.noise_hu > reference_noise_hu:
-        model.weights, model.means, model.variances = deconvolve_mixture(histogram, model.noise_hu, offset)
+        model.weights, model.means, model.variances = deconvolve_mixture(histogram, model.noise_hu, offset,
+                                                                         dense_hu=dense_hu)
     return model
+
+
+def clip_level(histogram: np.ndarray, offset: int) -> int:
+    """HU of the histogram's lowest occupied bin: the censored ("at or below") bin."""
+    return int(np.flatnonzero(np.asarray(histogram))[0]) - offset
 
 
 def robust_extent_pct(histogram: np.ndarray, noise_hu: float | None, offset: int,
@@ -159,40 +189,42 @@ def extent_at_noise(histogram: np.ndarray, noise_hu: float, offset: int,
     return _extent_of(weights, means, variances, reference_noise_hu)
 
 
-def _extent_of(weights, means, variances, reference_noise_hu) -> float:
+def _extent_of(weights, means, variances, reference_noise_hu, threshold_hu=THRESHOLD_HU) -> float:
     scale = np.sqrt(variances + reference_noise_hu ** 2)
-    return 100.0 * float((weights * ndtr((THRESHOLD_HU + 0.5 - means) / scale)).sum())
+    return 100.0 * float((weights * ndtr((threshold_hu + 0.5 - means) / scale)).sum())
 
 
-def noise_bound(histogram: np.ndarray, noise_hu: float, offset: int) -> float:
+def noise_bound(histogram: np.ndarray, noise_hu: float, offset: int, air_hu: float = AIR_HU,
+                dense_hu: float = DENSE_HU) -> float:
     """Largest noise SD (HU) the histogram allows given a noise-free density >= 0 supported above
-    ``AIR_HU``: the last SD of the grid ``BOUND_GRID`` x ``noise_hu`` before the Poisson
+    ``air_hu``: the last SD of the grid ``BOUND_GRID`` x ``noise_hu`` before the Poisson
     log-likelihood of the best fit falls ``BOUND_DROP_NATS`` below the best seen at smaller SDs
     (the grid's end when it never does)."""
-    observed, edges = _coarse_histogram(histogram, offset)
+    observed, edges = _coarse_histogram(histogram, offset, clip_level(histogram, offset), dense_hu)
     lo, hi, step = BOUND_GRID
     factors = np.arange(lo, hi + step / 2, step)
     best = -np.inf
     for i, factor in enumerate(factors):
-        loglik = _rl_loglik(observed, edges, noise_hu * factor)
+        loglik = _rl_loglik(observed, edges, noise_hu * factor, air_hu, dense_hu)
         if loglik < best - BOUND_DROP_NATS:
             return noise_hu * factors[max(i - 1, 0)]
         best = max(best, loglik)
     return noise_hu * factors[-1]
 
 
-def _coarse_histogram(histogram, offset):
-    """Counts in bins: the clip bin (<= -1024), _BIN_HU-wide bins up to DENSE_HU, the dense rest."""
+def _coarse_histogram(histogram, offset, clip_hu=CLIP_HU, dense_hu=DENSE_HU):
+    """Counts in bins: the clip bin (<= ``clip_hu``), _BIN_HU-wide bins up to ``dense_hu``, the dense rest."""
     histogram = np.asarray(histogram, np.float64)
     hu = np.arange(histogram.size) - offset
-    edges = np.concatenate([[-np.inf], np.arange(CLIP_HU + 0.5, DENSE_HU + 0.5 + 1e-9, _BIN_HU), [np.inf]])
+    edges = np.concatenate([[-np.inf], np.arange(clip_hu + 0.5, dense_hu + 0.5 + 1e-9, _BIN_HU), [np.inf]])
     index = np.searchsorted(edges, hu, side="right") - 1
     return np.bincount(index, weights=histogram, minlength=edges.size - 1)[: edges.size - 1], edges
 
 
-def _rl_loglik(observed, edges, sigma):
-    """Poisson log-likelihood (up to a constant) of the Richardson-Lucy fit with noise ``sigma``."""
-    centers = np.append(np.arange(AIR_HU, DENSE_HU, _BIN_HU) + _BIN_HU / 2, DENSE_HU + 6 * sigma + 50)
+def _rl_loglik(observed, edges, sigma, air_hu=AIR_HU, dense_hu=DENSE_HU):
+    """Poisson log-likelihood (up to a constant) of the Richardson-Lucy fit with noise ``sigma``
+    and the noise-free density supported above ``air_hu``."""
+    centers = np.append(np.arange(air_hu, dense_hu, _BIN_HU) + _BIN_HU / 2, dense_hu + 6 * sigma + 50)
     kernel = np.diff(ndtr((edges[None, :] - centers[:, None]) / sigma), axis=1).T  # (observed, true)
     estimate = np.full(centers.size, observed.sum() / centers.size)
     norm = kernel.sum(axis=0)
@@ -206,12 +238,15 @@ def _rl_loglik(observed, edges, sigma):
 
 def deconvolve_mixture(histogram: np.ndarray, noise_hu: float, offset: int,
                        components: int = COMPONENTS,
-                       iterations: int = _EM_ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       iterations: int = _EM_ITERATIONS,
+                       dense_hu: float = DENSE_HU) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights, means, variances) of the noise-free Gaussian mixture whose blur by N(0, noise_hu^2)
     best explains the 1-HU histogram: EM of extreme deconvolution, the clip bin (<= -1024 HU)
     left-censored and the tail above ``DENSE_HU`` right-censored; variances >= 1 HU^2. Starts
     from the observed quantiles (deterministic); stops when the means move < 0.001 HU."""
-    data = _em_data(histogram, offset)
+    clip_hu = clip_level(histogram, offset)
+    left, right = clip_hu + 0.5, int(np.floor(dense_hu)) + 0.5
+    data = _em_data(histogram, offset, clip_hu, dense_hu)
     x, counts, n_left, n_right, total = data
     noise_var = noise_hu ** 2
     hu = np.arange(np.asarray(histogram).size, dtype=np.float64) - offset
@@ -230,7 +265,7 @@ def deconvolve_mixture(histogram: np.ndarray, noise_hu: float, offset: int,
         resp *= (counts / resp.sum(axis=1))[:, None]
         b = means + gain * (x[:, None] - means)
         r_sum, b_sum, b2_sum = resp.sum(0), (resp * b).sum(0), (resp * b * b).sum(0)
-        for bound, count, sign in ((_LEFT, n_left, 1.0), (_RIGHT, n_right, -1.0)):
+        for bound, count, sign in ((left, n_left, 1.0), (right, n_right, -1.0)):
             if count <= 0:
                 continue
             a = (bound - means) / sd
@@ -256,32 +291,31 @@ def deconvolve_mixture(histogram: np.ndarray, noise_hu: float, offset: int,
     return weights, means, variances
 
 
-_LEFT, _RIGHT = CLIP_HU + 0.5, DENSE_HU + 0.5
-
-
-def _em_data(histogram, offset):
-    """(HU of occupied bins in (-1024, DENSE_HU], their counts, clip count, dense count, total)."""
+def _em_data(histogram, offset, clip_hu=CLIP_HU, dense_hu=DENSE_HU):
+    """(HU of occupied bins in (clip_hu, dense_hu], their counts, clip count, dense count, total)."""
     histogram = np.asarray(histogram, np.float64)
     hu = np.arange(histogram.size, dtype=np.float64) - offset
-    clip_bin, dense_bin = CLIP_HU + offset, DENSE_HU + offset
+    clip_bin, dense_bin = clip_hu + offset, int(np.floor(dense_hu)) + offset
     x, counts = hu[clip_bin + 1: dense_bin + 1], histogram[clip_bin + 1: dense_bin + 1]
     seen = counts > 0
     n_left, n_right = histogram[: clip_bin + 1].sum(), histogram[dense_bin + 1:].sum()
     return x[seen], counts[seen], n_left, n_right, float(histogram.sum())
 
 
-def _refit_weights(histogram, offset, noise_hu, weights, means, variances, iterations: int = 500):
-    """EM for the weights alone (means and variances fixed) on another histogram."""
-    x, counts, n_left, n_right, total = _em_data(histogram, offset)
+def _refit_weights(histogram, offset, noise_hu, weights, means, variances, clip_hu=CLIP_HU,
+                   dense_hu=DENSE_HU, iterations: int = 500):
+    """EM for the weights alone (means and variances fixed) on another histogram (censored at
+    the whole lung's ``clip_hu``)."""
+    x, counts, n_left, n_right, total = _em_data(histogram, offset, clip_hu, dense_hu)
     sd = np.sqrt(variances + noise_hu ** 2)
     z = (x[:, None] - means) / sd
     like = np.exp(-0.5 * z * z) / sd                                       # (bins, components)
     rows, n = [like], [counts]
     if n_left > 0:
-        rows.append(ndtr((_LEFT - means) / sd)[None, :])
+        rows.append(ndtr((clip_hu + 0.5 - means) / sd)[None, :])
         n.append([n_left])
     if n_right > 0:
-        rows.append(ndtr((means - _RIGHT) / sd)[None, :])
+        rows.append(ndtr((means - int(np.floor(dense_hu)) - 0.5) / sd)[None, :])
         n.append([n_right])
     like, n = np.concatenate(rows), np.concatenate(n)
     weights = weights.copy()

@@ -96,8 +96,9 @@ def add_model(parser) -> None:
 
 def add_class_from(parser) -> None:
     parser.add_argument("--class-from", choices=("raw", "calibrated"), default=None,
-                        help="%%LAA-950 of the QCT class: raw or calibrated by tracheal air and blood "
-                             "(default: the config file's [qct] class_from, else raw)")
+                        help="HU scale of the QCT class, zone grades and LAA map: calibrated by tracheal "
+                             "air and blood when measured, or raw (default: the config file's [qct] "
+                             "class_from, else calibrated)")
 
 
 def add_backbone(parser) -> None:
