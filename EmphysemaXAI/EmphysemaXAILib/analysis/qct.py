@@ -416,6 +416,7 @@ def qct_severity(rows, noise_hu, config: QCTConfig) -> dict:
         whole = extent("whole")
     out = {"class": severity_class(whole, config.severity_cutpoints) if whole is not None else None,
            "extent_pct": whole,
+           "extent_key": key,  # the qct row figure of the class and of every zone grade
            "rule": f"{named} (noise {noise_hu:.0f} HU {'>' if noisy else '<='} {config.noisy_hu:.0f})"
            if noise_hu is not None else named,
            "zone_grades": {f"{s}_{t}": zone_grade(extent(f"{s}_{t}"), config.zone_cutpoints)

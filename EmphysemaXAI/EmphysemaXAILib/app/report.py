@@ -42,7 +42,7 @@ def write_report(result, path, views: dict | None = None) -> Path:
         whole = result.qct.region("whole")
         parts.append(f"<h2>QCT severity: {html.escape(str(severity['class']))}</h2>"
                      f"<p>extent {severity['extent_pct']:.2f}% of lung ({html.escape(severity['rule'])}); "
-                     f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU, lung volume "
+                     f"{_density_figures(whole)}, lung volume "
                      f"{whole['volume_l']:.2f} l. Segmentation: {html.escape(result.segmentation.engine_used)} "
                      "engine. Classes: none &lt; 5%, mild &lt; 15%, moderate &lt; 25%, severe; the bands "
                      "above 5% are conventions, not a clinical standard.</p>")
@@ -54,7 +54,10 @@ def write_report(result, path, views: dict | None = None) -> Path:
             parts.append(f"<p class='warn'>{ct.shape[0]}-slice input: the views are axial only (no coronal view) "
                          "and the zone values (upper / middle / lower thirds) come from these slices: they do "
                          "not describe the whole lung.</p>")
-        parts.append(_table([{"zone": z, "grade": g} for z, g in grades.items()], ["zone", "grade"]))
+        key = severity.get("extent_key", "laa950_pct")
+        zone_rows = [{"zone": z, "extent %": _zone_figure(result.qct, z, key), "grade": g} for z, g in grades.items()]
+        parts.append(f"<p>Zone grades: from {html.escape(key)} of each zone (trace &lt; 0.5%, mild &lt; 5%, "
+                     "moderate &lt; 20%, severe).</p>" + _table(zone_rows, ["zone", "extent %", "grade"]))
         parts.append(f"<h2>Images</h2><img src='{laa_views(ct, result.segmentation.labels, result.qct.laa_map)}'>")
         if result.severity is not None and result.severity.pattern_labels is not None:
             parts.append(_pattern_section(result))
@@ -64,12 +67,14 @@ def write_report(result, path, views: dict | None = None) -> Path:
                          f"<img src='{slicer_views(views, _shown_3d(result))}'>")
         cnn_summary = result.severity.summary if result.severity is not None else None
         parts.append(f"<img src='{histogram_figure(ct, result.segmentation.labels, whole)}'>"
-                     f"<img src='{zones_figure(result.qct, cnn_summary)}'>")
+                     f"<img src='{zones_figure(result.qct, cnn_summary, key)}'>")
         if result.explanations:
             parts.append(_explanation_section(result))
-        columns = ["region", "volume_l", "mass_g", "mean_hu", "perc15_hu", "perc15_hu_calibrated", "laa950_pct",
-                   "laa950_pct_calibrated", "laa910_pct", "laa856_pct", "robust_extent_pct", "laa_clusters",
-                   "laa_cluster_d"]
+        calibrated = ["perc15_hu_calibrated", "laa950_pct_calibrated", "robust_extent_pct_calibrated"]
+        raw = ["perc15_hu", "laa950_pct", "robust_extent_pct"]
+        first, then = (calibrated, raw) if result.qct.calibration is not None else (raw, calibrated)
+        columns = ["region", "volume_l", "mass_g", "mean_hu", *first, *then, "laa910_pct", "laa856_pct",
+                   "laa_clusters", "laa_cluster_d"]
         parts.append("<h2>Densitometry</h2>" + _table(result.qct.regions, columns))
     parts.append("<h2>Quality control</h2><ul>"
                  + "".join(f"<li class='err'>{html.escape(e)}</li>" for e in qc.errors)
@@ -85,6 +90,21 @@ def write_report(result, path, views: dict | None = None) -> Path:
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _density_figures(whole) -> str:
+    """%LAA-950 and Perc15 of the whole lung: the calibrated figures first when the scan was
+    calibrated (they are what the class uses), the raw ones named as raw."""
+    if whole.get("laa950_pct_calibrated") is None:
+        return f"%LAA-950 {whole['laa950_pct']:.2f}%, Perc15 {whole['perc15_hu']} HU"
+    return (f"calibrated %LAA-950 {whole['laa950_pct_calibrated']:.2f}% (raw {whole['laa950_pct']:.2f}%), "
+            f"calibrated Perc15 {whole['perc15_hu_calibrated']:.1f} HU (raw {whole['perc15_hu']} HU)")
+
+
+def _zone_figure(qct, zone, key) -> str:
+    row = next((r for r in qct.regions if r["region"] == zone), {})
+    value = row.get(key, row.get("laa950_pct"))
+    return "" if value is None else f"{value:.2f}"
 
 
 def _calibration_paragraph(calibration, whole) -> str:
@@ -115,8 +135,9 @@ def _cnn_section(severity) -> str:
             f"<p>extent {cnn['extent_pct']:.2f}% of lung, from {cnn['tiles']} lung tiles at "
             f"{' x '.join(f'{s:g}' for s in cnn['working_spacing'])} mm; model {html.escape(cnn['model']['name'])} "
             f"(SHA-256 {cnn['model']['sha256'][:16]}...). The class is the band of the predicted extent; the "
-            "probabilities spread the model's validation error over the bands. Trained on synthetic phantoms: "
-            "see MODEL_CARD.md for what it was and was not tested on.</p>"
+            "probabilities spread the model's validation error over the bands. Trained on the Chest Imaging "
+            "Platform's expert-labelled COPDGene patches and on synthetic phantoms: see MODEL_CARD.md for what "
+            "it was and was not tested on.</p>"
             f"{low}<ul>{notes}</ul><div style='display:flex;gap:2em'>{probabilities}{regions}</div>"
             f"<img src='{cnn_views(severity)}'>")
 

@@ -16,7 +16,9 @@ import numpy as np
 from ..analysis.patterns import PATTERN_COLORS, PATTERNS
 
 #: LAA map colours by cluster size class (1 < 5 mm, 2 5-10, 3 10-20, 4 >= 20 mm).
-LAA_COLORS = ("#ffe066", "#ff9f1c", "#e63946", "#9d4edd")
+#: LAA cluster sizes in one cyan-to-teal scale: no colour of the pattern map (yellow, orange, red
+#: centrilobular; blue paraseptal; purple panlobular) means something else here.
+LAA_COLORS = ("#b8f2f2", "#3fd0d4", "#00959c", "#005a63")
 LAA_NAMES = ("< 5 mm", "5-10 mm", "10-20 mm", ">= 20 mm")
 
 #: Fewer slices than this: the report shows axial views only (a coronal plane of one or two
@@ -52,7 +54,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _outline(ax, mask, color: str = "#4cc9f0", width: float = 0.6) -> None:
+def _outline(ax, mask, color: str = "#f1f3f5", width: float = 0.6) -> None:
     """Draw the 0.5 contour of a 2D boolean mask (skipped when the image is thinner than 2 x 2
     pixels or the mask is empty / full: matplotlib cannot contour it)."""
     if min(mask.shape) >= 2 and mask.any() and not mask.all():
@@ -132,12 +134,18 @@ def lung_histogram(hu, labels, edges) -> np.ndarray:
     return counts
 
 
-def zones_figure(qct, cnn: dict | None = None) -> str:
+def zones_figure(qct, cnn: dict | None = None, key: str = "laa950_pct") -> str:
+    """Bars per zone: the QCT figure the zone grades come from (``key``, a qct row key), the
+    other of %LAA-950 / noise-robust extent on the same HU scale, and the CNN's extent."""
     import matplotlib.pyplot as plt
 
     names = [f"{s}_{t}" for s in ("right", "left") for t in ("upper", "middle", "lower")]
-    bars = [("%LAA-950", "#e76f51", [qct.region(n)["laa950_pct"] or 0 for n in names]),
-            ("noise-robust extent", "#264653", [qct.region(n)["robust_extent_pct"] or 0 for n in names])]
+    scale = "_calibrated" if key.endswith("_calibrated") else ""
+    figures = {f"laa950_pct{scale}": f"%LAA-950{' calibrated' if scale else ''}",
+               f"robust_extent_pct{scale}": f"noise-robust extent{' calibrated' if scale else ''}"}
+    order = [key] + [k for k in figures if k != key]
+    bars = [(figures.get(k, k) + (" (zone grades)" if k == key else ""), color,
+             [qct.region(n).get(k) or 0 for n in names]) for k, color in zip(order, ("#264653", "#e76f51"))]
     if cnn is not None:
         bars.append(("CNN extent", "#8ab17d", [cnn["extent_by_region"].get(n) or 0 for n in names]))
     fig, ax = plt.subplots(figsize=(7, 3.4))

@@ -21,9 +21,11 @@ LUNG_SEGMENTS = {"Right lung": (1, "24028007", "Right", (0.50, 0.68, 0.95)),
 #: SNOMED CT type code and meaning, colour.
 AIRWAY_SEGMENT = ("Airways", 3, "89187006", "Airway structure", (0.56, 0.93, 0.56))
 #: LAA map colour table: value, name, RGBA (0 transparent).
-LAA_COLORS = ((0, "none", (0.0, 0.0, 0.0, 0.0)), (1, "LAA cluster < 5 mm", (1.0, 0.88, 0.4, 1.0)),
-              (2, "LAA cluster 5-10 mm", (1.0, 0.62, 0.11, 1.0)), (3, "LAA cluster 10-20 mm", (0.9, 0.22, 0.27, 1.0)),
-              (4, "LAA cluster >= 20 mm", (0.62, 0.31, 0.87, 1.0)))
+#: One cyan-to-teal scale (the report's too): the pattern map's yellow / orange / red / blue /
+#: purple keep their meanings.
+LAA_COLORS = ((0, "none", (0.0, 0.0, 0.0, 0.0)), (1, "LAA cluster < 5 mm", (0.72, 0.95, 0.95, 1.0)),
+              (2, "LAA cluster 5-10 mm", (0.25, 0.82, 0.83, 1.0)), (3, "LAA cluster 10-20 mm", (0.0, 0.58, 0.61, 1.0)),
+              (4, "LAA cluster >= 20 mm", (0.0, 0.35, 0.39, 1.0)))
 
 
 def lung_terminology(code: str, meaning: str, type_code: str = "39607008", type_meaning: str = "Lung") -> str:
