@@ -16,9 +16,10 @@ import numpy as np
 from ..analysis.patterns import PATTERN_COLORS, PATTERNS
 
 #: LAA map colours by cluster size class (1 < 5 mm, 2 5-10, 3 10-20, 4 >= 20 mm).
-#: LAA cluster sizes in one cyan-to-teal scale: no colour of the pattern map (yellow, orange, red
-#: centrilobular; blue paraseptal; purple panlobular) means something else here.
-LAA_COLORS = ("#b8f2f2", "#3fd0d4", "#00959c", "#005a63")
+#: LAA cluster sizes in one teal-to-cyan scale, brighter for bigger clusters (on the dark lung):
+#: no colour of the pattern map (yellow, orange, red centrilobular; blue paraseptal; purple
+#: panlobular) means something else here.
+LAA_COLORS = ("#00868f", "#00c2c7", "#5cf2ee", "#b0fff4")
 LAA_NAMES = ("< 5 mm", "5-10 mm", "10-20 mm", ">= 20 mm")
 
 #: Fewer slices than this: the report shows axial views only (a coronal plane of one or two

@@ -21,11 +21,12 @@ LUNG_SEGMENTS = {"Right lung": (1, "24028007", "Right", (0.50, 0.68, 0.95)),
 #: SNOMED CT type code and meaning, colour.
 AIRWAY_SEGMENT = ("Airways", 3, "89187006", "Airway structure", (0.56, 0.93, 0.56))
 #: LAA map colour table: value, name, RGBA (0 transparent).
-#: One cyan-to-teal scale (the report's too): the pattern map's yellow / orange / red / blue /
-#: purple keep their meanings.
-LAA_COLORS = ((0, "none", (0.0, 0.0, 0.0, 0.0)), (1, "LAA cluster < 5 mm", (0.72, 0.95, 0.95, 1.0)),
-              (2, "LAA cluster 5-10 mm", (0.25, 0.82, 0.83, 1.0)), (3, "LAA cluster 10-20 mm", (0.0, 0.58, 0.61, 1.0)),
-              (4, "LAA cluster >= 20 mm", (0.0, 0.35, 0.39, 1.0)))
+#: One teal-to-cyan scale, brighter for bigger clusters (the report's too): the pattern map's
+#: yellow / orange / red / blue / purple keep their meanings.
+LAA_COLORS = ((0, "none", (0.0, 0.0, 0.0, 0.0)), (1, "LAA cluster < 5 mm", (0.0, 0.525, 0.561, 1.0)),
+              (2, "LAA cluster 5-10 mm", (0.0, 0.761, 0.78, 1.0)),
+              (3, "LAA cluster 10-20 mm", (0.361, 0.949, 0.933, 1.0)),
+              (4, "LAA cluster >= 20 mm", (0.69, 1.0, 0.957, 1.0)))
 
 
 def lung_terminology(code: str, meaning: str, type_code: str = "39607008", type_meaning: str = "Lung") -> str:
