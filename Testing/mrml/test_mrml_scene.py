@@ -202,6 +202,7 @@ def test_slicer_module_path_with_a_coronally_stored_volume_node(case):
         sitk.GetImageFromArray(case.segmentation.labels), [0, 2, 1]), [False, True, False]))
     assert np.array_equal(on_user_grid, expected)
     laa = slicer.util.arrayFromVolume(nodes["laa_map"])
-    assert laa.shape == coronal.shape and np.array_equal(laa > 0, (coronal.hu <= -950) & (expected > 0))
+    cut = result.qct.laa_map_threshold["raw_hu"]  # -950 HU calibrated, in the scan's raw HU
+    assert laa.shape == coronal.shape and np.array_equal(laa > 0, (coronal.hu <= cut) & (expected > 0))
     again = analyze_case(ct_from_volume_node(user_node), AnalysisOptions(model="none"), lung_mask=on_user_grid)
     assert again.qct.region("whole")["voxels"] == case.qct.region("whole")["voxels"]
