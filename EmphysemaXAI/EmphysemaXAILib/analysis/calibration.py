@@ -42,6 +42,9 @@ PLAUSIBLE_AIR_HU = (-1100.0, -800.0)
 #: Measured blood is used only within this (HU) of its nominal value once air is corrected with
 #: water assumed right: a mediastinal peak further off is enhanced blood (contrast), not a drift.
 BLOOD_TOLERANCE_HU = 60.0
+#: ... or within this (HU) once air is corrected by an offset alone (the scanner's offset drifted:
+#: air -920 HU, blood 120 HU); tighter, since an offset leaves no scale error to absorb.
+BLOOD_OFFSET_TOLERANCE_HU = 30.0
 CLASS_FROM = ("raw", "calibrated")
 
 
@@ -100,9 +103,10 @@ def calibration_from_qc(measures: dict, warnings: list | None = None) -> Calibra
     Uses ``calibration_air_hu`` / ``calibration_air_source`` (chosen by quality control:
     tracheal air, else outside air) and ``blood_hu`` (None: water assumed at 0 HU). Blood is
     refused (water assumed, with a note) when it is more than :data:`BLOOD_TOLERANCE_HU` from
-    :data:`NOMINAL_BLOOD_HU` both when corrected by air and water (a drift of the scale) and by
-    air alone (a drift of the offset: a scanner reading air at -920 HU reads blood 80 HU high):
-    enhanced blood whose pool escaped the contrast check.
+    :data:`NOMINAL_BLOOD_HU` when corrected by air and water (a drift of the scale) and more than
+    :data:`BLOOD_OFFSET_TOLERANCE_HU` when corrected by air alone (a drift of the offset: a
+    scanner reading air at -920 HU reads blood 80 HU high): enhanced blood whose pool escaped
+    the contrast check.
     """
     air, source = measures.get("calibration_air_hu"), measures.get("calibration_air_source")
     if air is None:
@@ -113,7 +117,8 @@ def calibration_from_qc(measures: dict, warnings: list | None = None) -> Calibra
     if blood is not None and air < 0:
         by_water = calibration_from_refs(air, source, None).apply(float(blood))
         by_offset = float(blood) + NOMINAL_AIR_HU - float(air)  # a drift of the offset alone
-        if min(abs(by_water - NOMINAL_BLOOD_HU), abs(by_offset - NOMINAL_BLOOD_HU)) > BLOOD_TOLERANCE_HU:
+        if abs(by_water - NOMINAL_BLOOD_HU) > BLOOD_TOLERANCE_HU and \
+                abs(by_offset - NOMINAL_BLOOD_HU) > BLOOD_OFFSET_TOLERANCE_HU:
             if warnings is not None:
                 warnings.append(f"calibration: blood {blood:.0f} HU is not taken as a reference (reads "
                                 f"{by_water:.0f} HU once air is corrected: contrast?); water assumed at 0 HU")
