@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 LUMEN_HU = -500.0               # lumen edge for the trachea's geometry
-SMOOTH_MM = 1.5                 # in-plane Gaussian (mm) before any threshold
+SMOOTH_MM = 0.6                 # in-plane Gaussian (mm) before any threshold (noise specks)
 TRACHEA_AREA_MM2 = (40.0, 800.0)
 TRACHEA_MIN_RUN_MM = 20.0       # a trachea runs at least this far as a tube
 TUBE_GROWTH = 2.0               # successive sections of a tube differ in area by at most this factor
@@ -61,7 +61,8 @@ class Airways:
     notes: list = field(default_factory=list)
 
 
-def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_ml=None) -> Airways:
+def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_ml=None,
+                 bronchi: bool = True) -> Airways:
     """The airways of a (z, y, x) HU volume (see the module's steps).
 
     Args:
@@ -69,6 +70,7 @@ def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_m
         padding: bool (z, y, x) outside the reconstructed field of view, or None.
         within: bool (z, y, x) lung candidates (enclosed air) for 3D region growing, or None
             (then the trachea and the bronchi traced slice by slice only).
+        bronchi: False for the trachea alone (quality control's air reference).
     """
     D = np.asarray(direction if direction is not None else np.eye(3).ravel(), float).reshape(3, 3)
     empty = np.zeros(hu.shape, bool)
@@ -87,6 +89,8 @@ def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_m
                   noise_hu=None if values.size < 50 else round(_robust_sd(values), 1), core=core)
     ks = np.flatnonzero(trachea.any(axis=(1, 2)))
     out.carina = int(ks[0] if down < 0 else ks[-1])
+    if not bronchi:
+        return out
     tracked = _track(hu, smooth, sections, out.carina, trachea[out.carina], spacing, down, air)
     out.lumen |= tracked
     if within is not None and within.any():
