@@ -80,7 +80,7 @@ def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_m
     found = find_trachea(hu, spacing, down, padding)
     if found is None:
         return Airways(empty, empty.copy(), notes=["no trachea found"])
-    trachea, smooth, sections = found
+    trachea, smooth, sections, box = found
     core = _core(trachea, spacing)
     values = hu[core].astype(np.float64)
     air = float(np.median(values)) if values.size >= 50 else float(np.median(hu[trachea]))
@@ -91,8 +91,7 @@ def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_m
     out.carina = int(ks[0] if down < 0 else ks[-1])
     if not bronchi:
         return out
-    tracked = _track(hu, smooth, sections, out.carina, trachea[out.carina], spacing, down, air)
-    out.lumen |= tracked
+    out.lumen[:, box[0], box[1]] |= _track(smooth, sections, out.carina, trachea[out.carina][box], spacing, down, air)
     if within is not None and within.any():
         voxel_ml = voxel_ml or float(np.prod(spacing)) / 1000.0
         grown = _grow(hu, within, out.lumen, spacing, air, noise, voxel_ml)
@@ -105,37 +104,48 @@ def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_m
 
 
 def find_trachea(hu, spacing, down, padding=None):
-    """(trachea lumen bool (z, y, x), smoothed slices {k: float32 (y, x)}, lumen labels
-    {k: int (y, x)}) or None: the longest tube of trachea-sized lumen sections (module step 1).
-    ``down`` is the index step toward the feet."""
+    """(trachea lumen bool (z, y, x), smoothed slices {k: float32}, lumen labels {k: int},
+    box) or None: the longest tube of trachea-sized lumen sections (module step 1). The slices'
+    arrays cover ``box`` (y, x slices), the part of the image around the body's middle where a
+    trachea section may lie. ``down`` is the index step toward the feet."""
     pixel = spacing[0] * spacing[1]
     sigma = (SMOOTH_MM / spacing[1], SMOOTH_MM / spacing[0])
     lo, hi = TRACHEA_AREA_MM2
+    frames = _body_frames(hu, padding)
+    if not frames:
+        return None
+    box = _search_box(frames, hu.shape[1:])
+    y0, x0 = box[0].start, box[1].start
     smooth, labels, areas, ok = {}, {}, {}, {}
     for k in range(hu.shape[0]):
-        s = ndimage.gaussian_filter(hu[k].astype(np.float32), sigma)
+        s = ndimage.gaussian_filter(hu[k][box].astype(np.float32), sigma, truncate=3.0)
         smooth[k] = s
         lumen = s < LUMEN_HU
         if padding is not None:
-            lumen &= ~padding[k]
+            lumen &= ~padding[k][box]
         lab, n = ndimage.label(lumen)
         labels[k] = lab
         area = np.bincount(lab.ravel(), minlength=n + 1) * pixel
-        edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
         good = (area >= lo) & (area <= hi)
-        good[edge] = False
+        good[np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))] = False
         good[0] = False
-        good &= _in_body_middle(s, lab, n, padding[k] if padding is not None else None)
+        if k not in frames:
+            good[:] = False
+        elif good.any():
+            cy, cx, height, width = frames[k]
+            y, x = _centres(lab, n)
+            good &= (np.abs(x + x0 - cx) <= MIDDLE_X_SHARE * width) & (np.abs(y + y0 - cy) <= MIDDLE_Y_SHARE * height)
         areas[k], ok[k] = area, good
     nxt = {}  # (k, label) -> label on the slice below that continues it as a tube
     for k in range(hu.shape[0]):
         j = k + down
-        if not 0 <= j < hu.shape[0]:
+        if not 0 <= j < hu.shape[0] or not ok[k].any():
             continue
         a, b = labels[k], labels[j]
         both = (a > 0) & (b > 0)
-        pairs = np.unique(a[both].astype(np.int64) * (b.max() + 1) + b[both])
-        la, lb = pairs // (b.max() + 1), pairs % (b.max() + 1)
+        base = int(b.max()) + 1
+        pairs = np.unique(a[both].astype(np.int64) * base + b[both])
+        la, lb = pairs // base, pairs % base
         counts = np.bincount(la, minlength=len(areas[k]))
         for x, y in zip(la, lb):
             if ok[k][x] and counts[x] == 1 and ok[j][y] and \
@@ -152,44 +162,58 @@ def find_trachea(hu, spacing, down, padding=None):
     best = max(run.values())
     if (best - 1) * spacing[2] < TRACHEA_MIN_RUN_MM:
         return None
-    # among the long tubes (at least 0.6 of the longest), the one nearest the body's middle
+    # the tubes at least 0.9 of the longest come first; among them the one nearest the body's middle
     continued = {(k + down, y) for (k, _), y in nxt.items()}
     tops = [key for key, r in run.items() if r >= 0.6 * best and key not in continued]
-    tops.sort(key=lambda key: (-(run[key] >= 0.9 * best), _off_middle(smooth[key[0]], labels[key[0]] == key[1])))
+
+    def off_middle(key):
+        k, label = key
+        return abs(np.nonzero(labels[k] == label)[1].mean() + x0 - frames[k][1])
+
+    tops.sort(key=lambda key: (-(run[key] >= 0.9 * best), off_middle(key)))
     k, x = tops[0]
     trachea = np.zeros(hu.shape, bool)
     while x is not None:
-        trachea[k] = labels[k] == x
+        trachea[k][box] = labels[k] == x
         x = nxt.get((k, x))
         k += down
-    return trachea, smooth, labels
+    return trachea, smooth, labels, box
 
 
-def _in_body_middle(smooth, lab, n, padding) -> np.ndarray:
-    """Per label (bool, 0..n): the section's centre lies near the middle of the body (the
-    largest object above ``LUMEN_HU``) in x and y."""
-    out = np.zeros(n + 1, bool)
-    tissue = smooth >= LUMEN_HU
-    if padding is not None:
-        tissue &= ~padding
-    parts, m = ndimage.label(tissue)
-    if not m or not n:
-        return out
-    body = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
-    ys, xs = np.flatnonzero(body.any(axis=1)), np.flatnonzero(body.any(axis=0))
-    cy, cx = (ys[0] + ys[-1]) / 2.0, (xs[0] + xs[-1]) / 2.0
-    height, width = ys[-1] - ys[0] + 1, xs[-1] - xs[0] + 1
-    index = np.arange(1, n + 1)
-    centres = np.array(ndimage.center_of_mass(lab > 0, lab, index)).reshape(-1, 2)
-    out[1:] = (np.abs(centres[:, 1] - cx) <= MIDDLE_X_SHARE * width) & \
-        (np.abs(centres[:, 0] - cy) <= MIDDLE_Y_SHARE * height)
-    return out
+def _body_frames(hu, padding) -> dict:
+    """{slice: (centre y, centre x, height, width)} in pixels of the body's bounding box (the
+    largest object above ``LUMEN_HU`` on a 4-pixel grid), for slices that have one."""
+    frames = {}
+    for k in range(hu.shape[0]):
+        tissue = hu[k, ::4, ::4] >= LUMEN_HU
+        if padding is not None:
+            tissue &= ~padding[k, ::4, ::4]
+        parts, m = ndimage.label(tissue)
+        if not m:
+            continue
+        body = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
+        ys, xs = 4 * np.flatnonzero(body.any(axis=1)), 4 * np.flatnonzero(body.any(axis=0))
+        frames[k] = ((ys[0] + ys[-1]) / 2.0, (xs[0] + xs[-1]) / 2.0, ys[-1] - ys[0] + 4, xs[-1] - xs[0] + 4)
+    return frames
 
 
-def _off_middle(smooth, section) -> float:
-    """Distance (pixels) of ``section``'s centre from the middle of the tissue's x extent."""
-    xs = np.flatnonzero((smooth >= LUMEN_HU).any(axis=0))
-    return abs(np.nonzero(section)[1].mean() - (xs[0] + xs[-1]) / 2.0) if xs.size else 0.0
+def _search_box(frames, shape) -> tuple:
+    """The (y, x) slices that hold every slice's middle of the body with room for the bronchi
+    (1.4 times the share a trachea section may lie off the middle)."""
+    y0 = min(cy - 1.4 * MIDDLE_Y_SHARE * h for cy, _, h, _ in frames.values())
+    y1 = max(cy + 1.4 * MIDDLE_Y_SHARE * h for cy, _, h, _ in frames.values())
+    x0 = min(cx - 1.4 * MIDDLE_X_SHARE * w for _, cx, _, w in frames.values())
+    x1 = max(cx + 1.4 * MIDDLE_X_SHARE * w for _, cx, _, w in frames.values())
+    return (slice(max(int(y0), 0), min(int(np.ceil(y1)) + 1, shape[0])),
+            slice(max(int(x0), 0), min(int(np.ceil(x1)) + 1, shape[1])))
+
+
+def _centres(lab, n) -> tuple:
+    """(y, x) centres (pixels, arrays of n + 1) of the labels 0..n."""
+    ys, xs = np.nonzero(lab)
+    ids = lab[ys, xs]
+    count = np.maximum(np.bincount(ids, minlength=n + 1), 1)
+    return np.bincount(ids, weights=ys, minlength=n + 1) / count, np.bincount(ids, weights=xs, minlength=n + 1) / count
 
 
 def _core(trachea, spacing) -> np.ndarray:
@@ -197,7 +221,9 @@ def _core(trachea, spacing) -> np.ndarray:
     core = np.zeros_like(trachea)
     reach = max(CORE_MM, 2.0 * max(spacing[0], spacing[1]))
     for k in np.flatnonzero(trachea.any(axis=(1, 2))):
-        core[k] = ndimage.distance_transform_edt(trachea[k], sampling=(spacing[1], spacing[0])) >= reach
+        ys, xs = np.flatnonzero(trachea[k].any(axis=1)), np.flatnonzero(trachea[k].any(axis=0))
+        box = (slice(max(ys[0] - 1, 0), ys[-1] + 2), slice(max(xs[0] - 1, 0), xs[-1] + 2))
+        core[k][box] = ndimage.distance_transform_edt(trachea[k][box], sampling=(spacing[1], spacing[0])) >= reach
     return core
 
 
@@ -207,14 +233,16 @@ def _robust_sd(values) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
 
 
-def _track(hu, smooth, labels, carina, section, spacing, down, air) -> np.ndarray:
+def _track(smooth, labels, carina, section, spacing, down, air) -> np.ndarray:
     """The main (and lobar) bronchi below the trachea's last section ``section`` on slice
     ``carina``, traced slice by slice over the lumen components (``labels``: smoothed HU below
     ``LUMEN_HU``) that overlap the previous airway. A component larger than ``TRACK_MAX_AREA``
     times the trachea's section has merged with lung: :func:`_free_section` looks for the
     airway inside it; tracing ends when none comes free, when the sections together exceed that
-    bound (lung let in), or ``BRONCHI_MM`` below the carina."""
-    out = np.zeros(hu.shape, bool)
+    bound (lung let in), or ``BRONCHI_MM`` below the carina. Arrays cover the search box;
+    returns bool (z, y', x') on it."""
+    n_slices = len(labels)
+    out = np.zeros((n_slices,) + section.shape, bool)
     max_area = TRACK_MAX_AREA * section.sum()
     min_area = max(2, int(np.ceil(TRACK_MIN_SECTION_MM2 / (spacing[0] * spacing[1]))))
     max_erosion = max(1, int(round(TRACK_MAX_EROSION_MM / min(spacing[0], spacing[1]))))
@@ -222,7 +250,7 @@ def _track(hu, smooth, labels, carina, section, spacing, down, air) -> np.ndarra
     current = section
     k = carina + down
     steps = int(round(BRONCHI_MM / spacing[2]))
-    while 0 <= k < hu.shape[0] and current.any() and steps > 0:
+    while 0 <= k < n_slices and current.any() and steps > 0:
         parts = labels[k]
         near = ndimage.binary_dilation(current)
         sections = np.zeros_like(current)
