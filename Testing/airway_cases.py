@@ -22,6 +22,7 @@ NOISE_SD = 50.0
 NOISE_SIGMA_PX = (0.5, 1.0, 1.0)   # (z, y, x) pixels
 NECK_MM = 60.0
 SLICE_MM = 2.0
+BOX_MM = 80.0                      # the goal measure looks this far either side of the midline
 #: the degraded versions the tests and the bench use: name -> steps in order
 DEGRADED = {
     "original": (),
@@ -73,12 +74,12 @@ def degrade(ct, steps, seed: int = 0):
 
 def body_midline_x(hu, k) -> float | None:
     """The body's left-right middle (x index) on slice ``k``: the middle of the largest
-    non-air object's extent."""
-    parts, n = ndimage.label(hu[k] > -500)
+    non-air object's extent (found on a 2-pixel grid)."""
+    parts, n = ndimage.label(hu[k, ::2, ::2] > -500)
     if not n:
         return None
     body = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
-    xs = np.flatnonzero(body.any(axis=0))
+    xs = 2 * np.flatnonzero(body.any(axis=0))
     return (xs[0] + xs[-1]) / 2.0
 
 
@@ -101,21 +102,27 @@ def airway_components_in_lung(hu, labels, spacing, air_hu=-1000.0, above_air_hu=
     pixel = spacing[0] * spacing[1]
     sigma = (sigma_mm / spacing[1], sigma_mm / spacing[0])
     lungs = labels > 0
+    half = int(np.ceil(BOX_MM / spacing[0]))  # the in-plane box around the midline that is measured
     found = []
     for k in np.flatnonzero(lungs.any(axis=(1, 2))):
-        smooth = ndimage.gaussian_filter(hu[k].astype(np.float32), sigma)
+        mid = body_midline_x(hu, k)
+        if mid is None:
+            continue
+        x0, x1 = max(int(mid) - half, 0), min(int(mid) + half + 1, hu.shape[2])
+        smooth = ndimage.gaussian_filter(hu[k, :, x0:x1].astype(np.float32), sigma)
         core = ndimage.binary_opening(smooth < air_hu + above_air_hu)
         lumen, n = ndimage.label(smooth < air_hu / 2.0)
         if not n:
             continue
-        mid = body_midline_x(hu, k)
         sizes = np.bincount(lumen.ravel()) * pixel
         cores = np.bincount(lumen[core], minlength=n + 1) * pixel
-        inside = np.bincount(lumen[core & lungs[k]], minlength=n + 1) * pixel
-        for label in np.flatnonzero((sizes >= area_mm2[0]) & (sizes <= area_mm2[1]) & (cores >= min_core_mm2)):
+        inside = np.bincount(lumen[core & lungs[k, :, x0:x1]], minlength=n + 1) * pixel
+        cut = np.zeros(n + 1, bool)  # leaving the box: larger than it (unless at the image's edge)
+        cut[np.unique(np.concatenate([lumen[:, 0] if x0 > 0 else [0], lumen[:, -1] if x1 < hu.shape[2] else [0]]))] = True
+        for label in np.flatnonzero((sizes >= area_mm2[0]) & (sizes <= area_mm2[1]) & (cores >= min_core_mm2) & ~cut):
             if label == 0 or inside[label] < inside_share * cores[label]:
                 continue
-            x = np.nonzero(lumen == label)[1].mean()
-            if mid is not None and abs(x - mid) * spacing[0] <= midline_mm:
-                found.append((int(k), round(float(sizes[label]), 1), round(abs(x - mid) * spacing[0], 1)))
+            x = np.nonzero(lumen == label)[1].mean() + x0
+            if abs(x - mid) * spacing[0] <= midline_mm:
+                found.append((int(k), round(float(sizes[label]), 1), round(float(abs(x - mid) * spacing[0]), 1)))
     return found

@@ -54,7 +54,7 @@ class Airways:
 
     lumen: np.ndarray                 # trachea, main (and lobar) bronchi
     trachea: np.ndarray               # the trachea's lumen alone, down to the carina
-    carina: int | None = None         # slice index where the trachea ends (divides or joins lung)
+    carina: int | None = None         # slice index of the carina (with bronchi; else where the trachea's tube ends)
     air_hu: float | None = None       # median HU of the trachea's core
     noise_hu: float | None = None     # robust SD (HU) of the trachea's core
     core: np.ndarray | None = None    # the core's voxels (bool), for calibration
@@ -91,7 +91,9 @@ def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_m
     out.carina = int(ks[0] if down < 0 else ks[-1])
     if not bronchi:
         return out
-    out.lumen[:, box[0], box[1]] |= _track(smooth, sections, out.carina, trachea[out.carina][box], spacing, down, air)
+    tracked = _track(smooth, sections, out.carina, trachea[out.carina][box], spacing, down, air)
+    out.lumen[:, box[0], box[1]] |= tracked
+    out.carina = _carina(tracked, out.carina, down, spacing)
     if within is not None and within.any():
         voxel_ml = voxel_ml or float(np.prod(spacing)) / 1000.0
         grown = _grow(hu, within, out.lumen, spacing, air, noise, voxel_ml)
@@ -238,8 +240,8 @@ def _track(smooth, labels, carina, section, spacing, down, air) -> np.ndarray:
     ``carina``, traced slice by slice over the lumen components (``labels``: smoothed HU below
     ``LUMEN_HU``) that overlap the previous airway. A component larger than ``TRACK_MAX_AREA``
     times the trachea's section has merged with lung: :func:`_free_section` looks for the
-    airway inside it; tracing ends when none comes free, when the sections together exceed that
-    bound (lung let in), or ``BRONCHI_MM`` below the carina. Arrays cover the search box;
+    airway inside it; tracing ends when none comes free, when the sections together exceed
+    twice that bound (lung let in), or ``BRONCHI_MM`` below the trachea's end. Arrays cover the search box;
     returns bool (z, y', x') on it."""
     n_slices = len(labels)
     out = np.zeros((n_slices,) + section.shape, bool)
@@ -260,13 +262,26 @@ def _track(smooth, labels, carina, section, spacing, down, air) -> np.ndarray:
                 sections |= part
             else:
                 sections |= _free_section(part, smooth[k], near, max_area, min_area, max_erosion, levels)
-        if sections.sum() > max_area:
+        if sections.sum() > 2 * max_area:  # more than two bronchi of the trachea's size: lung let in
             break
         current = sections
         out[k] = current
         k += down
         steps -= 1
     return out
+
+
+def _carina(tracked, end, down, spacing) -> int:
+    """The carina: the first slice below the trachea's ``end`` where the traced airway is two
+    sections of at least ``TRACK_MIN_SECTION_MM2`` (the trachea's end when it never is)."""
+    min_area = TRACK_MIN_SECTION_MM2 / (spacing[0] * spacing[1])
+    k = end + down
+    while 0 <= k < tracked.shape[0] and tracked[k].any():
+        parts, n = ndimage.label(tracked[k])
+        if n >= 2 and (np.bincount(parts.ravel())[1:] >= min_area).sum() >= 2:
+            return k
+        k += down
+    return end
 
 
 def _free_section(part, smooth, near, max_area, min_area, max_erosion, levels) -> np.ndarray:
