@@ -118,7 +118,8 @@ def airway_components_in_lung(hu, labels, spacing, air_hu=-1000.0, above_air_hu=
         cores = np.bincount(lumen[core], minlength=n + 1) * pixel
         inside = np.bincount(lumen[core & lungs[k, :, x0:x1]], minlength=n + 1) * pixel
         cut = np.zeros(n + 1, bool)  # leaving the box: larger than it (unless at the image's edge)
-        cut[np.unique(np.concatenate([lumen[:, 0] if x0 > 0 else [0], lumen[:, -1] if x1 < hu.shape[2] else [0]]))] = True
+        edges = [lumen[:, 0] if x0 > 0 else [0], lumen[:, -1] if x1 < hu.shape[2] else [0]]
+        cut[np.unique(np.concatenate(edges))] = True
         for label in np.flatnonzero((sizes >= area_mm2[0]) & (sizes <= area_mm2[1]) & (cores >= min_core_mm2) & ~cut):
             if label == 0 or inside[label] < inside_share * cores[label]:
                 continue

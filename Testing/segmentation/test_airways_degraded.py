@@ -51,8 +51,8 @@ def _sides_below(airways, trachea, spacing, carina, down, reach_mm=40.0, off_mm=
         if not 0 <= k < airways.shape[0]:
             break
         parts, n = ndimage.label(airways[k])
-        sizes = np.bincount(parts.ravel())
-        xs = [np.nonzero(parts == i)[1].mean() for i in range(1, n + 1) if sizes[i] * spacing[0] * spacing[1] >= min_mm2]
+        sizes = np.bincount(parts.ravel()) * spacing[0] * spacing[1]
+        xs = [np.nonzero(parts == i)[1].mean() for i in range(1, n + 1) if sizes[i] >= min_mm2]
         right += any((centre - x) * spacing[0] > off_mm for x in xs)   # LPS: the patient's right at lower x
         left += any((x - centre) * spacing[0] > off_mm for x in xs)
     return right, left

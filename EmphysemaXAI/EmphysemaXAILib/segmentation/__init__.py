@@ -94,26 +94,28 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
     return Segmentation(result.labels, "classical", None, fallback, warnings, airways=result.airways)
 
 
-def case_airways(ct: CTVolume):
+def case_airways(ct: CTVolume, within=None):
     """The airway finder's result (:class:`.airways.Airways`) on ``ct``'s (z, y, x) grid: the
-    trachea and the main bronchi traced slice by slice (no region growing: no lung candidates)."""
+    trachea and the main bronchi traced slice by slice, and the lobar bronchi grown inside
+    ``within`` (bool (z, y, x): an engine's lungs) when given."""
     from ..analysis.anatomy import PADDING_BELOW_HU
     from .airways import find_airways
 
     padding = ct.hu < PADDING_BELOW_HU
     if ct.padding_hu is not None:
         padding |= ct.hu == ct.padding_hu
-    return find_airways(ct.hu, ct.spacing, ct.direction, padding=padding)
+    return find_airways(ct.hu, ct.spacing, ct.direction, padding=padding, within=within)
 
 
 def engine_airways(ct: CTVolume, labels: np.ndarray, lobes: np.ndarray | None = None) -> tuple:
     """(labels, lobes, airways) of an engine whose lung ``labels`` (uint8 (z, y, x)) may hold
     the trachea or main bronchi (lungmask's U-Net sees one slice at a time): the airway lumen,
     its partial-volume rim and wall are set to 0 in both maps
-    (:func:`.airways.exclude_airways`); ``airways`` is the lumen (bool), None when none is found."""
+    (:func:`.airways.exclude_airways`); ``airways`` is the lumen (bool), None when none is found.
+    The lobar bronchi are grown inside the labels (they hold them when they hold the trachea)."""
     from .airways import exclude_airways
 
-    lumen = case_airways(ct).lumen
+    lumen = case_airways(ct, within=labels > 0).lumen
     if not lumen.any():
         return labels, lobes, None
     if (lumen & (labels > 0)).any():

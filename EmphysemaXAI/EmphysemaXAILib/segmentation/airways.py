@@ -54,6 +54,7 @@ class Airways:
 
     lumen: np.ndarray                 # trachea, main (and lobar) bronchi
     trachea: np.ndarray               # the trachea's lumen alone, down to the carina
+    #: (its core, for the air level, is taken where it is a clean tube of lumen sections)
     carina: int | None = None         # slice index of the carina (with bronchi; else where the trachea's tube ends)
     air_hu: float | None = None       # median HU of the trachea's core
     noise_hu: float | None = None     # robust SD (HU) of the trachea's core
@@ -93,7 +94,9 @@ def find_airways(hu, spacing, direction=None, padding=None, within=None, voxel_m
         return out
     tracked = _track(smooth, sections, out.carina, trachea[out.carina][box], spacing, down, air)
     out.lumen[:, box[0], box[1]] |= tracked
-    out.carina = _carina(tracked, out.carina, down, spacing)
+    end, out.carina = out.carina, _carina(tracked, out.carina, down, spacing)
+    for k in range(end + down, out.carina, down):  # the trachea traced on below its tube, to the carina
+        out.trachea[k] = out.lumen[k]
     if within is not None and within.any():
         voxel_ml = voxel_ml or float(np.prod(spacing)) / 1000.0
         grown = _grow(hu, within, out.lumen, spacing, air, noise, voxel_ml)
