@@ -4,9 +4,10 @@ the lungs (``from airway_cases import degrade, airway_components_in_lung``).
 The degradations, applied to a :class:`CTVolume` (arrays (z, y, x), spacing (x, y, z) mm, LPS):
 
 - ``resample``: slices resampled to 2 mm (linear along z; the in-plane grid is kept);
-- ``neck``: the field of view extended toward the head by mirroring the top ``NECK_MM`` of the
-  scan about its first slice (A0001 already starts in the neck: this doubles the neck, larynx
-  air included, so a trachea finder sees a long air tube above the lungs);
+- ``neck``: the field of view extended toward the head by ``NECK_MM``: the top ``NECK_SLAB_MM``
+  of the scan (neck only: A0001's lungs begin 40 mm below its top) mirrored about the top slice
+  and back again, as often as it takes (A0001 already starts in the neck: this lengthens the
+  neck and the air tube in it, so a trachea finder sees a long tube above the lungs);
 - ``offset``: every voxel shifted by an HU offset, then clipped at -1024 HU as scanners store it;
 - ``noise``: spatially correlated Gaussian noise (white noise smoothed by a Gaussian of
   ``NOISE_SIGMA_PX`` pixels, rescaled to an SD of ``NOISE_SD`` HU).
@@ -21,6 +22,7 @@ from scipy import ndimage
 NOISE_SD = 50.0
 NOISE_SIGMA_PX = (0.5, 1.0, 1.0)   # (z, y, x) pixels
 NECK_MM = 60.0
+NECK_SLAB_MM = 30.0
 SLICE_MM = 2.0
 BOX_MM = 80.0                      # the goal measure looks this far either side of the midline
 #: the degraded versions the tests and the bench use: name -> steps in order
@@ -53,10 +55,15 @@ def degrade(ct, steps, seed: int = 0):
             spacing[2] = float(value)
         elif name == "neck":
             k = int(round(value / spacing[2]))
-            if head_last:
-                hu = np.concatenate([hu, hu[-2:-k - 2:-1]], axis=0)
-            else:
-                hu = np.concatenate([hu[k:0:-1], hu], axis=0)
+            slab = max(2, int(round(NECK_SLAB_MM / spacing[2])))
+            top = hu[::-1] if head_last else hu  # head first
+            # ping-pong through the top slab: slab - 1, ..., 1, 0, 1, ... (0 is the top slice)
+            period = 2 * (slab - 1)
+            index = np.abs(((np.arange(k, 0, -1)) % period))
+            index = np.where(index > slab - 1, period - index, index)
+            top = np.concatenate([top[index], top], axis=0)
+            hu = top[::-1] if head_last else top
+            if not head_last:
                 origin = origin - D[:, 2] * spacing[2] * k
         elif name == "offset":
             hu = hu + value
