@@ -4,8 +4,11 @@ For A0001 (Lung-PET-CT-Dx, ../shared/data) as is and degraded (Testing/airway_ca
 50 HU correlated, HU offsets, 2 mm slices, neck extended, all combined): the classical engine's
 slices with an airway-density component inside the lungs, its airway voxels, and quality
 control's tracheal air (offset undone). Run from the project root:
-``OMP_NUM_THREADS=1 PYTHONPATH=EmphysemaXAI python bench/bench_airways.py [names...]``
+``OMP_NUM_THREADS=1 PYTHONPATH=EmphysemaXAI python bench/bench_airways.py [--ct64] [names...]``
+(``--ct64``: COPDGene ct-64, 4 mm voxels, with emphysema, instead of A0001; ``AIR_HU=-915``
+in the environment sets the air level the measure uses).
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,10 +25,16 @@ from EmphysemaXAILib.segmentation import segment_lungs  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def main(names):
-    ct0 = read_ct(DATA / "lung-pet-ct-dx-A0001")
+def main(names, series="lung-pet-ct-dx-A0001"):
+    ct0 = read_ct(DATA / series)
     air0 = run_qc(ct0).measures["trachea_air_hu"]
-    print(f"A0001 tracheal air {air0} HU")
+    if os.environ.get("AIR_HU"):  # the air level to measure with (e.g. on code without case_airways)
+        air0 = float(os.environ["AIR_HU"])
+    elif air0 is None:  # ct-64: the trachea is too narrow for 4 mm pixels; its core read on the original
+        from EmphysemaXAILib.segmentation import case_airways
+
+        air0 = case_airways(ct0).air_hu
+    print(f"{series} tracheal air {air0} HU")
     for name in names or DEGRADED:
         steps = DEGRADED[name]
         ct = degrade(ct0, steps) if steps else ct0
@@ -44,4 +53,8 @@ def main(names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    if args and args[0] == "--ct64":
+        main(args[1:], "cip-copdgene/ct-64.nrrd")
+    else:
+        main(args)
