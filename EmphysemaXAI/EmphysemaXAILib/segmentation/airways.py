@@ -22,7 +22,7 @@ direction matrix (LPS), whose ``D[2, 2]`` sign says which index end is the head.
    (lumen at least ``CORE_MM`` from its edge); every later threshold is relative to them.
 3. Main and lobar bronchi: traced slice by slice below the trachea (:func:`_track`), a
    section merged with lung is freed at air-relative lumen levels or by erosion
-   (:func:`_free_section`), down to ``BRONCHI_MM`` below the trachea's tube; with lung candidates
+   (:func:`_free_section`), ``MAIN_BRONCHI_MM`` below the carina; with lung candidates
    given (classical engine), region growing on the smoothed volume at air-relative levels adds
    the lobar bronchi unless it leaks (more than ``AIRWAY_MAX_ML``).
 """
@@ -43,12 +43,14 @@ MIDDLE_Y_SHARE = 0.35           # ... and of the body height (not the table belo
 CORE_MM = 3.0                   # the lumen core: at least this far (and 2 pixels) from the lumen edge
 AIRWAY_MAX_ML = 200.0           # trachea + main + lobar bronchi hold well under this
 GROW_ABOVE_AIR_HU = (50.0, -10.0)  # region growing levels relative to air, from first to last
-BRONCHI_MM = 50.0               # airways are traced this far below the trachea's tube
+BRONCHI_MM = 50.0               # airways are traced at most this far below the trachea's tube
+MAIN_BRONCHI_MM = 20.0          # ... and this far below the carina (further down, lung joins them)
 TRACK_MAX_AREA = 2.0            # a section above this x the trachea's has merged with lung
 TRACK_FREED_SHARE = 0.75        # a freed piece is at most this share of the section bound
 TRACK_MAX_EROSION_MM = 4.0      # in-plane erosion that may free an airway touching the lung
 TRACK_LUMEN_SHARES = (0.4, 0.6, 0.8)  # lumen levels in a merged section: share of air's HU
 TRACK_MIN_SECTION_MM2 = 20.0    # a freed section smaller than this is not a main / lobar bronchus
+TRACK_GROWTH = 2.5              # an airway section is at most this x the sections it continues
 
 
 @dataclass
@@ -244,10 +246,13 @@ def _robust_sd(values) -> float:
 def _track(smooth, labels, carina, section, spacing, down, air) -> np.ndarray:
     """The main (and lobar) bronchi below the trachea's last section ``section`` on slice
     ``carina``, traced slice by slice over the lumen components (``labels``: smoothed HU below
-    ``LUMEN_HU``) that overlap the previous airway. A component larger than ``TRACK_MAX_AREA``
-    times the trachea's section has merged with lung: :func:`_free_section` looks for the
-    airway inside it; tracing ends when none comes free, when the sections together exceed
-    twice that bound (lung let in), or ``BRONCHI_MM`` below the trachea's end. Arrays cover the search box;
+    ``LUMEN_HU``) that overlap the previous airway. A component larger than ``TRACK_GROWTH``
+    times the airway sections it continues, or than ``TRACK_MAX_AREA`` times the trachea's
+    section, has merged in-plane with air beside it (lung, the oesophagus):
+    :func:`_free_section` looks for the airway inside it; tracing ends when none comes free,
+    when the sections together exceed twice that bound (lung let in), ``BRONCHI_MM`` below the trachea's end or
+    ``MAIN_BRONCHI_MM`` below the carina (on Lung-PET-CT-Dx A0001, dark lung beside the lower
+    lobe bronchus passes for lumen 25 mm below it). Arrays cover the search box;
     returns bool (z, y', x') on it."""
     n_slices = len(labels)
     out = np.zeros((n_slices,) + section.shape, bool)
@@ -258,23 +263,39 @@ def _track(smooth, labels, carina, section, spacing, down, air) -> np.ndarray:
     current = section
     k = carina + down
     steps = int(round(BRONCHI_MM / spacing[2]))
+    below_carina = False
     while 0 <= k < n_slices and current.any() and steps > 0:
         parts = labels[k]
         near = ndimage.binary_dilation(current)
         sections = np.zeros_like(current)
+        above, _ = ndimage.label(current)
+        above_area = np.bincount(above.ravel())
         for label in np.unique(parts[near & (parts > 0)]):
             part = parts == label
-            if part.sum() <= max_area:
+            # a section may grow by TUBE_GROWTH over the airway sections above it; more is air
+            # beside it (the oesophagus, lung) joined in-plane: freed like a merged section
+            source = above_area[np.unique(above[part & (above > 0)])].sum() if (part & current).any() else 0
+            bound = min(max_area, TRACK_GROWTH * source) if source else 0
+            if part.sum() <= bound:
                 sections |= part
-            else:
-                sections |= _free_section(part, smooth[k], near, max_area, min_area, max_erosion, levels)
+            elif source:
+                sections |= _free_section(part, smooth[k], near, bound, min_area, max_erosion, levels)
         if sections.sum() > 2 * max_area:  # more than two bronchi of the trachea's size: lung let in
             break
         current = sections
         out[k] = current
         k += down
         steps -= 1
+        if not below_carina and _two_sections(current, min_area):
+            below_carina = True  # the carina: the main bronchi are traced MAIN_BRONCHI_MM further
+            steps = min(steps, int(round(MAIN_BRONCHI_MM / spacing[2])))
     return out
+
+
+def _two_sections(mask, min_area) -> bool:
+    """``mask`` (one slice) holds at least two sections of ``min_area`` pixels."""
+    parts, n = ndimage.label(mask)
+    return n >= 2 and (np.bincount(parts.ravel())[1:] >= min_area).sum() >= 2
 
 
 def _carina(tracked, end, down, spacing) -> int:
@@ -283,8 +304,7 @@ def _carina(tracked, end, down, spacing) -> int:
     min_area = TRACK_MIN_SECTION_MM2 / (spacing[0] * spacing[1])
     k = end + down
     while 0 <= k < tracked.shape[0] and tracked[k].any():
-        parts, n = ndimage.label(tracked[k])
-        if n >= 2 and (np.bincount(parts.ravel())[1:] >= min_area).sum() >= 2:
+        if _two_sections(tracked[k], min_area):
             return k
         k += down
     return end
