@@ -114,3 +114,20 @@ def test_an_engine_that_labels_the_trachea_lung_loses_it(cases, original):
     assert ((cleaned_lobes > 0) == (cleaned > 0)).all()
     kept = (cleaned > 0).sum() / (seg.labels > 0).sum()
     assert 0.98 < kept <= 1.01
+
+
+def test_a_users_mask_is_used_as_given_with_the_airways_beside_it(cases, original):
+    """A user's lung mask that holds the trachea is not altered (its densitometry is the user's
+    choice); the airways are found beside it for display (``airways.nrrd``, the Airways segment)."""
+    from EmphysemaXAILib import analyze_case
+    from EmphysemaXAILib.options import AnalysisOptions
+
+    ct, _, seg, _ = cases("original")
+    mask = seg.labels.copy()
+    mask[ndimage.binary_dilation(seg.airways, iterations=2) & (mask == 0)] = 1
+    result = analyze_case(ct, AnalysisOptions(model="none"), lung_mask=mask)
+    assert result.segmentation.engine_used == "file"
+    assert np.array_equal(result.segmentation.labels, mask)
+    airways = result.segmentation.airways
+    assert airways is not None and (airways & seg.airways).sum() >= 0.5 * seg.airways.sum()
+    assert (airways & (mask > 0)).sum() >= 0.9 * airways.sum()  # the user's mask holds them: shown, not removed
