@@ -35,6 +35,12 @@ DEGRADED = {
     "neck": (("neck", NECK_MM),),
     "combined": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", 37.0), ("noise", 50.0)),
 }
+#: further combinations the bench measures too (not the tests: each costs about 10 s)
+MORE = {
+    "combined-40": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", -40.0), ("noise", 50.0)),
+    "combined+15": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", 15.0), ("noise", 50.0)),
+    "combined+37-noise80": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", 37.0), ("noise", 80.0)),
+}
 
 
 def degrade(ct, steps, seed: int = 0):

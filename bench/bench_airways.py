@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
-from airway_cases import DEGRADED, airway_components_in_lung, degrade  # noqa: E402
+from airway_cases import DEGRADED, MORE, airway_components_in_lung, degrade  # noqa: E402
 
 from EmphysemaXAILib import read_ct  # noqa: E402
 from EmphysemaXAILib.analysis.qc import run_qc  # noqa: E402
@@ -35,8 +35,9 @@ def main(names, series="lung-pet-ct-dx-A0001"):
 
         air0 = case_airways(ct0).air_hu
     print(f"{series} tracheal air {air0} HU")
-    for name in names or DEGRADED:
-        steps = DEGRADED[name]
+    every = {**DEGRADED, **MORE}
+    for name in names or every:
+        steps = every[name]
         ct = degrade(ct0, steps) if steps else ct0
         offset = sum(v for s, v in steps if s == "offset")
         start = time.perf_counter()
