@@ -34,11 +34,13 @@ DEGRADED = {
     "slices2mm": (("resample", SLICE_MM),),
     "neck": (("neck", NECK_MM),),
     "combined": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", 37.0), ("noise", 50.0)),
+    # the issue's series: tracheal air -963 HU (A0001's -978 + 15), 50 HU noise, 2 mm, the neck;
+    # main's classical engine labelled the trachea lung on 63 of 154 lung slices here
+    "combined+15": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", 15.0), ("noise", 50.0)),
 }
 #: further combinations the bench measures too (not the tests: each costs about 10 s)
 MORE = {
     "combined-40": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", -40.0), ("noise", 50.0)),
-    "combined+15": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", 15.0), ("noise", 50.0)),
     "combined+37-noise80": (("resample", SLICE_MM), ("neck", NECK_MM), ("offset", 37.0), ("noise", 80.0)),
 }
 
