@@ -7,6 +7,23 @@ control's tracheal air (offset undone). Run from the project root:
 ``OMP_NUM_THREADS=1 PYTHONPATH=EmphysemaXAI python bench/bench_airways.py [--ct64] [names...]``
 (``--ct64``: COPDGene ct-64, 4 mm voxels, with emphysema, instead of A0001; ``AIR_HU=-915``
 in the environment sets the air level the measure uses).
+
+Measured 2026-12-07 (2 shared cores). Slices with an airway section inside the lungs / lung
+slices; QC's tracheal air with the offset undone (A0001: -978 HU):
+
+| series | main (7b383bf) | one airway finder |
+|---|---|---|
+| original | 0 / 55, -978 | 0 / 55, -978 |
+| noise50 | 0 / 55, -972 | 0 / 55, -972 |
+| offset+37 | 28 / 63 (lungs up the neck; 211 airway voxels), -978 | 0 / 55, -977 |
+| offset-40 | 0 / 55, -978 | 0 / 55, -978 |
+| slices2mm | 0 / 137, -971 | 0 / 137, -971 |
+| neck | 0 / 55, -978 | 0 / 55, -978 |
+| combined (+37) | 6 / 137 (3D growing leaked), -980 | 0 / 137, -976 |
+| combined+15 (the issue's series) | 63 / 154 (lungs up the neck), -977 | 0 / 137, -976 |
+| combined-40 | 0 / 139, -977 | 0 / 139, -977 |
+| combined+37-noise80 | 6 / 138, -983 | 0 / 138, -981 |
+| ct-64 noise50 (``--ct64``) | 2 / 69 | 0 / 69 |
 """
 import os
 import sys
