@@ -339,10 +339,10 @@ def _grow(hu, within, seeds, spacing, air, noise, voxel_ml):
     """Region growing inside ``within`` from the ``seeds`` (trachea and traced bronchi) over the
     smoothed volume below air-relative levels (``GROW_ABOVE_AIR_HU``, lowered step by step
     while the grown volume exceeds ``AIRWAY_MAX_ML``); the smoothing widens with the noise
-    measured in the trachea. None when every level leaks."""
+    measured in the trachea. None when every level leaks; empty when no seed lies ``within``."""
     inside = seeds & within
-    if not inside.any():
-        return None
+    if not inside.any():  # the airways found lie outside the lungs: nothing to grow
+        return np.zeros(hu.shape, bool)
     zs, ys, xs = (np.flatnonzero(within.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
     box = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
     scale = 0.7 * max(1.0, noise / 35.0)
