@@ -126,11 +126,10 @@ def find_trachea(hu, spacing, down, padding=None):
         return None
     box = _search_box(frames, hu.shape[1:])
     y0, x0 = box[0].start, box[1].start
-    smooth, labels, areas, ok = {}, {}, {}, {}
+    smooth = _Smoothed(hu, box, sigma)
+    labels, areas, ok = {}, {}, {}
     for k in range(hu.shape[0]):
-        s = ndimage.gaussian_filter(hu[k][box].astype(np.float32), sigma, truncate=3.0)
-        smooth[k] = s
-        lumen = s < LUMEN_HU
+        lumen = smooth.make(k) < LUMEN_HU  # kept only where the bronchi are traced (memory)
         if padding is not None:
             lumen &= ~padding[k][box]
         lab, n = ndimage.label(lumen)
@@ -188,6 +187,22 @@ def find_trachea(hu, spacing, down, padding=None):
         x = nxt.get((k, x))
         k += down
     return trachea, smooth, labels, box
+
+
+class _Smoothed(dict):
+    """{slice: float32 (y, x)}: ``hu``'s slices on ``box`` smoothed in-plane by ``sigma``
+    (pixels), made when first asked for."""
+
+    def __init__(self, hu, box, sigma):
+        super().__init__()
+        self.hu, self.box, self.sigma = hu, box, sigma
+
+    def make(self, k) -> np.ndarray:
+        return ndimage.gaussian_filter(self.hu[k][self.box].astype(np.float32), self.sigma, truncate=3.0)
+
+    def __missing__(self, k):
+        self[k] = value = self.make(k)
+        return value
 
 
 def _body_frames(hu, padding) -> dict:
