@@ -24,6 +24,10 @@ slices; QC's tracheal air with the offset undone (A0001: -978 HU):
 | combined-40 | 0 / 139, -977 | 0 / 139, -977 |
 | combined+37-noise80 | 6 / 138, -983 | 0 / 138, -981 |
 | ct-64 noise50 (``--ct64``) | 2 / 69 | 0 / 69 |
+
+Airways segment on A0001 as is: 12,999 voxels on main, 15,541 with the one finder (the trachea
+up to the top of the scan, main bronchi traced 20 mm below the carina, lobar bronchi grown).
+Quality control costs about 9 ms more per slice (the finder runs at full resolution).
 """
 import os
 import sys
