@@ -172,7 +172,7 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
     from .analysis.qc import check_lung_cut, run_qc
     from .analysis.qct import measure_qct
     from .io.read import read_ct
-    from .segmentation import Segmentation, segment_lungs, user_lung_labels
+    from .segmentation import Segmentation, case_airways, segment_lungs, user_lung_labels
 
     timings: dict = {}
 
@@ -204,7 +204,8 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
         return result
     start = step("segment", 2, "segmenting the lungs")
     if user_labels is not None:
-        segmentation = Segmentation(user_labels, "file")
+        # the user's lungs as given; the airways found beside them, for display only
+        segmentation = Segmentation(user_labels, "file", airways=case_airways(ct).lumen)
     else:
         segmentation = segment_lungs(ct, engine=options.engine, lungmask_weights=options.lungmask_weights,
                                      fill_weights=options.lungmask_fill_weights, lobes=options.lobes)

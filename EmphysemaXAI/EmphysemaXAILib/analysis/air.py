@@ -9,20 +9,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..segmentation.airways import CORE_MM, find_airways
 from ..volume import CTVolume
 from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, coarse_anatomy, coarse_steps, robust_noise
 
 MIN_AIR_VOXELS = 2000           # outside-air voxels (coarse grid) enough to measure air there
 TRACHEA_MAX_AREA_MM2 = 800.0    # air in the body on a slice above the apices up to this is trachea
-#: Tracheal air core: lumen voxels at least this far (mm, and TRACHEA_CORE_PIXELS pixels)
-#: from the lumen edge, so that neither the wall's partial volume nor the blur reaches them.
-TRACHEA_CORE_MM = 3.0
-TRACHEA_CORE_PIXELS = 2.0
 TRACHEA_MIN_CORE_SLICE = 10      # core voxels for a slice to count
 TRACHEA_MIN_CORE_VOXELS = 200    # core voxels in all, else the trachea is too narrow for its voxels
-TRACHEA_LUMEN_HU = -500          # lumen edge: half-way between air and the wall
-TRACHEA_LUMEN_MAX_MM2 = 600.0    # a bigger air component is not the trachea (merged, larynx)
-TRACHEA_SEARCH_MM = 40.0         # the trachea is looked for this far around its place above
 
 
 def air_noise(ct: CTVolume, anatomy=None) -> tuple:
@@ -35,14 +29,22 @@ def air_noise(ct: CTVolume, anatomy=None) -> tuple:
     if outside.sum() >= MIN_AIR_VOXELS:
         air, source = anatomy.hu[outside], "outside_air"
     else:
-        trachea = _coarse_trachea_air(ct, anatomy)
-        if trachea.sum() >= 50:
-            air, source = anatomy.hu[trachea], "trachea"
+        core = _trachea_core(ct)
+        if core.sum() >= 50:
+            air, source = ct.hu[core], "trachea"
         else:
             air, source = anatomy.hu[anatomy.valid & (anatomy.hu < -900)], "darkest_voxels"
     air_hu = round(float(np.median(air)), 1) if air.size else None
     noise = round(robust_noise(air), 2) if source != "darkest_voxels" else None
     return air_hu, noise, source
+
+
+def _trachea_core(ct: CTVolume) -> np.ndarray:
+    """The trachea's lumen core (bool (z, y, x)) from the one airway finder; empty when none."""
+    if ct.shape[0] < MIN_SLICES_3D:
+        return np.zeros(ct.shape, bool)
+    found = find_airways(ct.hu, ct.spacing, ct.direction, padding=ct.hu < PADDING_BELOW_HU, bronchi=False)
+    return found.core if found.core is not None else np.zeros(ct.shape, bool)
 
 
 def measure_air_noise(ct: CTVolume) -> float | None:
@@ -53,110 +55,43 @@ def measure_air_noise(ct: CTVolume) -> float | None:
 def trachea_air(ct: CTVolume, anatomy=None) -> dict:
     """Air in the trachea at full resolution: ``{"hu", "voxels", "level", "note"}``.
 
-    The trachea is seeded by the coarse anatomy (air in the body above the lung apices,
-    :func:`_coarse_trachea_air`), followed down at full in-plane resolution (one slice per coarse
-    slice) as the air component (below :data:`TRACHEA_LUMEN_HU`, at most
-    :data:`TRACHEA_LUMEN_MAX_MM2`) overlapping the one above, until it divides at the carina
-    or joins bigger air. Its core is the lumen at least :data:`TRACHEA_CORE_MM` mm and
-    :data:`TRACHEA_CORE_PIXELS` pixels from the lumen edge (geometry, not an HU window around
-    air, so a rescaled scan selects the same voxels); ``hu`` is the core's median HU. The
-    intrathoracic trachea (slices with lung) is used when it has :data:`TRACHEA_MIN_CORE_VOXELS`
-    core voxels (``level`` ``intrathoracic``; in the neck, the shoulders bias air upwards),
-    else every slice followed (``level`` ``all``). ``hu`` is None with a ``note`` when the
-    trachea is not in the scan or too narrow for the voxel size (e.g. 4 mm pixels: no voxel
-    of an 18 mm trachea is clear of partial volume).
+    The trachea is the one airway finder's (:func:`..segmentation.airways.find_airways`: the
+    longest tube of lumen sections on the body's middle, from the neck down to the carina,
+    whatever the noise or the HU offset). Its core is the lumen at least ``CORE_MM`` mm and two
+    pixels from the lumen edge (geometry, not an HU window around air, so a rescaled scan
+    selects the same voxels); ``hu`` is the core's median HU. The intrathoracic trachea (slices
+    with more than :data:`TRACHEA_MAX_AREA_MM2` of air enclosed by the body on the coarse grid)
+    is used when it has :data:`TRACHEA_MIN_CORE_VOXELS` core voxels (``level``
+    ``intrathoracic``; in the neck, the shoulders bias air upwards), else every slice of the
+    trachea (``level`` ``all``). ``hu`` is None with a ``note`` when the trachea is not in the
+    scan or too narrow for the voxel size (e.g. 4 mm pixels: no voxel of an 18 mm trachea is
+    clear of partial volume).
     """
     out = {"hu": None, "voxels": 0, "level": None, "note": None}
     anatomy = anatomy or coarse_anatomy(ct.hu, ct.spacing, ct.padding_hu)
-    seeds = _coarse_trachea_air(ct, anatomy)
-    if not seeds.any():
-        out["note"] = "trachea not found above the lung apices"
+    if abs(ct.direction_matrix[2, 2]) < 0.9 or ct.shape[0] < MIN_SLICES_3D:
+        out["note"] = "trachea not followed: too few axial slices"
         return out
-    sz, sxy = coarse_steps(ct.shape, ct.spacing)
-    ny, nx = ct.shape[1:]
-    rows, cols = np.arange(ny) // sxy, np.arange(nx) // sxy
-    pixel_mm2 = float(ct.spacing[0] * ct.spacing[1])
-    core_mm = max(TRACHEA_CORE_MM, TRACHEA_CORE_PIXELS * max(ct.spacing[0], ct.spacing[1]))
+    padding = ct.hu < PADDING_BELOW_HU
+    if ct.padding_hu is not None:
+        padding |= ct.hu == ct.padding_hu
+    found = find_airways(ct.hu, ct.spacing, ct.direction, padding=padding, bronchi=False)
+    if not found.trachea.any():
+        out["note"] = "trachea not found: no air tube on the body's middle"
+        return out
+    sz, _ = coarse_steps(ct.shape, ct.spacing)
     lung_mm2 = anatomy.lung_air.sum(axis=(1, 2)) * anatomy.spacing[0] * anatomy.spacing[1]
-    down = -1 if ct.direction_matrix[2, 2] > 0 else 1
-    seeded = np.flatnonzero(seeds.any(axis=(1, 2)))
-    k = int(seeded[0] if down < 0 else seeded[-1])  # the seed slice nearest the apices
-    previous = np.zeros((ny, nx), bool)
-    ys, xs = np.nonzero(seeds[k])
-    previous[np.minimum(ys * sxy, ny - 1), np.minimum(xs * sxy, nx - 1)] = True
-    cores = {"intrathoracic": [], "all": []}
-    first = True
-    margin = int(np.ceil(TRACHEA_SEARCH_MM / min(ct.spacing[0], ct.spacing[1])))
-    while 0 <= k < anatomy.hu.shape[0]:
-        z = min(k * sz, ct.shape[0] - 1)
-        if first:  # the seed slice: the whole slice, to find the midline
-            y0, y1, x0, x1 = 0, ny, 0, nx
-        else:  # then a window around the trachea above (it moves a few mm per slice)
-            ys, xs = np.nonzero(previous)
-            y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, ny)
-            x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, nx)
-        image = ct.hu[z, y0:y1, x0:x1]
-        body = anatomy.body[k][np.ix_(np.minimum(rows[y0:y1], anatomy.body.shape[1] - 1),
-                                      np.minimum(cols[x0:x1], anatomy.body.shape[2] - 1))]
-        lumen = body & (image < TRACHEA_LUMEN_HU)
-        if ct.padding_hu is not None:
-            lumen &= image != ct.padding_hu
-        labels, _ = ndimage.label(lumen)
-        touching = np.unique(labels[previous[y0:y1, x0:x1] & lumen])
-        touching = touching[touching > 0]
-        if first and len(touching) > 1:  # the air nearest the body's midline
-            middle = np.flatnonzero(body.any(axis=0)).mean() if body.any() else nx / 2
-            centres = ndimage.center_of_mass(lumen, labels, touching)
-            touching = touching[[int(np.argmin([abs(c[1] - middle) for c in centres]))]]
-        first = False
-        if len(touching) != 1:
-            break  # lost, or divided at the carina
-        component = labels == touching[0]
-        edge = (y0 > 0 and component[0].any()) or (y1 < ny and component[-1].any()) or \
-            (x0 > 0 and component[:, 0].any()) or (x1 < nx and component[:, -1].any())
-        if edge or component.sum() * pixel_mm2 > TRACHEA_LUMEN_MAX_MM2:
-            break  # joined bigger air
-        distance = ndimage.distance_transform_edt(component, sampling=(ct.spacing[1], ct.spacing[0]))
-        core = distance >= core_mm
-        if core.sum() >= TRACHEA_MIN_CORE_SLICE:
-            values = image[core]
-            cores["all"].append(values)
-            if lung_mm2[k] > TRACHEA_MAX_AREA_MM2:
-                cores["intrathoracic"].append(values)
-        previous = np.zeros((ny, nx), bool)
-        previous[y0:y1, x0:x1] = ndimage.binary_dilation(component, iterations=2)
-        k += down
-    for level in ("intrathoracic", "all"):
-        values = np.concatenate(cores[level]) if cores[level] else np.zeros(0)
+    thoracic = lung_mm2[np.minimum(np.arange(ct.shape[0]) // sz, len(lung_mm2) - 1)] > TRACHEA_MAX_AREA_MM2
+    slices = found.core.sum(axis=(1, 2)) >= TRACHEA_MIN_CORE_SLICE
+    for level, keep in (("intrathoracic", slices & thoracic), ("all", slices)):
+        values = ct.hu[found.core & keep[:, None, None]]
         if values.size >= TRACHEA_MIN_CORE_VOXELS:
             out.update(hu=round(float(np.median(values)), 1), voxels=int(values.size), level=level)
             return out
-    found = sum(v.size for v in cores["all"])
-    out["note"] = (f"trachea too narrow for the voxel size: {found} core voxels at {core_mm:.1f} mm or more "
-                   f"from its wall (< {TRACHEA_MIN_CORE_VOXELS})")
+    out["note"] = (f"trachea too narrow for the voxel size: {int(found.core.sum())} core voxels at "
+                   f"{max(CORE_MM, 2.0 * max(ct.spacing[0], ct.spacing[1])):.1f} mm or more from its wall "
+                   f"(< {TRACHEA_MIN_CORE_VOXELS})")
     return out
-
-
-def _coarse_trachea_air(ct: CTVolume, anatomy) -> np.ndarray:
-    """Air of the trachea: air inside the body on the slices above the lung apices.
-
-    Returns a (z, y, x) bool mask on the coarse grid, eroded in-plane so that partial-volume
-    edges do not count; empty when the scan starts below the apices or is not axial.
-    """
-    mask = np.zeros_like(anatomy.lung_air)
-    D = ct.direction_matrix
-    if abs(D[2, 2]) < 0.9 or ct.shape[0] < MIN_SLICES_3D:
-        return mask
-    areas_mm2 = anatomy.lung_air.sum(axis=(1, 2)) * anatomy.spacing[0] * anatomy.spacing[1]
-    order = range(len(areas_mm2) - 1, -1, -1) if D[2, 2] > 0 else range(len(areas_mm2))
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = ndimage.generate_binary_structure(2, 1)
-    for k in order:  # from the head down, while only the trachea is air
-        if 0 < areas_mm2[k] <= TRACHEA_MAX_AREA_MM2:
-            mask[k] = anatomy.lung_air[k]
-        elif areas_mm2[k] > TRACHEA_MAX_AREA_MM2:
-            break
-    return ndimage.binary_erosion(mask, structure=structure)
 
 
 def air_mode(values: np.ndarray, smooth_hu: float = 10.0) -> float | None:

@@ -5,6 +5,11 @@ Engines: ``lungmask`` (JoHof/lungmask U-Net, when its weights are on this machin
 when it is installed and its weights are found, else classical, recording why), or a mask the user gives
 (:func:`load_mask`), which replaces the engine. Labels: 0 background, 1 right lung, 2 left lung
 (``docs/contracts.md``); lobes with lungmask's LTRCLobes codes when asked for.
+
+Every engine's airways come from the one airway finder (:mod:`.airways`): the classical engine
+keeps them out of its lungs, lungmask's labels lose the trachea and main bronchi they hold
+(:func:`engine_airways`), and a user's mask is left as given, the airways found beside it for
+display (:func:`case_airways`).
 """
 from __future__ import annotations
 
@@ -29,8 +34,8 @@ class Segmentation:
     fallback_reason: str | None = None
     warnings: list = field(default_factory=list)
     weights: dict = field(default_factory=dict)
-    #: bool (z, y, x): trachea, main and lobar bronchi lumen kept out of the lungs, for display
-    #: (the classical engine finds them; None from lungmask and user masks)
+    #: bool (z, y, x): trachea, main (and lobar) bronchi lumen from the one airway finder, for
+    #: display; kept out of the lungs by the engines (a user's mask is not altered: it may overlap)
     airways: np.ndarray | None = None
 
     def as_dict(self) -> dict:
@@ -67,8 +72,9 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
     if engine in ("auto", "lungmask"):
         try:
             result = run_lungmask(ct, lungmask_weights, fill_weights, lobes=lobes, download=download)
-            return Segmentation(result.labels, "lungmask", result.lobes, None, result.warnings,
-                                result.weights)
+            labels, lobe_map, airways = engine_airways(ct, result.labels, result.lobes)
+            return Segmentation(labels, "lungmask", lobe_map, None, result.warnings, result.weights,
+                                airways=airways)
         except WeightsMissing as missing:
             if engine == "lungmask":
                 raise
@@ -86,6 +92,37 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
     if lobes:
         warnings.append("lobes need the lungmask engine (LTRCLobes weights): no lobe map")
     return Segmentation(result.labels, "classical", None, fallback, warnings, airways=result.airways)
+
+
+def case_airways(ct: CTVolume, within=None):
+    """The airway finder's result (:class:`.airways.Airways`) on ``ct``'s (z, y, x) grid: the
+    trachea and the main bronchi traced slice by slice, and the lobar bronchi grown inside
+    ``within`` (bool (z, y, x): an engine's lungs) when given."""
+    from ..analysis.anatomy import PADDING_BELOW_HU
+    from .airways import find_airways
+
+    padding = ct.hu < PADDING_BELOW_HU
+    if ct.padding_hu is not None:
+        padding |= ct.hu == ct.padding_hu
+    return find_airways(ct.hu, ct.spacing, ct.direction, padding=padding, within=within)
+
+
+def engine_airways(ct: CTVolume, labels: np.ndarray, lobes: np.ndarray | None = None) -> tuple:
+    """(labels, lobes, airways) of an engine whose lung ``labels`` (uint8 (z, y, x)) may hold
+    the trachea or main bronchi (lungmask's U-Net sees one slice at a time): the airway lumen,
+    its partial-volume rim and wall are set to 0 in both maps
+    (:func:`.airways.exclude_airways`); ``airways`` is the lumen (bool), None when none is found.
+    The lobar bronchi are grown inside the labels (they hold them when they hold the trachea)."""
+    from .airways import exclude_airways
+
+    lumen = case_airways(ct, within=labels > 0).lumen
+    if not lumen.any():
+        return labels, lobes, None
+    if (lumen & (labels > 0)).any():
+        labels = exclude_airways(labels, lumen, ct.spacing)
+        if lobes is not None:
+            lobes = np.where(labels > 0, lobes, 0).astype(lobes.dtype)
+    return labels, lobes, lumen
 
 
 def load_mask(path, ct: CTVolume, name: str = "lung mask") -> np.ndarray:
@@ -153,5 +190,6 @@ def case_lung_labels(ct: CTVolume, lung_mask=None, engine: str = "auto") -> np.n
     return segment_lungs(ct, engine=engine).labels
 
 
-__all__ = ["ENGINES", "Segmentation", "case_lung_labels", "check_lung_labels", "load_mask", "segment_lungs",
+__all__ = ["ENGINES", "Segmentation", "case_airways", "case_lung_labels", "check_lung_labels", "engine_airways",
+           "load_mask", "segment_lungs",
            "user_lung_labels"]

@@ -3,9 +3,10 @@
 Steps, on the full-resolution (z, y, x) grid:
 1. Air: voxels below ``LUNG_AIR_HU`` (padding excluded); the enclosed air inside the body that
    looks like lung is the lung candidates (:func:`.lung_air.enclosed_lung_air`).
-2. Airways: the trachea and the main and lobar bronchi, grown from the trachea or tracked slice
-   by slice (:func:`.airways.grow_airways`). The airway lumen, dilated by a wall band, is
-   removed from the lungs and returned as ``airways`` for display.
+2. Airways: the trachea and the main and lobar bronchi from the one airway finder
+   (:func:`.airways.find_airways`, with the candidates for its region growing). The airway
+   lumen, dilated by a wall band, is removed from the lungs and returned as ``airways`` for
+   display.
 3. Right / left: 3D components after airway removal; where the lungs still touch (anterior or
    posterior junction), the touching slices are split by 2D erosion and nearest-part
    assignment. In LPS, the right lung lies at lower x.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .airways import grow_airways
+from .airways import find_airways
 from .lung_air import LUNG_AIR_HU, enclosed_lung_air
 
 OUTSIDE_FOV_BELOW_HU = -1500.0  # voxels below this are padding or outside the field of view
@@ -62,7 +63,9 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
     # everything after this works inside the candidates' bounding box (a third of the volume)
     margin = [int(round(2 * CLOSING_MM / s)) + 1 for s in (spacing[2], spacing[1], spacing[0])]
     box = _bounding_box(candidates, margin)
-    airways_box = grow_airways(hu[box], candidates[box], spacing, D, voxel_ml, warnings)
+    found = find_airways(hu, spacing, direction, padding=padding, within=candidates, voxel_ml=voxel_ml)
+    warnings.extend(note for note in found.notes if "leaked" in note)
+    airways_box = found.lumen[box]
     if airways_box.any():
         # the lumen's partial-volume rim (blurred by soft kernels) is air too: take it along
         rim = max(1, int(round(AIRWAY_RIM_MM / min(spacing))))
@@ -75,8 +78,8 @@ def segment_classical(hu: np.ndarray, spacing, direction=None, padding_hu=None) 
     labels_box[wall] = 0
     labels = np.zeros(hu.shape, np.uint8)
     labels[box] = labels_box
-    airways = np.zeros(hu.shape, bool)
-    airways[box] = airways_box
+    airways = found.lumen  # the trachea up the neck too, outside the lungs' box
+    airways[box] |= airways_box
     return ClassicalResult(labels, airways, warnings)
 
 
