@@ -62,6 +62,7 @@ def dice_by_pattern(pattern_labels: np.ndarray, truth: np.ndarray, lung: np.ndar
 
 
 def run_model(model_dir, real: bool, both: bool) -> dict:
+    from EmphysemaXAILib.analysis.calibration import calibration_from_qc
     from EmphysemaXAILib.model.pattern_infer import MAP_RULES, PatternPredictor
     from EmphysemaXAILib.options import AnalysisOptions
     from EmphysemaXAILib.phantom import PhantomParams, demo_params, generate_phantom
@@ -78,7 +79,7 @@ def run_model(model_dir, real: bool, both: bool) -> dict:
         result = analyze_case(source, options)
         out[name] = {"analyze": shares(result.severity.summary)}
         for rule in rules[1:]:
-            calibration = result.qct.calibration if result.qct else None
+            calibration = calibration_from_qc(result.qc.measures, [])
             predictor.map_rule = rule
             out[name][rule] = shares(predictor.predict(result.ct, result.segmentation.labels,
                                                        calibration=calibration).summary)
