@@ -133,6 +133,10 @@ def cmd_train_patterns(args) -> int:
             print(f"{name}: accuracy {figures['accuracy']:.3f} (6 classes), "
                   f"balanced {figures['balanced_accuracy']:.3f}, "
                   f"normal / centrilobular / paraseptal {figures['accuracy_nt_cl_ps']:.3f}")
+    offsets = {k: v for k, v in metrics.get("cip_kfold", {}).items() if k.startswith("air_")}
+    if offsets:
+        print("the same folds read by a scanner whose air is off (no --air-hu): normal / centrilobular / paraseptal "
+              + ", ".join(f"{k[4:]} HU {v['accuracy_nt_cl_ps']:.3f}" for k, v in offsets.items()))
     val = metrics.get("validation_phantoms", {})
     if val.get("extent_mae") is not None:
         print(f"held-out phantoms ({len(val['rows'])}): extent MAE {val['extent_mae']:.2f} points after calibration")
