@@ -22,8 +22,12 @@ Scores: the model's extent (calibrated emphysema fraction, %), its emphysema pro
 on mosaics; not on phantoms), Perc15 (HU, sign flipped so that higher = more emphysema), raw
 %LAA-950 and calibrated %LAA-950 (the offset undone exactly: an upper bound of what an air /
 blood calibration reaches; without an offset it equals raw).
-Conditions: as stored; the scanner reading air at -1080 / -1040 / -960 HU (water at 0: air
-offset -80 / -40 / +40 HU); the -80 and +40 offsets with white noise of SD 25 HU added (seeded).
+Conditions: as stored; the scanner reading air at -1080 / -1040 / -960 / -920 HU (water at 0: air
+offset -80 / -40 / +40 / +80 HU); the -80 and +80 offsets with white noise of SD 25 HU added
+(seeded); phantoms: as stored, -80 and +80 only (time).
+The model's extent is ranked before its linear phantom calibration (``extent_calibration``
+set to 1, 0 here: the calibration is monotone, but its clipping at 0 % would tie the patches
+it sends below 0 and hide the fraction trunk's ranking).
 Also the ``patterns`` 3-way accuracy (normal / centrilobular / paraseptal) of the held-out
 patches per condition, without and with the air value given (``--air-hu``).
 """
@@ -43,7 +47,8 @@ from EmphysemaXAILib.analysis.patterns import PATTERN_GROUPS, THREE_WAY, group_p
 from EmphysemaXAILib.model.pattern_runs import air_offset  # noqa: E402
 
 CONDITIONS = {"as stored": (0.0, 0.0), "air -80": (-80.0, 0.0), "air -40": (-40.0, 0.0), "air +40": (40.0, 0.0),
-              "air -80 + noise 25": (-80.0, 25.0), "air +40 + noise 25": (40.0, 25.0)}
+              "air +80": (80.0, 0.0), "air -80 + noise 25": (-80.0, 25.0), "air +80 + noise 25": (80.0, 25.0)}
+PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80")
 SCORES = ("model extent", "model p(emphysema)", "-Perc15", "%LAA-950 raw", "%LAA-950 calibrated")
 GRADE = {0: 0, 1: 1, 2: 2, 3: 3}     # PATTERNS index -> severity grade (normal, centrilobular grades)
 
@@ -157,14 +162,15 @@ def run_phantoms(predictor, n: int) -> dict:
     from EmphysemaXAILib.phantom import generate_phantom
     from EmphysemaXAILib.volume import CTVolume
 
-    rows = {name: {s: [] for s in SCORES if s != "model p(emphysema)"} for name in CONDITIONS}
+    rows = {name: {s: [] for s in SCORES if s != "model p(emphysema)"} for name in PHANTOM_CONDITIONS}
     truth = []
     for params in phantom_design(n, seed=2):
         phantom = generate_phantom(params)
         lungs = phantom.labels["lungs"]
         lung = lungs > 0
         truth.append(phantom.truth["extent_pct"])
-        for i, (name, (offset, noise)) in enumerate(CONDITIONS.items()):
+        for i, name in enumerate(PHANTOM_CONDITIONS):
+            offset, noise = CONDITIONS[name]
             hu = degrade(phantom.ct.hu, offset, noise, seed=200 + i)
             ct = CTVolume(hu=hu, spacing=phantom.ct.spacing, origin=phantom.ct.origin, direction=phantom.ct.direction)
             extent = predictor.predict(ct, lungs).summary["extent_pct"]
@@ -205,6 +211,7 @@ def main() -> None:
     if "holdout" not in metrics:
         raise SystemExit(f"{args.model}: not trained with --holdout-fold: its CIP figures would be on seen patches")
     predictor = PatternPredictor(args.model, device="cpu")
+    predictor.config["extent_calibration"] = (1.0, 0.0)       # ranking figures: module docstring
     cip = load_cip_patches(args.mat)
     test = np.array(metrics["holdout"]["test_index"])
     result = {"model": str(args.model), "holdout_fold": metrics["holdout"]["fold"], "n_test": len(test),

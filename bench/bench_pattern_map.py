@@ -1,7 +1,7 @@
 """Benchmark: what the pattern map marks on normal lung, the demo phantom and subtype phantoms.
 
 Usage (from the project root):
-    .venv/bin/python bench/bench_pattern_map.py [--model DIR ...] [--no-real] [--json OUT]
+    .venv/bin/python bench/bench_pattern_map.py [--model DIR ...] [--real lidc,cip_crop,a0001] [--both-rules] [--json OUT]
 (each model: about 2-3 minutes on 2 cores; the shipped model by default).
 
 Items and figures, per model:
@@ -61,7 +61,7 @@ def dice_by_pattern(pattern_labels: np.ndarray, truth: np.ndarray, lung: np.ndar
     return out
 
 
-def run_model(model_dir, real: bool, both: bool) -> dict:
+def run_model(model_dir, real: list, both: bool) -> dict:
     from EmphysemaXAILib.analysis.calibration import calibration_from_qc
     from EmphysemaXAILib.model.pattern_infer import MAP_RULES, PatternPredictor
     from EmphysemaXAILib.options import AnalysisOptions
@@ -72,7 +72,7 @@ def run_model(model_dir, real: bool, both: bool) -> dict:
     rules = [predictor.map_rule] + ([r for r in MAP_RULES if r != predictor.map_rule] if both else [])
     out = {"model": str(model_dir or "shipped"), "map_rule": predictor.map_rule}
     options = AnalysisOptions(model=str(predictor.path), explain=())
-    items = {name: path for name, path in REAL.items() if real and path.exists()}
+    items = {name: path for name, path in REAL.items() if name in real and path.exists()}
     demo = generate_phantom(demo_params(0))
     items["demo_phantom"] = demo.ct
     for name, source in items.items():
@@ -105,11 +105,11 @@ def run_model(model_dir, real: bool, both: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="*", default=[None], help="pattern model folders (default: the shipped one)")
-    parser.add_argument("--no-real", action="store_true", help="phantoms only")
+    parser.add_argument("--real", default=",".join(REAL), help=f"real series to run (default {','.join(REAL)}; '' none)")
     parser.add_argument("--both-rules", action="store_true", help="also the other label rule")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
-    results = [run_model(m, not args.no_real, args.both_rules) for m in args.model]
+    results = [run_model(m, [r for r in args.real.split(",") if r], args.both_rules) for m in args.model]
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:

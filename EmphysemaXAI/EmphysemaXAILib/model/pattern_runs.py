@@ -6,8 +6,8 @@ model folder out (the shipped model is made by this run; MODEL_CARD.md gives the
 2. Optional k-fold on the CIP patches (:func:`~.cip_patches.patch_folds`; the folds may share
    subjects: the file has no subject ids): per fold a model on the other folds (and the same
    phantom patches), scored on the held-out fold as stored ("clean") and after a seeded scanner
-   shift (:func:`~.pattern_augment.scanner_augment`) and after a pure air offset of -80, -40 and
-   +40 HU (:func:`air_offset`: the scanner reads air at -1080 .. -960 HU, water stays at 0; with
+   shift (:func:`~.pattern_augment.scanner_augment`) and after a pure air offset of -80, -40, +40
+   and +80 HU (:func:`air_offset`: the scanner reads air at -1080 .. -920 HU, water stays at 0; with
    the air value given, ``patterns --air-hu`` undoes it exactly, so "air given" scores equal the
    clean ones): 6-class accuracy, balanced accuracy and the 3-way normal / centrilobular /
    paraseptal accuracy. ``holdout_fold`` instead keeps one fold out of the final model (its
@@ -39,7 +39,7 @@ from .phantom_cohort import phantom_design
 
 SLICE_MM = 2.0        # distance between the axial images the model looks at on a case
 SHIFT_SEED = 7        # the seeded "other scanner" of the k-fold figures
-AIR_OFFSETS_HU = (-80.0, -40.0, 40.0)   # held-out folds read by a scanner whose air is off by this
+AIR_OFFSETS_HU = (-80.0, -40.0, 40.0, 80.0)   # held-out folds read by a scanner whose air is off by this
 
 
 def air_offset(images: np.ndarray, offset_hu: float) -> np.ndarray:
