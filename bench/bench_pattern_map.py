@@ -1,7 +1,8 @@
 """Benchmark: what the pattern map marks on normal lung, the demo phantom and subtype phantoms.
 
 Usage (from the project root):
-    .venv/bin/python bench/bench_pattern_map.py [--model DIR ...] [--real lidc,cip_crop,a0001] [--both-rules] [--json OUT]
+    .venv/bin/python bench/bench_pattern_map.py [--model DIR ...] [--real lidc,cip_crop,a0001] [--both-rules]
+        [--json OUT]
 (each model: about 2-3 minutes on 2 cores; the shipped model by default).
 
 Items and figures, per model:
@@ -105,7 +106,7 @@ def run_model(model_dir, real: list, both: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="*", default=[None], help="pattern model folders (default: the shipped one)")
-    parser.add_argument("--real", default=",".join(REAL), help=f"real series to run (default {','.join(REAL)}; '' none)")
+    parser.add_argument("--real", default=",".join(REAL), help="real series to run ('' none)")
     parser.add_argument("--both-rules", action="store_true", help="also the other label rule")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
