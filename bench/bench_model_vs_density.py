@@ -24,7 +24,10 @@ on mosaics; not on phantoms), Perc15 (HU, sign flipped so that higher = more emp
 blood calibration reaches; without an offset it equals raw).
 Conditions: as stored; the scanner reading air at -1080 / -1040 / -960 / -920 HU (water at 0: air
 offset -80 / -40 / +40 / +80 HU); the -80 and +80 offsets with white noise of SD 25 HU added
-(seeded); phantoms: as stored, -80 and +80 only (time).
+(seeded); "mixed scanners": every item read by its own scanner, air offset drawn uniformly in
+-80..+80 HU (seeded; the condition that matters for ranking: one offset shared by every item
+moves Perc15 of all alike and leaves its ranks unchanged). Phantoms: as stored, -80, +80 and
+mixed only (time).
 The model's extent is ranked before its linear phantom calibration (``extent_calibration``
 set to 1, 0 here: the calibration is monotone, but its clipping at 0 % would tie the patches
 it sends below 0 and hide the fraction trunk's ranking).
@@ -47,22 +50,32 @@ from EmphysemaXAILib.analysis.patterns import PATTERN_GROUPS, THREE_WAY, group_p
 from EmphysemaXAILib.model.pattern_runs import air_offset  # noqa: E402
 
 CONDITIONS = {"as stored": (0.0, 0.0), "air -80": (-80.0, 0.0), "air -40": (-40.0, 0.0), "air +40": (40.0, 0.0),
-              "air +80": (80.0, 0.0), "air -80 + noise 25": (-80.0, 25.0), "air +80 + noise 25": (80.0, 25.0)}
-PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80")
+              "air +80": (80.0, 0.0), "air -80 + noise 25": (-80.0, 25.0), "air +80 + noise 25": (80.0, 25.0),
+              "mixed scanners -80..+80": ((-80.0, 80.0), 0.0),
+              "mixed scanners -80..+80 + noise 25": ((-80.0, 80.0), 25.0)}
+PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80", "mixed scanners -80..+80")
 SCORES = ("model extent", "model p(emphysema)", "-Perc15", "%LAA-950 raw", "%LAA-950 calibrated")
 GRADE = {0: 0, 1: 1, 2: 2, 3: 3}     # PATTERNS index -> severity grade (normal, centrilobular grades)
 
 
-def degrade(images: np.ndarray, offset: float, noise: float, seed: int) -> np.ndarray:
-    out = air_offset(images, offset)
+def offsets(offset, n: int, seed: int) -> np.ndarray:
+    """(n,) air offsets: one for all, or drawn per item in (lo, hi)."""
+    if isinstance(offset, tuple):
+        return np.random.default_rng([seed, 1]).uniform(offset[0], offset[1], n)
+    return np.full(n, float(offset))
+
+
+def degrade(images: np.ndarray, offset: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """(n, ...) HU read with air offsets ``offset`` (n,) and white noise of SD ``noise``."""
+    out = np.stack([air_offset(image, o) for image, o in zip(images, offset)])
     if noise:
         out = out + np.random.default_rng(seed).normal(0.0, noise, out.shape).astype(np.float32)
     return out
 
 
-def undo(images: np.ndarray, offset: float) -> np.ndarray:
+def undo(images: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """The calibration from the known air value (water at 0): inverse of :func:`air_offset`."""
-    return (images * 1000.0 / (1000.0 - offset)).astype(np.float32)
+    return np.stack([image * 1000.0 / (1000.0 - o) for image, o in zip(images, offset)]).astype(np.float32)
 
 
 def density(values: np.ndarray) -> tuple:
@@ -85,7 +98,7 @@ def figures(scores: dict, truth: np.ndarray, graded: np.ndarray, positive: np.nd
     return out
 
 
-def patch_scores(predictor, images: np.ndarray, pixel_mm: float, offset: float, noise: float, seed: int) -> tuple:
+def patch_scores(predictor, images: np.ndarray, pixel_mm: float, offset: np.ndarray, noise: float, seed: int) -> tuple:
     shifted = degrade(images, offset, noise, seed)
     probs, fractions = predictor.classify_images(list(shifted), pixel_mm)
     calibrated_probs, _ = predictor.classify_images(list(undo(shifted, offset)), pixel_mm)
@@ -144,9 +157,11 @@ def run_patches(predictor, cip, test: np.ndarray) -> dict:
     mosaic_images, mosaic_truth = mosaics(images, labels)
     out = {"patches": {}, "mosaics": {}, "three_way": {}}
     for i, (name, (offset, noise)) in enumerate(CONDITIONS.items()):
-        scores, probs, calibrated = patch_scores(predictor, images, cip.pixel_mm, offset, noise, seed=i)
+        scores, probs, calibrated = patch_scores(predictor, images, cip.pixel_mm, offsets(offset, len(images), i),
+                                                 noise, seed=i)
         out["patches"][name] = figures(scores, grade, graded, labels > 0, labels == 0)
         out["three_way"][name] = {"without air": three_way(probs, labels), "air given": three_way(calibrated, labels)}
+        offset = offsets(offset, len(mosaic_images), 100 + i)
         shifted = degrade(mosaic_images, offset, noise, seed=100 + i)
         m_scores = mosaic_scores(predictor, shifted, cip.pixel_mm)
         dens = np.array([density(m.ravel()) for m in shifted])
@@ -164,21 +179,22 @@ def run_phantoms(predictor, n: int) -> dict:
 
     rows = {name: {s: [] for s in SCORES if s != "model p(emphysema)"} for name in PHANTOM_CONDITIONS}
     truth = []
-    for params in phantom_design(n, seed=2):
+    for j, params in enumerate(phantom_design(n, seed=2)):
         phantom = generate_phantom(params)
         lungs = phantom.labels["lungs"]
         lung = lungs > 0
         truth.append(phantom.truth["extent_pct"])
         for i, name in enumerate(PHANTOM_CONDITIONS):
             offset, noise = CONDITIONS[name]
-            hu = degrade(phantom.ct.hu, offset, noise, seed=200 + i)
+            offset = offsets(offset, n, 200 + i)[j:j + 1]
+            hu = degrade(phantom.ct.hu[None], offset, noise, seed=200 + i)[0]
             ct = CTVolume(hu=hu, spacing=phantom.ct.spacing, origin=phantom.ct.origin, direction=phantom.ct.direction)
             extent = predictor.predict(ct, lungs).summary["extent_pct"]
             perc, laa = density(hu[lung])
             rows[name]["model extent"].append(extent)
             rows[name]["-Perc15"].append(perc)
             rows[name]["%LAA-950 raw"].append(laa)
-            rows[name]["%LAA-950 calibrated"].append(density(undo(hu[lung], offset))[1])
+            rows[name]["%LAA-950 calibrated"].append(density(undo(hu[lung][None], offset))[1])
     truth = np.array(truth)
     everything = np.ones(len(truth), bool)
     return {"truth_extent_pct": truth.tolist(),
