@@ -203,6 +203,7 @@ def run_phantoms(predictor, n: int) -> dict:
 
 def print_table(title: str, block: dict) -> None:
     print(f"\n{title}: Spearman / AUC")
+    block = {k: v for k, v in block.items() if k in CONDITIONS}
     names = list(next(iter(block.values())))
     print("| condition | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
@@ -234,6 +235,8 @@ def main() -> None:
               **run_patches(predictor, cip, test)}
     if args.phantoms:
         result["phantoms"] = run_phantoms(predictor, args.phantoms)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"model {args.model} (held-out fold {result['holdout_fold']}, {len(test)} patches)")
     print_table("CIP held-out patches (grade: normal 0, CL mild..severe 1..3)", result["patches"])
     print_table("mosaics of held-out patches (truth: emphysema share)", result["mosaics"])
@@ -242,8 +245,6 @@ def main() -> None:
     print("\n`patterns` 3-way accuracy (normal / centrilobular / paraseptal), without / with --air-hu")
     for condition, acc in result["three_way"].items():
         print(f"| {condition} | {acc['without air']:.3f} | {acc['air given']:.3f} |")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
