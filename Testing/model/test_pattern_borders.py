@@ -100,6 +100,10 @@ def test_the_extent_rule_labels_as_much_lung_as_the_extent(tmp_path):
     assert patterns["map_rule"] == "extent"
     assert abs(patterns["emphysema_share_pct"] - result.summary["extent_pct"]) < 0.5
     assert patterns["share_by_region"]["whole"]["normal"] > 0
+    whole = patterns["share_by_region"]["whole"]
+    broad = {"centrilobular": sum(whole[p] for p in PATTERNS[1:4]), "paraseptal": whole["paraseptal"],
+             "panlobular": whole["panlobular"]}
+    assert patterns["leading_emphysema"] == max(broad, key=broad.get)
     predictor.map_rule = "argmax"
     argmax = predictor.predict(phantom.ct, phantom.labels["lungs"]).summary["patterns"]
     assert argmax["map_rule"] == "argmax" and set(argmax["share_by_region"]["whole"]) == set(PATTERNS)

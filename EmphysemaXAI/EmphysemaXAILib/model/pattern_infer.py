@@ -227,6 +227,8 @@ class PatternPredictor:
             "group_probabilities": {g: float(v) for g, v in zip(PATTERN_GROUPS, grouped)},
             "dominant": PATTERNS[int(np.argmax([shares["whole"][p] for p in PATTERNS]))],
             "emphysema_share_pct": float(100.0 - shares["whole"]["normal"]),
+            # the broad emphysema pattern covering the most lung (None without any): the leading pattern
+            "leading_emphysema": _leading(shares["whole"]),
             "label_codes": {p: i + 1 for i, p in enumerate(PATTERNS)},
             "map_rule": self.map_rule,
         }
@@ -252,6 +254,13 @@ class PatternPredictor:
                               pattern_labels=_labels_to_ct(pattern_w, grid, ct, lung_ct))
         timings["outputs"] = time.perf_counter() - start
         return result
+
+
+def _leading(whole: dict) -> str | None:
+    """The broad emphysema pattern (centrilobular = its three grades) with the largest share of
+    lung in ``whole`` ({pattern: %}), None when the lung is all normal."""
+    broad = {g: sum(whole[PATTERNS[i]] for i in idx) for g, idx in PATTERN_GROUPS.items() if g != "normal"}
+    return max(broad, key=broad.get) if max(broad.values()) > 0 else None
 
 
 def _labels_to_ct(volume: np.ndarray, grid, ct, lung: np.ndarray) -> np.ndarray:
