@@ -3,8 +3,8 @@ same items, as stored and under a scanner offset.
 
 Usage (from the project root; the model must come from ``train-patterns --holdout-fold K``, so
 its held-out CIP patches are known and unseen):
-    .venv/bin/python bench/bench_model_vs_density.py --model DIR [--mat PATH] [--phantoms 9] [--json OUT]
-(about 6 minutes on 2 cores with 9 phantoms).
+    .venv/bin/python bench/bench_model_vs_density.py --model DIR [--mat PATH] [--phantoms 6] [--json OUT]
+(about 5 minutes with --phantoms 0 and 15 with 6 phantoms, on 2 cores shared with other jobs).
 
 Items:
 - **CIP patches** of the model's held-out fold (``metrics.json`` ``holdout``), as the
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="a model folder from train-patterns --holdout-fold")
     parser.add_argument("--mat", type=Path,
                         default=ROOT.parent / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat")
-    parser.add_argument("--phantoms", type=int, default=9, help="held-out phantoms (0: none)")
+    parser.add_argument("--phantoms", type=int, default=6, help="held-out phantoms (0: none)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     metrics = json.loads((args.model / "metrics.json").read_text())

@@ -3,7 +3,8 @@
 Usage (from the project root):
     .venv/bin/python bench/bench_pattern_map.py [--model DIR ...] [--real lidc,cip_crop,a0001] [--both-rules]
         [--json OUT]
-(each model: about 2-3 minutes on 2 cores; the shipped model by default).
+(per model 10-30 minutes on 2 cores shared with other jobs, A0001 the largest part; the shipped
+model by default).
 
 Items and figures, per model:
 - the real series of ``../shared/data`` (LIDC's two slices: no emphysema; the CIP crop of COPDGene
