@@ -73,7 +73,7 @@ def test_patterns_csv_and_summary(case_dir):
     summary = json.loads((case_dir / "summary.json").read_text())
     patterns = summary["severity"]["patterns"]
     assert set(patterns) >= {"classes", "share_by_region", "probabilities", "group_probabilities", "dominant",
-                             "emphysema_share_pct", "label_codes"}
+                             "emphysema_share_pct", "label_codes", "map_rule"}
     assert list(table["region"]) == list(patterns["share_by_region"])
     assert {"whole", "right", "left", "upper", "middle", "lower"} <= set(table["region"])
     for _, row in table.iterrows():

@@ -125,3 +125,22 @@ def scanner_augment(images: torch.Tensor, pixel_mm: float, generator: torch.Gene
     water = _uniform(n, ranges.water_shift_hu, generator)
     slope = (1000.0 + water - air) / 1000.0
     return water[:, None, None, None] + slope[:, None, None, None] * out
+
+
+def pleural_border(n: int, size: int, generator: torch.Generator, depth_px: tuple = (2.0, 7.0),
+                   curvature: float = 0.06) -> torch.Tensor:
+    """(n, 1, size, size) float mask, 1 = outside the lung: a synthetic chest wall along one
+    random edge of each image, ``depth_px`` deep at its middle, its boundary a tilted parabola
+    (``curvature`` per pixel at most: concave or convex like the pleura seen from inside or
+    from a fissure's end). Training images get it set to the +200 HU fill the case pipeline puts
+    outside the lung, with their label unchanged (a lung border alone is no emphysema)."""
+    depth = _uniform(n, depth_px, generator)[:, None, None]
+    bend = _uniform(n, (-curvature, curvature), generator)[:, None, None]
+    tilt = _uniform(n, (-0.3, 0.3), generator)[:, None, None]
+    centre = _uniform(n, (0.25 * size, 0.75 * size), generator)[:, None, None]
+    rows = torch.arange(size, dtype=torch.float32)[None, :, None].expand(n, size, size)
+    cols = torch.arange(size, dtype=torch.float32)[None, None, :].expand(n, size, size)
+    boundary = depth + tilt * (cols - centre) + bend * (cols - centre) ** 2
+    mask = (rows + 0.5 < boundary).float()[:, None]            # the wall along the top edge
+    turns = torch.randint(0, 4, (n,), generator=generator)
+    return torch.stack([torch.rot90(m, int(k), dims=(1, 2)) for m, k in zip(mask, turns)])

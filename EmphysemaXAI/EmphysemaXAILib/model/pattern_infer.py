@@ -5,10 +5,13 @@ Case: the CT goes to the model's working grid (in-plane ``pixel_mm``, ``slice_mm
 axial images it looks at; SimpleITK, anti-aliased: :func:`.tiles.to_working_grid`); every axial
 image holding lung is cropped to the lung's bounding box with non-lung pixels at FILL_HU and run
 through the network in batches. Its dense outputs (stride 4) are upsampled bilinearly to the
-working grid: the six pattern probabilities -> the pattern label (argmax; codes 1-6 = PATTERNS
-order, 0 outside the lung; normal wherever the calibrated fraction is 0: an emphysema pattern
-needs emphysema) and the emphysema fraction map. The label map goes back to the CT
-grid by nearest neighbour, the fraction map linearly.
+working grid: the six pattern probabilities -> the pattern label (codes 1-6 = PATTERNS order, 0
+outside the lung) and the emphysema fraction map. The label rule is the model's ``map_rule``
+(config.json): ``argmax`` (models before issue 25: the most probable pattern, normal wherever the
+calibrated fraction is 0) or ``extent`` (the lung's voxels of highest emphysema fraction, as many
+as the extent says, carry the most probable *emphysema* pattern there, the rest is normal: the
+map's emphysema share is the extent, one story). The label map goes back to the CT grid by
+nearest neighbour, the fraction map linearly.
 
 Outputs per case (``summary["patterns"]``): the share of lung (%) in each pattern per region
 (CIP's local-histogram output is the same kind of tally), the lung-mean probabilities, the
@@ -29,6 +32,8 @@ from .checkpoint import load_model, model_dir, pick_device
 from .pattern_augment import center_resample
 from .pattern_net import STRIDE
 from .tiles import FILL_HU, extract_tiles, tile_corners, to_working_grid
+
+MAP_RULES = ("argmax", "extent")
 
 MARGIN_PX = 8
 EXPLAIN_TILE = 64   # tiles the explanations run on (pixels at the working pixel size, one slice)
@@ -66,6 +71,11 @@ class PatternPredictor:
         self.batch_size = batch_size
         self.torch = torch
         self.pixel_mm = float(self.config["architecture"]["pixel_mm"])
+        training = self.config.get("training", {}).get("config", {})
+        self.mask_chest_wall = bool(training.get("mask_chest_wall", False))
+        self.map_rule = self.config.get("map_rule", "argmax")
+        if self.map_rule not in MAP_RULES:
+            raise ValueError(f"{self.path}: map_rule {self.map_rule!r} is not one of {', '.join(MAP_RULES)}")
 
     @property
     def info(self) -> dict:
@@ -93,7 +103,9 @@ class PatternPredictor:
 
     def classify_images(self, images: list, pixel_mm: float) -> tuple:
         """(probabilities (n, 6), emphysema fraction (n,)) of 2D HU images (each (H, W), any size,
-        all lung) with square pixels of ``pixel_mm``; each image is resampled whole."""
+        all lung) with square pixels of ``pixel_mm``; each image is resampled whole. A model
+        trained with ``mask_chest_wall`` sees an image's chest-wall band
+        (:func:`.cip_patches.chest_wall_mask`) as non-lung, as in its training."""
         torch = self.torch
         probs, fractions = [], []
         with torch.inference_mode():
@@ -103,16 +115,26 @@ class PatternPredictor:
                 size = max(STRIDE, int(round(side * pixel_mm / self.pixel_mm / STRIDE)) * STRIDE)
                 padded = np.pad(image, ((0, side - image.shape[0]), (0, side - image.shape[1])), mode="reflect")
                 x = center_resample(torch.from_numpy(padded)[None, None], pixel_mm, self.pixel_mm, size)
-                out = self.model(x.to(self.device))
+                lung = None
+                if self.mask_chest_wall:
+                    from .cip_patches import chest_wall_mask
+
+                    wall = torch.from_numpy(chest_wall_mask(padded[None])[:, None].astype(np.float32))
+                    lung = (center_resample(wall, pixel_mm, self.pixel_mm, size) <= 0.5).float()
+                    x = torch.where(lung > 0, x, torch.full_like(x, FILL_HU))
+                    lung = lung.to(self.device)
+                out = self.model(x.to(self.device), lung)
                 probs.append(torch.softmax(out["pattern_logits"].float(), 1).cpu().numpy()[0])
                 fractions.append(float(out["fraction"][0]))
         return np.stack(probs), self._calibrated(np.asarray(fractions))
 
     def _dense(self, hu: np.ndarray, lung: np.ndarray) -> tuple:
-        """(labels (z, y, x) uint8 codes, fraction (z, y, x) float32, probability sums (6,)) on
-        the working grid for HU ``hu`` and bool ``lung``."""
+        """(labels (z, y, x) uint8 codes of the ``argmax`` rule, the code of the most probable
+        emphysema pattern (z, y, x) uint8 (2-6), fraction (z, y, x) float32 (before calibration),
+        probability sums (6,)) on the working grid for HU ``hu`` and bool ``lung``."""
         torch = self.torch
         labels = np.zeros(hu.shape, np.uint8)
+        emphysema_codes = np.zeros(hu.shape, np.uint8)
         fraction = np.zeros(hu.shape, np.float32)
         prob_sum = np.zeros(len(PATTERNS))
         box = _crop_box(lung)
@@ -139,11 +161,27 @@ class PatternPredictor:
                 # of an LIDC slice without emphysema paraseptal: CIP's paraseptal patches hold chest wall)
                 empty = self._calibrated(up[:, -1]) <= 0.0
                 codes = np.where(mask, np.where(empty, 1, probs.argmax(1) + 1), 0).astype(np.uint8)
+                emphysema = np.where(mask, probs[:, 1:].argmax(1) + 2, 0).astype(np.uint8)
                 for i, z in enumerate(zs):
                     labels[z, target[0], target[1]] = codes[i, inner[0], inner[1]]
+                    emphysema_codes[z, target[0], target[1]] = emphysema[i, inner[0], inner[1]]
                     fraction[z, target[0], target[1]] = (up[i, -1] * mask[i])[inner[0], inner[1]]
                 prob_sum += (probs * mask[:, None]).sum(axis=(0, 2, 3))
-        return labels, fraction, prob_sum
+        return labels, emphysema_codes, fraction, prob_sum
+
+    def _extent_labels(self, emphysema_codes: np.ndarray, fraction_raw: np.ndarray, lung: np.ndarray,
+                       extent_pct: float) -> np.ndarray:
+        """The ``extent`` rule's (z, y, x) uint8 label codes: round(extent % x lung voxels) voxels of
+        highest fraction (among those whose calibrated fraction is above 0) carry their most probable
+        emphysema pattern, every other lung voxel is normal (1)."""
+        labels = np.where(lung, 1, 0).astype(np.uint8)
+        values = fraction_raw[lung]
+        count = min(int(round(extent_pct / 100.0 * values.size)), int((self._calibrated(values) > 0).sum()))
+        if count > 0:
+            threshold = np.partition(values, values.size - count)[values.size - count]
+            chosen = lung & (fraction_raw >= threshold) & (self._calibrated(fraction_raw) > 0)
+            labels[chosen] = emphysema_codes[chosen]
+        return labels
 
     def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS,
                 extra: dict | None = None, calibration=None) -> SeverityResult:
@@ -164,13 +202,17 @@ class PatternPredictor:
             grid.hu = calibration.apply(grid.hu).astype(np.float32)
         timings["resample"] = time.perf_counter() - start
         start = time.perf_counter()
-        pattern_w, fraction_raw, prob_sum = self._dense(grid.hu, lung)
+        pattern_w, emphysema_codes, fraction_raw, prob_sum = self._dense(grid.hu, lung)
         timings["network"] = time.perf_counter() - start
         start = time.perf_counter()
         fraction_map = (self._calibrated(fraction_raw) * lung).astype(np.float32)
         regions = lung_regions(grid.labels, grid.extra.get("lobes"), grid.superior_is_high_index)
-        values, codes = regions.gather(fraction_map), regions.gather(pattern_w)
+        values = regions.gather(fraction_map)
         extent = float(100.0 * values.mean())
+        if self.map_rule == "extent":
+            pattern_w = self._extent_labels(emphysema_codes, fraction_raw, lung, extent)
+        del emphysema_codes
+        codes = regions.gather(pattern_w)
         shares = {}
         for name, mask in regions.masks.items():
             counts = np.bincount(codes[mask], minlength=len(PATTERNS) + 1)[1:]
@@ -185,7 +227,10 @@ class PatternPredictor:
             "group_probabilities": {g: float(v) for g, v in zip(PATTERN_GROUPS, grouped)},
             "dominant": PATTERNS[int(np.argmax([shares["whole"][p] for p in PATTERNS]))],
             "emphysema_share_pct": float(100.0 - shares["whole"]["normal"]),
+            # the broad emphysema pattern covering the most lung (None without any): the leading pattern
+            "leading_emphysema": _leading(shares["whole"]),
             "label_codes": {p: i + 1 for i, p in enumerate(PATTERNS)},
+            "map_rule": self.map_rule,
         }
         summary = {
             **extent_summary(extent, regions, values, self.config, cutpoints),
@@ -209,6 +254,13 @@ class PatternPredictor:
                               pattern_labels=_labels_to_ct(pattern_w, grid, ct, lung_ct))
         timings["outputs"] = time.perf_counter() - start
         return result
+
+
+def _leading(whole: dict) -> str | None:
+    """The broad emphysema pattern (centrilobular = its three grades) with the largest share of
+    lung in ``whole`` ({pattern: %}), None when the lung is all normal."""
+    broad = {g: sum(whole[PATTERNS[i]] for i in idx) for g, idx in PATTERN_GROUPS.items() if g != "normal"}
+    return max(broad, key=broad.get) if max(broad.values()) > 0 else None
 
 
 def _labels_to_ct(volume: np.ndarray, grid, ct, lung: np.ndarray) -> np.ndarray:

@@ -6,8 +6,12 @@ model folder out (the shipped model is made by this run; MODEL_CARD.md gives the
 2. Optional k-fold on the CIP patches (:func:`~.cip_patches.patch_folds`; the folds may share
    subjects: the file has no subject ids): per fold a model on the other folds (and the same
    phantom patches), scored on the held-out fold as stored ("clean") and after a seeded scanner
-   shift (:func:`~.pattern_augment.scanner_augment`): 6-class accuracy, balanced accuracy and the
-   3-way normal / centrilobular / paraseptal accuracy.
+   shift (:func:`~.pattern_augment.scanner_augment`) and after a pure air offset of -80, -40, +40
+   and +80 HU (:func:`air_offset`: the scanner reads air at -1080 .. -920 HU, water stays at 0; with
+   the air value given, ``patterns --air-hu`` undoes it exactly, so "air given" scores equal the
+   clean ones): 6-class accuracy, balanced accuracy and the 3-way normal / centrilobular /
+   paraseptal accuracy. ``holdout_fold`` instead keeps one fold out of the final model (its
+   indices in metrics.json), for benchmarks that need a model that has not seen their patches.
 3. The final model on every CIP patch; its extent calibration (a linear map of the fraction
    map, as the severity model has) and extent SD are fitted on the held-out phantoms run whole
    through :class:`~.pattern_infer.PatternPredictor` with their true lung masks.
@@ -35,6 +39,13 @@ from .phantom_cohort import phantom_design
 
 SLICE_MM = 2.0        # distance between the axial images the model looks at on a case
 SHIFT_SEED = 7        # the seeded "other scanner" of the k-fold figures
+AIR_OFFSETS_HU = (-80.0, -40.0, 40.0, 80.0)   # held-out folds read by a scanner whose air is off by this
+
+
+def air_offset(images: np.ndarray, offset_hu: float) -> np.ndarray:
+    """HU as a scanner reading air ``offset_hu`` off (water kept at 0 HU): the linear map
+    ``patterns --air-hu`` (calibration from air and water) inverts."""
+    return (np.asarray(images, np.float32) * (1000.0 - offset_hu) / 1000.0).astype(np.float32)
 
 
 def patch_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -63,6 +74,9 @@ def _fold_job(args) -> dict:
     for name, seed in (("clean", None), ("scanner_shift", SHIFT_SEED)):
         probs, _ = predict_patches(model, cip.images[test], cip.pixel_mm, config, augment_seed=seed)
         out[name] = patch_scores(probs, cip.labels[test])
+    for offset in AIR_OFFSETS_HU:
+        probs, _ = predict_patches(model, air_offset(cip.images[test], offset), cip.pixel_mm, config)
+        out[f"air_{offset:+.0f}"] = patch_scores(probs, cip.labels[test])
     return out
 
 
@@ -70,7 +84,7 @@ def kfold(cip, patches, config: PatternTrainConfig, k: int = 5, workers: int = 2
     """Per-fold and mean figures (module docstring, step 2)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    folds = patch_folds(cip.labels, k, seed=0)
+    folds = patch_folds(cip.labels, k, seed=0, images=cip.images)
     jobs = [(cip, train, test, patches, config) for train, test in folds]
     if workers <= 1:
         results = [_fold_job(job) for job in jobs]
@@ -79,7 +93,7 @@ def kfold(cip, patches, config: PatternTrainConfig, k: int = 5, workers: int = 2
             results = list(pool.map(_fold_job, jobs))
     summary = {"k": k, "folds": results, "note": "CIP's patches carry no subject ids: folds may share subjects "
                "(even neighbouring patches of one lung), so these figures are optimistic for new subjects and scanners"}
-    for name in ("clean", "scanner_shift"):
+    for name in results[0]:
         summary[name] = {m: float(np.mean([r[name][m] for r in results])) for m in results[0][name]}
     return summary
 
@@ -121,8 +135,11 @@ def _write_log(history: list, folder: Path) -> None:
 
 def train_patterns(mat_path, out, *, phantoms: int = 24, val_phantoms: int = 8, per_phantom: int = 400,
                    folds: int = 0, seed: int = 0, progress: bool = True, command: str | None = None,
-                   config: PatternTrainConfig | None = None, workers: int = 2) -> dict:
-    """Train, calibrate and write a pattern model into ``out``; returns the metrics."""
+                   config: PatternTrainConfig | None = None, workers: int = 2, holdout_fold: int | None = None,
+                   map_rule: str = "extent") -> dict:
+    """Train, calibrate and write a pattern model into ``out``; returns the metrics. ``holdout_fold``
+    (0..4 of the 5 folds of :func:`~.cip_patches.patch_folds`): the final model does not see that
+    fold's patches (metrics ``holdout``); ``map_rule``: the label rule of :mod:`.pattern_infer`."""
     import torch
 
     config = config or PatternTrainConfig(seed=seed)
@@ -135,11 +152,15 @@ def train_patterns(mat_path, out, *, phantoms: int = 24, val_phantoms: int = 8, 
     if folds:
         metrics["cip_kfold"] = kfold(cip, patches, config, folds, workers)
     torch.set_num_threads(max(1, workers))
-    model, history = train_pattern_model(cip, np.arange(len(cip)), patches, config, progress=progress)
+    train_index = np.arange(len(cip))
+    if holdout_fold is not None:
+        train_index, test_index = patch_folds(cip.labels, 5, seed=0, images=cip.images)[holdout_fold]
+        metrics["holdout"] = {"fold": holdout_fold, "k": 5, "test_index": test_index.tolist()}
+    model, history = train_pattern_model(cip, train_index, patches, config, progress=progress)
     record = {"name": f"patterns-cip-phantoms{phantoms}-seed{seed}",
               "architecture": {"kind": "pattern", "width": config.width, "fraction_width": config.fraction_width,
                                "hidden": 32, "pixel_mm": config.pixel_mm, "slice_mm": SLICE_MM},
-              "patterns": list(PATTERNS),
+              "patterns": list(PATTERNS), "map_rule": map_rule,
               "training": {"cip_patches": str(Path(mat_path).name), "phantoms": phantoms, "per_phantom": per_phantom,
                            "val_phantoms": val_phantoms, "seed": seed, "config": config_record(config),
                            "torch": torch.__version__, "command": command}}

@@ -16,6 +16,12 @@ look like another scanner's (:func:`.pattern_augment.scanner_augment`). Losses:
   patch's mean fraction against the
   share of its *clean* source pixels below -950 HU (the augmented image must give the clean
   image's answer: noise, kernel and calibration drift are nuisances).
+Border-aware options (issue 25; off in the recipe of the model shipped before it):
+``mask_chest_wall`` sets the chest-wall band of a CIP patch (:func:`.cip_patches.chest_wall_mask`)
+to the +200 HU fill a case gives non-lung and passes the lung mask (as inference does), and
+``border_prob`` gives that share of the non-paraseptal patches a synthetic pleural border
+(:func:`.pattern_augment.pleural_border`) with their label unchanged: with both, a lung border is
+no class's feature (176 of 184 paraseptal patches hold chest wall).
 AdamW, one-cycle learning rate, fixed epochs, seeded generators (repeatable on the CPU).
 """
 from __future__ import annotations
@@ -28,12 +34,13 @@ import torch
 from torch import nn
 
 from ..analysis.patterns import PATTERNS
-from .cip_patches import PatchSet
-from .pattern_augment import ScannerRanges, center_resample, resample, scanner_augment
+from .cip_patches import PatchSet, chest_wall_mask
+from .pattern_augment import ScannerRanges, center_resample, pleural_border, resample, scanner_augment
 from .pattern_net import STRIDE, PatternNet
 from .tiles import FILL_HU
 
 LAA_HU = -950.0
+PARASEPTAL = PATTERNS.index("paraseptal")
 
 
 @dataclass
@@ -54,6 +61,8 @@ class PatternTrainConfig:
     fraction_width: int = 16       # fraction trunk
     seed: int = 0
     augment: bool = True
+    mask_chest_wall: bool = False   # CIP's chest-wall bands -> +200 HU, lung mask given (as on a case)
+    border_prob: float = 0.0        # share of non-paraseptal CIP patches given a synthetic pleural border
     ranges: ScannerRanges = field(default_factory=ScannerRanges)
 
     @property
@@ -93,18 +102,38 @@ def phantom_patches(design: list, per_phantom: int, size_px: int = 16, seed: int
 
 
 def _cip_batch(patches: PatchSet, index: np.ndarray, config: PatternTrainConfig, gen: torch.Generator,
-               augment: bool) -> tuple:
+               augment: bool, wall: np.ndarray | None = None) -> tuple:
+    """(image (n, 1, S, S) HU, labels (n,), clean %LAA-950 share of the lung (n,), lung mask
+    (n, 1, S, S) or None when no border option is on)."""
     images = torch.from_numpy(patches.images[index])[:, None]
+    border = wall is not None or config.border_prob > 0
+    if border:
+        source_wall = torch.from_numpy(wall[index])[:, None].float() if wall is not None else torch.zeros_like(images)
+        images = torch.cat([images, source_wall], 1)
     if augment:
         lo, hi = config.cip_pixel_mm
         source = lo + (hi - lo) * torch.rand(len(index), generator=gen)
         clean, _ = resample(images, source, config.pixel_mm, config.size, gen)
-        image = scanner_augment(clean, config.pixel_mm, gen, config.ranges)
     else:
-        clean = center_resample(images, patches.pixel_mm, config.pixel_mm, config.size)
-        image = clean
-    target = (clean < LAA_HU).float().mean(dim=(1, 2, 3))
-    return image, torch.from_numpy(patches.labels[index]), target
+        clean = torch.cat([center_resample(images[:, i:i + 1], patches.pixel_mm, config.pixel_mm, config.size)
+                           for i in range(images.shape[1])], 1)
+    labels = torch.from_numpy(patches.labels[index])
+    lung = None
+    if border:
+        outside = (clean[:, 1:2] > 0.5).float()
+        clean = clean[:, :1]
+        if config.border_prob > 0 and augment:
+            pick = (torch.rand(len(index), generator=gen) < config.border_prob) & (labels != PARASEPTAL)
+            synthetic = pleural_border(len(index), config.size, gen)
+            outside = torch.maximum(outside, synthetic * pick[:, None, None, None].float())
+        lung = 1.0 - outside
+    image = scanner_augment(clean, config.pixel_mm, gen, config.ranges) if augment else clean
+    if lung is None:
+        target = (clean < LAA_HU).float().mean(dim=(1, 2, 3))
+    else:
+        image = torch.where(lung > 0, image, torch.full_like(image, FILL_HU))
+        target = ((clean < LAA_HU).float() * lung).sum(dim=(1, 2, 3)) / lung.sum(dim=(1, 2, 3)).clamp_min(1.0)
+    return image, labels, target, lung
 
 
 def _phantom_batch(patches: PhantomPatches, index: np.ndarray, config: PatternTrainConfig, gen: torch.Generator):
@@ -143,6 +172,7 @@ def train_pattern_model(cip: PatchSet, train_index: np.ndarray, phantoms: Phanto
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps * config.epochs)
     ce = nn.CrossEntropyLoss(weight=class_weights(cip.labels[train_index]), label_smoothing=0.05)
     bce = nn.BCELoss(reduction="none")
+    wall = chest_wall_mask(cip.images) if config.mask_chest_wall else None
     history = []
     for epoch in tqdm(range(config.epochs), desc="pattern model", unit="epoch", disable=not progress):
         model.train()
@@ -150,8 +180,8 @@ def train_pattern_model(cip: PatchSet, train_index: np.ndarray, phantoms: Phanto
         totals, start = {"pattern": 0.0, "fraction_cip": 0.0, "fraction_phantom": 0.0}, time.perf_counter()
         for step in range(steps):
             index = order[step * config.batch_cip:(step + 1) * config.batch_cip]
-            image, label, target = _cip_batch(cip, index, config, gen, config.augment)
-            out = model(image)
+            image, label, target, lung = _cip_batch(cip, index, config, gen, config.augment, wall)
+            out = model(image, lung)
             loss_pattern = ce(out["pattern_logits"], label)
             loss_dense = ce(out["pattern_map"].mean(dim=(2, 3)), label)
             loss_cip = bce(out["fraction"].clamp(1e-6, 1 - 1e-6), target).mean()
@@ -186,16 +216,22 @@ def predict_patches(model, images: np.ndarray, pixel_mm: float, config: PatternT
                     augment_seed: int | None = None, batch: int = 256) -> tuple:
     """(probabilities (n, 6), emphysema fraction (n,)) of (n, H, W) HU patches at ``pixel_mm``:
     centre resampled to the working pixel size; with ``augment_seed`` the patches are first
-    passed through :func:`scanner_augment` (a seeded "other scanner")."""
+    passed through :func:`scanner_augment` (a seeded "other scanner"). A model trained with
+    ``mask_chest_wall`` sees each patch's chest-wall band as non-lung (+200 HU, lung mask)."""
     gen = torch.Generator().manual_seed(augment_seed or 0)
     probs, fractions = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch):
-            x = center_resample(torch.from_numpy(np.asarray(images[start:start + batch], np.float32))[:, None],
-                                pixel_mm, config.pixel_mm, config.size)
+            part = np.asarray(images[start:start + batch], np.float32)
+            x = center_resample(torch.from_numpy(part)[:, None], pixel_mm, config.pixel_mm, config.size)
             if augment_seed is not None:
                 x = scanner_augment(x, config.pixel_mm, gen, config.ranges)
-            out = model(x)
+            lung = None
+            if config.mask_chest_wall:
+                wall = torch.from_numpy(chest_wall_mask(part)[:, None].astype(np.float32))
+                lung = (center_resample(wall, pixel_mm, config.pixel_mm, config.size) <= 0.5).float()
+                x = torch.where(lung > 0, x, torch.full_like(x, FILL_HU))
+            out = model(x, lung)
             probs.append(torch.softmax(out["pattern_logits"], 1).numpy())
             fractions.append(out["fraction"].numpy())
     return np.concatenate(probs), np.concatenate(fractions)

@@ -1,0 +1,251 @@
+"""Benchmark: the pattern model's extent and patterns against density (Perc15, %LAA-950) on the
+same items, as stored and under a scanner offset.
+
+Usage (from the project root; the model must come from ``train-patterns --holdout-fold K``, so
+its held-out CIP patches are known and unseen):
+    .venv/bin/python bench/bench_model_vs_density.py --model DIR [--mat PATH] [--phantoms 6] [--json OUT]
+(about 5 minutes with --phantoms 0 and 15 with 6 phantoms, on 2 cores shared with other jobs).
+
+Items:
+- **CIP patches** of the model's held-out fold (``metrics.json`` ``holdout``), as the
+  ``patterns`` command reads them (whole patch, 0.65 mm pixels). Severity: normal 0,
+  centrilobular mild / moderate / severe 1 / 2 / 3 (paraseptal and panlobular patches have no
+  grade: left out of the Spearman, in the AUC as emphysema).
+- **Mosaics** of held-out patches without chest wall: 4 x 4 patches (80 x 80 mm), k of 16
+  emphysema (any emphysema class) and the rest normal, k = 0..16 (4 mosaics each, 12 with k = 0);
+  truth = k / 16. Run through the network whole (dense maps, 1 mm pixels).
+- **Phantoms** not seen in training (``phantom_design(n, seed=2)``: dose x kernel cycled,
+  extents 0-40 %, every subtype), with their true lung masks; truth = the true extent; the AUC
+  separates extent >= 5 % from < 5 %.
+Scores: the model's extent (calibrated emphysema fraction, %), its emphysema probability
+(1 - p(normal): the attention-pooled pattern output on patches, the lung mean of the dense map
+on mosaics; not on phantoms), Perc15 (HU, sign flipped so that higher = more emphysema), raw
+%LAA-950 and calibrated %LAA-950 (the offset undone exactly: an upper bound of what an air /
+blood calibration reaches; without an offset it equals raw).
+Conditions: as stored; the scanner reading air at -1080 / -1040 / -960 / -920 HU (water at 0: air
+offset -80 / -40 / +40 / +80 HU); the -80 and +80 offsets with white noise of SD 25 HU added
+(seeded); "mixed scanners": every item read by its own scanner, air offset drawn uniformly in
+-80..+80 HU (seeded; the condition that matters for ranking: one offset shared by every item
+moves Perc15 of all alike and leaves its ranks unchanged). Phantoms: as stored, -80, +80 and
+mixed only (time).
+The model's extent is ranked before its linear phantom calibration (``extent_calibration``
+set to 1, 0 here: the calibration is monotone, but its clipping at 0 % would tie the patches
+it sends below 0 and hide the fraction trunk's ranking).
+Also the ``patterns`` 3-way accuracy (normal / centrilobular / paraseptal) of the held-out
+patches per condition, without and with the air value given (``--air-hu``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "EmphysemaXAI"))
+
+from EmphysemaXAILib.analysis.patterns import PATTERN_GROUPS, THREE_WAY, group_probabilities  # noqa: E402
+from EmphysemaXAILib.model.pattern_runs import air_offset  # noqa: E402
+
+CONDITIONS = {"as stored": (0.0, 0.0), "air -80": (-80.0, 0.0), "air -40": (-40.0, 0.0), "air +40": (40.0, 0.0),
+              "air +80": (80.0, 0.0), "air -80 + noise 25": (-80.0, 25.0), "air +80 + noise 25": (80.0, 25.0),
+              "mixed scanners -80..+80": ((-80.0, 80.0), 0.0),
+              "mixed scanners -80..+80 + noise 25": ((-80.0, 80.0), 25.0)}
+PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80", "mixed scanners -80..+80")
+SCORES = ("model extent", "model p(emphysema)", "-Perc15", "%LAA-950 raw", "%LAA-950 calibrated")
+GRADE = {0: 0, 1: 1, 2: 2, 3: 3}     # PATTERNS index -> severity grade (normal, centrilobular grades)
+
+
+def offsets(offset, n: int, seed: int) -> np.ndarray:
+    """(n,) air offsets: one for all, or drawn per item in (lo, hi)."""
+    if isinstance(offset, tuple):
+        return np.random.default_rng([seed, 1]).uniform(offset[0], offset[1], n)
+    return np.full(n, float(offset))
+
+
+def degrade(images: np.ndarray, offset: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """(n, ...) HU read with air offsets ``offset`` (n,) and white noise of SD ``noise``."""
+    out = np.stack([air_offset(image, o) for image, o in zip(images, offset)])
+    if noise:
+        out = out + np.random.default_rng(seed).normal(0.0, noise, out.shape).astype(np.float32)
+    return out
+
+
+def undo(images: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The calibration from the known air value (water at 0): inverse of :func:`air_offset`."""
+    return np.stack([image * 1000.0 / (1000.0 - o) for image, o in zip(images, offset)]).astype(np.float32)
+
+
+def density(values: np.ndarray) -> tuple:
+    """(-Perc15 HU, %LAA-950) of HU values."""
+    return -float(np.percentile(values, 15)), 100.0 * float(np.mean(values < -950.0))
+
+
+def figures(scores: dict, truth: np.ndarray, graded: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> dict:
+    """Spearman against ``truth`` on ``graded`` items and AUC of ``positive`` vs ``negative`` per score."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for name, values in scores.items():
+        values = np.asarray(values, float)
+        rho = spearmanr(values[graded], truth[graded]).statistic if graded.sum() > 2 else float("nan")
+        pick = positive | negative
+        auc = roc_auc_score(positive[pick], values[pick]) if positive.any() and negative.any() else float("nan")
+        out[name] = {"spearman": round(float(rho), 3), "auc": round(float(auc), 3)}
+    return out
+
+
+def patch_scores(predictor, images: np.ndarray, pixel_mm: float, offset: np.ndarray, noise: float, seed: int) -> tuple:
+    shifted = degrade(images, offset, noise, seed)
+    probs, fractions = predictor.classify_images(list(shifted), pixel_mm)
+    calibrated_probs, _ = predictor.classify_images(list(undo(shifted, offset)), pixel_mm)
+    dens = np.array([density(p.ravel()) for p in shifted])
+    laa_cal = np.array([density(p.ravel())[1] for p in undo(shifted, offset)])
+    scores = {"model extent": 100 * fractions, "model p(emphysema)": 1 - probs[:, 0], "-Perc15": dens[:, 0],
+              "%LAA-950 raw": dens[:, 1], "%LAA-950 calibrated": laa_cal}
+    return scores, probs, calibrated_probs
+
+
+def three_way(probs: np.ndarray, labels: np.ndarray) -> float:
+    broad = np.zeros(6, int)
+    for g, idx in enumerate(PATTERN_GROUPS.values()):
+        broad[list(idx)] = g
+    truth = broad[labels]
+    keep = truth < len(THREE_WAY)
+    return round(float(np.mean(group_probabilities(probs)[keep, :3].argmax(1) == truth[keep])), 3)
+
+
+def mosaics(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple:
+    """((m, 124, 124) HU mosaics, (m,) emphysema share) of 4 x 4 held-out patches."""
+    from EmphysemaXAILib.model.cip_patches import chest_wall_mask
+
+    clear = ~chest_wall_mask(images).any(axis=(1, 2))
+    normal = np.flatnonzero(clear & (labels == 0))
+    emphysema = np.flatnonzero(clear & (labels > 0))
+    rng = np.random.default_rng(seed)
+    out, truth = [], []
+    for k in range(17):
+        for _ in range(12 if k == 0 else 4):
+            pick = np.concatenate([rng.choice(emphysema, k), rng.choice(normal, 16 - k)])
+            tiles = images[rng.permutation(pick)].reshape(4, 4, 31, 31)
+            out.append(tiles.transpose(0, 2, 1, 3).reshape(124, 124))
+            truth.append(k / 16)
+    return np.stack(out).astype(np.float32), np.array(truth)
+
+
+def mosaic_scores(predictor, images: np.ndarray, pixel_mm: float) -> dict:
+    import torch
+
+    from EmphysemaXAILib.model.pattern_augment import center_resample
+
+    size = int(round(images.shape[-1] * pixel_mm / predictor.pixel_mm / 4)) * 4
+    with torch.inference_mode():
+        x = center_resample(torch.from_numpy(images)[:, None], pixel_mm, predictor.pixel_mm, size)
+        out = predictor.model(x)
+        p_normal = torch.softmax(out["pattern_map"], 1)[:, 0].mean(dim=(1, 2)).numpy()
+        fraction = predictor._calibrated(out["fraction"].numpy())
+    return {"model extent": 100 * fraction, "model p(emphysema)": 1 - p_normal}
+
+
+def run_patches(predictor, cip, test: np.ndarray) -> dict:
+    images, labels = cip.images[test], cip.labels[test]
+    graded = np.isin(labels, list(GRADE))
+    grade = np.array([GRADE.get(int(label), -1) for label in labels], float)
+    mosaic_images, mosaic_truth = mosaics(images, labels)
+    out = {"patches": {}, "mosaics": {}, "three_way": {}}
+    for i, (name, (offset, noise)) in enumerate(CONDITIONS.items()):
+        scores, probs, calibrated = patch_scores(predictor, images, cip.pixel_mm, offsets(offset, len(images), i),
+                                                 noise, seed=i)
+        out["patches"][name] = figures(scores, grade, graded, labels > 0, labels == 0)
+        out["three_way"][name] = {"without air": three_way(probs, labels), "air given": three_way(calibrated, labels)}
+        offset = offsets(offset, len(mosaic_images), 100 + i)
+        shifted = degrade(mosaic_images, offset, noise, seed=100 + i)
+        m_scores = mosaic_scores(predictor, shifted, cip.pixel_mm)
+        dens = np.array([density(m.ravel()) for m in shifted])
+        m_scores.update({"-Perc15": dens[:, 0], "%LAA-950 raw": dens[:, 1],
+                         "%LAA-950 calibrated": [density(m.ravel())[1] for m in undo(shifted, offset)]})
+        everything = np.ones(len(mosaic_truth), bool)
+        out["mosaics"][name] = figures(m_scores, mosaic_truth, everything, mosaic_truth > 0, mosaic_truth == 0)
+    return out
+
+
+def run_phantoms(predictor, n: int) -> dict:
+    from EmphysemaXAILib.model.phantom_cohort import phantom_design
+    from EmphysemaXAILib.phantom import generate_phantom
+    from EmphysemaXAILib.volume import CTVolume
+
+    rows = {name: {s: [] for s in SCORES if s != "model p(emphysema)"} for name in PHANTOM_CONDITIONS}
+    truth = []
+    for j, params in enumerate(phantom_design(n, seed=2)):
+        phantom = generate_phantom(params)
+        lungs = phantom.labels["lungs"]
+        lung = lungs > 0
+        truth.append(phantom.truth["extent_pct"])
+        for i, name in enumerate(PHANTOM_CONDITIONS):
+            offset, noise = CONDITIONS[name]
+            offset = offsets(offset, n, 200 + i)[j:j + 1]
+            hu = degrade(phantom.ct.hu[None], offset, noise, seed=200 + i)[0]
+            ct = CTVolume(hu=hu, spacing=phantom.ct.spacing, origin=phantom.ct.origin, direction=phantom.ct.direction)
+            extent = predictor.predict(ct, lungs).summary["extent_pct"]
+            perc, laa = density(hu[lung])
+            rows[name]["model extent"].append(extent)
+            rows[name]["-Perc15"].append(perc)
+            rows[name]["%LAA-950 raw"].append(laa)
+            rows[name]["%LAA-950 calibrated"].append(density(undo(hu[lung][None], offset))[1])
+    truth = np.array(truth)
+    everything = np.ones(len(truth), bool)
+    return {"truth_extent_pct": truth.tolist(),
+            **{name: figures(scores, truth, everything, truth >= 5, truth < 5) for name, scores in rows.items()}}
+
+
+def print_table(title: str, block: dict) -> None:
+    print(f"\n{title}: Spearman / AUC")
+    block = {k: v for k, v in block.items() if k in CONDITIONS}
+    names = list(next(iter(block.values())))
+    print("| condition | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for condition, scores in block.items():
+        if isinstance(scores, dict) and condition in CONDITIONS:
+            print(f"| {condition} | " + " | ".join(f"{scores[s]['spearman']:.2f} / {scores[s]['auc']:.2f}"
+                                                 for s in names) + " |")
+
+
+def main() -> None:
+    from EmphysemaXAILib.model.cip_patches import load_cip_patches
+    from EmphysemaXAILib.model.pattern_infer import PatternPredictor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a model folder from train-patterns --holdout-fold")
+    parser.add_argument("--mat", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat")
+    parser.add_argument("--phantoms", type=int, default=6, help="held-out phantoms (0: none)")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args()
+    metrics = json.loads((args.model / "metrics.json").read_text())
+    if "holdout" not in metrics:
+        raise SystemExit(f"{args.model}: not trained with --holdout-fold: its CIP figures would be on seen patches")
+    predictor = PatternPredictor(args.model, device="cpu")
+    predictor.config["extent_calibration"] = (1.0, 0.0)       # ranking figures: module docstring
+    cip = load_cip_patches(args.mat)
+    test = np.array(metrics["holdout"]["test_index"])
+    result = {"model": str(args.model), "holdout_fold": metrics["holdout"]["fold"], "n_test": len(test),
+              **run_patches(predictor, cip, test)}
+    if args.phantoms:
+        result["phantoms"] = run_phantoms(predictor, args.phantoms)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"model {args.model} (held-out fold {result['holdout_fold']}, {len(test)} patches)")
+    print_table("CIP held-out patches (grade: normal 0, CL mild..severe 1..3)", result["patches"])
+    print_table("mosaics of held-out patches (truth: emphysema share)", result["mosaics"])
+    if args.phantoms:
+        print_table(f"held-out phantoms ({args.phantoms}; AUC: extent >= 5 %)", result["phantoms"])
+    print("\n`patterns` 3-way accuracy (normal / centrilobular / paraseptal), without / with --air-hu")
+    for condition, acc in result["three_way"].items():
+        print(f"| {condition} | {acc['without air']:.3f} | {acc['air given']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
