@@ -154,16 +154,26 @@ def _pattern_section(result) -> str:
         row = rows[region]
         values = [row[f"{p}_pct"] for p in PATTERNS] + [row["emphysema_pct"]]
         shown.append(dict(zip(columns, [region] + ["" if v is None else f"{v:.1f}" for v in values])))
-    probabilities = ", ".join(f"{p.replace('_', ' ')} {v:.2f}" for p, v in patterns["probabilities"].items())
     table = _table(shown, columns)
     views = pattern_views(result.ct, result.segmentation.labels, result.qct.laa_map, result.severity.pattern_labels)
-    return (f"<h2 id='patterns'>Emphysema patterns: mostly {html.escape(patterns['dominant'].replace('_', ' '))}</h2>"
-            f"<p>The pattern model labels every lung voxel with one of six patterns (CIP's classes: normal, "
-            f"centrilobular mild / moderate / severe, paraseptal, panlobular); "
-            f"{patterns['emphysema_share_pct']:.1f}% of the lung is labelled with an emphysema pattern. "
-            f"Lung-mean probabilities: {html.escape(probabilities)}. The shares are the model's labels, "
-            "not a radiologist's reading; pattern_map.nrrd holds the map (codes 1-6 in this order, 0 outside "
-            "the lung) and patterns.csv the table.</p>"
+    leading = patterns.get("leading_emphysema")
+    heading = f"leading pattern {leading}" if leading else "no emphysema pattern"
+    share, extent = patterns["emphysema_share_pct"], cnn["extent_pct"]
+    if patterns.get("map_rule") == "extent":
+        rule = (f"The map marks as emphysema the lung voxels with the highest emphysema fraction, as many as "
+                f"the model's extent says ({extent:.1f}% of the lung), each with its most likely emphysema "
+                "pattern (CIP's classes: centrilobular mild / moderate / severe, paraseptal, panlobular); "
+                "every other lung voxel is normal. So the map's emphysema share "
+                f"({share:.1f}%) and the extent tell one story.")
+    else:
+        rule = (f"The map labels every lung voxel with the most likely of six patterns; {share:.1f}% of the "
+                f"lung is labelled with an emphysema pattern, while the model's extent (the mean emphysema "
+                f"fraction) is {extent:.1f}%: the two differ because a voxel's most likely pattern is not its "
+                "emphysema fraction.")
+    return (f"<h2 id='patterns'>Emphysema patterns: {html.escape(heading)}</h2>"
+            f"<p>{html.escape(rule)} The shares are the model's labels, not a radiologist's reading; "
+            "pattern_map.nrrd holds the map (codes 1-6: normal, centrilobular mild, moderate, severe, "
+            "paraseptal, panlobular; 0 outside the lung) and patterns.csv the table.</p>"
             f"<h3>Share of lung in each pattern per region (%)</h3>{table}"
             f"<img alt='pattern map beside the LAA map' src='{views}'>")
 

@@ -79,8 +79,10 @@ def pattern_line(model: dict | None) -> str | None:
     patterns = pattern_summary(model)
     if patterns is None:
         return None
-    return (f"patterns: mostly {patterns['dominant'].replace('_', ' ')}; "
-            f"{patterns['emphysema_share_pct']:.1f}% of the lung labelled with an emphysema pattern")
+    leading = patterns.get("leading_emphysema")
+    lead = f"leading emphysema pattern {leading}" if leading else "no emphysema pattern"
+    return (f"patterns: {lead}; {patterns['emphysema_share_pct']:.1f}% of the lung labelled with an "
+            f"emphysema pattern (mostly {patterns['dominant'].replace('_', ' ')})")
 
 
 def where_to_look(model: dict | None, out: Path) -> str | None:
