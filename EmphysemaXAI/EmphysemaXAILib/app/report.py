@@ -157,7 +157,8 @@ def _pattern_section(result) -> str:
     table = _table(shown, columns)
     views = pattern_views(result.ct, result.segmentation.labels, result.qct.laa_map, result.severity.pattern_labels)
     leading = patterns.get("leading_emphysema")
-    heading = f"leading pattern {leading}" if leading else "no emphysema pattern"
+    heading = (f"leading pattern {leading}" if leading and cnn.get("class") != "none"
+               else f"no emphysema class (extent {cnn['extent_pct']:.1f}%)")
     share, extent = patterns["emphysema_share_pct"], cnn["extent_pct"]
     if patterns.get("map_rule") == "extent":
         rule = (f"The map marks as emphysema the lung voxels with the highest emphysema fraction, as many as "

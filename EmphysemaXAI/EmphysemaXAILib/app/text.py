@@ -80,7 +80,8 @@ def pattern_line(model: dict | None) -> str | None:
     if patterns is None:
         return None
     leading = patterns.get("leading_emphysema")
-    lead = f"leading emphysema pattern {leading}" if leading else "no emphysema pattern"
+    lead = (f"leading emphysema pattern {leading}" if leading and model.get("class") != "none"
+            else "no emphysema class" + (f" (the few labelled voxels mostly {leading})" if leading else ""))
     return (f"patterns: {lead}; {patterns['emphysema_share_pct']:.1f}% of the lung labelled with an "
             f"emphysema pattern (mostly {patterns['dominant'].replace('_', ' ')})")
 
