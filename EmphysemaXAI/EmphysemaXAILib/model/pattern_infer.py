@@ -169,17 +169,20 @@ class PatternPredictor:
                 prob_sum += (probs * mask[:, None]).sum(axis=(0, 2, 3))
         return labels, emphysema_codes, fraction, prob_sum
 
-    def _extent_labels(self, emphysema_codes: np.ndarray, fraction_raw: np.ndarray, lung: np.ndarray,
-                       extent_pct: float) -> np.ndarray:
+    @staticmethod
+    def _extent_labels(emphysema_codes: np.ndarray, fraction_raw: np.ndarray, fraction_map: np.ndarray,
+                       lung: np.ndarray, extent_pct: float) -> np.ndarray:
         """The ``extent`` rule's (z, y, x) uint8 label codes: round(extent % x lung voxels) voxels of
-        highest fraction (among those whose calibrated fraction is above 0) carry their most probable
-        emphysema pattern, every other lung voxel is normal (1)."""
+        highest fraction (among those whose calibrated fraction, ``fraction_map``: 0 outside the
+        lung, is above 0) carry their most probable emphysema pattern, every other lung voxel is
+        normal (1)."""
         labels = np.where(lung, 1, 0).astype(np.uint8)
         values = fraction_raw[lung]
-        count = min(int(round(extent_pct / 100.0 * values.size)), int((self._calibrated(values) > 0).sum()))
+        positive = fraction_map > 0
+        count = min(int(round(extent_pct / 100.0 * values.size)), int(positive.sum()))
         if count > 0:
             threshold = np.partition(values, values.size - count)[values.size - count]
-            chosen = lung & (fraction_raw >= threshold) & (self._calibrated(fraction_raw) > 0)
+            chosen = positive & (fraction_raw >= threshold)
             labels[chosen] = emphysema_codes[chosen]
         return labels
 
@@ -210,7 +213,7 @@ class PatternPredictor:
         values = regions.gather(fraction_map)
         extent = float(100.0 * values.mean())
         if self.map_rule == "extent":
-            pattern_w = self._extent_labels(emphysema_codes, fraction_raw, lung, extent)
+            pattern_w = self._extent_labels(emphysema_codes, fraction_raw, fraction_map, lung, extent)
         del emphysema_codes
         codes = regions.gather(pattern_w)
         shares = {}
