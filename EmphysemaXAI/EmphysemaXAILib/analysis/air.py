@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from ..segmentation.airways import CORE_MM, find_airways
 from ..volume import CTVolume
-from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, coarse_anatomy, coarse_steps, robust_noise
+from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, coarse_anatomy, coarse_steps, padding_mask, robust_noise
 
 MIN_AIR_VOXELS = 2000           # outside-air voxels (coarse grid) enough to measure air there
 TRACHEA_MAX_AREA_MM2 = 800.0    # air in the body on a slice above the apices up to this is trachea
@@ -72,10 +72,8 @@ def trachea_air(ct: CTVolume, anatomy=None) -> dict:
     if abs(ct.direction_matrix[2, 2]) < 0.9 or ct.shape[0] < MIN_SLICES_3D:
         out["note"] = "trachea not followed: too few axial slices"
         return out
-    padding = ct.hu < PADDING_BELOW_HU
-    if ct.padding_hu is not None:
-        padding |= ct.hu == ct.padding_hu
-    found = find_airways(ct.hu, ct.spacing, ct.direction, padding=padding, bronchi=False)
+    found = find_airways(ct.hu, ct.spacing, ct.direction, padding=padding_mask(ct.hu, ct.padding_hu),
+                         bronchi=False)
     if not found.trachea.any():
         out["note"] = "trachea not found: no air tube on the body's middle"
         return out

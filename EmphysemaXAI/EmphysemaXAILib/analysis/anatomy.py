@@ -46,6 +46,15 @@ def coarse_steps(shape, spacing) -> tuple:
 
 
 
+def padding_mask(hu: np.ndarray, padding_hu: float | None = None) -> np.ndarray:
+    """bool (z, y, x) of ``hu``'s voxels outside the reconstructed field of view: below
+    :data:`PADDING_BELOW_HU`, or equal to the series' PixelPaddingValue ``padding_hu`` (HU)."""
+    padding = hu < PADDING_BELOW_HU
+    if padding_hu is not None:
+        padding |= hu == padding_hu
+    return padding
+
+
 def coarse_anatomy(hu: np.ndarray, spacing, padding_hu: float | None = None) -> CoarseAnatomy:
     """Body, field-of-view and air masks of a CT volume.
 

@@ -98,13 +98,10 @@ def case_airways(ct: CTVolume, within=None):
     """The airway finder's result (:class:`.airways.Airways`) on ``ct``'s (z, y, x) grid: the
     trachea and the main bronchi traced slice by slice, and the lobar bronchi grown inside
     ``within`` (bool (z, y, x): an engine's lungs) when given."""
-    from ..analysis.anatomy import PADDING_BELOW_HU
+    from ..analysis.anatomy import padding_mask
     from .airways import find_airways
 
-    padding = ct.hu < PADDING_BELOW_HU
-    if ct.padding_hu is not None:
-        padding |= ct.hu == ct.padding_hu
-    return find_airways(ct.hu, ct.spacing, ct.direction, padding=padding, within=within)
+    return find_airways(ct.hu, ct.spacing, ct.direction, padding=padding_mask(ct.hu, ct.padding_hu), within=within)
 
 
 def engine_airways(ct: CTVolume, labels: np.ndarray, lobes: np.ndarray | None = None) -> tuple:
