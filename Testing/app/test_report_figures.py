@@ -63,8 +63,9 @@ def test_report_zone_grades_come_from_the_class_figure_and_calibrated_comes_firs
     severity = qct_severity(rows, 40.0, QCTConfig())
     assert severity["extent_key"] == "robust_extent_pct_calibrated"
 
-    class Q:
-        regions = rows
+    from EmphysemaXAILib.analysis.qct import QCTResult
+
+    Q = QCTResult(rows, severity, None, 40.0, QCTConfig())
 
     for i, zone in enumerate(zones):
         shown = float(_zone_figure(Q, zone, severity["extent_key"]))

@@ -102,7 +102,8 @@ def _density_figures(whole) -> str:
 
 
 def _zone_figure(qct, zone, key) -> str:
-    row = next((r for r in qct.regions if r["region"] == zone), {})
+    """The figure (``key``, a qct row key) a zone's grade comes from, as the zone table prints it."""
+    row = qct.region(zone)
     value = row.get(key, row.get("laa950_pct"))
     return "" if value is None else f"{value:.2f}"
 
