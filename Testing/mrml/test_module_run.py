@@ -116,6 +116,42 @@ def test_a_failed_run_raises_its_one_line_reason_and_cancel_cleans_up(phantom, t
     assert json.dumps(run.process.returncode) != "0"
 
 
+LAUNCHER_SHIM = """#!{python}
+# like Slicer's PythonSlicer (a CTK AppLauncher): the real interpreter runs as this process's
+# child, and SIGTERM ends the launcher without being forwarded to it
+import subprocess, sys
+sys.exit(subprocess.call([{python!r}, *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the launcher shim is a POSIX script")
+def test_cancel_through_a_launcher_leaves_no_interpreter_running(phantom, tmp_path):
+    """Cancel from the module (cancel_analysis: stop, then remove the run's folder) with the
+    analysis behind a launcher: the interpreter must be gone within 2 s of Cancel (before issue 26
+    the launcher was terminated and the stop file removed before the interpreter saw it)."""
+    from EmphysemaXAILib.io.signals import pid_alive, pid_file_of
+
+    shim = tmp_path / "PythonSlicer"
+    shim.write_text(LAUNCHER_SHIM.format(python=sys.executable))
+    shim.chmod(0o755)
+    scene, _ = bootstrap(fresh=True)
+    ct = volume_node_from_ct(scene, phantom.ct, "CT")
+    for attempt in range(2):
+        run = launch_analysis(ct, None, FAST, python=str(shim), temp_parent=tmp_path)
+        pid_file = pid_file_of(run.work_dir / "stop")
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert run.process.running and time.monotonic() < deadline, [line.text for line in run.process.poll()]
+            time.sleep(0.02)
+        interpreter = int(pid_file.read_text())
+        assert interpreter != run.process._process.pid          # the launcher's child, not the launcher
+        time.sleep(0.5 * attempt)                               # cancel at start-up and while it imports / reads
+        started = time.monotonic()
+        cancel_analysis(run)
+        assert time.monotonic() - started < 2.0
+        assert not pid_alive(interpreter) and not run.process.running and not run.work_dir.exists()
+
+
 def test_process_directory_runs_the_batch_in_its_own_process_and_leaves_the_users_scene_alone(phantom, tmp_path):
     from EmphysemaXAILib.mrml.module_logic import process_directory
 
