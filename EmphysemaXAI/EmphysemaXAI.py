@@ -114,6 +114,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None  # EmphysemaXAILib.mrml.module_logic.AnalysisRun: the analysis process running
+        self._skippedNote = ""  # what the last Apply runs without (a declined or failed install)
         self._timer = None
         self._resultNodes = {}
 
@@ -244,6 +245,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("EmphysemaXAI: could not start the analysis")
             return
         self.ui.logTextBrowser.clear()
+        if self._skippedNote:                 # what runs without a package the user did not install
+            self.ui.logTextBrowser.append(self._skippedNote)
         self.ui.progressBar.value = 0
         self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False
         self.ui.cancelButton.enabled = True
@@ -255,8 +258,11 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _checkDependencies(self, options, dicom=False):
         """Offer to install what ``options`` need and is missing (one confirmation, one message).
         Returns the options to run with, or None when a package the user explicitly chose a
-        feature for (e.g. engine lungmask) is still missing; optional ones only degrade the run."""
+        feature for (engine lungmask, a model folder, DICOM results) is still missing. Anything
+        else runs without it (QCT without torch, the classical engine without lungmask, an
+        explanation without its package skipped): the message and the log say what was left out."""
         needs = self.logic.missingFor(options, dicom=dicom)
+        self._skippedNote = ""
         if not needs:
             return options
         result = self.logic.installFor(needs)
@@ -264,9 +270,11 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = {n.package for n in needs} - set(result.installed)
         blocking = [n.package for n in needs if n.required and n.package in missing]
         if blocking:
-            slicer.util.warningDisplay(result.message + "\n\n" + _("Not started: ") + ", ".join(blocking)
-                                       + _(" is needed by the chosen settings."))
+            slicer.util.warningDisplay(result.message + "\n\n" + _("Not started: {packages} is needed by the chosen "
+                                                                    "settings.").format(packages=", ".join(blocking)))
             return None
+        if missing:
+            self._skippedNote = result.message
         (slicer.util.infoDisplay if result.ok and not result.cancelled else slicer.util.warningDisplay)(result.message)
         return options
 

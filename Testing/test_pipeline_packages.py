@@ -48,12 +48,12 @@ def test_an_explanation_whose_package_is_missing_is_skipped_and_the_others_run(p
     monkeypatch.setitem(sys.modules, "captum", None)
     monkeypatch.setitem(sys.modules, "monai", None)
     monkeypatch.setitem(sys.modules, "monai.visualize", None)
-    options = AnalysisOptions(engine="classical", explain=("gradcam", "gradcampp", "attention"))
+    options = AnalysisOptions(engine="classical", explain=("ig", "gradcampp", "gradcam", "attention"))
     result = analyze_case(phantom.ct, options, lung_mask=phantom.labels["lungs"])
     assert result.severity is not None
-    assert list(result.explanations) == ["attention"]
-    assert result.explanations["attention"].volume.any()
+    assert list(result.explanations) == ["gradcam", "attention"]          # torch alone: the module's defaults
+    assert result.explanations["attention"].volume.any() and result.explanations["gradcam"].volume.any()
     skipped = [w for w in result.warnings if w.startswith("explanation ")]
     assert len(skipped) == 2
-    assert "gradcam skipped" in skipped[0] and "captum" in skipped[0] and "captum>=0.9" in skipped[0]
+    assert "ig skipped" in skipped[0] and "captum" in skipped[0] and "captum>=0.9" in skipped[0]
     assert "gradcampp skipped" in skipped[1] and "package monai," in skipped[1] and "monai>=1.5.1" in skipped[1]

@@ -11,6 +11,7 @@ their name (torch hub's convention); a file whose digest does not match is used 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,24 @@ def hub_checkpoint(model: str) -> Path:
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints" / PUBLISHED[model][0]
+
+
+def weights_found(model: str = "R231", given=None, env: str = ENV_WEIGHTS) -> bool:
+    """Whether :func:`resolve_weights` would find ``model``'s weights here (the file given, the
+    environment variable's, or the torch hub cache), without importing torch when it is not
+    loaded yet (the dependency check runs before torch is installed): the hub folder is then
+    torch's documented default, ``$TORCH_HOME/hub`` with ``$TORCH_HOME`` defaulting to
+    ``$XDG_CACHE_HOME/torch`` (``~/.cache/torch``)."""
+    candidates = [given, os.environ.get(env)] if model == "R231" else [given]
+    if any(c and Path(c).expanduser().is_file() for c in candidates):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        hub = Path(torch.hub.get_dir())
+    else:
+        home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+        hub = Path(home).expanduser() / "hub"
+    return (hub / "checkpoints" / PUBLISHED[model][0]).is_file()
 
 
 def download_weights(model: str) -> Path:
