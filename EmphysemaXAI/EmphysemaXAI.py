@@ -51,7 +51,8 @@ class EmphysemaXAI(ScriptedLoadableModule):
             "<li>Pick it as <b>Chest CT</b>; optionally pick a lung segmentation you drew.</li>"
             "<li>Choose the engine (lungmask needs its weights; classical needs none).</li>"
             "<li>Press <b>Apply</b>: quality control, lung segmentation, densitometry; the LAA map "
-            "shows over the CT, tables open in the layout.</li>"
+            "shows over the CT with the lungs outlined (translucent in 3D), tables open in the layout. "
+            "<b>Display</b> switches to the pattern map or an explanation map.</li>"
             "<li>Edit the lungs in the Segment Editor if needed and press <b>Recompute from "
             "edited segmentation</b>.</li></ol>" + NOT_CLINICAL)
         self.parent.acknowledgementText = _(
@@ -135,9 +136,9 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSampleButton)
         self.ui.dependenciesButton.connect("clicked(bool)", self.onDependenciesButton)
-        self.ui.attributionMethodComboBox.connect("currentIndexChanged(int)", self.onAttributionDisplayChanged)
-        self.ui.attributionOpacitySlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
-        self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
+        self.ui.showComboBox.connect("currentIndexChanged(int)", self.onDisplayChanged)
+        self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onDisplayChanged)
+        self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onDisplayChanged)
         self.ui.configFileLineEdit.connect("editingFinished()", self.onConfigFileChosen)
         self.ui.loadResultsButton.connect("clicked(bool)", self.onLoadResultsButton)
         self.ui.downloadWeightsButton.connect("clicked(bool)", self.onDownloadWeightsButton)
@@ -221,8 +222,14 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Show result nodes (slice views, 3D, tables) and fill the results panel."""
         self.logic.showResults(nodes)
         self._resultNodes = nodes
-        self.ui.attributionMethodComboBox.clear()
-        self.ui.attributionMethodComboBox.addItems(list(nodes.get("attributions", {})))
+        # refilled with its signals blocked: a refill must not switch the views (it used to put the
+        # first attribution map over the LAA map the help promises)
+        wasBlocked = self.ui.showComboBox.blockSignals(True)
+        self.ui.showComboBox.clear()
+        self.ui.showComboBox.addItems(self.logic.layerChoices(nodes))
+        self.ui.showComboBox.currentIndex = 0
+        self.ui.showComboBox.blockSignals(wasBlocked)
+        self.ui.overlayOpacitySlider.value = 0.6
         if nodes.get("segmentation") is not None and self._parameterNode is not None:
             self._parameterNode.outputSegmentation = nodes["segmentation"]
         self.ui.resultsTextBrowser.setPlainText(self.logic.formatNodes(nodes))
@@ -234,6 +241,13 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         p = self._parameterNode
         segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
+        if not useEditedSegmentation and segmentation is None and p.inputVolume is not None:
+            edited = self.logic.editedResultSegmentation(p.inputVolume)
+            if edited is not None:              # Apply would refill the lungs the user edited: ask first
+                choice = self._askAboutEdits()
+                if choice is None:
+                    return
+                segmentation = edited if choice == "recompute" else None
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not start the analysis."), waitCursor=True):
                 options = self.logic.optionsFromParameterNode(p)
@@ -254,6 +268,24 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.timeout.connect(self._poll)
         self._timer.start(200)
+
+    def _askAboutEdits(self):
+        """The lungs of this CT were edited since the last run: "recompute" (from the edited
+        lungs), "replace" (run the engine again, the edits are discarded) or None (cancel)."""
+        import qt
+
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle(_("EmphysemaXAI: edited lungs"))
+        box.setIcon(qt.QMessageBox.Question)
+        box.setText(_("The lungs of this CT were edited after the last run. Apply would segment the lungs "
+                      "again and replace your edits."))
+        recompute = box.addButton(_("Recompute from the edited lungs"), qt.QMessageBox.AcceptRole)
+        replace = box.addButton(_("Segment again and discard the edits"), qt.QMessageBox.DestructiveRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.setDefaultButton(recompute)
+        box.exec_()
+        clicked = box.clickedButton()
+        return "recompute" if clicked == recompute else "replace" if clicked == replace else None
 
     def _checkDependencies(self, options, dicom=False):
         """Offer to install what ``options`` need and is missing (one confirmation, one message).
@@ -323,12 +355,12 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node = self.logic.loadSample(generated=self.ui.sampleComboBox.currentIndex == 0)
             self._parameterNode.inputVolume = node
 
-    def onAttributionDisplayChanged(self, *_args) -> None:
-        """Switch the attribution overlay / 3D rendering to the chosen method, opacity, threshold."""
-        method = self.ui.attributionMethodComboBox.currentText
-        if method and method in self._resultNodes.get("attributions", {}):
-            self.logic.showAttribution(self._resultNodes, method, opacity=self.ui.attributionOpacitySlider.value,
-                                       threshold=self.ui.attributionThresholdSlider.value)
+    def onDisplayChanged(self, *_args) -> None:
+        """Show the chosen layer (LAA map, pattern map or an attribution) at the chosen opacity."""
+        layer = self.ui.showComboBox.currentText
+        if layer and layer in self.logic.layerChoices(self._resultNodes):
+            self.logic.showLayer(self._resultNodes, layer, opacity=self.ui.overlayOpacitySlider.value,
+                                 threshold=self.ui.attributionThresholdSlider.value)
 
     def onConfigFileChosen(self) -> None:
         """Show the chosen config file's values in the panel (they then run unless changed)."""
@@ -551,12 +583,26 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         show_results(nodes, slicer.app.layoutManager(), slicer.app.applicationLogic())
 
     @staticmethod
-    def showAttribution(nodes, method, opacity=0.6, threshold=0.2):
-        """Show one method's attribution: slice-view foreground at ``opacity``, values under
-        ``threshold`` x its display top transparent, its 3D rendering on and the others off."""
-        from EmphysemaXAILib.mrml.module_logic import show_attribution
+    def editedResultSegmentation(volumeNode):
+        """The CT's result "Lungs" segmentation when the user edited it since a run wrote it, else None."""
+        from EmphysemaXAILib.mrml.edits import edited_result_segmentation
 
-        show_attribution(nodes, method, slicer.app.applicationLogic(), opacity=opacity, threshold=threshold)
+        return edited_result_segmentation(slicer.mrmlScene, volumeNode)
+
+    @staticmethod
+    def layerChoices(nodes):
+        """What the results can show: "LAA map", "Pattern map", then each explanation method."""
+        from EmphysemaXAILib.mrml.views import layer_choices
+
+        return layer_choices(nodes)
+
+    @staticmethod
+    def showLayer(nodes, layer, opacity=0.6, threshold=None):
+        """Show one layer in the slice views at ``opacity`` and its rendering alone in 3D (an
+        attribution's values under ``threshold`` x its display top transparent)."""
+        from EmphysemaXAILib.mrml.views import show_layer
+
+        show_layer(nodes, layer, opacity=opacity, threshold=threshold)
 
     @staticmethod
     def formatResult(case) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..app.analysis_process import AnalysisProcess, analysis_command, child_environment, new_work_dir
 from .dicom_results import dicom_source_folder, keep_dicom_results
+from .views import default_display
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,29 +75,18 @@ def case_inputs(volume_node, segmentation_node=None, dicom_database=None) -> tup
 
 
 def show_results(nodes: dict, layout_manager, app_logic) -> None:
-    """The QCT table in a four-up + table layout, the LAA overlay as foreground and the pattern
-    map as label layer of the slice views."""
+    """A finished result in the views: the QCT table in a four-up + table layout (the layout is
+    changed for a CT's first result only: a re-run keeps the layout the user chose), and
+    :func:`.views.default_display` (the LAA map over the CT, the lungs outlined in the slice
+    views and translucent in 3D)."""
     import slicer
 
     if "qct_table" in nodes:
-        layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        if not nodes.get("updated"):
+            layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
         app_logic.GetSelectionNode().SetActiveTableID(nodes["qct_table"].GetID())
         app_logic.PropagateTableSelection()
-    if "laa_map" in nodes:
-        slicer.util.setSliceViewerLayers(foreground=nodes["laa_map"], foregroundOpacity=0.6)
-    if "pattern_map" in nodes:  # the pattern model's labels above the LAA map
-        slicer.util.setSliceViewerLayers(label=nodes["pattern_map"], labelOpacity=0.6)
-
-
-def show_attribution(nodes: dict, method: str, app_logic, opacity: float = 0.6, threshold: float = 0.2) -> None:
-    """One method's attribution in the slice views (values under ``threshold`` x its display top
-    transparent) and its 3D rendering on, the other methods' renderings off."""
-    from .nodes import style_attribution
-
-    for name, rendering in nodes.get("attribution_renderings", {}).items():
-        rendering.SetVisibility(name == method)
-    style_attribution(nodes["attributions"][method], nodes["attribution_colors"], threshold=threshold,
-                      app_logic=app_logic, opacity=opacity)
+    default_display(nodes)
 
 
 # -- the analysis as a child process (the module's Apply / Recompute)

@@ -280,25 +280,6 @@ def volume_rendering(overlay_node, color_node) -> slicer.vtkMRMLVolumeRenderingD
     return display
 
 
-def lung_surface_models(segmentation_node) -> list:
-    """One model node per segment from its closed surface (copied), hidden by default: the
-    segmentation already shows the surfaces in 3D; the models serve export and measurement."""
-    scene = segmentation_node.GetScene()
-    segmentation = segmentation_node.GetSegmentation()
-    models = []
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment = segmentation.GetNthSegment(index)
-        surface = vtk.vtkPolyData()
-        segmentation_node.GetClosedSurfaceRepresentation(segmentation.GetNthSegmentID(index), surface)
-        model = scene.AddNewNodeByClass("vtkMRMLModelNode", segment.GetName())
-        model.SetAndObservePolyData(surface)
-        model.CreateDefaultDisplayNodes()
-        model.GetDisplayNode().SetColor(*segment.GetColor())
-        model.GetDisplayNode().SetVisibility(False)
-        models.append(model)
-    return models
-
-
 ATTRIBUTION_COLORS = 256
 
 

@@ -1,0 +1,61 @@
+"""Whether the user edited the module's lung segmentation since a run wrote it.
+
+Apply on a CT refills that CT's result segmentation ("Lungs") with the new run's labels, so edits
+made in the Segment Editor would be lost without a word (issue 26). When a run writes the
+segmentation, :func:`record_written` stores a fingerprint of its voxels on the node
+(:data:`DIGEST_ATTRIBUTE`, saved with the scene); :func:`edited_result_segmentation` compares it
+with the node's voxels now, so the module can offer to recompute from the edited lungs (or to
+replace them) before anything is overwritten.
+
+The fingerprint (:func:`segmentation_digest`) covers every segment's name, label value and the
+absolute voxel indices (IJK of the segmentation's own geometry, extent offset included) of its
+binary labelmap: an edit of any voxel of any segment changes it; padding or cropping the
+labelmap's extent, which Slicer does when it saves and reloads a segmentation, does not.
+MRML only (no Qt): tested headless with slicer-core.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import slicer
+
+DIGEST_ATTRIBUTE = "EmphysemaXAI.writtenDigest"
+
+
+def segmentation_digest(segmentation_node) -> str:
+    """SHA-1 hex digest of ``segmentation_node``'s segments (module docstring)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    segmentation = segmentation_node.GetSegmentation()
+    representation = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    digest = hashlib.sha1()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        digest.update(f"{segment.GetName()}|{segment.GetLabelValue()}|".encode())
+        image = segment.GetRepresentation(representation)
+        scalars = image.GetPointData().GetScalars() if image is not None else None
+        if scalars is None:
+            continue
+        x0, x1, y0, y1, z0, z1 = image.GetExtent()
+        voxels = vtk_to_numpy(scalars).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+        z, y, x = np.nonzero(voxels == segment.GetLabelValue())
+        for axis, offset in ((z, z0), (y, y0), (x, x0)):
+            digest.update((axis.astype(np.int64) + offset).tobytes())
+    return digest.hexdigest()
+
+
+def record_written(segmentation_node) -> None:
+    """Remember ``segmentation_node``'s voxels as a run wrote them."""
+    segmentation_node.SetAttribute(DIGEST_ATTRIBUTE, segmentation_digest(segmentation_node))
+
+
+def edited_result_segmentation(scene, ct_node):
+    """``ct_node``'s result segmentation (the one a run wrote, found by its role) when its voxels
+    differ from what the run wrote; None when there is none or it is as written."""
+    from .scene_export import result_nodes
+
+    node = result_nodes(scene, ct_node).get("segmentation")
+    if node is None or node.GetAttribute(DIGEST_ATTRIBUTE) is None:
+        return None
+    return node if segmentation_digest(node) != node.GetAttribute(DIGEST_ATTRIBUTE) else None
