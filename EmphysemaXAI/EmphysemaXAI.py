@@ -514,17 +514,35 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         return {"case": case, "nodes": nodes}
 
     @staticmethod
-    def processDirectory(folder, outputFolder, options=None, scene=True, report=True, workers=1, resume=False):
+    def processDirectory(folder, outputFolder, options=None, scene=None, report=None, workers=1, resume=False):
         """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)
         with ``options`` (``AnalysisOptions``; None: the defaults), as the command line's
         ``batch`` in its own process: the user's scene, views and layout are not touched.
-        Blocks; progress goes to the log. Returns cohort.csv's rows (dicts). Ctrl-C stops it.
-        ``workers`` > 1 runs the cases on a local Dask cluster and needs dask.distributed in
-        Slicer's Python (Resources/requirements.txt; without it the run stops, saying so)."""
+        ``scene`` / ``report`` None: what can be written here (in Slicer no per-case scene.mrb:
+        load a case with :meth:`loadResults`; report.html when matplotlib is installed); what is
+        left out is logged first. Slicer stays responsive: a progress dialog shows the batch's
+        last line and its Cancel stops it (finished cases are kept; ``resume=True`` finishes
+        the cohort). Returns cohort.csv's rows (dicts). ``workers`` > 1 runs the cases on a local
+        Dask cluster and needs dask.distributed in Slicer's Python (Resources/requirements.txt;
+        without it the run stops before it starts, saying so)."""
         from EmphysemaXAILib.mrml.module_logic import process_directory
 
-        return process_directory(folder, outputFolder, options, workers=workers, scene=scene, report=report,
-                                 resume=resume)
+        dialog = slicer.util.createProgressDialog(labelText=_("EmphysemaXAI batch: starting"), maximum=0,
+                                                  windowTitle=_("EmphysemaXAI batch"))
+
+        def poll(lines):
+            for line in lines:
+                if line.text.strip():
+                    dialog.labelText = line.text.strip()[:200]
+                    slicer.util.showStatusMessage("EmphysemaXAI: " + line.text.strip())
+            slicer.app.processEvents()
+            return dialog.wasCanceled
+
+        try:
+            return process_directory(folder, outputFolder, options, workers=workers, scene=scene, report=report,
+                                     resume=resume, poll=poll)
+        finally:
+            dialog.close()
 
     @staticmethod
     def startAnalysis(inputVolume, segmentation, options, dicom=False):

@@ -173,3 +173,49 @@ def test_process_directory_runs_the_batch_in_its_own_process_and_leaves_the_user
     assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == layout
     assert scene.GetMTime() == modified and user.GetScene() is scene
     assert any("a" in line for line in lines)
+
+
+def test_console_batch_writes_what_slicer_can_and_stops_before_starting_when_a_choice_cannot_run():
+    """processDirectory as typed from the README in a fresh Slicer (issue 26: every case failed at
+    scene export in PythonSlicer, and the default report needed matplotlib, which Slicer lacks)."""
+    from EmphysemaXAILib.mrml.module_logic import batch_outputs
+
+    slicer_python = lambda name: name not in ("matplotlib", "tqdm", "torch", "lungmask", "distributed")  # noqa: E731
+    scene, report, notes = batch_outputs(FAST, in_application=True, installed=slicer_python)
+    assert (scene, report) == (False, False) and len(notes) == 2
+    assert "loadResults" in notes[0] and "matplotlib is not installed" in notes[1]
+    assert batch_outputs(FAST, in_application=False, installed=lambda name: True)[:2] == (True, True)
+    assert batch_outputs(FAST, scene=True, report=False, in_application=True, installed=slicer_python) == \
+        (True, False, [])                                          # explicit choices are kept
+    with pytest.raises(RuntimeError, match="cannot start: distributed"):
+        batch_outputs(FAST, workers=2, in_application=True, installed=slicer_python)
+    with pytest.raises(RuntimeError, match="cannot start: torch"):
+        batch_outputs(AnalysisOptions(engine="lungmask", model="none"), in_application=True, installed=slicer_python)
+
+
+def test_a_polled_console_batch_can_be_cancelled_and_keeps_its_finished_cases(phantom, tmp_path):
+    from EmphysemaXAILib.mrml.module_logic import process_directory
+
+    root = tmp_path / "cohort"
+    root.mkdir()
+    names = ("a", "b", "c", "d", "e")
+    for name in names:
+        sitk.WriteImage(phantom.ct.to_sitk(), str(root / f"{name}.nrrd"))
+    polls = []
+
+    def finished():
+        cases = tmp_path / "out" / "cases"
+        return [p.name for p in cases.iterdir() if (p / "summary.json").exists()] if cases.is_dir() else []
+
+    def poll(lines):                               # the module's dialog: Cancel once the first case is done
+        polls.append(time.monotonic())
+        return bool(finished()) or len(polls) > 3000
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="cancelled; finished cases are kept"):
+        process_directory(root, tmp_path / "out", FAST, scene=False, report=False, python=sys.executable,
+                          poll=poll, log=lambda text: None)
+    assert len(polls) >= 0.5 * (polls[-1] - started) / 0.1        # polled about ten times a second
+    done = finished()
+    assert 1 <= len(done) < len(names)
+    assert all(json.loads((tmp_path / "out" / "cases" / name / "summary.json").read_text()) for name in done)

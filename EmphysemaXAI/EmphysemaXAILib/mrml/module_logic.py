@@ -225,19 +225,56 @@ def slicer_popen():
                                                             updateEnvironment=extra)
 
 
-def process_directory(folder, out, options=None, *, workers: int = 1, scene: bool = True, report: bool = True,
-                      resume: bool = False, log=None, python=None, popen=None) -> list[dict]:
+def batch_outputs(options, *, workers: int = 1, scene=None, report=None, in_application=None,
+                  installed=None) -> tuple[bool, bool, list[str]]:
+    """(scene, report, notes) for a cohort run from the Slicer module's logic, checked before it
+    starts. ``scene`` None: built where it can be (headless), not in the Slicer application,
+    whose ``PythonSlicer`` child lacks the loadable-module logics the scene builder needs (the
+    cases load on demand with ``loadResults``); ``report`` None: written when matplotlib is
+    installed (Slicer does not ship it), else skipped. ``notes`` says what was left out. Raises
+    RuntimeError (one line) when something the options explicitly ask for is missing."""
+    from ..packages import describe_needs, is_installed, missing_for
+    from .app import in_slicer_application
+
+    installed = installed or is_installed
+    in_application = in_slicer_application() if in_application is None else in_application
+    notes = []
+    if scene is None:
+        scene = not in_application
+        if not scene:
+            notes.append("scene.mrb not written per case (PythonSlicer cannot build it); load a case with "
+                         "loadResults(folder, caseId=...)")
+    if report is None:
+        report = installed("matplotlib")
+        if not report:
+            notes.append("report.html not written per case: matplotlib is not installed (the module's "
+                         "dependency installer adds it)")
+    blocking = [need for need in missing_for(options, report=report, batch=True, dask=workers > 1,
+                                             installed=installed) if need.required]
+    if blocking:
+        raise RuntimeError("the batch cannot start: " + describe_needs(blocking).replace("\n", "; "))
+    return scene, report, notes
+
+
+def process_directory(folder, out, options=None, *, workers: int = 1, scene=None, report=None,
+                      resume: bool = False, log=None, python=None, popen=None, poll=None) -> list[dict]:
     """``batch`` of every case under ``folder`` into ``out`` in a child process (each case's
     scene is built there, never in the caller's scene); blocks, each line of its output to
-    ``log`` (default: ``logging.info``). Returns cohort.csv's rows. Ctrl-C (or any exception
-    while waiting) stops the process within 2 s. Raises RuntimeError with its one-line reason
-    when the batch did not run to the end."""
+    ``log`` (default: ``logging.info``). ``scene`` / ``report`` None: as :func:`batch_outputs`
+    decides (what is left out goes to ``log`` first). ``poll(lines)`` is called about ten times
+    a second with the lines printed since the last call; returning True cancels the batch (the
+    Slicer module passes one that keeps the GUI alive and shows a progress dialog with Cancel).
+    Returns cohort.csv's rows. Ctrl-C (or any exception while waiting) stops the process within
+    2 s. Raises RuntimeError with its one-line reason when the batch did not run to the end."""
     import logging
 
     from ..app.analysis_process import batch_command
     from .load_results import cohort_rows
 
     log = log or (lambda text: logging.info("EmphysemaXAI: %s", text))
+    scene, report, notes = batch_outputs(options, workers=workers, scene=scene, report=report)
+    for note in notes:
+        log(note)
     work = new_work_dir()
     try:
         command = batch_command(python or analysis_python(), folder, out, options, work, workers=workers,
@@ -245,8 +282,13 @@ def process_directory(folder, out, options=None, *, workers: int = 1, scene: boo
         process = AnalysisProcess(command, stop_file=work / "stop", popen=popen or slicer_popen()).start()
         try:
             while process.running:
-                for line in process.poll():
+                lines = process.poll()
+                for line in lines:
                     log(line.text)
+                if poll is not None and poll(lines):
+                    process.cancel()
+                    raise RuntimeError("the batch was cancelled; finished cases are kept (run again with "
+                                       "resume=True to finish it)")
                 time.sleep(0.1)
             for line in process.poll():
                 log(line.text)
