@@ -54,7 +54,7 @@ class EmphysemaXAI(ScriptedLoadableModule):
             "shows over the CT with the lungs outlined (translucent in 3D), tables open in the layout. "
             "<b>Display</b> switches to the pattern map or an explanation map.</li>"
             "<li>Edit the lungs in the Segment Editor if needed and press <b>Recompute from "
-            "edited segmentation</b>.</li></ol>" + NOT_CLINICAL)
+            "edited segmentation</b>.</li></ol>") + "<p>" + NOT_CLINICAL + "</p>"  # a whole sentence, not a fragment
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, SimpleITK, pydicom, PyTorch, MONAI, captum and lungmask. Densitometry "
             "conventions follow the Chest Imaging Platform.")
@@ -344,7 +344,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not download lungmask's weights."), waitCursor=True):
                 paths, warnings = self.logic.downloadLungmaskWeights()
-                text = _("lungmask weights: ") + ", ".join(str(p) for p in paths.values())
+                text = _("lungmask weights: {paths}").format(paths=", ".join(str(p) for p in paths.values()))
                 logging.info("EmphysemaXAI: %s", text)
                 slicer.util.infoDisplay("\n".join([text, *warnings]))
         except Exception:  # shown by tryWithErrorDisplay; logged here
@@ -603,7 +603,7 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def editedResultSegmentation(volumeNode):
         """The CT's result "Lungs" segmentation when the user edited it since a run wrote it, else None."""
-        from EmphysemaXAILib.mrml.edits import edited_result_segmentation
+        from EmphysemaXAILib.mrml.module_logic import edited_result_segmentation
 
         return edited_result_segmentation(slicer.mrmlScene, volumeNode)
 

@@ -107,6 +107,25 @@ def test_widget_uses_only_widgets_of_the_ui_and_methods_of_the_logic():
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
 
 
+def test_translated_texts_are_whole_literals_with_placeholders():
+    """Every ``_()`` of the module takes one string literal (adjacent literals are one literal to
+    the parser), never a runtime concatenation or an f-string: translators get whole sentences,
+    values go in through ``.format`` placeholders (Slicer's i18n rules; issue 26)."""
+    tree = ast.parse((MODULE / "EmphysemaXAI.py").read_text())
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and node.func.id == "_"]
+    assert len(calls) > 20
+    bad = [(call.lineno, ast.unparse(call)[:60]) for call in calls if len(call.args) != 1
+           or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str)]
+    assert not bad, f"_() with something other than one string literal: {bad}"
+    # and no translated text is then glued to another piece of a sentence
+    glued = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+             and any(isinstance(side, ast.Call) and isinstance(side.func, ast.Name) and side.func.id == "_"
+                     and not side.args[0].value.rstrip().endswith((".", "</ol>", "</p>"))
+                     for side in (node.left, node.right))]
+    assert not glued, f"a translated fragment is concatenated at lines {glued}"
+
+
 def test_library_is_importable_without_slicer_and_parses_on_python_312_syntax():
     code = ("import sys, EmphysemaXAILib, EmphysemaXAILib.cli, EmphysemaXAILib.analysis.qc;"
             "assert not any(m.split('.')[0] in ('slicer', 'vtk', 'qt') for m in sys.modules), "

@@ -245,7 +245,7 @@ def test_edits_of_the_result_lungs_are_detected_before_a_run_would_overwrite_the
     """Apply refills the CT's "Lungs" segmentation: the module must know when the user edited it
     since the run wrote it (issue 26: edits were silently discarded), also after the scene was
     saved and loaded again, and not call an untouched segmentation edited."""
-    from EmphysemaXAILib.mrml.edits import edited_result_segmentation
+    from EmphysemaXAILib.mrml.module_logic import edited_result_segmentation
     from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
 
     scene, app_logic = bootstrap(fresh=True)

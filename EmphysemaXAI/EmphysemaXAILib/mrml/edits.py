@@ -3,9 +3,10 @@
 Apply on a CT refills that CT's result segmentation ("Lungs") with the new run's labels, so edits
 made in the Segment Editor would be lost without a word (issue 26). When a run writes the
 segmentation, :func:`record_written` stores a fingerprint of its voxels on the node
-(:data:`DIGEST_ATTRIBUTE`, saved with the scene); :func:`edited_result_segmentation` compares it
-with the node's voxels now, so the module can offer to recompute from the edited lungs (or to
-replace them) before anything is overwritten.
+(:data:`DIGEST_ATTRIBUTE`, saved with the scene); :func:`edited_since_written` compares it with
+the node's voxels now (:func:`~.module_logic.edited_result_segmentation` finds a CT's node), so
+the module can offer to recompute from the edited lungs (or to replace them) before anything is
+overwritten.
 
 The fingerprint (:func:`segmentation_digest`) covers every segment's name, label value and the
 absolute voxel indices (IJK of the segmentation's own geometry, extent offset included) of its
@@ -50,12 +51,8 @@ def record_written(segmentation_node) -> None:
     segmentation_node.SetAttribute(DIGEST_ATTRIBUTE, segmentation_digest(segmentation_node))
 
 
-def edited_result_segmentation(scene, ct_node):
-    """``ct_node``'s result segmentation (the one a run wrote, found by its role) when its voxels
-    differ from what the run wrote; None when there is none or it is as written."""
-    from .scene_export import result_nodes
-
-    node = result_nodes(scene, ct_node).get("segmentation")
-    if node is None or node.GetAttribute(DIGEST_ATTRIBUTE) is None:
-        return None
-    return node if segmentation_digest(node) != node.GetAttribute(DIGEST_ATTRIBUTE) else None
+def edited_since_written(segmentation_node) -> bool:
+    """True when a run wrote ``segmentation_node`` (:func:`record_written`) and its voxels differ
+    from what it wrote; False for a segmentation no run wrote, or one as written."""
+    written = segmentation_node.GetAttribute(DIGEST_ATTRIBUTE)
+    return written is not None and segmentation_digest(segmentation_node) != written

@@ -74,6 +74,16 @@ def case_inputs(volume_node, segmentation_node=None, dicom_database=None) -> tup
     return ct, mask
 
 
+def edited_result_segmentation(scene, ct_node):
+    """``ct_node``'s result segmentation (the one a run wrote, found by its role) when the user
+    edited it since (:mod:`.edits`), else None: Apply asks before it would overwrite it."""
+    from .edits import edited_since_written
+    from .scene_export import result_nodes
+
+    node = result_nodes(scene, ct_node).get("segmentation")
+    return node if node is not None and edited_since_written(node) else None
+
+
 def show_results(nodes: dict, layout_manager, app_logic) -> None:
     """A finished result in the views: the QCT table in a four-up + table layout (the layout is
     changed for a CT's first result only: a re-run keeps the layout the user chose), and

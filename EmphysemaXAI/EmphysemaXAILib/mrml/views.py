@@ -13,6 +13,8 @@ are read against the CT, not against the segment colour). MRML only (no Qt): tes
 """
 from __future__ import annotations
 
+import slicer
+
 LAA_LAYER = "LAA map"
 PATTERN_LAYER = "Pattern map"
 LUNG_OPACITY_3D = 0.25
@@ -27,7 +29,7 @@ def layer_choices(nodes: dict) -> list[str]:
     return choices + list(nodes.get("attributions", {}))
 
 
-def _renderings(nodes: dict) -> dict:
+def _renderings(nodes: dict) -> dict[str, slicer.vtkMRMLVolumeRenderingDisplayNode]:
     found = {LAA_LAYER: nodes.get("laa_rendering"), PATTERN_LAYER: nodes.get("pattern_rendering"),
              **nodes.get("attribution_renderings", {})}
     return {name: node for name, node in found.items() if node is not None}
@@ -54,7 +56,7 @@ def show_layer(nodes: dict, layer: str = LAA_LAYER, opacity: float = DEFAULT_OPA
         if threshold is not None:
             style_attribution(foreground, nodes["attribution_colors"], threshold=threshold)
     ct = nodes["ct"]
-    for composite in ct.GetScene().GetNodesByClass("vtkMRMLSliceCompositeNode"):
+    for composite in ct.GetScene().GetNodesByClass(slicer.vtkMRMLSliceCompositeNode.__name__):
         composite.SetBackgroundVolumeID(ct.GetID())
         composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
         composite.SetLabelVolumeID(label.GetID() if label is not None else None)
