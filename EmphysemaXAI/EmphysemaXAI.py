@@ -297,7 +297,11 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._skippedNote = ""
         if not needs:
             return options
-        result = self.logic.installFor(needs)
+        self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False   # no second run while installing
+        try:
+            result = self.logic.installFor(needs)
+        finally:
+            self._checkCanApply()
         logging.info("EmphysemaXAI: %s", result.message)
         missing = {n.package for n in needs} - set(result.installed)
         blocking = [n.package for n in needs if n.required and n.package in missing]
@@ -321,8 +325,9 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._timer.stop()
         run, self._run = self._run, None
-        self.logic.cancelAnalysis(run)  # returns within 2 s
+        self.logic.cancelAnalysis(run)  # returns within 2 s, the interpreter gone
         self.ui.logTextBrowser.append(_("Cancelled."))
+        self.ui.progressBar.value = 0
         self.ui.cancelButton.enabled = False
         self._checkCanApply()
 
