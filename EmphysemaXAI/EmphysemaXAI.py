@@ -58,6 +58,21 @@ class EmphysemaXAI(ScriptedLoadableModule):
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, SimpleITK, pydicom, PyTorch, MONAI, captum and lungmask. Densitometry "
             "conventions follow the Chest Imaging Platform.")
+        # the Sample Data module lists the demo phantom once the application has started
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Add "EmphysemaXAIPhantom" to the Sample Data module (category "Emphysema XAI"): a medium
+    chest phantom with 12 % mixed emphysema, generated on request (no download, no licence
+    question), so a teacher starts in one click. Slicer 5.10's Sample Data calls a source's
+    ``customDownloader(source)`` when its button is pressed (SampleData.py)."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="Emphysema XAI", sampleName="EmphysemaXAIPhantom", uris=[], fileNames=[],
+        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "EmphysemaXAI.png"),
+        customDownloader=lambda source: EmphysemaXAILogic.loadSample(generated=True))
 
 
 #
