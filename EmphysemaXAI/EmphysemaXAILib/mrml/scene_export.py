@@ -19,6 +19,7 @@ from ..app.report_figures import MIN_SLICES_FOR_CORONAL
 from .app import bootstrap, in_slicer_application, release_scene
 from .edits import record_written
 from .nodes import (
+    LAA_OPACITY_3D,
     attribution_color_node,
     attribution_rendering,
     cache_attribution_range,
@@ -112,7 +113,7 @@ def add_case_nodes(scene, ct_node, layers, app_logic=None, segmentation_node=Non
         nodes["laa_colors"] = shared_color_node(scene, "laa")
         nodes["laa_map"] = overlay_volume(scene, ct_node, layers.laa_map, "LAA map", nodes["laa_colors"], app_logic,
                                           node=earlier.get("laa_map"))
-        nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
+        nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"], LAA_OPACITY_3D)
         nodes["qct_table"] = table_node(scene, "QCT", summary["qct"]["regions"], QCT_UNITS, QCT_DESCRIPTIONS,
                                         node=earlier.get("qct_table"))
         nodes["severity_table"] = table_node(scene, "Severity", severity_rows(summary),
