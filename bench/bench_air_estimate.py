@@ -2,7 +2,7 @@
 not given? Estimates from the images' own histograms, scored on CIP's held-out fold.
 
 Usage (from the project root; ``--model`` must come from ``train-patterns --holdout-fold 0``, so
-its held-out CIP patches are known and unseen; about 15 minutes on 2 shared cores):
+its held-out CIP patches are known and unseen; about 18 minutes on 2 busy shared cores):
     .venv/bin/python bench/bench_air_estimate.py --model DIR [--mat PATH] [--sets 25] [--json OUT]
 
 An air offset ``o`` is :func:`..pattern_runs.air_offset` (HU' = HU (1000 - o) / 1000: air read at
