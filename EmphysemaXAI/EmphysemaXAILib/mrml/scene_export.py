@@ -175,7 +175,8 @@ def _mark_and_place(nodes: dict, ct_node, users=None) -> None:
 
     transform_id = ct_node.GetTransformNodeID()
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ct_node.GetScene())
-    parent = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ct_node)) if hierarchy is not None else 0
+    ct_item = hierarchy.GetItemByDataNode(ct_node) if hierarchy is not None else 0
+    parent = hierarchy.GetItemParent(ct_item) if ct_item else 0      # (item 0 would log a warning)
     for role, node in _flat(nodes).items():
         if users is not None and node is users and node.GetAttribute(ROLE_ATTRIBUTE) is None:
             continue
