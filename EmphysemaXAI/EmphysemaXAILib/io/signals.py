@@ -128,12 +128,18 @@ def watch_stop_file(path, grace_s: float = 1.2, interval_s: float = 0.1, parent_
     the process (handled like any SIGTERM: :class:`Terminated`, clean-up, exit code 143) and, if
     the process is still alive ``grace_s`` seconds later (the main thread stuck in one long
     native call), exits it hard with code 143. Writes this process's id to
-    :func:`pid_file_of` ``(path)`` first. Returns the thread (already started)."""
+    :func:`pid_file_of` ``(path)`` first (removed again when the process ends normally). Returns
+    the thread (already started)."""
+    import atexit
     import time
 
     stop = Path(path)
+    pid_file = pid_file_of(stop)
     try:
-        pid_file_of(stop).write_text(str(os.getpid()), encoding="ascii")
+        pid_file.write_text(str(os.getpid()), encoding="ascii")
+        # gone when this process ends normally (a SIGTERM included): a later Cancel never signals
+        # a process that has since reused the pid
+        atexit.register(pid_file.unlink, missing_ok=True)
     except OSError:
         pass
     launcher = os.getppid()
