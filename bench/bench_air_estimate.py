@@ -44,6 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "EmphysemaXAI"))
 
+from common import add_held_out_arguments, held_out  # noqa: E402
+
 from EmphysemaXAILib.analysis.patterns import PATTERN_GROUPS, group_probabilities  # noqa: E402
 from EmphysemaXAILib.model import air_estimate  # noqa: E402
 from EmphysemaXAILib.model.air_estimate import REFERENCE_PIXEL_MM  # noqa: E402
@@ -187,24 +189,14 @@ def run_real(predictor, est: Estimators) -> dict:
 def main() -> None:
     import torch
 
-    from EmphysemaXAILib.model.cip_patches import load_cip_patches
-    from EmphysemaXAILib.model.pattern_infer import PatternPredictor
 
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model folder from train-patterns --holdout-fold")
-    parser.add_argument("--mat", type=Path,
-                        default=ROOT.parent / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat")
+    add_held_out_arguments(parser)
     parser.add_argument("--sets", type=int, default=25, help="random sets per kind and offset")
     parser.add_argument("--train-sets", type=int, default=4000, help="simulated training sets per regressor")
-    parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
-    metrics = json.loads((args.model / "metrics.json").read_text())
-    if "holdout" not in metrics:
-        raise SystemExit(f"{args.model}: not trained with --holdout-fold: its CIP figures would be on seen patches")
-    predictor = PatternPredictor(args.model, device="cpu")
-    cip = load_cip_patches(args.mat)
-    test = np.array(metrics["holdout"]["test_index"])
+    predictor, cip, test, fold = held_out(args)
     train = np.setdiff1d(np.arange(len(cip)), test)
     est = Estimators(cip.images, cip.labels, train, args.train_sets)
     result = {"model": str(args.model), "n_test": len(test), "sets": run_sets(predictor, est, cip, test, args.sets),
