@@ -8,9 +8,9 @@ the node's voxels now (:func:`~.module_logic.edited_result_segmentation` finds a
 the module can offer to recompute from the edited lungs (or to replace them) before anything is
 overwritten.
 
-The fingerprint (:func:`segmentation_digest`) covers every segment's name, label value and the
-absolute voxel indices (IJK of the segmentation's own geometry, extent offset included) of its
-binary labelmap: an edit of any voxel of any segment changes it; padding or cropping the
+The fingerprint (:func:`segmentation_digest`) covers every segment's name, label value, the
+absolute IJK bounding box of its voxels (the segmentation's own geometry, extent offset included)
+and its binary labelmap inside that box: an edit of any voxel of any segment changes it; padding or cropping the
 labelmap's extent, which Slicer does when it saves and reloads a segmentation, does not.
 MRML only (no Qt): tested headless with slicer-core.
 """
@@ -39,10 +39,16 @@ def segmentation_digest(segmentation_node) -> str:
         if scalars is None:
             continue
         x0, x1, y0, y1, z0, z1 = image.GetExtent()
-        voxels = vtk_to_numpy(scalars).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
-        z, y, x = np.nonzero(voxels == segment.GetLabelValue())
-        for axis, offset in ((z, z0), (y, y0), (x, x0)):
-            digest.update((axis.astype(np.int64) + offset).tobytes())
+        mask = vtk_to_numpy(scalars).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1) == segment.GetLabelValue()
+        # the segment's tight bounding box (absolute IJK) and its voxels inside it: independent of
+        # how far the labelmap's extent reaches beyond the segment
+        axes = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+        if any(len(a) == 0 for a in axes):
+            continue
+        (zs, ys, xs) = axes
+        box = mask[zs[0]:zs[-1] + 1, ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+        digest.update(np.array([zs[0] + z0, ys[0] + y0, xs[0] + x0, *box.shape], np.int64).tobytes())
+        digest.update(np.packbits(box).tobytes())
     return digest.hexdigest()
 
 
