@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from ..app.analysis_process import AnalysisProcess, analysis_command, child_environment, new_work_dir
 from .dicom_results import dicom_source_folder, keep_dicom_results
-from .views import default_display
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,9 +85,9 @@ def edited_result_segmentation(scene, ct_node):
 
 def show_results(nodes: dict, layout_manager, app_logic) -> None:
     """A finished result in the views: the QCT table in a four-up + table layout (the layout is
-    changed for a CT's first result only: a re-run keeps the layout the user chose), and
-    :func:`.views.default_display` (the LAA map over the CT, the lungs outlined in the slice
-    views and translucent in 3D)."""
+    changed for a CT's first result only: a re-run keeps the layout the user chose). The slice
+    and 3D views already show :func:`.views.default_display`: the nodes were made by
+    :func:`~.scene_export.add_case_nodes`, which ends with it."""
     import slicer
 
     if "qct_table" in nodes:
@@ -96,7 +95,6 @@ def show_results(nodes: dict, layout_manager, app_logic) -> None:
             layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
         app_logic.GetSelectionNode().SetActiveTableID(nodes["qct_table"].GetID())
         app_logic.PropagateTableSelection()
-    default_display(nodes)
 
 
 # -- the analysis as a child process (the module's Apply / Recompute)
