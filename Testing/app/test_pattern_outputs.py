@@ -128,17 +128,17 @@ def test_scene_has_the_pattern_colours_map_and_table(case_dir):
     rgba = [0.0] * 4
     colors.GetColor(4, rgba)
     assert rgba == pytest.approx([0.85, 0.1, 0.12, 1.0], abs=1 / 255)  # red (the file stores 8-bit colours)
-    label_map = scene.GetFirstNodeByName("Pattern map")
+    label_map = scene.GetFirstNodeByName("CT pattern map")
     assert label_map.IsA("vtkMRMLLabelMapVolumeNode")
     assert label_map.GetDisplayNode().GetColorNodeID() == colors.GetID()
     codes = slicer.util.arrayFromVolume(label_map)
     assert np.array_equal(codes, sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "pattern_map.nrrd"))))
-    table = slicer.util.dataframeFromTable(scene.GetFirstNodeByName("Patterns"))
+    table = slicer.util.dataframeFromTable(scene.GetFirstNodeByName("CT patterns"))
     rendering = [n for n in scene.GetNodesByClass("vtkMRMLVolumeRenderingDisplayNode")
                  if n.GetVolumeNodeID() == label_map.GetID()]
     assert len(rendering) == 1 and not rendering[0].GetVisibility()      # the LAA map is the default view
     composite = scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
-    assert composite.GetForegroundVolumeID() == scene.GetFirstNodeByName("LAA map").GetID()
+    assert composite.GetForegroundVolumeID() == scene.GetFirstNodeByName("CT LAA map").GetID()
     assert composite.GetLabelVolumeID() is None
     assert list(table["region"])[:3] == ["whole", "right", "left"]
     assert table.loc[0, [f"{p}_pct" for p in PATTERNS]].sum() == pytest.approx(100.0, abs=0.01)

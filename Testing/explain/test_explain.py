@@ -107,15 +107,15 @@ def test_scene_has_attribution_overlays_renderings_and_table(explained_case):
     scene, _ = bootstrap(fresh=True)
     slicer.util.loadScene(str(out / "scene.mrb"))
     names = {n.GetName() for n in scene.GetNodesByClass("vtkMRMLScalarVolumeNode")}
-    assert {"Attribution gradcam", "Attribution ig", "Attribution attention", "Attribution occlusion"} <= names
-    node = scene.GetFirstNodeByName("Attribution gradcam")
+    assert {f"CT attribution {m}" for m in ("gradcam", "ig", "attention", "occlusion")} <= names
+    node = scene.GetFirstNodeByName("CT attribution gradcam")
     display = node.GetScalarVolumeDisplayNode()
     assert display.GetColorNode().GetName() == "EmphysemaXAI attribution" and display.GetApplyThreshold()
     tables = {n.GetName() for n in scene.GetNodesByClass("vtkMRMLTableNode")}
-    assert "Attribution by region" in tables
+    assert "CT attribution by region" in tables
     renderings = list(scene.GetNodesByClass("vtkMRMLVolumeRenderingDisplayNode"))
     visible = [r.GetVolumeNode().GetName() for r in renderings if r.GetVisibility()]
-    assert visible == ["LAA map"]      # the default view: the LAA map; an attribution's rendering when chosen
+    assert visible == ["CT LAA map"]      # the default view: the LAA map; an attribution's rendering when chosen
 
 
 def test_faithfulness_figures_on_a_phantom(tiny_model):

@@ -104,14 +104,14 @@ def test_analyze_writes_a_scene_that_reloads_whole(case, tmp_path):
     scene, _ = bootstrap(fresh=True)
     slicer.util.loadScene(str(out / "scene.mrb"))
     volumes = {n.GetName(): n for n in scene.GetNodesByClass("vtkMRMLScalarVolumeNode")}
-    assert set(volumes) == {"CT", "LAA map", "Pattern map"}
+    assert set(volumes) == {"CT", "CT LAA map", "CT pattern map"}     # result nodes named after their CT
     assert np.array_equal(slicer.util.arrayFromVolume(volumes["CT"]), case.ct.hu)
-    assert np.array_equal(slicer.util.arrayFromVolume(volumes["LAA map"]), case.qct.laa_map)
-    assert volumes["LAA map"].GetDisplayNode().GetColorNode().GetName() == "EmphysemaXAI LAA"
+    assert np.array_equal(slicer.util.arrayFromVolume(volumes["CT LAA map"]), case.qct.laa_map)
+    assert volumes["CT LAA map"].GetDisplayNode().GetColorNode().GetName() == "EmphysemaXAI LAA"
     tables = {n.GetName(): n for n in scene.GetNodesByClass("vtkMRMLTableNode")}
-    assert set(tables) == {"QCT", "Severity", "Quality control", "Patterns"}
+    assert set(tables) == {"CT QCT", "CT severity", "CT quality control", "CT patterns"}
     csv = pd.read_csv(out / "qct.csv")
-    reloaded = slicer.util.dataframeFromTable(tables["QCT"])
+    reloaded = slicer.util.dataframeFromTable(tables["CT QCT"])
     assert np.allclose(reloaded["mean_hu"].astype(float), csv["mean_hu"])
     segmentation = scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
     assert np.array_equal(labels_from_segmentation_node(segmentation, volumes["CT"]), case.segmentation.labels)

@@ -87,7 +87,7 @@ def test_a_rerun_on_the_same_ct_updates_the_earlier_nodes_instead_of_adding_a_se
     assert one["attributions"]["gradcam"].GetID() == both["attributions"]["gradcam"].GetID()
     assert scene.GetNodeByID(ig_id) is None
     volumes = [n.GetName() for n in scene.GetNodesByClass("vtkMRMLScalarVolumeNode")]
-    assert [name for name in volumes if name.startswith("Attribution")] == ["Attribution gradcam"]
+    assert [name for name in volumes if " attribution " in name] == [f"CT {folder.name} attribution gradcam"]
     colors = [n for n in scene.GetNodesByClass("vtkMRMLColorTableNode") if n.GetAttribute("EmphysemaXAI.colors")]
     assert len(colors) == 2                                      # LAA and attribution, shared
 
@@ -226,19 +226,19 @@ def test_apply_leaves_the_laa_map_over_the_ct_and_translucent_lungs_as_the_help_
     layout = LayoutRecorder()
     show_results(nodes, layout, app_logic)
     state = _display_state(scene, nodes)
-    assert state == {"slices": ("LAA map", None, ct.GetName(), 0.6), "renderings": ["LAA map"],
+    assert state == {"slices": ("CT LAA map", None, ct.GetName(), 0.6), "renderings": ["CT LAA map"],
                      "lung_opacity_3d": pytest.approx(LUNG_OPACITY_3D), "lung_fill_2d": False,
                      "lung_outline_2d": True}
     assert layer_choices(nodes) == [LAA_LAYER, "gradcam", "attention"]
     show_layer(nodes, "attention", opacity=0.3)
-    assert _display_state(scene, nodes)["slices"] == ("Attribution attention", None, ct.GetName(), 0.3)
-    assert _display_state(scene, nodes)["renderings"] == ["Attribution attention"]
+    assert _display_state(scene, nodes)["slices"] == ("CT attribution attention", None, ct.GetName(), 0.3)
+    assert _display_state(scene, nodes)["renderings"] == ["CT attribution attention"]
     with pytest.raises(ValueError, match="no 'ig' layer"):
         show_layer(nodes, "ig")
     again = add_case_nodes(scene, ct, _with_attributions(layers_from_folder(folder), ["gradcam"]), app_logic)
     show_results(again, layout, app_logic)                # a re-run: the user's layout stays
     assert len(layout.layouts) == 1 and again["updated"] and not nodes["updated"]
-    assert _display_state(scene, again)["slices"][0] == "LAA map"
+    assert _display_state(scene, again)["slices"][0] == "CT LAA map"
 
 
 def test_edits_of_the_result_lungs_are_detected_before_a_run_would_overwrite_them(folder, tmp_path):
@@ -294,3 +294,40 @@ def test_results_are_filed_under_the_cts_patient_and_study(folder):
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study, node.GetName()
     models = {m.GetName() for m in scene.GetNodesByClass("vtkMRMLModelNode")}
     assert not models & {"Right lung", "Left lung", "Airways"}      # no hidden surface copies
+
+
+def test_result_nodes_are_named_after_the_ct_and_a_rerun_keeps_the_names_the_user_typed(folder):
+    """Issue 26 item 7: "<CT> lungs", "<CT> QCT", ... (they were "Lungs", "QCT" for every CT, so two
+    cases in one scene could not be told apart). Re-runs find their nodes by attribute, so they
+    update the same nodes after the user renamed one (that name is kept) or the CT (the others follow)."""
+    from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
+
+    scene, app_logic = bootstrap(fresh=True)
+    phantom = generate_phantom(PhantomParams(size="small", seed=21, extent_pct=15, pattern="centrilobular"))
+    ct = volume_node_from_ct(scene, phantom.ct, "3: Chest 1.25 mm")
+    layers = _with_attributions(layers_from_folder(folder), ["gradcam"])
+    nodes = add_case_nodes(scene, ct, layers, app_logic)
+    named = {role: nodes[role].GetName() for role in ("segmentation", "laa_map", "qct_table", "severity_table",
+                                                        "qc_table", "attribution_table")}
+    assert named == {"segmentation": "3: Chest 1.25 mm lungs", "laa_map": "3: Chest 1.25 mm LAA map",
+                     "qct_table": "3: Chest 1.25 mm QCT", "severity_table": "3: Chest 1.25 mm severity",
+                     "qc_table": "3: Chest 1.25 mm quality control",
+                     "attribution_table": "3: Chest 1.25 mm attribution by region"}
+    assert nodes["attributions"]["gradcam"].GetName() == "3: Chest 1.25 mm attribution gradcam"
+    properties = {n.GetName() for n in scene.GetNodesByClass("vtkMRMLVolumePropertyNode")}
+    assert {"3: Chest 1.25 mm LAA map rendering", "3: Chest 1.25 mm attribution gradcam rendering"} <= properties
+    other = volume_node_from_ct(scene, phantom.ct, "second CT")          # a second case in the same scene
+    second = add_case_nodes(scene, other, layers_from_folder(folder), app_logic)
+    assert second["qct_table"].GetName() == "second CT QCT" and second["qct_table"] is not nodes["qct_table"]
+    nodes["qct_table"].SetName("my QCT")                                 # the user renames a table, then the CT
+    ct.SetName("patient A")
+    count = scene.GetNumberOfNodes()
+    again = add_case_nodes(scene, ct, _with_attributions(layers_from_folder(folder), ["gradcam"]), app_logic)
+    assert scene.GetNumberOfNodes() == count
+    assert {role: again[role].GetID() for role in named} == {role: nodes[role].GetID() for role in named}
+    assert again["qct_table"].GetName() == "my QCT"
+    assert again["laa_map"].GetName() == "patient A LAA map" and again["segmentation"].GetName() == "patient A lungs"
+    assert second["qct_table"].GetName() == "second CT QCT"             # the other case is not touched
+    users = lung_segmentation_node(scene, ct, _array(folder / "lung_labels.nrrd"), name="my lungs")
+    kept = add_case_nodes(scene, ct, layers_from_folder(folder), app_logic, segmentation_node=users)
+    assert kept["segmentation"].GetName() == "my lungs"                  # the user's segmentation keeps its name

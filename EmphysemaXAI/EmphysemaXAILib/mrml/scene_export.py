@@ -1,10 +1,11 @@
 """A case's results as a Slicer scene: ``export_case_scene(result, out_dir)``.
 
 Writes ``lungs.seg.nrrd`` (the lung segmentation as a Slicer segmentation file) and
-``scene.mrb`` (CT, segmentation with surfaces, LAA map overlay with its colour table and volume
-rendering, tables "QCT", "Severity" and "Quality control"; with a pattern model the "Pattern map"
-label map with its colour table and volume rendering and the "Patterns" table): open it in
-Slicer and see the result.
+``scene.mrb`` (the volume "CT", segmentation "CT lungs" with surfaces, "CT LAA map" overlay with
+its colour table and volume rendering, tables "CT QCT", "CT severity" and "CT quality control";
+with a pattern model the "CT pattern map" label map with its colour table and volume rendering
+and the "CT patterns" table; every result node is named after its CT: :func:`case_node_name`):
+open it in Slicer and see the result.
 The scene is built in a fresh headless scene, so repeated exports never mix cases.
 """
 from __future__ import annotations
@@ -53,6 +54,14 @@ QCT_DESCRIPTIONS = {"laa950_pct": "lung voxels at or below -950 HU (project conv
 
 #: node attributes marking the module's result nodes: their role, and the CT node they belong to
 ROLE_ATTRIBUTE, CT_ATTRIBUTE = "EmphysemaXAI.role", "EmphysemaXAI.ctNodeID"
+#: node attribute holding the name the module gave a result node (a re-run renames it only while
+#: the node still has that name: a name the user typed is kept)
+NAME_ATTRIBUTE = "EmphysemaXAI.givenName"
+#: a result node's name is "<CT node's name> <label>" (e.g. "chest CT lungs", "chest CT QCT"): the
+#: CT's own name and nothing more of the patient; an attribution volume is "<CT> attribution <method>"
+ROLE_LABELS = {"segmentation": "lungs", "laa_map": "LAA map", "qct_table": "QCT", "severity_table": "severity",
+               "qc_table": "quality control", "pattern_map": "pattern map", "pattern_table": "patterns",
+               "attribution_table": "attribution by region"}
 
 
 def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
@@ -71,6 +80,12 @@ def build_case_scene(result, scene=None, app_logic=None, ct_node=None) -> dict:
         display = scalar_display_node(ct_node)
         display.SetWindowLevel(1400, -500)
     return add_case_nodes(scene, ct_node, layers_from_result(result), app_logic)
+
+
+def case_node_name(ct_node, role: str) -> str:
+    """The name of ``ct_node``'s result node of ``role`` (:data:`ROLE_LABELS`; ``attribution
+    <method>`` for an attribution volume), e.g. "chest CT QCT"."""
+    return f"{ct_node.GetName()} {ROLE_LABELS.get(role, role)}"
 
 
 def result_nodes(scene, ct_node) -> dict:
@@ -103,29 +118,32 @@ def add_case_nodes(scene, ct_node, layers, app_logic=None, segmentation_node=Non
         if segmentation_node is not None:
             nodes["segmentation"] = segmentation_node
         else:
-            nodes["segmentation"] = lung_segmentation_node(scene, ct_node, layers.labels, airways=layers.airways,
-                                                           node=earlier.get("segmentation"))
+            nodes["segmentation"] = lung_segmentation_node(scene, ct_node, layers.labels,
+                                                           case_node_name(ct_node, "segmentation"),
+                                                           airways=layers.airways, node=earlier.get("segmentation"))
             record_written(nodes["segmentation"])   # so a later Apply can tell the user's edits (mrml.edits)
             # model nodes copied from the surfaces (versions before issue 26): hidden duplicates that
             # went stale after an edit; the segmentation shows its own surfaces in 3D
             for role in [r for r in earlier if r.startswith("surface ")]:
                 remove_node(earlier.pop(role))
         nodes["laa_colors"] = shared_color_node(scene, "laa")
-        nodes["laa_map"] = overlay_volume(scene, ct_node, layers.laa_map, "LAA map", nodes["laa_colors"], app_logic,
-                                          node=earlier.get("laa_map"))
+        nodes["laa_map"] = overlay_volume(scene, ct_node, layers.laa_map, case_node_name(ct_node, "laa_map"),
+                                          nodes["laa_colors"], app_logic, node=earlier.get("laa_map"))
         nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"], LAA_OPACITY_3D)
-        nodes["qct_table"] = table_node(scene, "QCT", summary["qct"]["regions"], QCT_UNITS, QCT_DESCRIPTIONS,
-                                        node=earlier.get("qct_table"))
-        nodes["severity_table"] = table_node(scene, "Severity", severity_rows(summary),
+        nodes["qct_table"] = table_node(scene, case_node_name(ct_node, "qct_table"), summary["qct"]["regions"],
+                                        QCT_UNITS, QCT_DESCRIPTIONS, node=earlier.get("qct_table"))
+        nodes["severity_table"] = table_node(scene, case_node_name(ct_node, "severity_table"), severity_rows(summary),
                                              node=earlier.get("severity_table"))
         if layers.pattern_map is not None:
             add_patterns(layers, scene, ct_node, nodes, earlier, app_logic)
         if layers.attributions:
             add_attributions(layers, scene, ct_node, nodes, earlier)
         default_display(nodes)
-    nodes["qc_table"] = table_node(scene, "Quality control", qc_rows(summary), node=earlier.get("qc_table"))
+    nodes["qc_table"] = table_node(scene, case_node_name(ct_node, "qc_table"), qc_rows(summary),
+                                   node=earlier.get("qc_table"))
     _remove_stale(scene, earlier, nodes)
     _mark_and_place(nodes, ct_node, users=segmentation_node)
+    _name_after_ct(nodes, ct_node, users=segmentation_node)
     nodes["summary"] = summary  # not a node: the case's summary.json object, for the results text
     nodes["updated"] = bool(earlier)  # not a node: a re-run that updated an earlier result of this CT
     return nodes
@@ -193,6 +211,25 @@ def _mark_and_place(nodes: dict, ct_node, users=None) -> None:
             hierarchy.CreateItem(parent, node)
 
 
+def _name_after_ct(nodes: dict, ct_node, users=None) -> None:
+    """Name every result node after its CT (:func:`case_node_name`): a new node, and on a re-run
+    a node that still has the name the module gave it (:data:`NAME_ATTRIBUTE`; the CT may have
+    been renamed since), but not one the user renamed, nor the user's own segmentation. The
+    volume renderings' property nodes follow their volume's name ("<volume> rendering")."""
+    flat = _flat(nodes)
+    for role, node in flat.items():
+        if node.IsA("vtkMRMLVolumeRenderingDisplayNode") or (users is not None and node is users
+                                                               and node.GetAttribute(ROLE_ATTRIBUTE) is None):
+            continue
+        given = node.GetAttribute(NAME_ATTRIBUTE)
+        if given is None or given == node.GetName():
+            node.SetName(case_node_name(ct_node, role))
+            node.SetAttribute(NAME_ATTRIBUTE, node.GetName())
+    for node in flat.values():
+        if node.IsA("vtkMRMLVolumeRenderingDisplayNode") and node.GetVolumePropertyNode() is not None:
+            node.GetVolumePropertyNode().SetName(f"{node.GetVolumeNode().GetName()} rendering")
+
+
 PATTERN_UNITS = {f"{p}_pct": "%" for p in PATTERNS} | {"emphysema_pct": "%"}
 PATTERN_DESCRIPTIONS = {**{f"{p}_pct": f"share of the region's lung labelled {p.replace('_', ' ')} by the pattern model"
                            for p in PATTERNS},
@@ -200,26 +237,28 @@ PATTERN_DESCRIPTIONS = {**{f"{p}_pct": f"share of the region's lung labelled {p.
 
 
 def add_patterns(layers, scene, ct_node, nodes: dict, earlier: dict, app_logic=None) -> None:
-    """The pattern model's label map ("Pattern map", its own colour table, volume rendered; shown
-    when chosen: :mod:`.views`) and the "Patterns" table (share of lung per pattern and region)."""
+    """The pattern model's label map ("<CT> pattern map", its own colour table, volume rendered;
+    shown when chosen: :mod:`.views`) and the "<CT> patterns" table (share of lung per pattern and
+    region)."""
     nodes["pattern_colors"] = shared_color_node(scene, "patterns")
-    nodes["pattern_map"] = label_overlay(scene, ct_node, layers.pattern_map, "Pattern map", nodes["pattern_colors"],
-                                         app_logic, node=earlier.get("pattern_map"))
+    nodes["pattern_map"] = label_overlay(scene, ct_node, layers.pattern_map, case_node_name(ct_node, "pattern_map"),
+                                         nodes["pattern_colors"], app_logic, node=earlier.get("pattern_map"))
     nodes["pattern_rendering"] = volume_rendering(nodes["pattern_map"], nodes["pattern_colors"])
-    nodes["pattern_table"] = table_node(scene, "Patterns", pattern_rows(layers.summary["severity"]), PATTERN_UNITS,
+    nodes["pattern_table"] = table_node(scene, case_node_name(ct_node, "pattern_table"),
+                                        pattern_rows(layers.summary["severity"]), PATTERN_UNITS,
                                         PATTERN_DESCRIPTIONS, node=earlier.get("pattern_table"))
 
 
 def add_attributions(layers, scene, ct_node, nodes: dict, earlier: dict) -> None:
-    """One volume per explanation method ("Attribution <method>", the module's colour table,
+    """One volume per explanation method ("<CT> attribution <method>", the module's colour table,
     thresholded; its display range cached on the node for the panel's sliders), its volume
-    rendering (shown when chosen: :mod:`.views`), and the "Attribution by region" table (share
+    rendering (shown when chosen: :mod:`.views`), and the "<CT> attribution by region" table (share
     of positive attribution per region and method)."""
     nodes["attribution_colors"] = shared_color_node(scene, "attribution")
     nodes["attributions"], nodes["attribution_renderings"] = {}, {}
     for method, volume in layers.attributions.items():
-        node = earlier.get(f"attribution {method}") or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
-                                                                               f"Attribution {method}")
+        node = earlier.get(f"attribution {method}") or scene.AddNewNodeByClass(
+            "vtkMRMLScalarVolumeNode", case_node_name(ct_node, f"attribution {method}"))
         node.CopyOrientation(ct_node)
         set_voxels(node, np.asarray(volume, np.float32))
         cache_attribution_range(node)
@@ -227,7 +266,8 @@ def add_attributions(layers, scene, ct_node, nodes: dict, earlier: dict) -> None
         style_attribution(node, nodes["attribution_colors"])
         nodes["attributions"][method] = node
         nodes["attribution_renderings"][method] = attribution_rendering(node, nodes["attribution_colors"])
-    nodes["attribution_table"] = table_node(scene, "Attribution by region", attribution_rows(layers.summary),
+    nodes["attribution_table"] = table_node(scene, case_node_name(ct_node, "attribution_table"),
+                                            attribution_rows(layers.summary),
                                             node=earlier.get("attribution_table"))
 
 
