@@ -6,6 +6,7 @@ researcher calls from Slicer's Python console, ``processDirectory`` runs a folde
 computation lives in ``EmphysemaXAILib`` (core + MRML logic), which also runs headless (the
 ``emphysema-xai`` command line); what the widget calls is tested there on the slicer-core wheel.
 """
+import contextlib
 import logging
 import os
 from typing import Annotated
@@ -25,10 +26,26 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from EmphysemaXAILib.notices import NOT_CLINICAL
-from EmphysemaXAILib.options import DEVICES, ENGINES, PANEL_FIELDS, QC_PROFILES
+from EmphysemaXAILib.options import (
+    DEVICES,
+    ENGINES,
+    EXPLAIN_METHODS,
+    PANEL_FIELDS,
+    QC_PROFILES,
+    explain_choice,
+    explain_methods,
+)
 
 #: pip requirements the analysis needs beyond what Slicer ships (one home: this resource file)
 REQUIREMENTS_FILE = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
+#: path parameters (strings, empty: not given) -> their ctkPathLineEdit, bound by the widget itself
+#: rather than by SlicerParameterName: Slicer 5.10's parameterNodeWrapper binds a ctkPathLineEdit
+#: only to a pathlib.Path parameter, whose empty value Path() is shown and read back as ".", and
+#: a field the user clears sends no currentPathChanged (CTK's validator refuses an empty path), so
+#: "empty: the shipped model" could not be chosen. The explanation methods' ctkCheckableComboBox
+#: has no parameterNodeWrapper connector either: it is bound to ``explainMethods`` the same way.
+PATH_PARAMETERS = {"lungmaskWeights": "lungmaskWeightsPathLineEdit", "configFile": "configFilePathLineEdit",
+                   "modelPath": "modelPathLineEdit"}
 
 
 #
@@ -96,7 +113,9 @@ class EmphysemaXAIParameterNode:
     modelPath - severity model folder (empty: the model shipped with the extension).
     device - where the CNN runs: auto (CUDA, MPS, CPU), cpu or cuda.
     explainMethods - attribution maps to compute (comma-separated: gradcam, gradcampp, ig, attention,
-        occlusion, smoothgrad).
+        occlusion, smoothgrad), ticked in a checkable combo box.
+    lungmaskWeights, configFile, modelPath and explainMethods are bound to their widgets by the
+    widget (PATH_PARAMETERS), the others by ``SlicerParameterName``.
     outputSegmentation - the lung segmentation written or updated by Apply.
     writeDicom - also write a DICOM SEG + SR of the results (imported into Slicer's DICOM database).
     """
@@ -133,6 +152,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._skippedNote = ""  # what the last Apply runs without (a declined or failed install)
         self._timer = None
         self._resultNodes = {}
+        self._installing = False      # a dependency install or weights download is running: no Apply
+        self._updatingGui = False     # parameters -> hand-bound widgets under way: their signals are ignored
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -154,7 +175,14 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showComboBox.connect("currentIndexChanged(int)", self.onDisplayChanged)
         self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onDisplayChanged)
         self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onDisplayChanged)
-        self.ui.configFileLineEdit.connect("editingFinished()", self.onConfigFileChosen)
+        for name, widgetName in PATH_PARAMETERS.items():
+            widget = getattr(self.ui, widgetName)
+            widget.filters = (ctk.ctkPathLineEdit.Dirs if name == "modelPath"
+                              else ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable)
+            widget.connect("currentPathChanged(QString)",
+                           self.onConfigFileChosen if name == "configFile" else self._guiToParameters)
+        self.ui.explainMethodsComboBox.addItems(list(EXPLAIN_METHODS))
+        self.ui.explainMethodsComboBox.connect("checkedIndexesChanged()", self._guiToParameters)
         self.ui.loadResultsButton.connect("clicked(bool)", self.onLoadResultsButton)
         self.ui.downloadWeightsButton.connect("clicked(bool)", self.onDownloadWeightsButton)
         self.ui.resultsFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs
@@ -175,7 +203,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -194,15 +222,58 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._parametersToGui()
+        self._checkCanApply()
+
+    def _parametersToGui(self) -> None:
+        """The parameter node's path and explanation values into their hand-bound widgets
+        (PATH_PARAMETERS): a settings file's values, a scene loaded with its parameter node."""
+        import qt
+
+        p = self._parameterNode
+        if p is None:
+            return
+        self._updatingGui = True
+        try:
+            for name, widgetName in PATH_PARAMETERS.items():
+                widget = getattr(self.ui, widgetName)
+                if widget.currentPath != getattr(p, name):
+                    widget.currentPath = getattr(p, name)
+            combo = self.ui.explainMethodsComboBox
+            wanted = set(explain_methods(p.explainMethods))
+            for row in range(combo.count):
+                index = combo.model().index(row, 0)
+                state = qt.Qt.Checked if combo.itemText(row) in wanted else qt.Qt.Unchecked
+                if combo.checkState(index) != state:
+                    combo.setCheckState(index, state)
+        finally:
+            self._updatingGui = False
+
+    def _guiToParameters(self, *_args) -> None:
+        """The hand-bound widgets' values into the parameter node: on each of their changes, and
+        at Apply (a cleared path field sends no signal). All are read before any is written (each
+        write makes the node update the widgets)."""
+        p = self._parameterNode
+        if p is None or self._updatingGui:
+            return
+        combo = self.ui.explainMethodsComboBox
+        values = {name: getattr(self.ui, widget).currentPath.strip() for name, widget in PATH_PARAMETERS.items()}
+        values["explainMethods"] = explain_choice(combo.itemText(index.row()) for index in combo.checkedIndexes())
+        for name, value in values.items():
+            if getattr(p, name) != value:
+                setattr(p, name, value)
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        ready = bool(self._run is None and self._parameterNode and self._parameterNode.inputVolume)
+        ready = bool(self._run is None and not self._installing and self._parameterNode
+                     and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready
         self.ui.recomputeButton.enabled = bool(ready and self._parameterNode.outputSegmentation)
         self.ui.applyButton.toolTip = _("Run the analysis") if ready else _("Select a chest CT volume")
@@ -254,6 +325,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         process and poll it on a timer (Slicer stays responsive; Cancel stops it within 2 s)."""
         import qt
 
+        self._guiToParameters()               # the fields as they are now (a cleared one sent no signal)
         p = self._parameterNode
         segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
         if not useEditedSegmentation and segmentation is None and p.inputVolume is not None:
@@ -312,11 +384,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._skippedNote = ""
         if not needs:
             return options
-        self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False   # no second run while installing
-        try:
+        with self._installGuard():
             result = self.logic.installFor(needs)
-        finally:
-            self._checkCanApply()
         logging.info("EmphysemaXAI: %s", result.message)
         missing = {n.package for n in needs} - set(result.installed)
         blocking = [n.package for n in needs if n.required and n.package in missing]
@@ -328,6 +397,21 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._skippedNote = result.message
         (slicer.util.infoDisplay if result.ok and not result.cancelled else slicer.util.warningDisplay)(result.message)
         return options
+
+    @contextlib.contextmanager
+    def _installGuard(self):
+        """While packages install or weights download (minutes; Slicer keeps processing events,
+        so a parameter change could re-enable Apply): Apply, Recompute and the install and
+        download buttons are off, whichever of them started it."""
+        self._installing = True
+        self.ui.dependenciesButton.enabled = self.ui.downloadWeightsButton.enabled = False
+        self._checkCanApply()
+        try:
+            yield
+        finally:
+            self._installing = False
+            self.ui.dependenciesButton.enabled = self.ui.downloadWeightsButton.enabled = True
+            self._checkCanApply()
 
     def onApplyButton(self) -> None:
         self._start(useEditedSegmentation=False)
@@ -362,7 +446,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onDownloadWeightsButton(self) -> None:
         """Fetch lungmask's R231 weights into the torch hub cache (engine auto then finds them)."""
         try:
-            with slicer.util.tryWithErrorDisplay(_("Could not download lungmask's weights."), waitCursor=True):
+            with self._installGuard(), slicer.util.tryWithErrorDisplay(_("Could not download lungmask's weights."),
+                                                                       waitCursor=True):
                 paths, warnings = self.logic.downloadLungmaskWeights()
                 text = _("lungmask weights: {paths}").format(paths=", ".join(str(p) for p in paths.values()))
                 logging.info("EmphysemaXAI: %s", text)
@@ -382,10 +467,15 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showLayer(self._resultNodes, layer, opacity=self.ui.overlayOpacitySlider.value,
                                  threshold=self.ui.attributionThresholdSlider.value)
 
-    def onConfigFileChosen(self) -> None:
-        """Show the chosen config file's values in the panel (they then run unless changed)."""
-        path = self.ui.configFileLineEdit.text.strip()
-        if not path or self._parameterNode is None:
+    def onConfigFileChosen(self, *_args) -> None:
+        """Show the chosen config file's values in the panel (they then run unless changed): once
+        the field names an existing file (typing passes through paths that do not exist), not
+        when a loaded scene's parameter node fills the field."""
+        if self._updatingGui or self._parameterNode is None:
+            return
+        self._guiToParameters()
+        path = self._parameterNode.configFile
+        if not path or not os.path.isfile(path):
             return
         from EmphysemaXAILib.options import options_from_toml, panel_values
 
@@ -400,7 +490,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.infoDisplay(_("All dependencies are installed."))
             return
         try:
-            with slicer.util.tryWithErrorDisplay(_("Installation failed."), waitCursor=True):
+            with self._installGuard(), slicer.util.tryWithErrorDisplay(_("Installation failed."), waitCursor=True):
                 result = self.logic.installDependencies(missing)
                 logging.info("EmphysemaXAI: %s", result.message)
                 (slicer.util.infoDisplay if result.ok else slicer.util.warningDisplay)(result.message)

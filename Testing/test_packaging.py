@@ -92,7 +92,20 @@ def test_ui_parameter_names_match_the_parameter_node():
     tree = ast.parse((MODULE / "EmphysemaXAI.py").read_text())
     wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EmphysemaXAIParameterNode")
     fields = {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
-    assert names == fields
+    # the path fields and the explanation methods are bound by the widget (PATH_PARAMETERS: Slicer
+    # 5.10's parameterNodeWrapper binds a ctkPathLineEdit only to pathlib.Path, which shows "." when
+    # empty, and has no connector for a ctkCheckableComboBox)
+    by_hand = ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                                    and n.targets[0].id == "PATH_PARAMETERS"))
+    assert names | set(by_hand) | {"explainMethods"} == fields and not names & (set(by_hand) | {"explainMethods"})
+    classes_of = {w.get("name"): w.get("class") for w in ui.iter("widget")}
+    assert {classes_of[w] for w in by_hand.values()} == {"ctkPathLineEdit"}            # issue 26 item 10
+    assert classes_of["explainMethodsComboBox"] == "ctkCheckableComboBox"
+    assert "QLineEdit" not in {classes_of[w.get("name")] for w in ui.iter("widget") if "Path" in w.get("name")}
+    custom = {c.find("class").text: c.find("extends").text for c in ui.iter("customwidget")}
+    assert custom["ctkCheckableComboBox"] == "QComboBox" and "ctkPathLineEdit" in custom
+    annotations = {n.target.id: ast.unparse(n.annotation) for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    assert all(annotations[name] == "str" for name in [*by_hand, "explainMethods"])   # empty: not given
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
     assert classes == ["EmphysemaXAI", "EmphysemaXAIParameterNode", "EmphysemaXAIWidget",
                        "EmphysemaXAILogic", "EmphysemaXAITest"]

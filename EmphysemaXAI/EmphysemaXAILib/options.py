@@ -283,9 +283,27 @@ def options_from_panel(values: dict, config_file: str | None = None) -> Analysis
         if value is None or value == "":
             continue
         if field_name == "explain":
-            value = tuple(m.strip().lower() for m in str(value).split(",") if m.strip())
+            value = explain_methods(value)
         explicit[field_name] = float(value) if field_name == "emphysema_hu" else value
     return build_options(config_file or None, **explicit)
+
+
+def explain_methods(text: str) -> tuple[str, ...]:
+    """The methods of the panel's ``explainMethods`` value ("gradcam,attention": comma-separated,
+    any case and spacing), in its order; ``()`` for an empty value."""
+    return tuple(m.strip().lower() for m in str(text).split(",") if m.strip())
+
+
+def explain_choice(ticked) -> str:
+    """The panel's ``explainMethods`` value for the ``ticked`` methods (any order, e.g. the checked
+    items of its checkable combo box): comma-separated in :data:`EXPLAIN_METHODS`' order; ""
+    for none. Raises ValueError for a name that is not a method."""
+    ticked = set(ticked)
+    unknown = sorted(ticked - set(EXPLAIN_METHODS))
+    if unknown:
+        raise ValueError(f"unknown explanation method(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(EXPLAIN_METHODS)}")
+    return ",".join(m for m in EXPLAIN_METHODS if m in ticked)
 
 
 def panel_values(options: AnalysisOptions) -> dict:
