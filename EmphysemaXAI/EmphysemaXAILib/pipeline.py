@@ -214,7 +214,8 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
         segmentation = Segmentation(user_labels, "file", airways=case_airways(ct).lumen)
     else:
         segmentation = segment_lungs(ct, engine=options.engine, lungmask_weights=options.lungmask_weights,
-                                     fill_weights=options.lungmask_fill_weights, lobes=options.lobes)
+                                     fill_weights=options.lungmask_fill_weights, lobes=options.lobes,
+                                     progress=within("segment", 2))
     timings["segment"] = round(time.perf_counter() - start, 3)
     result.segmentation = segmentation
     result.warnings.extend(segmentation.warnings)

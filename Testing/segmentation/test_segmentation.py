@@ -231,3 +231,67 @@ def test_download_path_fetches_into_the_hub_cache(two_slices, generated_weights,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "other"))
     with pytest.raises(WeightsMissing, match="could not be downloaded"):
         segment_lungs(two_slices, engine="lungmask", download=True)
+
+
+@pytest.fixture(scope="module")
+def five_slices():
+    phantom = generate_phantom(PhantomParams(size="small", seed=1))
+    k = int(np.argmax((phantom.labels["lungs"] > 0).sum(axis=(1, 2))))
+    ct = phantom.ct
+    return CTVolume(hu=ct.hu[k - 2:k + 3].copy(), spacing=ct.spacing, origin=ct.origin, direction=ct.direction)
+
+
+def test_lungmask_reports_progress_per_batch_of_slices_and_gives_the_same_mask(five_slices, generated_weights,
+                                                                              monkeypatch, tmp_path):
+    """Issue 26 item 8: lungmask ran silent for minutes (the bar stood still). It now reports
+    after each batch of slices through the progress callback; counting changes nothing."""
+    from EmphysemaXAILib.segmentation.lungmask_engine import run_lungmask
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    original = five_slices.hu.copy()
+    calls = []
+    reported = run_lungmask(five_slices, generated_weights["r231"], batch_size=2,
+                            progress=lambda fraction, message: calls.append((fraction, message)))
+    assert calls == [(0.4, "lungmask: 2 of 5 slices"), (0.8, "lungmask: 4 of 5 slices"),
+                     (1.0, "lungmask: 5 of 5 slices")]
+    silent = run_lungmask(five_slices, generated_weights["r231"], batch_size=2)
+    assert np.array_equal(reported.labels, silent.labels) and np.array_equal(five_slices.hu, original)
+    calls.clear()                                          # lobes: the LTRCLobes pass, then the R231 fill pass
+    run_lungmask(five_slices, generated_weights["ltrclobes"], generated_weights["r231"], lobes=True, batch_size=5,
+                 progress=lambda fraction, message: calls.append((fraction, message)))
+    assert calls == [(0.5, "lungmask: 5 of 10 slices"), (1.0, "lungmask: 10 of 10 slices")]
+    calls.clear()
+    segment_lungs(five_slices, engine="lungmask", lungmask_weights=generated_weights["r231"],
+                  progress=lambda fraction, message: calls.append(fraction))
+    assert calls == [1.0]                                  # lungmask's default batch of 20 slices
+
+
+def test_lungmask_counts_the_slices_it_runs_whatever_the_stored_orientation():
+    """lungmask reorients to LPS and runs its network along S-I: a sagittally stored volume of
+    (x 30, y 40, z 50) voxels whose third index axis points left-right runs 30 axial slices."""
+    from EmphysemaXAILib.segmentation.lungmask_engine import axial_slices
+
+    image = sitk.Image(50, 40, 30, sitk.sitkInt16)        # index axes: i -> S, j -> P, k -> L
+    image.SetDirection((0, 0, 1, 0, 1, 0, 1, 0, 0))
+    assert axial_slices(image) == sitk.DICOMOrient(image, "LPS").GetSize()[2] == 50
+    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))      # axial, stored inferior to superior
+    assert axial_slices(image) == 30
+
+
+def test_the_pipeline_maps_the_engines_progress_into_the_segment_step(monkeypatch):
+    import EmphysemaXAILib.segmentation as segmentation
+    from EmphysemaXAILib.options import AnalysisOptions
+    from EmphysemaXAILib.pipeline import STEPS, analyze_case
+
+    real = segmentation.segment_lungs
+
+    def engine(ct, progress=None, **kwargs):
+        progress(0.5, "lungmask: 10 of 20 slices")
+        return real(ct, engine="classical")
+
+    monkeypatch.setattr(segmentation, "segment_lungs", engine)
+    seen = []
+    phantom = generate_phantom(PhantomParams(size="small", seed=1))
+    analyze_case(phantom.ct, AnalysisOptions(engine="classical", model="none"),
+                 progress=lambda step, fraction, message: seen.append((step, fraction, message)))
+    assert ("segment", (STEPS.index("segment") + 0.5) / len(STEPS), "lungmask: 10 of 20 slices") in seen

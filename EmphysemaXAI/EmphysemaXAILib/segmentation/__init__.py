@@ -47,7 +47,7 @@ class Segmentation:
 
 
 def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fill_weights=None,
-                  lobes: bool = False, download: bool = False) -> Segmentation:
+                  lobes: bool = False, download: bool = False, progress=None) -> Segmentation:
     """Segment the lungs of ``ct``.
 
     Args:
@@ -58,6 +58,8 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
             engine has no lobes and says so).
         download: let lungmask's published weights be fetched into the torch hub cache when
             missing (needs internet; off by default so that nothing downloads unasked).
+        progress: ``progress(fraction, message)``: lungmask reports after each batch of slices
+            (the classical engine takes seconds and reports nothing).
     Raises:
         InputError: ``engine="lungmask"`` and its weights are missing (names the expected file).
         MissingPackage: ``engine="lungmask"`` and lungmask (or torch) is not installed; ``auto``
@@ -71,7 +73,8 @@ def segment_lungs(ct: CTVolume, engine: str = "auto", lungmask_weights=None, fil
     fallback = None
     if engine in ("auto", "lungmask"):
         try:
-            result = run_lungmask(ct, lungmask_weights, fill_weights, lobes=lobes, download=download)
+            result = run_lungmask(ct, lungmask_weights, fill_weights, lobes=lobes, download=download,
+                                  progress=progress)
             labels, lobe_map, airways = engine_airways(ct, result.labels, result.lobes)
             return Segmentation(labels, "lungmask", lobe_map, None, result.warnings, result.weights,
                                 airways=airways)

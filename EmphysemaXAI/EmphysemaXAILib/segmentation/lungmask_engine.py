@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,14 +147,49 @@ def weights_record(model: str, path: Path, warnings: list) -> dict:
     return {"path": str(path), "sha256": digest, "published": published}
 
 
+def axial_slices(image) -> int:
+    """How many slices lungmask runs through its network for the SimpleITK ``image``: it
+    reorients the image to LPS (``sitk.DICOMOrient``) and runs its 2D network per slice along
+    the superior-inferior axis, so: the size along the axis whose direction is S or I."""
+    import SimpleITK as sitk
+
+    orientation = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(image.GetDirection())
+    return image.GetSize()[next(axis for axis, letter in enumerate(orientation) if letter in "SI")]
+
+
+@contextmanager
+def slice_progress(inferer, slices: int, progress):
+    """Report lungmask's inference per batch of slices: a forward hook on each of the inferer's
+    networks (main and, for lobes, fill: ``slices`` each) calls ``progress(fraction, message)``
+    (fraction 0..1 of every slice of every network) after each batch of ``batch_size`` axial
+    slices. lungmask's ``LMInferer.apply`` has no callback (only a tqdm bar); running it on
+    chunks of slices instead would change its 3D post-processing (connected components), so the
+    network calls themselves are counted. The hooks are removed on exit."""
+    networks = [net for net in (inferer.model, getattr(inferer, "fillmodelm", None)) if net is not None]
+    total, done = slices * len(networks), [0]
+
+    def hook(module, inputs, output):
+        done[0] += int(inputs[0].shape[0])
+        progress(min(done[0] / total, 1.0), f"lungmask: {done[0]} of {total} slices")
+
+    handles = [net.register_forward_hook(hook) for net in networks] if progress is not None and total else []
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def run_lungmask(ct, weights=None, fill_weights=None, lobes: bool = False, batch_size: int = 20,
-                 force_cpu: bool = False, download: bool = False) -> LungmaskResult:
+                 force_cpu: bool = False, download: bool = False, progress=None) -> LungmaskResult:
     """Segment with lungmask's ``LMInferer`` (R231, or LTRCLobes + R231 fusion for lobes).
 
     Args:
         ct: a :class:`~EmphysemaXAILib.volume.CTVolume`; lungmask reorients it to LPS itself.
         weights / fill_weights: files of the main (R231 or LTRCLobes) and fill (R231) models.
         download: fetch missing published weights into the torch hub cache (needs internet).
+        progress: ``progress(fraction, message)`` after each batch of ``batch_size`` slices
+            (:func:`slice_progress`).
     Raises:
         WeightsMissing: a weights file is not on this machine.
     """
@@ -173,7 +209,8 @@ def run_lungmask(ct, weights=None, fill_weights=None, lobes: bool = False, batch
         inferer = LMInferer(modelpath=str(main_path), force_cpu=force_cpu, batch_size=batch_size,
                             tqdm_disable=True)
     image = ct.to_sitk()
-    result = inferer.apply(image).astype(np.uint8)
+    with slice_progress(inferer, axial_slices(image), progress):
+        result = inferer.apply(image).astype(np.uint8)
     if lobes:
         lobe_map = result
         # LTRCLobes codes: 1 LUL, 2 LLL (left); 3 RUL, 4 RML, 5 RLL (right); fill label -> by side
