@@ -83,7 +83,9 @@ def registerSampleData():
     """Add "EmphysemaXAIPhantom" to the Sample Data module (category "Emphysema XAI"): a medium
     chest phantom with 12 % mixed emphysema, generated on request (no download, no licence
     question), so a teacher starts in one click. Slicer 5.10's Sample Data calls a source's
-    ``customDownloader(source)`` when its button is pressed (SampleData.py)."""
+    ``customDownloader(source)`` when its button is pressed (SampleData.py). No real CT is
+    registered: none known has a stated licence allowing redistribution and a stable URL with a
+    checksum (the README's Sample Data paragraph says which were considered and why not)."""
     import SampleData
 
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
