@@ -52,9 +52,12 @@ from EmphysemaXAILib.model.pattern_runs import air_offset  # noqa: E402
 CONDITIONS = {"as stored": (0.0, 0.0), "air -80": (-80.0, 0.0), "air -40": (-40.0, 0.0), "air +40": (40.0, 0.0),
               "air +80": (80.0, 0.0), "air -80 + noise 25": (-80.0, 25.0), "air +80 + noise 25": (80.0, 25.0),
               "mixed scanners -80..+80": ((-80.0, 80.0), 0.0),
-              "mixed scanners -80..+80 + noise 25": ((-80.0, 80.0), 25.0)}
-PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80", "mixed scanners -80..+80")
-SCORES = ("model extent", "model p(emphysema)", "-Perc15", "%LAA-950 raw", "%LAA-950 calibrated")
+              "mixed scanners -80..+80 + noise 25": ((-80.0, 80.0), 25.0),
+              "calibrated, residual air -20..+20": ((-20.0, 20.0), 0.0),
+              "calibrated, residual air -20..+20 + noise 25": ((-20.0, 20.0), 25.0)}
+PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80", "mixed scanners -80..+80", "calibrated, residual air -20..+20")
+SCORES = ("model extent", "model p(emphysema)", "fused extent", "fused extent calibrated", "-Perc15",
+          "%LAA-950 raw", "%LAA-950 calibrated")
 GRADE = {0: 0, 1: 1, 2: 2, 3: 3}     # PATTERNS index -> severity grade (normal, centrilobular grades)
 
 
@@ -106,6 +109,9 @@ def patch_scores(predictor, images: np.ndarray, pixel_mm: float, offset: np.ndar
     laa_cal = np.array([density(p.ravel())[1] for p in undo(shifted, offset)])
     scores = {"model extent": 100 * fractions, "model p(emphysema)": 1 - probs[:, 0], "-Perc15": dens[:, 0],
               "%LAA-950 raw": dens[:, 1], "%LAA-950 calibrated": laa_cal}
+    if predictor.fusion:
+        scores["fused extent"] = 100 * predictor.fused_images(list(shifted), pixel_mm)
+        scores["fused extent calibrated"] = 100 * predictor.fused_images(list(undo(shifted, offset)), pixel_mm)
     return scores, probs, calibrated_probs
 
 
@@ -150,6 +156,14 @@ def mosaic_scores(predictor, images: np.ndarray, pixel_mm: float) -> dict:
     return {"model extent": 100 * fraction, "model p(emphysema)": 1 - p_normal}
 
 
+def fused_mosaic_scores(predictor, shifted: np.ndarray, offset: np.ndarray, pixel_mm: float) -> dict:
+    """Fused extent (%) of the mosaics as read and with the offset undone (the case pipeline)."""
+    if not predictor.fusion:
+        return {}
+    return {"fused extent": 100 * predictor.fused_images(list(shifted), pixel_mm),
+            "fused extent calibrated": 100 * predictor.fused_images(list(undo(shifted, offset)), pixel_mm)}
+
+
 def run_patches(predictor, cip, test: np.ndarray) -> dict:
     images, labels = cip.images[test], cip.labels[test]
     graded = np.isin(labels, list(GRADE))
@@ -164,6 +178,7 @@ def run_patches(predictor, cip, test: np.ndarray) -> dict:
         offset = offsets(offset, len(mosaic_images), 100 + i)
         shifted = degrade(mosaic_images, offset, noise, seed=100 + i)
         m_scores = mosaic_scores(predictor, shifted, cip.pixel_mm)
+        m_scores.update(fused_mosaic_scores(predictor, shifted, offset, cip.pixel_mm))
         dens = np.array([density(m.ravel()) for m in shifted])
         m_scores.update({"-Perc15": dens[:, 0], "%LAA-950 raw": dens[:, 1],
                          "%LAA-950 calibrated": [density(m.ravel())[1] for m in undo(shifted, offset)]})
@@ -172,32 +187,57 @@ def run_patches(predictor, cip, test: np.ndarray) -> dict:
     return out
 
 
-def run_phantoms(predictor, n: int) -> dict:
+def run_phantoms(predictor, n: int, calibration: tuple) -> dict:
+    """Spearman / AUC per score and condition, and the extent MAE (points of %) of the model
+    extent (with its phantom ``calibration``), the fused extent and calibrated %LAA-950. The
+    network runs once per phantom and condition (:meth:`dense_volume` on the working grid, as
+    ``predict`` does); "fused extent calibrated" equals "fused extent" of "as stored" here: an
+    exact undo of a noise-free offset gives back the stored HU."""
+    from EmphysemaXAILib.model.pattern_fusion import features, fused_map
     from EmphysemaXAILib.model.phantom_cohort import phantom_design
+    from EmphysemaXAILib.model.tiles import to_working_grid
     from EmphysemaXAILib.phantom import generate_phantom
-    from EmphysemaXAILib.volume import CTVolume
 
-    rows = {name: {s: [] for s in SCORES if s != "model p(emphysema)"} for name in PHANTOM_CONDITIONS}
-    truth = []
+    names = [s for s in SCORES if s != "model p(emphysema)" and (predictor.fusion or "fused" not in s)]
+    rows = {name: {s: [] for s in names} for name in PHANTOM_CONDITIONS}
+    truth, mae_rows = [], {name: {"model extent": [], "fused extent": [], "%LAA-950 calibrated": []}
+                           for name in PHANTOM_CONDITIONS}
+    spacing = (predictor.pixel_mm, predictor.pixel_mm, float(predictor.config["architecture"]["slice_mm"]))
+    slope, intercept = calibration
     for j, params in enumerate(phantom_design(n, seed=2)):
         phantom = generate_phantom(params)
         lungs = phantom.labels["lungs"]
         lung = lungs > 0
         truth.append(phantom.truth["extent_pct"])
+        grid = to_working_grid(phantom.ct, lungs, spacing=spacing)
+        lung_w = grid.labels > 0
         for i, name in enumerate(PHANTOM_CONDITIONS):
             offset, noise = CONDITIONS[name]
             offset = offsets(offset, n, 200 + i)[j:j + 1]
             hu = degrade(phantom.ct.hu[None], offset, noise, seed=200 + i)[0]
-            ct = CTVolume(hu=hu, spacing=phantom.ct.spacing, origin=phantom.ct.origin, direction=phantom.ct.direction)
-            extent = predictor.predict(ct, lungs).summary["extent_pct"]
+            hu_w = degrade(grid.hu[None], offset, noise, seed=200 + i)[0]    # a linear map commutes with resampling
+            maps = predictor.dense_volume(hu_w, lung_w)
+            raw = float(maps["fraction"][lung_w].mean())
             perc, laa = density(hu[lung])
-            rows[name]["model extent"].append(extent)
+            laa_cal = density(undo(hu[lung][None], offset))[1]
+            rows[name]["model extent"].append(100 * raw)
             rows[name]["-Perc15"].append(perc)
             rows[name]["%LAA-950 raw"].append(laa)
-            rows[name]["%LAA-950 calibrated"].append(density(undo(hu[lung][None], offset))[1])
+            rows[name]["%LAA-950 calibrated"].append(laa_cal)
+            mae_rows[name]["model extent"].append(float(np.clip(slope * 100 * raw + intercept, 0, 100)))
+            mae_rows[name]["%LAA-950 calibrated"].append(laa_cal)
+            if predictor.fusion:
+                feats = features(hu_w, lung_w, maps["fraction"], maps["p_normal"], predictor.pixel_mm,
+                                 predictor.fusion_window_mm, predictor.fusion["features"])
+                fused = 100 * float(fused_map(feats, predictor.fusion)[lung_w].mean())
+                rows[name]["fused extent"].append(fused)
+                rows[name]["fused extent calibrated"].append(rows["as stored"]["fused extent"][-1] if i else fused)
+                mae_rows[name]["fused extent"].append(fused)
     truth = np.array(truth)
     everything = np.ones(len(truth), bool)
-    return {"truth_extent_pct": truth.tolist(),
+    mae = {name: {s: round(float(np.mean(np.abs(np.array(v) - truth))), 2) for s, v in scores.items() if v}
+           for name, scores in mae_rows.items()}
+    return {"truth_extent_pct": truth.tolist(), "mae": mae, "extents": mae_rows,
             **{name: figures(scores, truth, everything, truth >= 5, truth < 5) for name, scores in rows.items()}}
 
 
@@ -223,18 +263,24 @@ def main() -> None:
                         default=ROOT.parent / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat")
     parser.add_argument("--phantoms", type=int, default=6, help="held-out phantoms (0: none)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--fusion", type=Path, help="a JSON fusion block (pattern_fusion) for the fused extent "
+                        "(default: the model's own config.json block, if any)")
     args = parser.parse_args()
     metrics = json.loads((args.model / "metrics.json").read_text())
     if "holdout" not in metrics:
         raise SystemExit(f"{args.model}: not trained with --holdout-fold: its CIP figures would be on seen patches")
     predictor = PatternPredictor(args.model, device="cpu")
+    if args.fusion:
+        predictor.fusion = json.loads(args.fusion.read_text())
+    calibration = tuple(predictor.config.get("extent_calibration", (1.0, 0.0)))
     predictor.config["extent_calibration"] = (1.0, 0.0)       # ranking figures: module docstring
     cip = load_cip_patches(args.mat)
     test = np.array(metrics["holdout"]["test_index"])
     result = {"model": str(args.model), "holdout_fold": metrics["holdout"]["fold"], "n_test": len(test),
+              "fusion": predictor.fusion,
               **run_patches(predictor, cip, test)}
     if args.phantoms:
-        result["phantoms"] = run_phantoms(predictor, args.phantoms)
+        result["phantoms"] = run_phantoms(predictor, args.phantoms, calibration)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"model {args.model} (held-out fold {result['holdout_fold']}, {len(test)} patches)")
@@ -242,6 +288,9 @@ def main() -> None:
     print_table("mosaics of held-out patches (truth: emphysema share)", result["mosaics"])
     if args.phantoms:
         print_table(f"held-out phantoms ({args.phantoms}; AUC: extent >= 5 %)", result["phantoms"])
+        print("\nheld-out phantoms: extent MAE (points of %)")
+        for condition, mae in result["phantoms"]["mae"].items():
+            print(f"| {condition} | " + " | ".join(f"{k} {v:.2f}" for k, v in mae.items()) + " |")
     print("\n`patterns` 3-way accuracy (normal / centrilobular / paraseptal), without / with --air-hu")
     for condition, acc in result["three_way"].items():
         print(f"| {condition} | {acc['without air']:.3f} | {acc['air given']:.3f} |")
