@@ -5,19 +5,22 @@ then replaces the (calibrated) fraction map by the **fused map**, and the case's
 mean of the fused map (the map's extent rule ranks voxels by it too: map and extent tell one story).
 Models without the block are unchanged.
 
-Per voxel of the model's working grid (1 mm pixels, one axial image at a time), four features:
+Per voxel of the model's working grid (1 mm pixels, one axial image at a time) the features
+(:data:`ALL_FEATURES`; a block uses some of them, :data:`FEATURES` by default):
 
-- ``fraction_logit``: logit of the fraction trunk's map (before the linear phantom calibration);
 - ``texture_logit``: logit of 1 - p(normal) of the pattern trunk's dense map (texture evidence);
 - ``laa950_local``: logit of the share of lung pixels below -950 HU in a ``window_mm`` square
-  about the voxel (same axial image, lung pixels only; clipped to 0.5 %..99.5 %);
-- ``mean_hu_local``: (mean HU of those lung pixels + 900) / 100.
+  about the voxel (same axial image, lung pixels only; clipped to 0.1 %..99.9 %);
+- ``fraction_logit``: logit of the fraction trunk's map (before the linear phantom calibration);
+- ``mean_hu_local``: (mean HU of the window's lung pixels + 900) / 100;
+- ``laa950_voxel``: 1 where the voxel itself reads below -950 HU; ``laa950_voxel_x_texture``: its
+  product with ``texture_logit``.
 
 The HU are those the model sees (on a case: calibrated, air / blood from quality control).
 ``fused = sigmoid(coefficients . features + intercept)``: the probability that the voxel is an
 emphysema voxel, i.e. a low-attenuation voxel in emphysematous lung. It is fitted by
 :func:`fit_fusion` (scikit-learn's LogisticRegression on standardised features, then written back
-in the features' own units) on voxels of two kinds of training items:
+in the features' own units) on voxels of two kinds of training items (:func:`training_voxels`):
 
 - mosaics of 4 x 4 CIP patches (the model's training patches only: a ``holdout_fold`` stays
   out), target 1 where the patch is emphysema (any of the five classes) and the pixel reads below
@@ -26,7 +29,9 @@ in the features' own units) on voxels of two kinds of training items:
   the phantom's true lesion mask (noise-free lesions are exactly the lung voxels below -950 HU).
 
 Each item is read with a residual air error (uniform in +-``residual_air_hu``, water fixed) so
-that the fit does not trust the -950 HU threshold more than a calibration deserves.
+that the fit does not trust the -950 HU threshold more than a calibration deserves. Why only
+texture and local density by default: on the held-out CIP fold the fraction trunk's logit
+lowered the fused extent's ranking (MODEL_CARD.md, "Fused extent").
 """
 from __future__ import annotations
 
@@ -34,10 +39,11 @@ import numpy as np
 
 ALL_FEATURES = ("fraction_logit", "texture_logit", "laa950_local", "mean_hu_local", "laa950_voxel",
                 "laa950_voxel_x_texture")
-FEATURES = ("fraction_logit", "texture_logit", "laa950_local", "mean_hu_local")
+FEATURES = ("texture_logit", "laa950_local")
 WINDOW_MM = 15.0
 LAA_HU = -950.0
 EPS = 1e-3
+LAA_EPS = 1e-3     # a window without any voxel below -950 HU: logit(0.001), far below one voxel in 225
 
 
 def _logit(p: np.ndarray, eps: float = EPS) -> np.ndarray:
@@ -73,7 +79,7 @@ def features(hu: np.ndarray, lung: np.ndarray, fraction_raw: np.ndarray, p_norma
         if name not in cache:
             if name in ("laa950_local", "mean_hu_local"):
                 share, mean = local_density(hu, lung, window_px)
-                cache["laa950_local"] = _logit(share, 0.005)
+                cache["laa950_local"] = _logit(share, LAA_EPS)
                 cache["mean_hu_local"] = ((mean + 900.0) / 100.0).astype(np.float32)
             elif name == "fraction_logit":
                 cache[name] = _logit(fraction_raw)
@@ -216,3 +222,40 @@ def fit_fusion(voxels: dict, names=FEATURES, C: float = 1.0) -> dict:
             "fit": {**record, "voxels": {"cip": int(np.sum(source == 0)), "phantom": int(np.sum(source == 1))},
                     "positive_share": {str(k): round(float(y[source == k].mean()), 4) for k in kinds},
                     "C": C, "sklearn": sklearn.__version__}}
+
+
+def fit_model_fusion(model_path, mat_path, *, phantoms: int = 8, seed: int = 0, names=FEATURES,
+                     window_mm: float = WINDOW_MM, write: bool = False, command: str | None = None) -> dict:
+    """Fit the ``fusion`` block of a pattern model folder (``fit-fusion``): CIP patches of
+    ``mat_path`` the model was trained on (a ``holdout`` fold in its metrics.json stays out) and
+    the first ``phantoms`` of ``phantom_design(n, seed=0)`` (the training phantoms of
+    ``train-patterns``). ``write``: the block goes into the folder's config.json (the weights and
+    their SHA-256 are untouched). Returns the block."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from ..io.atomic import write_atomic
+    from .checkpoint import CONFIG_FILE, model_dir
+    from .cip_patches import load_cip_patches
+    from .pattern_infer import PatternPredictor
+    from .phantom_cohort import phantom_design
+
+    torch.manual_seed(seed)
+    folder = Path(model_dir(model_path))
+    predictor = PatternPredictor(folder, device="cpu")
+    cip = load_cip_patches(mat_path)
+    metrics = folder / "metrics.json"
+    holdout = json.loads(metrics.read_text()).get("holdout") if metrics.is_file() else None
+    train = np.setdiff1d(np.arange(len(cip)), holdout["test_index"] if holdout else [])
+    voxels = training_voxels(predictor, cip, train, phantom_design(phantoms, seed=0), window_mm=window_mm, seed=seed)
+    block = fit_fusion(voxels, names)
+    block["fit"]["holdout_fold"] = holdout["fold"] if holdout else None
+    block["fit"]["command"] = command
+    if write:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        config["fusion"] = block
+        write_atomic(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"),
+                     overwrite=True)
+    return block

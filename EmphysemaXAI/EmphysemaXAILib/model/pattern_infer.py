@@ -220,16 +220,24 @@ class PatternPredictor:
 
     @staticmethod
     def _extent_labels(emphysema_codes: np.ndarray, fraction_raw: np.ndarray, fraction_map: np.ndarray,
-                       lung: np.ndarray, extent_pct: float) -> np.ndarray:
+                       lung: np.ndarray, extent_pct: float, exact: bool = False) -> np.ndarray:
         """The ``extent`` rule's (z, y, x) uint8 label codes: round(extent % x lung voxels) voxels of
         highest fraction (among those whose calibrated fraction, ``fraction_map``: 0 outside the
         lung, is above 0) carry their most probable emphysema pattern, every other lung voxel is
-        normal (1)."""
+        normal (1). ``exact`` (fused maps): exactly that many voxels, ties broken by position."""
         labels = np.where(lung, 1, 0).astype(np.uint8)
         values = fraction_raw[lung]
         positive = fraction_map > 0
         count = min(int(round(extent_pct / 100.0 * values.size)), int(positive.sum()))
-        if count > 0:
+        if count > 0 and exact:
+            # exactly ``count`` voxels (ties broken by position): a fused map has many equal values
+            index = np.flatnonzero((lung & positive).ravel())
+            top = index[np.argpartition(-fraction_raw.ravel()[index], count - 1)[:count]]
+            chosen = np.zeros(lung.size, bool)
+            chosen[top] = True
+            chosen = chosen.reshape(lung.shape)
+            labels[chosen] = emphysema_codes[chosen]
+        elif count > 0:
             threshold = np.partition(values, values.size - count)[values.size - count]
             chosen = positive & (fraction_raw >= threshold)
             labels[chosen] = emphysema_codes[chosen]
@@ -274,7 +282,8 @@ class PatternPredictor:
         values = regions.gather(fraction_map)
         extent = float(100.0 * values.mean())
         if self.map_rule == "extent":
-            pattern_w = self._extent_labels(emphysema_codes, fraction_raw, fraction_map, lung, extent)
+            pattern_w = self._extent_labels(emphysema_codes, fraction_raw, fraction_map, lung, extent,
+                                           exact=bool(self.fusion))
         del emphysema_codes
         codes = regions.gather(pattern_w)
         shares = {}
@@ -295,6 +304,9 @@ class PatternPredictor:
             "leading_emphysema": _leading(shares["whole"]),
             "label_codes": {p: i + 1 for i, p in enumerate(PATTERNS)},
             "map_rule": self.map_rule,
+            # which map gives the extent (and the extent rule's ranking): the fraction trunk's
+            # (calibrated) or the fused texture + density map of a ``fusion`` block
+            "extent_map": "fused" if self.fusion else "fraction",
         }
         summary = {
             **extent_summary(extent, regions, values, self.config, cutpoints),
