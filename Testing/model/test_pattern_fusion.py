@@ -99,26 +99,28 @@ def test_the_fit_is_reproducible_and_learns_density_from_labelled_items(tmp_path
     assert first["fit"]["voxels"] == {"cip": 12 * 200, "phantom": 2000}
 
 
-SHIPPED = PatternPredictor(device="cpu").path
+#: the block ``fit-fusion`` gives for the shipped weights (MODEL_CARD.md, "Fused extent"; not shipped:
+#: it worsened the held-out phantoms' extent MAE)
+MEASURED_BLOCK = {"features": ["texture_logit", "laa950_local"], "window_mm": 15.0,
+                  "coefficients": [0.277918, 1.0251], "intercept": -0.5782}
 
 
-@pytest.mark.skipif("fusion" not in json.loads((SHIPPED / "config.json").read_text()),
-                    reason="the shipped model has no fusion block")
-def test_the_shipped_fused_extent_on_a_held_out_phantom(tmp_path):
-    """A held-out medium phantom (seed not in phantom_design(., 0)), standard dose, true lungs:
-    the fused extent within 3 points of the truth; the same model without its block is the old one."""
-    phantom = generate_phantom(PhantomParams(size="medium", extent_pct=18, pattern="mixed", dose="standard",
+def test_the_measured_block_on_the_shipped_weights_reads_a_held_out_phantom(tmp_path):
+    """A held-out medium phantom (seed in neither the training nor the fit design), standard
+    dose, true lungs: the fused extent within 3 points of the truth, and the shipped model without
+    a block is the fraction map as before."""
+    from EmphysemaXAILib.model.checkpoint import SHIPPED_DIR
+
+    phantom = generate_phantom(PhantomParams(size="medium", extent_pct=12, pattern="mixed", dose="standard",
                                              seed=990011))
     labels = phantom.labels["lungs"]
-    shipped = PatternPredictor(device="cpu")
-    result = shipped.predict(phantom.ct, labels)
+    copy = tmp_path / "shipped-with-fusion"
+    shutil.copytree(SHIPPED_DIR, copy)
+    config = json.loads((copy / "config.json").read_text())
+    assert "fusion" not in config
+    config["fusion"] = MEASURED_BLOCK
+    (copy / "config.json").write_text(json.dumps(config))
+    result = PatternPredictor(copy, device="cpu").predict(phantom.ct, labels)
     truth = phantom.truth["extent_pct"]
     assert result.summary["patterns"]["extent_map"] == "fused"
     assert abs(result.summary["extent_pct"] - truth) < 3.0, (result.summary["extent_pct"], truth)
-    copy = tmp_path / "shipped-without-fusion"
-    shutil.copytree(SHIPPED, copy)
-    config = json.loads((copy / "config.json").read_text())
-    del config["fusion"]
-    (copy / "config.json").write_text(json.dumps(config))
-    plain = PatternPredictor(copy, device="cpu")
-    assert plain.fusion is None and plain.predict(phantom.ct, labels).summary["patterns"]["extent_map"] == "fraction"

@@ -168,9 +168,8 @@ def cmd_fit_fusion(args) -> int:
     if args.json:
         print(json.dumps(block))
         return 0
-    print("fused map = sigmoid(" + " + ".join(f"{c:+.4f} x {n}" for c, n in zip(block["coefficients"],
-                                                                             block["features"]))
-          + f" {block['intercept']:+.4f}); per SD: {block['coefficients_per_sd']}")
+    terms = " ".join(f"{c:+.4f} x {n}" for c, n in zip(block["coefficients"], block["features"]))
+    print(f"fused map = sigmoid({terms} {block['intercept']:+.4f}); per SD: {block['coefficients_per_sd']}")
     print(f"{args.model}: config.json " + ("updated" if args.write else "unchanged (no --write)"))
     return 0
 

@@ -41,6 +41,7 @@ ALL_FEATURES = ("fraction_logit", "texture_logit", "laa950_local", "mean_hu_loca
                 "laa950_voxel_x_texture")
 FEATURES = ("texture_logit", "laa950_local")
 WINDOW_MM = 15.0
+FIT_PHANTOM_SEED = 5     # phantom_design(n, 5): phantoms no trunk was trained on (training: 0, bench: 2)
 LAA_HU = -950.0
 EPS = 1e-3
 LAA_EPS = 1e-3     # a window without any voxel below -950 HU: logit(0.001), far below one voxel in 225
@@ -228,9 +229,10 @@ def fit_model_fusion(model_path, mat_path, *, phantoms: int = 8, seed: int = 0, 
                      window_mm: float = WINDOW_MM, write: bool = False, command: str | None = None) -> dict:
     """Fit the ``fusion`` block of a pattern model folder (``fit-fusion``): CIP patches of
     ``mat_path`` the model was trained on (a ``holdout`` fold in its metrics.json stays out) and
-    the first ``phantoms`` of ``phantom_design(n, seed=0)`` (the training phantoms of
-    ``train-patterns``). ``write``: the block goes into the folder's config.json (the weights and
-    their SHA-256 are untouched). Returns the block."""
+    ``phantoms`` phantoms of ``phantom_design(n, seed=FIT_PHANTOM_SEED)``, which neither trunk saw
+    (``train-patterns`` draws seed 0; the fraction trunk is close to exact on its own training
+    phantoms, so a fit there would learn no correction of it). ``write``: the block goes into the
+    folder's config.json (the weights and their SHA-256 are untouched). Returns the block."""
     import json
     from pathlib import Path
 
@@ -249,7 +251,8 @@ def fit_model_fusion(model_path, mat_path, *, phantoms: int = 8, seed: int = 0, 
     metrics = folder / "metrics.json"
     holdout = json.loads(metrics.read_text()).get("holdout") if metrics.is_file() else None
     train = np.setdiff1d(np.arange(len(cip)), holdout["test_index"] if holdout else [])
-    voxels = training_voxels(predictor, cip, train, phantom_design(phantoms, seed=0), window_mm=window_mm, seed=seed)
+    voxels = training_voxels(predictor, cip, train, phantom_design(phantoms, seed=FIT_PHANTOM_SEED),
+                             window_mm=window_mm, seed=seed)
     block = fit_fusion(voxels, names)
     block["fit"]["holdout_fold"] = holdout["fold"] if holdout else None
     block["fit"]["command"] = command
