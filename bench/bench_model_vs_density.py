@@ -4,7 +4,8 @@ same items, as stored and under a scanner offset.
 Usage (from the project root; the model must come from ``train-patterns --holdout-fold K``, so
 its held-out CIP patches are known and unseen):
     .venv/bin/python bench/bench_model_vs_density.py --model DIR [--mat PATH] [--phantoms 6] [--json OUT]
-(about 5 minutes with --phantoms 0 and 15 with 6 phantoms, on 2 cores shared with other jobs).
+        [--fusion BLOCK.json]
+(about 5 minutes with --phantoms 0 and 20 with 6 phantoms, on 2 cores shared with other jobs).
 
 Items:
 - **CIP patches** of the model's held-out fold (``metrics.json`` ``holdout``), as the
@@ -22,12 +23,20 @@ Scores: the model's extent (calibrated emphysema fraction, %), its emphysema pro
 on mosaics; not on phantoms), Perc15 (HU, sign flipped so that higher = more emphysema), raw
 %LAA-950 and calibrated %LAA-950 (the offset undone exactly: an upper bound of what an air /
 blood calibration reaches; without an offset it equals raw).
+"Fused extent" (when the model's config.json has a ``fusion`` block, or ``--fusion`` gives one:
+``model/pattern_fusion.py``): the mean of the fused texture + local density map, on the input as
+read and, as "fused extent calibrated", with the offset undone first (what the case pipeline,
+which calibrates, feeds the model).
 Conditions: as stored; the scanner reading air at -1080 / -1040 / -960 / -920 HU (water at 0: air
 offset -80 / -40 / +40 / +80 HU); the -80 and +80 offsets with white noise of SD 25 HU added
 (seeded); "mixed scanners": every item read by its own scanner, air offset drawn uniformly in
 -80..+80 HU (seeded; the condition that matters for ranking: one offset shared by every item
-moves Perc15 of all alike and leaves its ranks unchanged). Phantoms: as stored, -80, +80 and
-mixed only (time).
+moves Perc15 of all alike and leaves its ranks unchanged); "calibrated, residual air -20..+20"
+(with and without noise): a case after an air / blood calibration that is off by up to 20 HU per
+item, so there the raw density columns and "fused extent" are what a calibrated case gives.
+Phantoms: as stored, -80, +80, mixed and residual -20..+20 only (time); also the extent MAE
+against the truth of the model extent (its own phantom calibration), the fused extent and
+calibrated %LAA-950.
 The model's extent is ranked before its linear phantom calibration (``extent_calibration``
 set to 1, 0 here: the calibration is monotone, but its clipping at 0 % would tie the patches
 it sends below 0 and hide the fraction trunk's ranking).
