@@ -43,7 +43,7 @@ $(SLICER_STAMP): pyproject.toml requirements/slicer-python.txt requirements/slic
 	touch $(SLICER_STAMP)
 
 test: $(STAMP) $(SLICER_STAMP) dicom3tools
-	$(VENV)/bin/ruff check . && EMPHYSEMA_XAI_REQUIRE_DCIODVFY=1 $(PY) -m pytest && $(SLICER_PY) -m pytest --slicer-python
+	$(VENV)/bin/ruff check . && EMPHYSEMA_XAI_REQUIRE_DCIODVFY=1 $(PY) -m pytest -n 2 --dist loadfile && $(SLICER_PY) -m pytest --slicer-python
 
 # dciodvfy, the DICOM validator the tests run on every DICOM object the project writes
 # (Debian's dicom3tools; needs apt-get and root, as on this project's machines)

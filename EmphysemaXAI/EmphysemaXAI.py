@@ -51,12 +51,28 @@ class EmphysemaXAI(ScriptedLoadableModule):
             "<li>Pick it as <b>Chest CT</b>; optionally pick a lung segmentation you drew.</li>"
             "<li>Choose the engine (lungmask needs its weights; classical needs none).</li>"
             "<li>Press <b>Apply</b>: quality control, lung segmentation, densitometry; the LAA map "
-            "shows over the CT, tables open in the layout.</li>"
+            "shows over the CT with the lungs outlined (translucent in 3D), tables open in the layout. "
+            "<b>Display</b> switches to the pattern map or an explanation map.</li>"
             "<li>Edit the lungs in the Segment Editor if needed and press <b>Recompute from "
-            "edited segmentation</b>.</li></ol>" + NOT_CLINICAL)
+            "edited segmentation</b>.</li></ol>") + "<p>" + NOT_CLINICAL + "</p>"  # a whole sentence, not a fragment
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, SimpleITK, pydicom, PyTorch, MONAI, captum and lungmask. Densitometry "
             "conventions follow the Chest Imaging Platform.")
+        # the Sample Data module lists the demo phantom once the application has started
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Add "EmphysemaXAIPhantom" to the Sample Data module (category "Emphysema XAI"): a medium
+    chest phantom with 12 % mixed emphysema, generated on request (no download, no licence
+    question), so a teacher starts in one click. Slicer 5.10's Sample Data calls a source's
+    ``customDownloader(source)`` when its button is pressed (SampleData.py)."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="Emphysema XAI", sampleName="EmphysemaXAIPhantom", uris=[], fileNames=[],
+        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "EmphysemaXAI.png"),
+        customDownloader=lambda source: EmphysemaXAILogic.loadSample(generated=True))
 
 
 #
@@ -114,6 +130,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None  # EmphysemaXAILib.mrml.module_logic.AnalysisRun: the analysis process running
+        self._skippedNote = ""  # what the last Apply runs without (a declined or failed install)
         self._timer = None
         self._resultNodes = {}
 
@@ -134,9 +151,9 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSampleButton)
         self.ui.dependenciesButton.connect("clicked(bool)", self.onDependenciesButton)
-        self.ui.attributionMethodComboBox.connect("currentIndexChanged(int)", self.onAttributionDisplayChanged)
-        self.ui.attributionOpacitySlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
-        self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onAttributionDisplayChanged)
+        self.ui.showComboBox.connect("currentIndexChanged(int)", self.onDisplayChanged)
+        self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onDisplayChanged)
+        self.ui.attributionThresholdSlider.connect("valueChanged(double)", self.onDisplayChanged)
         self.ui.configFileLineEdit.connect("editingFinished()", self.onConfigFileChosen)
         self.ui.loadResultsButton.connect("clicked(bool)", self.onLoadResultsButton)
         self.ui.downloadWeightsButton.connect("clicked(bool)", self.onDownloadWeightsButton)
@@ -220,8 +237,14 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Show result nodes (slice views, 3D, tables) and fill the results panel."""
         self.logic.showResults(nodes)
         self._resultNodes = nodes
-        self.ui.attributionMethodComboBox.clear()
-        self.ui.attributionMethodComboBox.addItems(list(nodes.get("attributions", {})))
+        # refilled with its signals blocked: a refill must not switch the views (it used to put the
+        # first attribution map over the LAA map the help promises)
+        wasBlocked = self.ui.showComboBox.blockSignals(True)
+        self.ui.showComboBox.clear()
+        self.ui.showComboBox.addItems(self.logic.layerChoices(nodes))
+        self.ui.showComboBox.currentIndex = 0
+        self.ui.showComboBox.blockSignals(wasBlocked)
+        self.ui.overlayOpacitySlider.value = 0.6
         if nodes.get("segmentation") is not None and self._parameterNode is not None:
             self._parameterNode.outputSegmentation = nodes["segmentation"]
         self.ui.resultsTextBrowser.setPlainText(self.logic.formatNodes(nodes))
@@ -233,6 +256,13 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         p = self._parameterNode
         segmentation = p.outputSegmentation if useEditedSegmentation else p.inputSegmentation
+        if not useEditedSegmentation and segmentation is None and p.inputVolume is not None:
+            edited = self.logic.editedResultSegmentation(p.inputVolume)
+            if edited is not None:              # Apply would refill the lungs the user edited: ask first
+                choice = self._askAboutEdits()
+                if choice is None:
+                    return
+                segmentation = edited if choice == "recompute" else None
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not start the analysis."), waitCursor=True):
                 options = self.logic.optionsFromParameterNode(p)
@@ -244,6 +274,8 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("EmphysemaXAI: could not start the analysis")
             return
         self.ui.logTextBrowser.clear()
+        if self._skippedNote:                 # what runs without a package the user did not install
+            self.ui.logTextBrowser.append(self._skippedNote)
         self.ui.progressBar.value = 0
         self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False
         self.ui.cancelButton.enabled = True
@@ -252,21 +284,48 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.timeout.connect(self._poll)
         self._timer.start(200)
 
+    def _askAboutEdits(self):
+        """The lungs of this CT were edited since the last run: "recompute" (from the edited
+        lungs), "replace" (run the engine again, the edits are discarded) or None (cancel)."""
+        import qt
+
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle(_("EmphysemaXAI: edited lungs"))
+        box.setIcon(qt.QMessageBox.Question)
+        box.setText(_("The lungs of this CT were edited after the last run. Apply would segment the lungs "
+                      "again and replace your edits."))
+        recompute = box.addButton(_("Recompute from the edited lungs"), qt.QMessageBox.AcceptRole)
+        replace = box.addButton(_("Segment again and discard the edits"), qt.QMessageBox.DestructiveRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.setDefaultButton(recompute)
+        box.exec_()
+        clicked = box.clickedButton()
+        return "recompute" if clicked == recompute else "replace" if clicked == replace else None
+
     def _checkDependencies(self, options, dicom=False):
         """Offer to install what ``options`` need and is missing (one confirmation, one message).
         Returns the options to run with, or None when a package the user explicitly chose a
-        feature for (e.g. engine lungmask) is still missing; optional ones only degrade the run."""
+        feature for (engine lungmask, a model folder, DICOM results) is still missing. Anything
+        else runs without it (QCT without torch, the classical engine without lungmask, an
+        explanation without its package skipped): the message and the log say what was left out."""
         needs = self.logic.missingFor(options, dicom=dicom)
+        self._skippedNote = ""
         if not needs:
             return options
-        result = self.logic.installFor(needs)
+        self.ui.applyButton.enabled = self.ui.recomputeButton.enabled = False   # no second run while installing
+        try:
+            result = self.logic.installFor(needs)
+        finally:
+            self._checkCanApply()
         logging.info("EmphysemaXAI: %s", result.message)
         missing = {n.package for n in needs} - set(result.installed)
         blocking = [n.package for n in needs if n.required and n.package in missing]
         if blocking:
-            slicer.util.warningDisplay(result.message + "\n\n" + _("Not started: ") + ", ".join(blocking)
-                                       + _(" is needed by the chosen settings."))
+            slicer.util.warningDisplay(result.message + "\n\n" + _("Not started: {packages} is needed by the chosen "
+                                                                    "settings.").format(packages=", ".join(blocking)))
             return None
+        if missing:
+            self._skippedNote = result.message
         (slicer.util.infoDisplay if result.ok and not result.cancelled else slicer.util.warningDisplay)(result.message)
         return options
 
@@ -281,8 +340,9 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._timer.stop()
         run, self._run = self._run, None
-        self.logic.cancelAnalysis(run)  # returns within 2 s
+        self.logic.cancelAnalysis(run)  # returns within 2 s, the interpreter gone
         self.ui.logTextBrowser.append(_("Cancelled."))
+        self.ui.progressBar.value = 0
         self.ui.cancelButton.enabled = False
         self._checkCanApply()
 
@@ -304,7 +364,7 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not download lungmask's weights."), waitCursor=True):
                 paths, warnings = self.logic.downloadLungmaskWeights()
-                text = _("lungmask weights: ") + ", ".join(str(p) for p in paths.values())
+                text = _("lungmask weights: {paths}").format(paths=", ".join(str(p) for p in paths.values()))
                 logging.info("EmphysemaXAI: %s", text)
                 slicer.util.infoDisplay("\n".join([text, *warnings]))
         except Exception:  # shown by tryWithErrorDisplay; logged here
@@ -315,12 +375,12 @@ class EmphysemaXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node = self.logic.loadSample(generated=self.ui.sampleComboBox.currentIndex == 0)
             self._parameterNode.inputVolume = node
 
-    def onAttributionDisplayChanged(self, *_args) -> None:
-        """Switch the attribution overlay / 3D rendering to the chosen method, opacity, threshold."""
-        method = self.ui.attributionMethodComboBox.currentText
-        if method and method in self._resultNodes.get("attributions", {}):
-            self.logic.showAttribution(self._resultNodes, method, opacity=self.ui.attributionOpacitySlider.value,
-                                       threshold=self.ui.attributionThresholdSlider.value)
+    def onDisplayChanged(self, *_args) -> None:
+        """Show the chosen layer (LAA map, pattern map or an attribution) at the chosen opacity."""
+        layer = self.ui.showComboBox.currentText
+        if layer and layer in self.logic.layerChoices(self._resultNodes):
+            self.logic.showLayer(self._resultNodes, layer, opacity=self.ui.overlayOpacitySlider.value,
+                                 threshold=self.ui.attributionThresholdSlider.value)
 
     def onConfigFileChosen(self) -> None:
         """Show the chosen config file's values in the panel (they then run unless changed)."""
@@ -474,17 +534,35 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         return {"case": case, "nodes": nodes}
 
     @staticmethod
-    def processDirectory(folder, outputFolder, options=None, scene=True, report=True, workers=1, resume=False):
+    def processDirectory(folder, outputFolder, options=None, scene=None, report=None, workers=1, resume=False):
         """Analyse every case under ``folder`` into ``outputFolder`` (cohort.csv, cases/, montage)
         with ``options`` (``AnalysisOptions``; None: the defaults), as the command line's
         ``batch`` in its own process: the user's scene, views and layout are not touched.
-        Blocks; progress goes to the log. Returns cohort.csv's rows (dicts). Ctrl-C stops it.
-        ``workers`` > 1 runs the cases on a local Dask cluster and needs dask.distributed in
-        Slicer's Python (Resources/requirements.txt; without it the run stops, saying so)."""
+        ``scene`` / ``report`` None: what can be written here (in Slicer no per-case scene.mrb:
+        load a case with :meth:`loadResults`; report.html when matplotlib is installed); what is
+        left out is logged first. Slicer stays responsive: a progress dialog shows the batch's
+        last line and its Cancel stops it (finished cases are kept; ``resume=True`` finishes
+        the cohort). Returns cohort.csv's rows (dicts). ``workers`` > 1 runs the cases on a local
+        Dask cluster and needs dask.distributed in Slicer's Python (Resources/requirements.txt;
+        without it the run stops before it starts, saying so)."""
         from EmphysemaXAILib.mrml.module_logic import process_directory
 
-        return process_directory(folder, outputFolder, options, workers=workers, scene=scene, report=report,
-                                 resume=resume)
+        dialog = slicer.util.createProgressDialog(labelText=_("EmphysemaXAI batch: starting"), maximum=0,
+                                                  windowTitle=_("EmphysemaXAI batch"))
+
+        def poll(lines):
+            for line in lines:
+                if line.text.strip():
+                    dialog.labelText = line.text.strip()[:200]
+                    slicer.util.showStatusMessage("EmphysemaXAI: " + line.text.strip())
+            slicer.app.processEvents()
+            return dialog.wasCanceled
+
+        try:
+            return process_directory(folder, outputFolder, options, workers=workers, scene=scene, report=report,
+                                     resume=resume, poll=poll)
+        finally:
+            dialog.close()
 
     @staticmethod
     def startAnalysis(inputVolume, segmentation, options, dicom=False):
@@ -543,12 +621,26 @@ class EmphysemaXAILogic(ScriptedLoadableModuleLogic):
         show_results(nodes, slicer.app.layoutManager(), slicer.app.applicationLogic())
 
     @staticmethod
-    def showAttribution(nodes, method, opacity=0.6, threshold=0.2):
-        """Show one method's attribution: slice-view foreground at ``opacity``, values under
-        ``threshold`` x its display top transparent, its 3D rendering on and the others off."""
-        from EmphysemaXAILib.mrml.module_logic import show_attribution
+    def editedResultSegmentation(volumeNode):
+        """The CT's result "Lungs" segmentation when the user edited it since a run wrote it, else None."""
+        from EmphysemaXAILib.mrml.module_logic import edited_result_segmentation
 
-        show_attribution(nodes, method, slicer.app.applicationLogic(), opacity=opacity, threshold=threshold)
+        return edited_result_segmentation(slicer.mrmlScene, volumeNode)
+
+    @staticmethod
+    def layerChoices(nodes):
+        """What the results can show: "LAA map", "Pattern map", then each explanation method."""
+        from EmphysemaXAILib.mrml.views import layer_choices
+
+        return layer_choices(nodes)
+
+    @staticmethod
+    def showLayer(nodes, layer, opacity=0.6, threshold=None):
+        """Show one layer in the slice views at ``opacity`` and its rendering alone in 3D (an
+        attribution's values under ``threshold`` x its display top transparent)."""
+        from EmphysemaXAILib.mrml.views import show_layer
+
+        show_layer(nodes, layer, opacity=opacity, threshold=threshold)
 
     @staticmethod
     def formatResult(case) -> str:

@@ -22,7 +22,31 @@ def by_name(needs):
     return {need.package: need for need in needs}
 
 
-def test_defaults_need_torch_and_lungmask_as_optional():
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A torch hub cache of this test's own, empty (the test may put lungmask's weights in it)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("EMPHYSEMA_XAI_LUNGMASK_WEIGHTS", raising=False)
+    return tmp_path / "hub" / "checkpoints"
+
+
+def test_engine_auto_offers_lungmask_only_with_its_weights_on_this_machine(hub, monkeypatch):
+    assert [n.package for n in required_packages()] == ["torch"]        # auto would never run lungmask
+    hub.mkdir(parents=True)
+    (hub / "unet_r231-d5d2fc3d.pth").write_bytes(b"made by the test")    # lungmask's published file name
+    assert [n.package for n in required_packages()] == ["torch", "lungmask"]
+    for name in ("torch",):                                               # the check runs before torch is loaded
+        monkeypatch.setitem(sys.modules, name, None)
+    assert [n.package for n in required_packages()] == ["torch", "lungmask"]
+    (hub / "unet_r231-d5d2fc3d.pth").unlink()
+    given = hub / "mine.pth"
+    given.write_bytes(b"made by the test")
+    assert [n.package for n in required_packages(AnalysisOptions(lungmask_weights=str(given)))] == ["torch", "lungmask"]
+
+
+def test_defaults_need_torch_and_lungmask_as_optional(hub):
+    hub.mkdir(parents=True)
+    (hub / "unet_r231-d5d2fc3d.pth").write_bytes(b"made by the test")
     needs = required_packages()
     assert [n.package for n in needs] == ["torch", "lungmask"]        # torch first: installed before the others
     assert not any(n.required for n in needs)
@@ -44,12 +68,13 @@ def test_explicit_choices_are_required():
 
 def test_explanation_methods_need_captum_or_monai_or_neither():
     assert set(METHOD_PACKAGES) == set(EXPLAIN_METHODS)
-    needs = by_name(required_packages(AnalysisOptions(engine="classical", explain=("attention",))))
-    assert set(needs) == {"torch"}                                   # attention: torch alone
-    needs = by_name(required_packages(AnalysisOptions(engine="classical", explain=("gradcam", "gradcampp", "ig"))))
+    needs = by_name(required_packages(AnalysisOptions(engine="classical", explain=("attention", "gradcam"))))
+    assert set(needs) == {"torch"}                                   # attention and gradcam: torch alone
+    needs = by_name(required_packages(AnalysisOptions(engine="classical",
+                                                      explain=("gradcam", "gradcampp", "ig", "smoothgrad"))))
     assert set(needs) == {"torch", "captum", "monai"}
-    assert needs["captum"].features == ("explanation gradcam", "explanation ig")
-    assert needs["monai"].features == ("explanation gradcampp",) and needs["monai"].required
+    assert needs["captum"].features == ("explanation ig", "explanation smoothgrad")
+    assert needs["monai"].features == ("explanation gradcampp",) and not needs["monai"].required   # skipped
     assert "skipped" in needs["captum"].without
 
 
@@ -67,8 +92,10 @@ def test_output_extras():
     assert "distributed" in [n.package for n in missing_for(options, batch=True, dask=True, installed=lambda n: False)]
 
 
-def test_missing_for_keeps_what_does_not_import(monkeypatch):
-    options = AnalysisOptions(explain=("gradcam",))
+def test_missing_for_keeps_what_does_not_import(monkeypatch, hub):
+    hub.mkdir(parents=True)
+    (hub / "unet_r231-d5d2fc3d.pth").write_bytes(b"made by the test")
+    options = AnalysisOptions(explain=("gradcam", "ig"))
     assert [n.package for n in missing_for(options, installed=lambda name: name == "torch")] == ["lungmask", "captum"]
     monkeypatch.setitem(sys.modules, "lungmask", None)     # `import lungmask` now raises ImportError
     assert not is_installed("lungmask") and is_installed("numpy")

@@ -43,23 +43,31 @@ def test_cmake_test_directories_exist_and_reference_real_scripts():
         assert (MODULE / "Testing" / "Python" / script).is_file()
 
 
-def test_extension_metadata_in_cmake_and_s4ext_agree():
+#: Slicer's extension catalog entry schema v1.0.1 (Slicer/Slicer, Schemas/
+#: slicer-extension-catalog-entry-schema-v1.0.1.json; the Extensions Index checks entries against
+#: it): property -> type, the required ones, and no other property allowed
+CATALOG_PROPERTIES = {"$schema": str, "category": str, "scm_url": str, "scm_revision": str, "scm_type": str,
+                      "build_dependencies": list, "build_subdirectory": str, "enabled": bool, "tier": int}
+CATALOG_REQUIRED = ("$schema", "category", "scm_url")
+
+
+def test_extension_catalog_entry_follows_slicers_schema_and_agrees_with_cmake():
+    import json
+
     cmake = (PROJECT / "CMakeLists.txt").read_text()
     assert "add_subdirectory(EmphysemaXAI)" in cmake
     meta = dict(re.findall(r'set\((EXTENSION_\w+)\s+"([^"]*)"\)', cmake))
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
         assert meta.get(f"EXTENSION_{key}"), f"EXTENSION_{key} missing in CMakeLists.txt"
-    s4ext = {}
-    for line in (PROJECT / "extension.s4ext").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            s4ext[key] = value.strip()
-    for key in ("scm", "scmurl", "depends", "category", "homepage", "iconurl", "screenshoturls",
-                "contributors", "description", "status", "enabled"):
-        assert s4ext.get(key), f"{key} missing in extension.s4ext"
-    assert s4ext["category"] == meta["EXTENSION_CATEGORY"]
-    assert s4ext["iconurl"] == meta["EXTENSION_ICONURL"]
-    assert s4ext["depends"] == meta["EXTENSION_DEPENDS"]
+    entry = json.loads((PROJECT / "EmphysemaXAI.json").read_text())      # named after the extension
+    assert set(entry) <= set(CATALOG_PROPERTIES), f"not in the schema: {set(entry) - set(CATALOG_PROPERTIES)}"
+    assert all(key in entry for key in CATALOG_REQUIRED)
+    assert all(isinstance(entry[key], CATALOG_PROPERTIES[key]) for key in entry)
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert entry["scm_type"] in ("git", "local") and entry["tier"] in (1, 3, 5)
+    assert entry["category"] == meta["EXTENSION_CATEGORY"]
+    assert entry["build_dependencies"] == meta["EXTENSION_DEPENDS"].split()           # PyTorch, as CMake says
+    assert re.search(r"project\((\w+)\)", cmake).group(1) == "EmphysemaXAI"
     # The icon and screenshot the URLs point to exist in the repository.
     for url in (meta["EXTENSION_ICONURL"], meta["EXTENSION_SCREENSHOTURLS"]):
         assert (PROJECT / url.split("/main/", 1)[1]).is_file()
@@ -105,6 +113,25 @@ def test_widget_uses_only_widgets_of_the_ui_and_methods_of_the_logic():
     import importlib
     for module, name in re.findall(r"from (EmphysemaXAILib[\w.]*) import (\w+)", source):
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
+def test_translated_texts_are_whole_literals_with_placeholders():
+    """Every ``_()`` of the module takes one string literal (adjacent literals are one literal to
+    the parser), never a runtime concatenation or an f-string: translators get whole sentences,
+    values go in through ``.format`` placeholders (Slicer's i18n rules; issue 26)."""
+    tree = ast.parse((MODULE / "EmphysemaXAI.py").read_text())
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and node.func.id == "_"]
+    assert len(calls) > 20
+    bad = [(call.lineno, ast.unparse(call)[:60]) for call in calls if len(call.args) != 1
+           or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str)]
+    assert not bad, f"_() with something other than one string literal: {bad}"
+    # and no translated text is then glued to another piece of a sentence
+    glued = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+             and any(isinstance(side, ast.Call) and isinstance(side.func, ast.Name) and side.func.id == "_"
+                     and not side.args[0].value.rstrip().endswith((".", "</ol>", "</p>"))
+                     for side in (node.left, node.right))]
+    assert not glued, f"a translated fragment is concatenated at lines {glued}"
 
 
 def test_library_is_importable_without_slicer_and_parses_on_python_312_syntax():

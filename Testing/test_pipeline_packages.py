@@ -48,12 +48,31 @@ def test_an_explanation_whose_package_is_missing_is_skipped_and_the_others_run(p
     monkeypatch.setitem(sys.modules, "captum", None)
     monkeypatch.setitem(sys.modules, "monai", None)
     monkeypatch.setitem(sys.modules, "monai.visualize", None)
-    options = AnalysisOptions(engine="classical", explain=("gradcam", "gradcampp", "attention"))
+    options = AnalysisOptions(engine="classical", explain=("ig", "gradcampp", "gradcam", "attention"))
     result = analyze_case(phantom.ct, options, lung_mask=phantom.labels["lungs"])
     assert result.severity is not None
-    assert list(result.explanations) == ["attention"]
-    assert result.explanations["attention"].volume.any()
+    assert list(result.explanations) == ["gradcam", "attention"]          # torch alone: the module's defaults
+    assert result.explanations["attention"].volume.any() and result.explanations["gradcam"].volume.any()
     skipped = [w for w in result.warnings if w.startswith("explanation ")]
     assert len(skipped) == 2
-    assert "gradcam skipped" in skipped[0] and "captum" in skipped[0] and "captum>=0.9" in skipped[0]
+    assert "ig skipped" in skipped[0] and "captum" in skipped[0] and "captum>=0.9" in skipped[0]
     assert "gradcampp skipped" in skipped[1] and "package monai," in skipped[1] and "monai>=1.5.1" in skipped[1]
+
+
+@pytest.mark.skipif(not shipped_available(), reason="the shipped model is not installed")
+def test_progress_moves_within_the_model_and_the_explanations(phantom):
+    """The module's bar moves while the CNN and the explanations run (issue 26: it stood still for
+    the longest steps): several calls inside each of those steps, the whole sequence never going back."""
+    calls = []
+    options = AnalysisOptions(engine="classical", explain=("gradcam", "attention"))
+    analyze_case(phantom.ct, options, lung_mask=phantom.labels["lungs"],
+                 progress=lambda step, fraction, message: calls.append((step, fraction, message)))
+    fractions = [fraction for _, fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    steps = len(pipeline.STEPS)
+    for name, index, unit in (("severity", 4, "slice"), ("explain", 5, "tile")):
+        inside = [(f, m) for s, f, m in calls if s == name and index / steps < f <= (index + 1) / steps]
+        assert len(inside) >= 2, (name, [c for c in calls if c[0] == name])
+        assert all(unit in m for _, m in inside)
+    assert any("gradcam" in m for s, _, m in calls if s == "explain") and \
+        any("attention" in m for s, _, m in calls if s == "explain")

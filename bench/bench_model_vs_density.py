@@ -55,6 +55,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "EmphysemaXAI"))
 
+from common import add_held_out_arguments, held_out  # noqa: E402
+
 from EmphysemaXAILib.analysis.patterns import PATTERN_GROUPS, THREE_WAY, group_probabilities  # noqa: E402
 from EmphysemaXAILib.model.pattern_runs import air_offset  # noqa: E402
 
@@ -263,30 +265,18 @@ def print_table(title: str, block: dict) -> None:
 
 
 def main() -> None:
-    from EmphysemaXAILib.model.cip_patches import load_cip_patches
-    from EmphysemaXAILib.model.pattern_infer import PatternPredictor
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model folder from train-patterns --holdout-fold")
-    parser.add_argument("--mat", type=Path,
-                        default=ROOT.parent / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat")
+    add_held_out_arguments(parser)
     parser.add_argument("--phantoms", type=int, default=6, help="held-out phantoms (0: none)")
-    parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--fusion", type=Path, help="a JSON fusion block (pattern_fusion) for the fused extent "
                         "(default: the model's own config.json block, if any)")
     args = parser.parse_args()
-    metrics = json.loads((args.model / "metrics.json").read_text())
-    if "holdout" not in metrics:
-        raise SystemExit(f"{args.model}: not trained with --holdout-fold: its CIP figures would be on seen patches")
-    predictor = PatternPredictor(args.model, device="cpu")
+    predictor, cip, test, fold = held_out(args)
     if args.fusion:
         predictor.fusion = json.loads(args.fusion.read_text())
     calibration = tuple(predictor.config.get("extent_calibration", (1.0, 0.0)))
     predictor.config["extent_calibration"] = (1.0, 0.0)       # ranking figures: module docstring
-    cip = load_cip_patches(args.mat)
-    test = np.array(metrics["holdout"]["test_index"])
-    result = {"model": str(args.model), "holdout_fold": metrics["holdout"]["fold"], "n_test": len(test),
-              "fusion": predictor.fusion,
+    result = {"model": str(args.model), "holdout_fold": fold, "n_test": len(test), "fusion": predictor.fusion,
               **run_patches(predictor, cip, test)}
     if args.phantoms:
         result["phantoms"] = run_phantoms(predictor, args.phantoms, calibration)

@@ -44,3 +44,31 @@ def full_phantom():
     phantom = generate_phantom(PhantomParams(size="full", seed=7, extent_pct=15, pattern="mixed", dose="low"))
     print(f"volume {'x'.join(map(str, phantom.ct.shape[::-1]))} voxels, torch threads {torch.get_num_threads()}")
     return phantom
+
+
+CIP_PATCHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cip-copdgene" / "EmphysemaPatches.mat"
+
+
+def add_held_out_arguments(parser) -> None:
+    """``--model`` (a pattern model trained with ``train-patterns --holdout-fold``), ``--mat``
+    (CIP's patches) and ``--json`` (write the figures there too)."""
+    parser.add_argument("--model", type=Path, required=True, help="a model folder from train-patterns --holdout-fold")
+    parser.add_argument("--mat", type=Path, default=CIP_PATCHES)
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+
+
+def held_out(args) -> tuple:
+    """(PatternPredictor on the CPU, CIP's PatchSet, indices (n,) of the model's held-out patches,
+    the held-out fold); exits with one line when the model saw every patch."""
+    import json
+
+    import numpy as np
+
+    from EmphysemaXAILib.model.cip_patches import load_cip_patches
+    from EmphysemaXAILib.model.pattern_infer import PatternPredictor
+
+    metrics = json.loads((args.model / "metrics.json").read_text())
+    if "holdout" not in metrics:
+        raise SystemExit(f"{args.model}: not trained with --holdout-fold: its CIP figures would be on seen patches")
+    return (PatternPredictor(args.model, device="cpu"), load_cip_patches(args.mat),
+            np.array(metrics["holdout"]["test_index"]), metrics["holdout"]["fold"])

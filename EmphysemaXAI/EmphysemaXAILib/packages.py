@@ -4,12 +4,13 @@ The core runs on what 3D Slicer ships (numpy, scipy, SimpleITK, pydicom); everyt
 optional and imported only by the step that uses it:
 
 - ``lungmask`` (and torch): the lungmask engine; ``engine="auto"`` falls back to the classical
-  engine without it, ``engine="lungmask"`` stops with a one-line error;
+  engine without it (and needs it only when lungmask's weights are on this machine: auto never
+  runs lungmask without them), ``engine="lungmask"`` stops with a one-line error;
 - ``torch``: the severity CNN; ``model="auto"`` measures QCT only without it, a model folder
   given explicitly stops with a one-line error;
-- ``captum`` (gradcam, ig, occlusion, smoothgrad) and ``monai`` (gradcampp): explanations; a
-  method whose package is missing is skipped with a warning, the others still run (``attention``
-  needs torch alone);
+- ``captum`` (ig, occlusion, smoothgrad) and ``monai`` (gradcampp): explanations; a method whose
+  package is missing is skipped with a warning, the others still run (``gradcam`` and
+  ``attention``, the Slicer module's defaults, need torch alone);
 - ``highdicom`` (pydicom >= 2.4; inside Slicer 5.10, whose pydicom 2.4.4 stays, pip resolves 0.22.x):
   the DICOM SEG and SR of ``--dicom-out`` (required when asked for);
 - ``matplotlib`` (``report.html``; a batch's montage) and ``tqdm`` (a batch's progress bar):
@@ -47,7 +48,7 @@ PIP_REQUIREMENTS = {
     "distributed": "distributed>=2024.8",
 }
 #: explanation method -> the package it needs beyond torch (None: torch alone)
-METHOD_PACKAGES = {"gradcam": "captum", "gradcampp": "monai", "ig": "captum", "attention": None,
+METHOD_PACKAGES = {"gradcam": None, "gradcampp": "monai", "ig": "captum", "attention": None,
                    "occlusion": "captum", "smoothgrad": "captum"}
 
 
@@ -55,8 +56,9 @@ METHOD_PACKAGES = {"gradcam": "captum", "gradcampp": "monai", "ig": "captum", "a
 class Need:
     """One package the options need.
 
-    ``required``: an explicitly chosen feature needs it (engine lungmask, a model folder, an
-    explanation method, writing files); else the run degrades without it (``auto``).
+    ``required``: an explicitly chosen feature needs it (engine lungmask, a model folder, writing
+    files); else the run degrades without it (``auto``; an explanation method is skipped with a
+    warning and the others run).
     ``without``: what happens when it is missing, for messages.
     """
 
@@ -92,7 +94,9 @@ def _entries(options: AnalysisOptions, report: bool, batch: bool, dicom: bool = 
     """(package, required, feature, without) for every need of ``options``, in install order."""
     options = options.resolved()
     out = []
-    if options.engine in ("auto", "lungmask"):
+    # engine auto uses lungmask only with its weights on this machine: without them, offering the
+    # package would install something the run never uses (issue 26)
+    if options.engine == "lungmask" or (options.engine == "auto" and _lungmask_weights_here(options)):
         explicit = options.engine == "lungmask"
         without = "the run stops (engine lungmask)" if explicit else "the classical engine segments the lungs"
         feature = "lungmask engine" + ("" if explicit else " (auto)")
@@ -103,9 +107,10 @@ def _entries(options: AnalysisOptions, report: bool, batch: bool, dicom: bool = 
         out.append(("torch", explicit, "severity CNN" + ("" if explicit else " (auto)"),
                     "the run stops (model folder given)" if explicit else "QCT only, no CNN severity grade"))
     for method in options.explain or ():
-        out.append(("torch", True, f"explanation {method}", f"no {method} explanation"))
+        # an explanation whose package is missing is skipped with a warning, the run goes on
+        out.append(("torch", False, f"explanation {method}", f"no {method} explanation"))
         if METHOD_PACKAGES[method]:
-            out.append((METHOD_PACKAGES[method], True, f"explanation {method}",
+            out.append((METHOD_PACKAGES[method], False, f"explanation {method}",
                         f"the {method} explanation is skipped (the other methods run)"))
     if report:
         out.append(("matplotlib", True, "report.html", "the report cannot be written (--no-report runs)"))
@@ -119,6 +124,12 @@ def _entries(options: AnalysisOptions, report: bool, batch: bool, dicom: bool = 
             out.append(("distributed", True, "batch on Dask (workers > 1 or a scheduler address)",
                         "the batch stops (run it with one worker)"))
     return out
+
+
+def _lungmask_weights_here(options: AnalysisOptions) -> bool:
+    from .segmentation.lungmask_engine import weights_found
+
+    return weights_found("R231", options.lungmask_weights)
 
 
 def required_packages(options: AnalysisOptions | None = None, *, report: bool = False,

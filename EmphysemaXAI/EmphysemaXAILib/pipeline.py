@@ -176,6 +176,12 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
 
     timings: dict = {}
 
+    def within(name: str, index: int):
+        """``progress`` inside step ``index``: (fraction of the step done, message)."""
+        if progress is None:
+            return None
+        return lambda fraction, message: progress(name, (index + min(max(fraction, 0.0), 1.0)) / len(STEPS), message)
+
     def step(name: str, index: int, message: str):
         if cancel is not None and cancel():
             raise Cancelled(f"analysis cancelled before {name}")
@@ -232,7 +238,7 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
         cutpoints = qct_config.severity_cutpoints
         options = {"calibration": calibration} if hasattr(predictor, "classify_images") else {}
         result.severity = predictor.predict(ct, segmentation.labels, segmentation.lobes, cutpoints=cutpoints,
-                                            **options)
+                                            progress=within("severity", 4), **options)
         timings["severity"] = round(time.perf_counter() - start, 3)
         result.warnings.extend(result.severity.summary["notes"])
     if explain and predictor is not None:
@@ -240,7 +246,8 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
 
         start = step("explain", 5, f"explaining the model ({', '.join(explain)})")
         result.explanations = explain_case(predictor.model, result.severity, ct, segmentation.labels, explain,
-                                           lobes=segmentation.lobes, target=explain_target, warnings=result.warnings)
+                                           lobes=segmentation.lobes, target=explain_target, warnings=result.warnings,
+                                           progress=within("explain", 5))
         timings["explain"] = round(time.perf_counter() - start, 3)
     if progress is not None:
         progress("done", 1.0, "done")

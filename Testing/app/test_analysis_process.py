@@ -35,8 +35,9 @@ def test_command_carries_the_options_through_a_config_file(tmp_path):
                               laa_thresholds=(-950.0, -910.0))
     command = analysis_command("py", tmp_path / "ct.nrrd", tmp_path / "out", options, tmp_path,
                                lung_mask=tmp_path / "mask.nrrd")
-    assert command[:6] == ["py", "-m", "EmphysemaXAILib", "--stop-file", str(tmp_path / "stop"), "analyze"]
-    assert command[8:11] == [str(tmp_path / "ct.nrrd"), "--out", str(tmp_path / "out")]
+    assert command[:8] == ["py", "-m", "EmphysemaXAILib", "--stop-file", str(tmp_path / "stop"),
+                           "--parent-pid", str(os.getpid()), "analyze"]
+    assert command[10:13] == [str(tmp_path / "ct.nrrd"), "--out", str(tmp_path / "out")]
     config = command[command.index("--config") + 1]
     back = options_from_toml(config)
     assert back == AnalysisOptions(**{k: v for k, v in options.given().items() if k != "series_uid"})
@@ -76,6 +77,7 @@ def test_analysis_runs_in_a_child_process_with_streamed_progress(phantom_file, t
     assert abs(summary["qct"]["regions"][0]["laa950_pct"] - truth["extent_pct"]) < 1.0
     assert (out / "lung_labels.nrrd").exists() and not (out / "scene.mrb").exists()
     assert any("QCT severity" in line.text for line in job.lines)        # the command line's result line
+    assert not (work / "stop.pid").exists()      # a finished run leaves no pid a later Cancel could signal
 
 
 def test_cancel_stops_a_running_analysis_within_two_seconds_and_leaves_nothing(phantom_file, tmp_path):
@@ -90,7 +92,8 @@ def test_cancel_stops_a_running_analysis_within_two_seconds_and_leaves_nothing(p
     assert time.monotonic() - started < 2.0
     assert not job.running and job.returncode != 0 and job.cancelled
     assert not out.exists()
-    assert sorted(p.name for p in work.iterdir()) == ["options.toml", "stop"]     # no half-written output
+    # no half-written output (the pid file stays only when the run had to exit hard)
+    assert {p.name for p in work.iterdir()} - {"stop.pid"} == {"options.toml", "stop"}
 
 
 STUCK_CHILD = textwrap.dedent("""
@@ -98,7 +101,7 @@ STUCK_CHILD = textwrap.dedent("""
     from EmphysemaXAILib.io.signals import watch_stop_file
     signal.signal(signal.SIGTERM, lambda *a: None)   # a main thread that does not get to honour SIGTERM
     open(sys.argv[2], "w").write(str(os.getpid()))
-    watch_stop_file(sys.argv[1])
+    watch_stop_file(sys.argv[1], parent_pid=int(sys.argv[3]) if len(sys.argv) > 3 else None)
     threading.Event().wait()
 """)
 LAUNCHER = textwrap.dedent("""
@@ -139,3 +142,43 @@ def test_cancel_reaches_an_interpreter_behind_a_launcher_even_when_it_ignores_si
     job.cancel()
     assert not job.running                                    # the launcher is gone at once
     assert _gone(child, within_s=2.0 - (time.monotonic() - started))   # and the interpreter within 2 s
+
+
+def _launched_stuck_child(tmp_path, *extra) -> tuple:
+    """(launcher Popen, pid of the interpreter it started): STUCK_CHILD behind LAUNCHER."""
+    pid_file = tmp_path / "pid"
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, STUCK_CHILD, str(tmp_path / "stop"), str(pid_file),
+                                 *map(str, extra)], env=child_environment())
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return launcher, int(pid_file.read_text())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="checks processes through /proc (Linux)")
+def test_an_interpreter_whose_launcher_dies_stops_by_itself(tmp_path):
+    """Slicer closing (or crashing) can take the launcher with it before any Cancel: the orphaned
+    interpreter notices and stops, with no stop file ever written."""
+    launcher, child = _launched_stuck_child(tmp_path)
+    started = time.monotonic()
+    launcher.kill()
+    launcher.wait()
+    assert _gone(child, within_s=2.0 - (time.monotonic() - started))
+    assert not (tmp_path / "stop").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="checks processes through /proc (Linux)")
+def test_an_interpreter_stops_when_the_gui_given_as_parent_pid_exits(tmp_path):
+    gui = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        launcher, child = _launched_stuck_child(tmp_path, gui.pid)
+        time.sleep(0.3)
+        assert not _gone(child, within_s=0.05)        # running while the GUI runs
+        started = time.monotonic()
+        gui.kill()
+        gui.wait()
+        assert _gone(child, within_s=2.0 - (time.monotonic() - started))
+        launcher.wait(timeout=5)
+    finally:
+        gui.kill()

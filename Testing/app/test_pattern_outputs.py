@@ -92,6 +92,27 @@ def test_report_shows_the_pattern_map_and_table(case_dir):
 
 
 @pytest.mark.skipif(not SCENE, reason="slicer-core (the headless extra) is not installed")
+def test_the_display_shows_the_pattern_map_when_chosen_and_the_laa_map_again(case_dir):
+    from EmphysemaXAILib.mrml.app import bootstrap
+    from EmphysemaXAILib.mrml.load_results import load_results
+    from EmphysemaXAILib.mrml.views import LAA_LAYER, PATTERN_LAYER, layer_choices, show_layer
+
+    scene, app_logic = bootstrap(fresh=True)
+    nodes = load_results(case_dir, scene, app_logic)
+    assert layer_choices(nodes)[:2] == [LAA_LAYER, PATTERN_LAYER]
+    show_layer(nodes, PATTERN_LAYER, opacity=0.4)
+    for composite in scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
+        assert composite.GetLabelVolumeID() == nodes["pattern_map"].GetID()
+        assert composite.GetForegroundVolumeID() is None
+        assert composite.GetLabelOpacity() == pytest.approx(0.4)
+    assert nodes["pattern_rendering"].GetVisibility() and not nodes["laa_rendering"].GetVisibility()
+    show_layer(nodes, LAA_LAYER)
+    composite = scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
+    assert composite.GetForegroundVolumeID() == nodes["laa_map"].GetID() and composite.GetLabelVolumeID() is None
+    assert nodes["laa_rendering"].GetVisibility() and not nodes["pattern_rendering"].GetVisibility()
+
+
+@pytest.mark.skipif(not SCENE, reason="slicer-core (the headless extra) is not installed")
 def test_scene_has_the_pattern_colours_map_and_table(case_dir):
     import slicer.util
 
@@ -115,7 +136,10 @@ def test_scene_has_the_pattern_colours_map_and_table(case_dir):
     table = slicer.util.dataframeFromTable(scene.GetFirstNodeByName("Patterns"))
     rendering = [n for n in scene.GetNodesByClass("vtkMRMLVolumeRenderingDisplayNode")
                  if n.GetVolumeNodeID() == label_map.GetID()]
-    assert len(rendering) == 1 and rendering[0].GetVisibility()
+    assert len(rendering) == 1 and not rendering[0].GetVisibility()      # the LAA map is the default view
+    composite = scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
+    assert composite.GetForegroundVolumeID() == scene.GetFirstNodeByName("LAA map").GetID()
+    assert composite.GetLabelVolumeID() is None
     assert list(table["region"])[:3] == ["whole", "right", "left"]
     assert table.loc[0, [f"{p}_pct" for p in PATTERNS]].sum() == pytest.approx(100.0, abs=0.01)
 

@@ -115,7 +115,7 @@ def test_scene_has_attribution_overlays_renderings_and_table(explained_case):
     assert "Attribution by region" in tables
     renderings = list(scene.GetNodesByClass("vtkMRMLVolumeRenderingDisplayNode"))
     visible = [r.GetVolumeNode().GetName() for r in renderings if r.GetVisibility()]
-    assert visible == ["Attribution gradcam"]        # one method in 3D; the LAA rendering switched off
+    assert visible == ["LAA map"]      # the default view: the LAA map; an attribution's rendering when chosen
 
 
 def test_faithfulness_figures_on_a_phantom(tiny_model):

@@ -41,10 +41,22 @@ def test_constraints_pin_what_is_installed_and_skip_the_rest():
     assert deps.pip_arguments(["monai>=1.5.1"], "/a b/c.txt") == ["-c", "/a b/c.txt", "monai>=1.5.1"]
 
 
+@pytest.fixture
+def r231_weights(tmp_path, monkeypatch):
+    """lungmask's R231 weights in a torch hub cache of this test's own (a file the test creates;
+    only its presence matters here)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("EMPHYSEMA_XAI_LUNGMASK_WEIGHTS", raising=False)
+    path = tmp_path / "r231.pth"
+    path.write_bytes(b"weights made by the test")
+    return path
+
+
 def test_plan_installs_torch_first_never_a_shipped_package():
-    plan = deps.install_plan(REQUIREMENTS, ["lungmask", "captum", "pydicom", "numpy"], version=lambda n: None)
+    plan = deps.install_plan(REQUIREMENTS, ["lungmask", "captum", "pydicom", "numpy"], version=lambda n: None,
+                             weights_here=lambda: True)
     assert plan.torch == ">=2.4.1,<=2.14.1" and not plan.torch_upgrade       # lungmask needs torch
-    assert plan.pip == ["lungmask>=0.2.22", "captum>=0.9"]
+    assert plan.pip == ["lungmask>=0.2.22", "captum>=0.9"] and not plan.lungmask_weights
     assert sorted(plan.refused) == ["numpy", "pydicom"]
     plan = deps.install_plan(REQUIREMENTS, ["monai"], version={"torch": "2.2.2"}.get)
     assert plan.torch == ">=2.4.1,<=2.14.1" and plan.torch_upgrade and plan.pip == ["monai>=1.5.1"]
@@ -53,8 +65,30 @@ def test_plan_installs_torch_first_never_a_shipped_package():
     assert "torch>=2.4.1" in deps.confirmation_text(deps.install_plan(REQUIREMENTS, ["torch"], version=lambda n: None))
 
 
-def test_one_message_says_what_happened_and_what_runs_without():
-    needs = required_packages(AnalysisOptions(explain=("gradcam",)))
+def test_lungmask_is_offered_with_its_weights_in_one_confirmation(monkeypatch):
+    plan = deps.install_plan(REQUIREMENTS, ["lungmask"], version=lambda n: None, weights_here=lambda: False)
+    assert plan.lungmask_weights and plan.pip == ["lungmask>=0.2.22"]
+    assert "lungmask's R231 weights" in deps.confirmation_text(plan)
+    assert not deps.install_plan(REQUIREMENTS, ["captum"], weights_here=lambda: False).lungmask_weights
+    slicer, fetched = FakeSlicer(), []
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
+    monkeypatch.setattr(deps, "download_lungmask_weights", lambda: fetched.append("R231") or ({}, []))
+    monkeypatch.setattr(deps, "installed_version", lambda name: {"torch": "2.6.0", "lungmask": "0.2.22"}.get(name))
+    monkeypatch.setattr("EmphysemaXAILib.segmentation.lungmask_engine.weights_found", lambda *a, **k: False)
+    result = deps.install_for(REQUIREMENTS, ["lungmask"])
+    assert len(slicer.questions) == 1 and "R231 weights" in slicer.questions[0]       # one confirmation
+    assert fetched == ["R231"] and result.ok and "lungmask R231 weights" in result.installed
+
+    def offline():
+        raise OSError("no internet")
+
+    monkeypatch.setattr(deps, "download_lungmask_weights", offline)
+    result = deps.install_for(REQUIREMENTS, ["lungmask"], ask_confirmation=False)
+    assert result.failed == {"lungmask R231 weights": "no internet"} and "lungmask" in result.installed
+
+
+def test_one_message_says_what_happened_and_what_runs_without(r231_weights):
+    needs = required_packages(AnalysisOptions(explain=("gradcam",), lungmask_weights=str(r231_weights)))
     text = deps.install_message({"torch": "2.6.0", "captum": "0.9.0"},
                                 {"lungmask": "pip could not install lungmask>=0.2.22 beside Slicer's packages"},
                                 needs, restart=True, refused=["pydicom"])
@@ -108,12 +142,12 @@ def test_install_for_runs_torch_through_the_extension_then_pip_under_constraints
     assert result.message.startswith("Installed torch ")
 
 
-def test_install_for_reports_each_failure_and_installs_the_rest(monkeypatch):
+def test_install_for_reports_each_failure_and_installs_the_rest(monkeypatch, r231_weights):
     slicer = FakeSlicer(fail_on="lungmask")
     monkeypatch.setitem(sys.modules, "slicer", slicer)
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)          # the PyTorch extension is not installed
     monkeypatch.setattr(deps, "installed_version", lambda name: {"numpy": "2.0.2", "tqdm": "4.67.1"}.get(name))
-    needs = required_packages(AnalysisOptions(), batch=True)
+    needs = required_packages(AnalysisOptions(lungmask_weights=str(r231_weights)), batch=True)
     result = deps.install_for(REQUIREMENTS, ["lungmask", "captum", "tqdm"], ask_confirmation=False, needs=needs)
     assert "PyTorch extension is not installed" in result.failed["torch"]
     assert result.failed["lungmask"] == result.failed["captum"] == "it needs torch, which could not be installed"
@@ -131,11 +165,14 @@ def test_a_failing_pip_batch_is_retried_package_by_package(monkeypatch):
     assert "exit code 1" in result.failed["lungmask"] and "tqdm" in result.installed
 
 
-def test_cancelled_installs_nothing(monkeypatch):
+def test_cancelled_installs_nothing_and_says_what_runs_without(monkeypatch):
     slicer = FakeSlicer(confirm=False)
     monkeypatch.setitem(sys.modules, "slicer", slicer)
-    result = deps.install_for(REQUIREMENTS, ["tqdm"])
+    needs = required_packages(AnalysisOptions(engine="classical", explain=("gradcam", "ig")), batch=True)
+    result = deps.install_for(REQUIREMENTS, ["tqdm", "captum"], needs=needs)
     assert result.cancelled and not slicer.calls and "cancelled" in result.message
+    assert "Without captum: the ig explanation is skipped" in result.message
+    assert "Without tqdm: one progress line per case" in result.message
 
 
 def test_download_lungmask_weights_without_lungmask(monkeypatch, tmp_path):

@@ -73,6 +73,9 @@ def test_apply_then_recompute_run_in_a_child_process_and_update_the_scene_under_
     segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Right lung")
     slicer.util.updateSegmentBinaryLabelmapFromArray((edited == 1).astype(np.uint8), segmentation, segment_id, ct)
     assert np.array_equal(labels_from_segmentation_node(segmentation, ct), edited)   # as the user sees it
+    # the re-run adds no node (counted after the edit: slicer.util.updateSegmentBinaryLabelmapFromArray
+    # itself leaves a labelmap display node behind on each call)
+    count = scene.GetNumberOfNodes()
     run = launch_analysis(ct, segmentation, FAST, python=sys.executable, temp_parent=tmp_path)
     wait_for_run(run)
     again = finish_analysis(run, scene, app_logic)
@@ -116,6 +119,42 @@ def test_a_failed_run_raises_its_one_line_reason_and_cancel_cleans_up(phantom, t
     assert json.dumps(run.process.returncode) != "0"
 
 
+LAUNCHER_SHIM = """#!{python}
+# like Slicer's PythonSlicer (a CTK AppLauncher): the real interpreter runs as this process's
+# child, and SIGTERM ends the launcher without being forwarded to it
+import subprocess, sys
+sys.exit(subprocess.call([{python!r}, *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the launcher shim is a POSIX script")
+def test_cancel_through_a_launcher_leaves_no_interpreter_running(phantom, tmp_path):
+    """Cancel from the module (cancel_analysis: stop, then remove the run's folder) with the
+    analysis behind a launcher: the interpreter must be gone within 2 s of Cancel (before issue 26
+    the launcher was terminated and the stop file removed before the interpreter saw it)."""
+    from EmphysemaXAILib.io.signals import pid_alive, pid_file_of
+
+    shim = tmp_path / "PythonSlicer"
+    shim.write_text(LAUNCHER_SHIM.format(python=sys.executable))
+    shim.chmod(0o755)
+    scene, _ = bootstrap(fresh=True)
+    ct = volume_node_from_ct(scene, phantom.ct, "CT")
+    for attempt in range(2):
+        run = launch_analysis(ct, None, FAST, python=str(shim), temp_parent=tmp_path)
+        pid_file = pid_file_of(run.work_dir / "stop")
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert run.process.running and time.monotonic() < deadline, [line.text for line in run.process.poll()]
+            time.sleep(0.02)
+        interpreter = int(pid_file.read_text())
+        assert interpreter != run.process._process.pid          # the launcher's child, not the launcher
+        time.sleep(0.5 * attempt)                               # cancel at start-up and while it imports / reads
+        started = time.monotonic()
+        cancel_analysis(run)
+        assert time.monotonic() - started < 2.0
+        assert not pid_alive(interpreter) and not run.process.running and not run.work_dir.exists()
+
+
 def test_process_directory_runs_the_batch_in_its_own_process_and_leaves_the_users_scene_alone(phantom, tmp_path):
     from EmphysemaXAILib.mrml.module_logic import process_directory
 
@@ -137,3 +176,49 @@ def test_process_directory_runs_the_batch_in_its_own_process_and_leaves_the_user
     assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == layout
     assert scene.GetMTime() == modified and user.GetScene() is scene
     assert any("a" in line for line in lines)
+
+
+def test_console_batch_writes_what_slicer_can_and_stops_before_starting_when_a_choice_cannot_run():
+    """processDirectory as typed from the README in a fresh Slicer (issue 26: every case failed at
+    scene export in PythonSlicer, and the default report needed matplotlib, which Slicer lacks)."""
+    from EmphysemaXAILib.mrml.module_logic import batch_outputs
+
+    slicer_python = lambda name: name not in ("matplotlib", "tqdm", "torch", "lungmask", "distributed")  # noqa: E731
+    scene, report, notes = batch_outputs(FAST, in_application=True, installed=slicer_python)
+    assert (scene, report) == (False, False) and len(notes) == 2
+    assert "loadResults" in notes[0] and "matplotlib is not installed" in notes[1]
+    assert batch_outputs(FAST, in_application=False, installed=lambda name: True)[:2] == (True, True)
+    assert batch_outputs(FAST, scene=True, report=False, in_application=True, installed=slicer_python) == \
+        (True, False, [])                                          # explicit choices are kept
+    with pytest.raises(RuntimeError, match="cannot start: distributed"):
+        batch_outputs(FAST, workers=2, in_application=True, installed=slicer_python)
+    with pytest.raises(RuntimeError, match="cannot start: torch"):
+        batch_outputs(AnalysisOptions(engine="lungmask", model="none"), in_application=True, installed=slicer_python)
+
+
+def test_a_polled_console_batch_can_be_cancelled_and_keeps_its_finished_cases(phantom, tmp_path):
+    from EmphysemaXAILib.mrml.module_logic import process_directory
+
+    root = tmp_path / "cohort"
+    root.mkdir()
+    names = ("a", "b", "c", "d", "e")
+    for name in names:
+        sitk.WriteImage(phantom.ct.to_sitk(), str(root / f"{name}.nrrd"))
+    polls = []
+
+    def finished():
+        cases = tmp_path / "out" / "cases"
+        return [p.name for p in cases.iterdir() if (p / "summary.json").exists()] if cases.is_dir() else []
+
+    def poll(lines):                               # the module's dialog: Cancel once the first case is done
+        polls.append(time.monotonic())
+        return bool(finished()) or len(polls) > 3000
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="cancelled; finished cases are kept"):
+        process_directory(root, tmp_path / "out", FAST, scene=False, report=False, python=sys.executable,
+                          poll=poll, log=lambda text: None)
+    assert len(polls) >= 0.5 * (polls[-1] - started) / 0.1        # polled about ten times a second
+    done = finished()
+    assert 1 <= len(done) < len(names)
+    assert all(json.loads((tmp_path / "out" / "cases" / name / "summary.json").read_text()) for name in done)

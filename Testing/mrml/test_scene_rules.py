@@ -20,9 +20,10 @@ from EmphysemaXAILib.errors import InputError  # noqa: E402
 from EmphysemaXAILib.mrml import nodes as mrml_nodes  # noqa: E402
 from EmphysemaXAILib.mrml.app import bootstrap  # noqa: E402
 from EmphysemaXAILib.mrml.load_results import COHORT_TABLE, load_results  # noqa: E402
-from EmphysemaXAILib.mrml.module_logic import show_attribution  # noqa: E402
+from EmphysemaXAILib.mrml.module_logic import show_results  # noqa: E402
 from EmphysemaXAILib.mrml.nodes import labels_from_segmentation_node, lung_segmentation_node  # noqa: E402
 from EmphysemaXAILib.mrml.scene_export import ROLE_ATTRIBUTE, add_case_nodes  # noqa: E402
+from EmphysemaXAILib.mrml.views import LAA_LAYER, LUNG_OPACITY_3D, layer_choices, show_layer  # noqa: E402
 from EmphysemaXAILib.options import AnalysisOptions  # noqa: E402
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom  # noqa: E402
 from EmphysemaXAILib.pipeline import analyze_case  # noqa: E402
@@ -125,7 +126,7 @@ def test_results_sit_under_the_cts_parent_transform_and_give_back_the_same_label
     shift.SetMatrixTransformToParent(matrix)
     ct.SetAndObserveTransformNodeID(shift.GetID())
     nodes = add_case_nodes(scene, ct, _with_attributions(layers_from_folder(folder), ["gradcam"]), app_logic)
-    placed = [nodes["segmentation"], nodes["laa_map"], nodes["attributions"]["gradcam"], *nodes["surfaces"]]
+    placed = [nodes["segmentation"], nodes["laa_map"], nodes["attributions"]["gradcam"]]
     assert all(node.GetTransformNodeID() == shift.GetID() for node in placed)
     labels = _array(folder / "lung_labels.nrrd")
     assert np.array_equal(labels_from_segmentation_node(nodes["segmentation"], ct), labels)   # every voxel
@@ -147,7 +148,7 @@ def test_attribution_sliders_read_the_cached_range_not_the_voxels(folder, monkey
 
     monkeypatch.setattr(mrml_nodes, "attribution_range", no_pass)
     monkeypatch.setattr(mrml_nodes.slicer.util, "arrayFromVolume", no_pass)
-    show_attribution(nodes, "gradcam", app_logic, opacity=0.3, threshold=0.5)
+    show_layer(nodes, "gradcam", opacity=0.3, threshold=0.5)
     display = node.GetScalarVolumeDisplayNode()
     assert display.GetLowerThreshold() == pytest.approx(0.5 * expected_top, rel=1e-6)
     assert display.GetWindow() == pytest.approx(expected_top, rel=1e-6)
@@ -179,3 +180,117 @@ def test_load_results_refuses_other_folders_and_a_ct_of_another_grid(folder, tmp
     slicer.util.updateVolumeFromArray(other, np.zeros((3, 4, 5), np.int16))
     with pytest.raises(InputError, match="select the CT they were computed on"):
         load_results(folder, scene, app_logic, ct_node=other)
+
+
+class LayoutRecorder:
+    """Stand-in for the application's layout manager (headless: there is none): records layouts."""
+
+    def __init__(self):
+        self.layouts = []
+
+    def setLayout(self, layout):
+        self.layouts.append(layout)
+
+
+def _display_state(scene, nodes) -> dict:
+    composites = list(scene.GetNodesByClass("vtkMRMLSliceCompositeNode"))
+    assert composites
+    names = {None: None, **{n.GetID(): n.GetName() for n in scene.GetNodesByClass("vtkMRMLVolumeNode")}}
+    states = {(names[c.GetForegroundVolumeID()], names[c.GetLabelVolumeID()], names[c.GetBackgroundVolumeID()],
+               round(c.GetForegroundOpacity(), 3)) for c in composites}
+    assert len(states) == 1                                       # every slice view alike
+    segmentation = nodes["segmentation"].GetDisplayNode()
+    renderings = [r.GetVolumeNode().GetName() for r in scene.GetNodesByClass("vtkMRMLVolumeRenderingDisplayNode")
+                  if r.GetVisibility()]
+    return {"slices": states.pop(), "renderings": renderings, "lung_opacity_3d": segmentation.GetOpacity3D(),
+            "lung_fill_2d": bool(segmentation.GetVisibility2DFill()),
+            "lung_outline_2d": bool(segmentation.GetVisibility2DOutline())}
+
+
+def test_apply_leaves_the_laa_map_over_the_ct_and_translucent_lungs_as_the_help_says(folder):
+    """The display state Apply leaves (issue 26: it used to be the first attribution map as
+    foreground, the pattern map and the lung fill, opaque lungs in 3D), checked against the
+    module's help and the README, which promise the LAA map over the CT."""
+    from helpers import PROJECT
+
+    help_text = (PROJECT / "EmphysemaXAI" / "EmphysemaXAI.py").read_text()
+    assert "the LAA map \"\n            \"shows over the CT with the lungs outlined (translucent in 3D)" in help_text
+    assert "the LAA map over the CT" in (PROJECT / "README.md").read_text()
+    from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
+
+    scene, app_logic = bootstrap(fresh=True)
+    phantom = generate_phantom(PhantomParams(size="small", seed=21, extent_pct=15, pattern="centrilobular"))
+    ct = volume_node_from_ct(scene, phantom.ct, "CT")           # the folder's CT, with no results yet
+    nodes = add_case_nodes(scene, ct, _with_attributions(layers_from_folder(folder), ["gradcam", "attention"]),
+                           app_logic)
+    layout = LayoutRecorder()
+    show_results(nodes, layout, app_logic)
+    state = _display_state(scene, nodes)
+    assert state == {"slices": ("LAA map", None, ct.GetName(), 0.6), "renderings": ["LAA map"],
+                     "lung_opacity_3d": pytest.approx(LUNG_OPACITY_3D), "lung_fill_2d": False,
+                     "lung_outline_2d": True}
+    assert layer_choices(nodes) == [LAA_LAYER, "gradcam", "attention"]
+    show_layer(nodes, "attention", opacity=0.3)
+    assert _display_state(scene, nodes)["slices"] == ("Attribution attention", None, ct.GetName(), 0.3)
+    assert _display_state(scene, nodes)["renderings"] == ["Attribution attention"]
+    with pytest.raises(ValueError, match="no 'ig' layer"):
+        show_layer(nodes, "ig")
+    again = add_case_nodes(scene, ct, _with_attributions(layers_from_folder(folder), ["gradcam"]), app_logic)
+    show_results(again, layout, app_logic)                # a re-run: the user's layout stays
+    assert len(layout.layouts) == 1 and again["updated"] and not nodes["updated"]
+    assert _display_state(scene, again)["slices"][0] == "LAA map"
+
+
+def test_edits_of_the_result_lungs_are_detected_before_a_run_would_overwrite_them(folder, tmp_path):
+    """Apply refills the CT's "Lungs" segmentation: the module must know when the user edited it
+    since the run wrote it (issue 26: edits were silently discarded), also after the scene was
+    saved and loaded again, and not call an untouched segmentation edited."""
+    from EmphysemaXAILib.mrml.module_logic import edited_result_segmentation
+    from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
+
+    scene, app_logic = bootstrap(fresh=True)
+    phantom = generate_phantom(PhantomParams(size="small", seed=21, extent_pct=15, pattern="centrilobular"))
+    ct = volume_node_from_ct(scene, phantom.ct, "CT")
+    assert edited_result_segmentation(scene, ct) is None                    # no result yet
+    nodes = add_case_nodes(scene, ct, layers_from_folder(folder), app_logic)
+    assert edited_result_segmentation(scene, ct) is None                    # as the run wrote it
+    segmentation = nodes["segmentation"]
+    right = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Right lung")
+    voxels = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, right, ct)
+    z = int(np.flatnonzero(voxels.any(axis=(1, 2)))[len(voxels) // 4])
+    voxels[z] = 0                                                            # the user erases one slice
+    slicer.util.updateSegmentBinaryLabelmapFromArray(voxels, segmentation, right, ct)
+    assert edited_result_segmentation(scene, ct) is segmentation
+    path = tmp_path / "scene.mrb"
+    assert slicer.util.saveScene(str(path))
+    scene2, app_logic2 = bootstrap(fresh=True)
+    slicer.util.loadScene(str(path))
+    ct2 = scene2.GetFirstNodeByName("CT")
+    assert edited_result_segmentation(scene2, ct2) is not None              # still edited after reloading
+    again = add_case_nodes(scene2, ct2, layers_from_folder(folder), app_logic2)  # a run replaces it (user asked)
+    assert edited_result_segmentation(scene2, ct2) is None
+    assert slicer.util.saveScene(str(tmp_path / "again.mrb"))
+    scene3, _ = bootstrap(fresh=True)
+    slicer.util.loadScene(str(tmp_path / "again.mrb"))
+    assert edited_result_segmentation(scene3, scene3.GetFirstNodeByName("CT")) is None   # reloaded, untouched
+    assert again["segmentation"].GetAttribute("EmphysemaXAI.writtenDigest")
+
+
+def test_results_are_filed_under_the_cts_patient_and_study(folder):
+    """Subject hierarchy: the results sit beside the CT, in its study (issue 26: they went to
+    the scene's top level, away from the patient the DICOM browser filed the CT under)."""
+    from EmphysemaXAILib.mrml.volumes import volume_node_from_ct
+
+    scene, app_logic = bootstrap(fresh=True)
+    phantom = generate_phantom(PhantomParams(size="small", seed=21, extent_pct=15, pattern="centrilobular"))
+    ct = volume_node_from_ct(scene, phantom.ct, "CT")
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Anonymous")
+    study = hierarchy.CreateStudyItem(patient, "Chest CT study")
+    hierarchy.CreateItem(study, ct)          # where the DICOM browser files a series it loads
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ct)) == study
+    nodes = add_case_nodes(scene, ct, _with_attributions(layers_from_folder(folder), ["gradcam"]), app_logic)
+    for node in (nodes["segmentation"], nodes["laa_map"], nodes["qct_table"], nodes["attributions"]["gradcam"]):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study, node.GetName()
+    models = {m.GetName() for m in scene.GetNodesByClass("vtkMRMLModelNode")}
+    assert not models & {"Right lung", "Left lung", "Airways"}      # no hidden surface copies

@@ -9,11 +9,16 @@ that process launcher, free of Slicer and Qt (tested headless):
 - :class:`AnalysisProcess` starts it, and on each :meth:`~AnalysisProcess.poll` (a GUI timer)
   returns the lines it printed since, progress lines parsed into (fraction, message); it never
   blocks (the pipe is read non-blocking: no reader thread);
-- :meth:`~AnalysisProcess.cancel` stops it within 2 s at any step: it creates the stop file (the
-  child's watchdog raises SIGTERM in itself, so the atomic writers clean up, and exits hard
-  after a grace period; this also works through launchers such as Slicer's ``PythonSlicer``,
-  where terminating the launcher would leave the real interpreter running), terminates the
-  process, and kills it if it is still there.
+- :meth:`~AnalysisProcess.cancel` stops it within 2 s at any step and returns when the real
+  interpreter is gone: it creates the stop file (the child's watchdog raises SIGTERM in itself,
+  so the atomic writers clean up, and exits hard after a grace period) and waits. Slicer's
+  ``PythonSlicer`` is a CTK launcher that starts ``python-real`` as its own child and does not
+  forward SIGTERM: terminating the launcher first would leave the interpreter running, and
+  removing the run's folder (stop file included) before the watchdog saw it would leave it
+  running for good. So the launcher is only terminated, and the interpreter (its pid is in
+  ``stop.pid``, written by the watchdog) only signalled, if either is still alive 0.3 s before
+  the deadline. The child also stops by itself when its launcher or the GUI (``--parent-pid``)
+  exits (:func:`~EmphysemaXAILib.io.signals.watch_stop_file`).
 
 The progress line format is defined here once (:func:`format_progress` / :func:`parse_line`) and
 used by the command line's progress printer.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,12 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io.signals import pid_alive, pid_file_of
 from ..options import AnalysisOptions, options_to_toml
 
 #: a progress line as the command line prints it on stderr: ``[ 40%] message``
 _PROGRESS = re.compile(r"^\[\s*(\d{1,3})%\]\s?(.*)$")
-#: what the watchdog in the child waits after raising SIGTERM before it exits hard (seconds)
-STOP_GRACE_S = 1.2
 
 
 def format_progress(fraction: float, message: str) -> str:
@@ -99,7 +104,8 @@ def _command(python: str, work_dir, name: str, options: AnalysisOptions) -> list
     work = Path(work_dir)
     config = work / "options.toml"
     config.write_text(options_to_toml(options), encoding="utf-8")
-    return [python, "-m", "EmphysemaXAILib", "--stop-file", str(work / "stop"), name, "--config", str(config)]
+    return [python, "-m", "EmphysemaXAILib", "--stop-file", str(work / "stop"), "--parent-pid", str(os.getpid()),
+            name, "--config", str(config)]
 
 
 def _output_flags(scene: bool, report: bool) -> list[str]:
@@ -175,24 +181,46 @@ class AnalysisProcess:
         return new
 
     def cancel(self, timeout: float = 2.0) -> None:
-        """Stop the process within ``timeout`` seconds, whatever step it is in (see the module
-        docstring); returns when it has exited."""
+        """Stop the process within ``timeout`` seconds, whatever step it is in, and return only
+        when the interpreter that ran it is gone (see the module docstring): the stop file first
+        (the run cleans up and exits; a launcher such as ``PythonSlicer`` then exits with it),
+        force only for what is still alive 0.3 s before the deadline. The caller may remove the
+        run's folder afterwards."""
         if self._process is None:
             return
         self.cancelled = True
+        deadline = time.monotonic() + timeout
         if self.stop_file is not None:
             try:
                 self.stop_file.touch()
             except OSError:
                 pass
-        deadline = time.monotonic() + timeout
+        while self._alive() and time.monotonic() < deadline - 0.3:
+            time.sleep(0.02)
+        interpreter = self._interpreter_pid()
         if self._process.poll() is None:
             self._process.terminate()
-        while self._process.poll() is None and time.monotonic() < deadline - 0.2:
+        if pid_alive(interpreter):
+            _signal(interpreter, signal.SIGTERM)
+        while self._alive() and time.monotonic() < deadline - 0.05:
             time.sleep(0.02)
         if self._process.poll() is None:
             self._process.kill()
+        if pid_alive(interpreter):
+            _signal(interpreter, getattr(signal, "SIGKILL", signal.SIGTERM))
         self._process.wait()
+
+    def _interpreter_pid(self) -> int | None:
+        """The pid the run wrote beside its stop file (the real interpreter behind a launcher)."""
+        if self.stop_file is None:
+            return None
+        try:
+            return int(pid_file_of(self.stop_file).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
+
+    def _alive(self) -> bool:
+        return self._process.poll() is None or pid_alive(self._interpreter_pid())
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the end (collecting lines as it goes); the return code, None on timeout."""
@@ -214,6 +242,13 @@ class AnalysisProcess:
                 return line.text.split(":", 1)[1].strip()
         texts = [line.text for line in self.lines if line.text.strip()]
         return texts[-1] if texts else f"exit code {self.returncode}"
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:       # gone meanwhile
+        pass
 
 
 def _default_popen(command):

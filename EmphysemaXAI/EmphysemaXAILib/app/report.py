@@ -64,7 +64,7 @@ def write_report(result, path, views: dict | None = None) -> Path:
         if views:
             shown = ", ".join(SLICER_VIEW_NAMES.get(key, key) for key in views)
             parts.append(f"<h2>Slicer views</h2><p>Rendered by Slicer: {shown}.</p>"
-                         f"<img src='{slicer_views(views, _shown_3d(result))}'>")
+                         f"<img src='{slicer_views(views)}'>")
         cnn_summary = result.severity.summary if result.severity is not None else None
         parts.append(f"<img src='{histogram_figure(ct, result.segmentation.labels, whole)}'>"
                      f"<img src='{zones_figure(result.qct, cnn_summary, key)}'>")
@@ -197,16 +197,6 @@ def _explanation_section(result) -> str:
             f"<ul>{coverage}</ul><h3>Share of positive attribution per region</h3>{table}"
             f"<img src='{views}'>"
             f"<h3>Teaching view</h3><img src='{teaching}'>")
-
-
-def _shown_3d(result) -> str:
-    """What the scene's 3D view renders (:mod:`.mrml.scene_export`): the first attribution, else
-    the pattern map, else the LAA map."""
-    if result.explanations:
-        return f"attribution ({next(iter(result.explanations))})"
-    if result.severity is not None and result.severity.pattern_labels is not None:
-        return "emphysema patterns"
-    return "LAA clusters"
 
 
 def _table(rows, columns) -> str:

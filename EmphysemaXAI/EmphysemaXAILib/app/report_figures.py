@@ -301,7 +301,7 @@ def teaching_view(ct, labels, laa_map, method, explanation) -> str:
 
 def slicer_views(views, shown_3d: str = "LAA clusters") -> str:
     """The views Slicer rendered (3D, axial, coronal) as one figure; ``shown_3d``: what the 3D
-    view renders inside the lungs."""
+    view renders inside the lungs (a saved case shows the LAA map: :mod:`..mrml.views`)."""
     import matplotlib.pyplot as plt
 
     titles = {**SLICER_VIEW_NAMES, "3d": f"3D: {shown_3d} inside the lungs (anterior view)"}

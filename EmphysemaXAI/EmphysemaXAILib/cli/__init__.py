@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--stop-file", metavar="PATH",
                         help="stop (like SIGTERM: unfinished outputs removed) when this file appears; how the "
-                             "Slicer module cancels the analysis it launched")
+                             "Slicer module cancels the analysis it launched; the run also stops when the process "
+                             "that started it exits")
+    parser.add_argument("--parent-pid", metavar="PID", type=int,
+                        help="with --stop-file: also stop when process PID (the GUI that launched the run) has exited")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():
         child = sub.add_parser(command.name, help=command.help)
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore")  # library chatter; our own warnings are in the QC report
     with signal_handlers():
         if args.stop_file:
-            watch_stop_file(args.stop_file)
+            watch_stop_file(args.stop_file, parent_pid=args.parent_pid)
         try:
             return _run(args)
         except Terminated as stop:

@@ -177,7 +177,13 @@ def cmd_fit_fusion(args) -> int:
 def _patterns_flags(parser) -> None:
     parser.add_argument("images", nargs="+", help="TIFF / DICOM / NRRD / NIfTI HU images or folders of them")
     parser.add_argument("--pixel-mm", type=float, metavar="MM", help="pixel size (default: the file's own)")
-    parser.add_argument("--air-hu", type=float, metavar="HU", help="what this scanner reads for air (calibrates)")
+    parser.add_argument("--air-hu", default="none", metavar="HU|auto|none",
+                        help="what this scanner reads for air (calibrates); auto: estimated from the images (outside "
+                             "air of whole slices, else the pooled histogram of patches; see MODEL_CARD.md: it can "
+                             "push a normal-only set toward emphysema); none (default): no calibration")
+    parser.add_argument("--air-groups", choices=("run", "input"), default="run",
+                        help="with --air-hu auto: one estimate for all images (run: one scanner) or one per input "
+                             "file / folder (input)")
     add_out(parser, "table to write, one row per image", metavar="CSV")
     parser.add_argument("--model", metavar="MODEL_DIR", help="pattern model folder (default: the shipped model)")
     add_device(parser, "cpu")
@@ -196,7 +202,8 @@ def cmd_patterns(args) -> int:
             predictor = PatternPredictor(args.model, args.device)
         except ValueError as error:
             raise InputError(f"--model: {error}; give a folder written by train-patterns") from None
-        rows = classify(args.images, predictor, pixel_mm=args.pixel_mm, air_hu=args.air_hu)
+        rows, airs = classify(args.images, predictor, pixel_mm=args.pixel_mm, air_hu=_air_value(args.air_hu),
+                              air_groups=args.air_groups)
 
         def write(tmp):
             with open(tmp, "w", newline="") as handle:
@@ -208,11 +215,25 @@ def cmd_patterns(args) -> int:
         write_files_atomic({args.out: write}, overwrite=args.overwrite or None)
     counts = {p: sum(r["pattern"] == p for r in rows) for p in dict.fromkeys(r["pattern"] for r in rows)}
     if args.json:
-        print(json.dumps({"out": str(args.out), "rows": len(rows), "patterns": counts, "model": predictor.info}))
+        print(json.dumps({"out": str(args.out), "rows": len(rows), "patterns": counts, "air": airs,
+                          "model": predictor.info}))
     else:
         print(f"{args.out}: {len(rows)} images classified ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
               + NOT_CLINICAL)
+        for air in airs:
+            print(f"air {air['air_hu']:g} HU ({air['source']}, {air['images']} images)")
     return 0
+
+
+def _air_value(text: str) -> float | str | None:
+    """--air-hu: a number (HU), auto or none (None)."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--air-hu {text!r}: give a number (what the scanner reads for air, HU), auto or none") \
+            from None
 
 
 def _held_out_source(parser, phantoms_help: str, manifest_help: str, out_help: str) -> None:

@@ -15,10 +15,18 @@ def print_warnings(*groups) -> None:
                 print(f"  warning {warning}", file=sys.stderr)
 
 
+_last_progress = {"step": None, "fraction": -1.0}
+
+
 def progress(step, fraction, message) -> None:
-    """The ``progress`` callback of :func:`~EmphysemaXAILib.pipeline.analyze_case`: one stderr line."""
+    """The ``progress`` callback of :func:`~EmphysemaXAILib.pipeline.analyze_case`: one stderr
+    line per step, and within a step (slices, tiles) one each time it has moved 2 % of the whole
+    run further (a bar that moves, a log that stays readable)."""
     from ..app.analysis_process import format_progress
 
+    if step == _last_progress["step"] and fraction - _last_progress["fraction"] < 0.02 and fraction < 1.0:
+        return
+    _last_progress.update(step=step, fraction=fraction)
     print(format_progress(fraction, message), file=sys.stderr)
 
 

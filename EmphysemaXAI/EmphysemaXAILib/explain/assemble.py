@@ -49,20 +49,27 @@ def region_scores(volume: np.ndarray, regions) -> dict:
 
 
 def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None, top_tiles: int = 96,
-                 ig_steps: int = 32, target: str = "emphysema", warnings: list | None = None) -> dict:
+                 ig_steps: int = 32, target: str = "emphysema", warnings: list | None = None,
+                 progress=None) -> dict:
     """method -> :class:`Explanation` of ``target`` (:data:`.methods.TARGETS`) for a case the
     model has graded (``severity`` is the :class:`~EmphysemaXAILib.model.case_extent.SeverityResult`).
 
     With a ``warnings`` list, a method whose package (captum, monai) is not installed is skipped
-    and a warning says so (the other methods still run); without one, the ImportError is raised."""
+    and a warning says so (the other methods still run); without one, the ImportError is raised.
+    ``progress(fraction, message)``: after each batch of tiles of each method."""
     regions = lung_regions(labels, lobes, severity.grid.superior_is_high_index)   # once for every method
     lung = regions.lung   # labels > 0
     out = {}
-    for method in methods:
+    for index, method in enumerate(methods):
         start = time.perf_counter()
+        step = None
+        if progress is not None:
+            def step(done, total, method=method, index=index):
+                progress((index + done / total) / len(methods),
+                         f"explaining the model: {method}, tile {done} of {total}")
         try:
             working, chosen = working_attribution(model, severity, method, top_tiles=top_tiles, ig_steps=ig_steps,
-                                                  target=target)
+                                                  target=target, progress=step)
         except ImportError as error:
             if warnings is None:
                 raise
@@ -80,8 +87,9 @@ def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None
 
 
 def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig_steps: int = 32,
-                        chosen=None, target: str = "emphysema") -> tuple:
-    """(attribution volume on the working grid (z, y, x) float32, indices of the tiles explained)."""
+                        chosen=None, target: str = "emphysema", progress=None) -> tuple:
+    """(attribution volume on the working grid (z, y, x) float32, indices of the tiles explained);
+    ``progress(done, total)`` after each batch of tiles."""
     tiles, grid = severity.tiles, severity.grid
     weights = severity.patch_weights * len(severity.patch_weights)
     priority = severity.patch_weights if severity.tile_priority is None else severity.tile_priority
@@ -95,5 +103,7 @@ def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig
         part = chosen[first:first + len(maps)]
         maps *= weights[part, None, None, None]
         paint_maps(grid.hu.shape, tiles.corners[part], maps, out=volume)
+        if progress is not None:
+            progress(first + len(maps), len(chosen))
     np.multiply(volume, grid.labels > 0, out=volume)
     return volume, chosen

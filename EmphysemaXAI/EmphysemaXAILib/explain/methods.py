@@ -7,11 +7,14 @@ pattern model (:class:`~..model.pattern_net.PatternNet`), the logit of one of it
 (n, S, P, P) as :mod:`..model.tiles` makes them (non-lung voxels at FILL_HU; S = 1 for the pattern
 model); every map is (n, S, P, P) float32, positive where the voxel pushes the target up:
 
-- ``gradcam``: captum LayerGradCam on the last convolutional block, at its last ReLU before the
-  max-pool (P/4 x P/4 = 16 x 16 positions, 5.6 mm at 1.4 mm: measured on 3 held-out phantoms
-  against the pooled 8 x 8 output, top-k Dice 0.58 vs 0.55, deletion AUC 0.248 vs 0.261 with a
-  random order at 0.293), upsampled (same map on the S channels); ``gradcampp``: MONAI's
-  GradCAMpp on the same layer (no per-tile normalisation);
+- ``gradcam``: Grad-CAM (Selvaraju et al. 2017) on the last convolutional block, at its last
+  ReLU before the max-pool (P/4 x P/4 = 16 x 16 positions, 5.6 mm at 1.4 mm: measured on 3
+  held-out phantoms against the pooled 8 x 8 output, top-k Dice 0.58 vs 0.55, deletion AUC 0.248
+  vs 0.261 with a random order at 0.293), upsampled (same map on the S channels). Computed with a
+  forward hook and ``torch.autograd.grad`` (:func:`grad_cam`), so it needs torch alone, as the
+  Slicer module's default explanation must (issue 26); it equals captum's ``LayerGradCam(...,
+  relu_attributions=True)``, which a test checks; ``gradcampp``: MONAI's GradCAMpp on the same
+  layer (no per-tile normalisation);
 - ``ig``: captum IntegratedGradients from a *normal-lung baseline* (every lung voxel at
   :data:`NORMAL_LUNG_HU`, non-lung unchanged), ``steps`` steps, internal batching;
 - ``attention``: the model's own spatial attention ``A = softmax(g(F))``, upsampled;
@@ -19,7 +22,7 @@ model); every map is (n, S, P, P) float32, positive where the voxel pushes the t
 - ``smoothgrad``: captum NoiseTunnel over Saliency (gradients averaged over noisy copies).
 
 Each method imports only the package it uses (:data:`~..packages.METHOD_PACKAGES`): ``attention``
-needs torch alone, ``gradcampp`` MONAI, the others captum.
+and ``gradcam`` need torch alone, ``gradcampp`` MONAI, the others captum.
 """
 from __future__ import annotations
 
@@ -108,6 +111,23 @@ def _upsample(maps: torch.Tensor, shape) -> torch.Tensor:
     return up.expand(-1, shape[1], -1, -1)
 
 
+def grad_cam(wrapper: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of ``wrapper``'s single output (n, 1) for inputs ``x`` (n, S, P, P) at ``layer``
+    (a module inside ``wrapper``): ReLU(sum_c mean_hw(d out / d A_c) * A_c), (n, 1, h, w) at the
+    layer's resolution; the definition captum's LayerGradCam uses with ``relu_attributions``."""
+    captured = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    try:
+        with torch.enable_grad():
+            out = wrapper(x)[:, 0]
+            activations = captured[-1]
+            gradients = torch.autograd.grad(out.sum(), activations)[0]   # tiles are independent in eval mode
+    finally:
+        handle.remove()
+    weights = gradients.mean(dim=tuple(range(2, gradients.dim())), keepdim=True)
+    return torch.relu((weights * activations).sum(dim=1, keepdim=True)).detach()
+
+
 def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: int = 64,
               internal_batch: int = 256, seed: int = 0, target: str = "emphysema") -> np.ndarray:
     """(n, S, P, P) float32 map of ``method`` for the HU ``tiles`` and ``target``; model in eval
@@ -136,8 +156,7 @@ def attribute_batches(model, tiles: np.ndarray, method: str, *, steps: int = 32,
     for start in range(0, len(tiles), batch):
         x = torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch], np.float32)).to(device)
         if method == "gradcam":
-            cam = attr.LayerGradCam(wrapper, cam_layer(model, target)).attribute(x, target=0, relu_attributions=True)
-            maps = _upsample(attr.LayerAttribution.interpolate(cam, cam.shape[-2:]), x.shape)
+            maps = _upsample(grad_cam(wrapper, cam_layer(model, target), x), x.shape)
         elif method == "gradcampp":
             cam = GradCAMpp(wrapper, target_layers=cam_layer_name(model, target), postprocessing=lambda m: m)
             # one tile per call: MONAI 1.6's GradCAMpp multiplies the (n,) score into (n, C, h, w)

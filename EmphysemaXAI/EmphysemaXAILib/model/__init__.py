@@ -16,7 +16,8 @@ Modules by role:
 - evaluation figures: ``metrics`` (case metrics, bootstrap), ``figures`` (prediction rows ->
   figures and files), ``pattern_baselines`` (classical pattern baselines);
 - runs (one output folder each): ``runs`` (``train``, ``evaluate``), ``pattern_runs``
-  (``train-patterns``), ``pattern_images`` (``patterns``: classify 2D images).
+  (``train-patterns``), ``pattern_images`` (``patterns``: classify 2D images), ``air_estimate``
+  (``patterns --air-hu auto``: the scanner's air from the images).
 """
 from .case_extent import SeverityResult
 from .checkpoint import (

@@ -6,12 +6,16 @@ NRRD / NIfTI / MHA (every axial slice of a volume is one image, ``slice`` says w
 files or folders (searched recursively; other files are skipped). Pixels must be square; their
 size is ``pixel_mm`` when given, else the file's own spacing (TIFF carries none: then
 ``pixel_mm`` is required). ``air_hu``: the air value the scanner reads (when known), mapped to
--1000 HU with water kept at 0 HU before the model sees the image.
+-1000 HU with water kept at 0 HU before the model sees the image; ``"auto"``: estimated from the
+images (:mod:`.air_estimate`), once for all of them (``air_groups="run"``: one scanner) or once
+per input file / folder (``"input"``); all images of a group are read before any is classified.
 
 Row: ``image`` (the path as given, or relative to the folder given), ``slice``, ``p_<pattern>``
 for the six patterns, ``p_centrilobular`` (sum of the three grades), ``pattern`` (the broad
 pattern of highest probability: normal, centrilobular, paraseptal or panlobular), ``subclass``
-(the most probable of the six), ``emphysema_pct`` (the model's emphysema fraction, % of image).
+(the most probable of the six), ``emphysema_pct`` (the model's emphysema fraction, % of image),
+``pixel_mm``, ``air_hu`` (the air value the image was calibrated with; -1000 when it was not) and
+``air_source`` (``given``, ``none``, or the estimate's source: :class:`.air_estimate.AirEstimate`).
 """
 from __future__ import annotations
 
@@ -101,33 +105,63 @@ def _dicom_pixel(path: Path) -> float | None:
     return row
 
 
-def classify(inputs: list, predictor, pixel_mm: float | None = None, air_hu: float | None = None) -> list:
-    """Rows (module docstring) for every image under ``inputs``."""
+AIR_GROUPS = ("run", "input")   # one air estimate for all images, or one per input file / folder
+
+
+def classify(inputs: list, predictor, pixel_mm: float | None = None, air_hu: float | str | None = None,
+             air_groups: str = "run") -> tuple:
+    """(rows (module docstring), [air estimate dicts, one per group]) for every image under
+    ``inputs``. ``air_hu``: a number (what the scanner reads for air), ``"auto"`` (estimated from
+    the images of each group: :func:`.air_estimate.estimate_air`) or None (no calibration)."""
     if pixel_mm is not None and not (0.05 <= pixel_mm <= 5.0):
         raise InputError(f"pixel_mm {pixel_mm:g} (--pixel-mm) is not a CT pixel size; "
                          "give it in millimetres (e.g. 0.7)")
-    calibrate = None
-    if air_hu is not None:
-        from ..analysis.calibration import PLAUSIBLE_AIR_HU, calibration_from_refs
+    if air_groups not in AIR_GROUPS:
+        raise InputError(f"air_groups {air_groups!r} (--air-groups): give one of {', '.join(AIR_GROUPS)}")
+    if isinstance(air_hu, str) and air_hu != "auto":
+        raise InputError(f"air_hu {air_hu!r} (--air-hu): give a number (HU), auto or none")
+    if air_hu is not None and air_hu != "auto":
+        from ..analysis.calibration import PLAUSIBLE_AIR_HU
 
         if not PLAUSIBLE_AIR_HU[0] <= air_hu <= PLAUSIBLE_AIR_HU[1]:
             raise InputError(f"air_hu {air_hu:g} (--air-hu) is not an air reading; give what the scanner reads for air "
                              f"({PLAUSIBLE_AIR_HU[0]:g} .. {PLAUSIBLE_AIR_HU[1]:g} HU)")
-        calibrate = calibration_from_refs(air_hu, "user", None).apply
-    rows = []
-    for path, name in collect(inputs):
-        images, size = read_images(path, pixel_mm)
-        if calibrate is not None:
-            images = [calibrate(image).astype(np.float32) for image in images]
-        probs, fractions = predictor.classify_images(images, size)
-        groups = group_probabilities(probs)
-        for index, (p, g, fraction) in enumerate(zip(probs, groups, fractions)):
-            rows.append({"image": name, "slice": index, **{f"p_{k}": float(v) for k, v in zip(PATTERNS, p)},
-                         "p_centrilobular": float(g[1]), "pattern": list(PATTERN_GROUPS)[int(np.argmax(g))],
-                         "subclass": PATTERNS[int(np.argmax(p))], "emphysema_pct": float(100.0 * fraction),
-                         "pixel_mm": size})
-    return rows
+    groups: dict = {}
+    for group, item in enumerate(inputs):
+        for path, name in collect([item]):
+            images, size = read_images(path, pixel_mm)
+            groups.setdefault(0 if air_groups == "run" else group, []).append((name, images, size))
+    rows, airs = [], []
+    for members in groups.values():
+        air = _group_air(members, air_hu)
+        airs.append(air)
+        scale = 1000.0 / (1000.0 - air["offset_hu"])     # the line through air -> -1000, water -> 0
+        for name, images, size in members:
+            probs, fractions = predictor.classify_images([image * np.float32(scale) for image in images], size)
+            for index, (p, g, fraction) in enumerate(zip(probs, group_probabilities(probs), fractions)):
+                rows.append({"image": name, "slice": index, **{f"p_{k}": float(v) for k, v in zip(PATTERNS, p)},
+                             "p_centrilobular": float(g[1]), "pattern": list(PATTERN_GROUPS)[int(np.argmax(g))],
+                             "subclass": PATTERNS[int(np.argmax(p))], "emphysema_pct": float(100.0 * fraction),
+                             "pixel_mm": size, "air_hu": air["air_hu"], "air_source": air["source"]})
+    return rows, airs
+
+
+def _group_air(members: list, air_hu) -> dict:
+    """The air estimate (dict of :class:`.air_estimate.AirEstimate`) for one group's
+    [(name, images, pixel_mm)]."""
+    from .air_estimate import AirEstimate, estimate_air
+
+    count = sum(len(images) for _, images, _ in members)
+    if air_hu is None:
+        return AirEstimate(-1000.0, "none", 0.0, images=count).as_dict()
+    if air_hu != "auto":
+        return AirEstimate(float(air_hu), "given", float(air_hu) + 1000.0, images=count).as_dict()
+    sizes = {size for _, _, size in members}
+    images = [image for _, group, _ in members for image in group]
+    # one pixel size per estimate (the dark-region sizes are in pixels); else the most common one
+    size = max(sizes, key=lambda s: sum(len(g) for _, g, z in members if z == s))
+    return estimate_air(images, size).as_dict()
 
 
 COLUMNS = (["image", "slice"] + [f"p_{k}" for k in PATTERNS]
-           + ["p_centrilobular", "pattern", "subclass", "emphysema_pct", "pixel_mm"])
+           + ["p_centrilobular", "pattern", "subclass", "emphysema_pct", "pixel_mm", "air_hu", "air_source"])

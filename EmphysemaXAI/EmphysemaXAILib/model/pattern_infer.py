@@ -181,7 +181,7 @@ class PatternPredictor:
             out.append(float(fused_map(feats, block).mean()))
         return np.asarray(out)
 
-    def _dense(self, hu: np.ndarray, lung: np.ndarray) -> tuple:
+    def _dense(self, hu: np.ndarray, lung: np.ndarray, progress=None) -> tuple:
         """(labels (z, y, x) uint8 codes of the ``argmax`` rule, the code of the most probable
         emphysema pattern (z, y, x) uint8 (2-6), fraction (z, y, x) float32 (before calibration),
         probability sums (6,), p(normal) (z, y, x) float32) on the working grid for HU ``hu`` and
@@ -216,6 +216,9 @@ class PatternPredictor:
                 fraction[z, target[0], target[1]] = (up[i, -1] * mask[i])[inner[0], inner[1]]
                 p_normal[z, target[0], target[1]] = up[i, 0][inner[0], inner[1]]
             prob_sum += (probs * mask[:, None]).sum(axis=(0, 2, 3))
+            if progress is not None:
+                done = min(start + self.batch_size, len(slices))
+                progress(done / len(slices), f"grading severity with the CNN: slice {done} of {len(slices)}")
         return labels, emphysema_codes, fraction, prob_sum, p_normal
 
     @staticmethod
@@ -244,8 +247,9 @@ class PatternPredictor:
         return labels
 
     def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS,
-                extra: dict | None = None, calibration=None) -> SeverityResult:
+                extra: dict | None = None, calibration=None, progress=None) -> SeverityResult:
         """Patterns and extent of ``ct`` (CTVolume, HU) within its (z, y, x) lung ``labels``;
+        ``progress(fraction, message)``: called after each batch of slices the network ran on;
         the result's ``pattern_labels`` is on the CT grid, ``fraction_map`` on the working grid
         (:func:`.tiles.from_working_grid` brings it to the CT grid when wanted).
         ``calibration`` (a :class:`~EmphysemaXAILib.analysis.calibration.Calibration`): the model sees
@@ -262,7 +266,7 @@ class PatternPredictor:
             grid.hu = calibration.apply(grid.hu).astype(np.float32)
         timings["resample"] = time.perf_counter() - start
         start = time.perf_counter()
-        pattern_w, emphysema_codes, fraction_raw, prob_sum, p_normal = self._dense(grid.hu, lung)
+        pattern_w, emphysema_codes, fraction_raw, prob_sum, p_normal = self._dense(grid.hu, lung, progress)
         timings["network"] = time.perf_counter() - start
         start = time.perf_counter()
         if self.fusion:

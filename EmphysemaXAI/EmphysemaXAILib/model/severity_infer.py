@@ -34,10 +34,10 @@ class SeverityPredictor:
     def info(self) -> dict:
         return {"name": self.config.get("name", self.path.name), "sha256": self.config["weights_sha256"]}
 
-    def run_tiles(self, images: np.ndarray, model=None) -> dict:
+    def run_tiles(self, images: np.ndarray, model=None, progress=None) -> dict:
         """Patch outputs for (n, S, P, P) HU tiles, batched: ``fraction`` (n,), ``embedding``
         (n, C) (tensors on the CPU); ``model`` another network on the same device (default: this
-        predictor's)."""
+        predictor's); ``progress(fraction, message)`` after each batch."""
         torch = self.torch
         model = self.model if model is None else model
         fractions, embeddings = [], []
@@ -48,11 +48,15 @@ class SeverityPredictor:
                 out = model(batch.to(self.device))
                 fractions.append(out["fraction"].float().cpu())
                 embeddings.append(out["embedding"].float().cpu())
+                if progress is not None:
+                    done = min(start + self.batch_size, len(images))
+                    progress(done / len(images), f"grading severity with the CNN: tile {done} of {len(images)}")
         return {"fraction": torch.cat(fractions), "embedding": torch.cat(embeddings)}
 
     def predict(self, ct, labels: np.ndarray, lobes: np.ndarray | None = None, cutpoints=SEVERITY_CUTPOINTS,
-                extra: dict | None = None) -> SeverityResult:
+                extra: dict | None = None, progress=None) -> SeverityResult:
         """Severity of ``ct`` (CTVolume) within its (z, y, x) lung ``labels`` (1 right, 2 left);
+        ``progress(fraction, message)`` after each batch of tiles;
         ``extra`` label maps on the CT grid are resampled onto the working grid alongside
         (``result.grid.extra``)."""
         torch = self.torch
@@ -69,7 +73,7 @@ class SeverityPredictor:
         tiles, _ = extract_tiles(grid.hu, lung, corners, size, slices)
         timings["tiling"] = time.perf_counter() - start
         start = time.perf_counter()
-        out = self.run_tiles(tiles.images)
+        out = self.run_tiles(tiles.images, progress=progress)
         count = torch.from_numpy(tiles.lung_count.astype(np.float32))
         with torch.inference_mode():
             case = self.model.case({k: v.to(self.device) for k, v in out.items()},

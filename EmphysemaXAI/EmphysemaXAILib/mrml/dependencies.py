@@ -117,13 +117,19 @@ class InstallPlan:
     torch_upgrade: bool = False        # an installed torch is outside the range
     pip: list = field(default_factory=list)       # requirement lines for pip
     refused: list = field(default_factory=list)   # names Slicer ships: never installed
+    lungmask_weights: bool = False     # lungmask is installed and its R231 weights are not here: fetch them too
 
 
-def install_plan(path, names, version=None) -> InstallPlan:
+def install_plan(path, names, version=None, weights_here=None) -> InstallPlan:
     """The plan for installing the requirements of ``path`` named in ``names`` (import names, as
     :func:`missing_packages` or :func:`~EmphysemaXAILib.packages.missing_for` give them;
-    ``version(name)``: the installed version or None, default :func:`installed_version`)."""
+    ``version(name)``: the installed version or None, default :func:`installed_version`).
+    lungmask comes with its weights or not at all: when it is planned and ``weights_here()``
+    (default: :func:`~EmphysemaXAILib.segmentation.lungmask_engine.weights_found`) is False, the
+    plan downloads them too, in the same confirmation."""
     version = version or installed_version
+    if weights_here is None:
+        from ..segmentation.lungmask_engine import weights_found as weights_here
     wanted = {normalise(n) for n in names}
     shipped = {normalise(n) for n in SLICER_SHIPPED}
     plan = InstallPlan()
@@ -141,6 +147,7 @@ def install_plan(path, names, version=None) -> InstallPlan:
                 if normalise(name) in wanted and normalise(name) not in shipped and name not in TORCH_PACKAGES]
     for name in sorted(wanted - shipped - {normalise(n) for n in lines} - set(TORCH_PACKAGES)):
         plan.pip.append(name)   # not in the file (e.g. an older file): unversioned
+    plan.lungmask_weights = "lungmask" in wanted and not weights_here()
     return plan
 
 
@@ -152,6 +159,9 @@ def confirmation_text(plan: InstallPlan) -> str:
                      + (", replacing the installed torch" if plan.torch_upgrade else ""))
     if plan.pip:
         parts.append(", ".join(plan.pip))
+    if plan.lungmask_weights:
+        parts.append("lungmask's R231 weights (the published file, from github.com/JoHof/lungmask, into the "
+                     "torch hub cache)")
     return ("EmphysemaXAI will download and install " + "; ".join(parts) + ". This needs internet and may take "
             "several minutes; Slicer's own packages (numpy, SimpleITK, pydicom ...) are kept as they are.")
 
@@ -253,7 +263,7 @@ def install_for(path, names, *, ask_confirmation: bool = True, needs=()) -> Inst
     if ask_confirmation and not slicer.util.confirmOkCancelDisplay(confirmation_text(plan),
                                                                    windowTitle="EmphysemaXAI: install packages"):
         result.cancelled = True
-        result.message = "Installation cancelled: nothing was installed."
+        result.message = declined_message(needs)
         return result
     if plan.torch is not None:
         _install_torch(plan, result)
@@ -267,8 +277,24 @@ def install_for(path, names, *, ask_confirmation: bool = True, needs=()) -> Inst
         constraints = folder / "constraints.txt"
         constraints.write_text(constraints_text(pinned_versions()), encoding="utf-8")
         _pip(requirements, constraints, result)
+    if plan.lungmask_weights and "lungmask" in result.installed:
+        try:
+            download_lungmask_weights()
+            result.installed["lungmask R231 weights"] = ""
+        except Exception as error:   # no internet, a failed download: lungmask is there, its weights not
+            result.failed["lungmask R231 weights"] = str(error)
     result.message = install_message(result.installed, result.failed, needs, result.restart, plan.refused)
     return result
+
+
+def declined_message(needs=()) -> str:
+    """What a declined installation means for the run: one sentence per missing package (from
+    ``needs``, :class:`~EmphysemaXAILib.packages.Need`): what runs without it, or that it is
+    needed by an explicit choice."""
+    lines = ["Installation cancelled: nothing was installed."]
+    for need in needs:
+        lines.append(f"Without {need.package}: {need.without}.")
+    return " ".join(lines)
 
 
 def install_packages(path, names) -> InstallResult:
@@ -303,6 +329,7 @@ def download_lungmask_weights(lobes: bool = False) -> tuple[dict, list]:
 
 
 __all__ = ["InstallPlan", "InstallResult", "SLICER_SHIPPED", "confirmation_text", "constraints_text",
-           "download_lungmask_weights", "install_for", "install_message", "install_packages", "install_plan",
+           "declined_message", "download_lungmask_weights", "install_for", "install_message", "install_packages",
+           "install_plan",
            "missing_packages", "pinned_versions", "pip_arguments", "read_requirements", "satisfies",
            "torch_requirement"]

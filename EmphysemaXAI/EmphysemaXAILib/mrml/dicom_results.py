@@ -1,6 +1,6 @@
 """DICOM results in the scene: ``load_dicom_seg`` (a DICOM SEG as a segmentation node) and, for the
-module's run, the DICOM source folder of a volume node and keeping ``dicom/`` before the run's
-folder is removed.
+module's run, the DICOM source folder of a volume node (when the node still holds exactly the
+files' CT) and keeping ``dicom/`` before the run's folder is removed.
 
 MRML layer (``slicer``, ``vtk``; no Qt). 3D Slicer reads DICOM SEG through the QuantitativeReporting
 extension (dcmqi), which neither the slicer-core wheel nor a plain Slicer has: :func:`load_dicom_seg`
@@ -66,9 +66,15 @@ def load_dicom_seg(path, scene, reference_volume_node, name: str | None = None):
 
 def dicom_source_folder(volume_node, dicom_database, work: Path) -> Path | None:
     """``work/source/``: links (copies where links fail) to the DICOM files of a volume node the
-    DICOM browser loaded (attribute ``DICOM.instanceUIDs``), unmodified since; None otherwise."""
+    DICOM browser loaded (attribute ``DICOM.instanceUIDs``) whose voxels and geometry are still
+    those of the files (:func:`matches_dicom_files`); None otherwise (the caller then exports the
+    node's voxels, and DICOM results reference that derived copy).
+
+    ``GetModifiedSinceRead()`` cannot tell: Slicer 5.10's DICOM scalar volume reader leaves the
+    node without a storage node, so it is always True and every run from the DICOM browser used
+    to reference an anonymous derived CT (issue 26)."""
     uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
-    if not uids or dicom_database is None or volume_node.GetModifiedSinceRead():
+    if not uids or dicom_database is None:
         return None
     paths = [dicom_database.fileForInstance(uid) for uid in uids]
     if not all(path and os.path.isfile(path) for path in paths):
@@ -81,7 +87,35 @@ def dicom_source_folder(volume_node, dicom_database, work: Path) -> Path | None:
             os.symlink(path, target)
         except OSError:  # Windows without the privilege to link
             shutil.copyfile(path, target)
+    if not matches_dicom_files(volume_node, folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
     return folder
+
+
+def matches_dicom_files(volume_node, folder: Path, tolerance_mm: float = 0.01) -> bool:
+    """True when the volume node holds exactly the CT the DICOM files in ``folder`` give: the same
+    grid (shape, spacing and origin within ``tolerance_mm``, directions within 1e-4) and the same
+    HU in every voxel, both compared on the canonical axial grid (:func:`~..io.orientation.canonical`,
+    so the slice order the reader chose does not matter). An edited node (a painted voxel, a
+    resampled or cropped volume, a hardened transform) is not the files any more."""
+    from ..errors import InputError
+    from ..io.orientation import canonical
+    from ..io.read import read_ct
+    from .volumes import ct_from_volume_node
+
+    try:
+        files = read_ct(folder, irregular="refuse")
+    except InputError:        # gaps or tilt: Slicer regularises those differently; not "the files"
+        return False
+    node = canonical(ct_from_volume_node(volume_node))
+    if files.shape != node.shape:
+        return False
+    if (not np.allclose(files.spacing, node.spacing, atol=tolerance_mm)
+            or not np.allclose(files.origin, node.origin, atol=tolerance_mm)
+            or not np.allclose(files.direction, node.direction, atol=1e-4)):
+        return False
+    return bool(np.array_equal(np.asarray(files.hu, np.float32), np.asarray(node.hu, np.float32)))
 
 
 def keep_dicom_results(run, dicom_import=None, keep_dir=None) -> dict | None:

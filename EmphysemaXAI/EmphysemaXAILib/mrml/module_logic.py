@@ -73,30 +73,28 @@ def case_inputs(volume_node, segmentation_node=None, dicom_database=None) -> tup
     return ct, mask
 
 
+def edited_result_segmentation(scene, ct_node):
+    """``ct_node``'s result segmentation (the one a run wrote, found by its role) when the user
+    edited it since (:mod:`.edits`), else None: Apply asks before it would overwrite it."""
+    from .edits import edited_since_written
+    from .scene_export import result_nodes
+
+    node = result_nodes(scene, ct_node).get("segmentation")
+    return node if node is not None and edited_since_written(node) else None
+
+
 def show_results(nodes: dict, layout_manager, app_logic) -> None:
-    """The QCT table in a four-up + table layout, the LAA overlay as foreground and the pattern
-    map as label layer of the slice views."""
+    """A finished result in the views: the QCT table in a four-up + table layout (the layout is
+    changed for a CT's first result only: a re-run keeps the layout the user chose). The slice
+    and 3D views already show :func:`.views.default_display`: the nodes were made by
+    :func:`~.scene_export.add_case_nodes`, which ends with it."""
     import slicer
 
     if "qct_table" in nodes:
-        layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        if not nodes.get("updated"):
+            layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
         app_logic.GetSelectionNode().SetActiveTableID(nodes["qct_table"].GetID())
         app_logic.PropagateTableSelection()
-    if "laa_map" in nodes:
-        slicer.util.setSliceViewerLayers(foreground=nodes["laa_map"], foregroundOpacity=0.6)
-    if "pattern_map" in nodes:  # the pattern model's labels above the LAA map
-        slicer.util.setSliceViewerLayers(label=nodes["pattern_map"], labelOpacity=0.6)
-
-
-def show_attribution(nodes: dict, method: str, app_logic, opacity: float = 0.6, threshold: float = 0.2) -> None:
-    """One method's attribution in the slice views (values under ``threshold`` x its display top
-    transparent) and its 3D rendering on, the other methods' renderings off."""
-    from .nodes import style_attribution
-
-    for name, rendering in nodes.get("attribution_renderings", {}).items():
-        rendering.SetVisibility(name == method)
-    style_attribution(nodes["attributions"][method], nodes["attribution_colors"], threshold=threshold,
-                      app_logic=app_logic, opacity=opacity)
 
 
 # -- the analysis as a child process (the module's Apply / Recompute)
@@ -235,19 +233,56 @@ def slicer_popen():
                                                             updateEnvironment=extra)
 
 
-def process_directory(folder, out, options=None, *, workers: int = 1, scene: bool = True, report: bool = True,
-                      resume: bool = False, log=None, python=None, popen=None) -> list[dict]:
+def batch_outputs(options, *, workers: int = 1, scene=None, report=None, in_application=None,
+                  installed=None) -> tuple[bool, bool, list[str]]:
+    """(scene, report, notes) for a cohort run from the Slicer module's logic, checked before it
+    starts. ``scene`` None: built where it can be (headless), not in the Slicer application,
+    whose ``PythonSlicer`` child lacks the loadable-module logics the scene builder needs (the
+    cases load on demand with ``loadResults``); ``report`` None: written when matplotlib is
+    installed (Slicer does not ship it), else skipped. ``notes`` says what was left out. Raises
+    RuntimeError (one line) when something the options explicitly ask for is missing."""
+    from ..packages import describe_needs, is_installed, missing_for
+    from .app import in_slicer_application
+
+    installed = installed or is_installed
+    in_application = in_slicer_application() if in_application is None else in_application
+    notes = []
+    if scene is None:
+        scene = not in_application
+        if not scene:
+            notes.append("scene.mrb not written per case (PythonSlicer cannot build it); load a case with "
+                         "loadResults(folder, caseId=...)")
+    if report is None:
+        report = installed("matplotlib")
+        if not report:
+            notes.append("report.html not written per case: matplotlib is not installed (the module's "
+                         "dependency installer adds it)")
+    blocking = [need for need in missing_for(options, report=report, batch=True, dask=workers > 1,
+                                             installed=installed) if need.required]
+    if blocking:
+        raise RuntimeError("the batch cannot start: " + describe_needs(blocking).replace("\n", "; "))
+    return scene, report, notes
+
+
+def process_directory(folder, out, options=None, *, workers: int = 1, scene=None, report=None,
+                      resume: bool = False, log=None, python=None, popen=None, poll=None) -> list[dict]:
     """``batch`` of every case under ``folder`` into ``out`` in a child process (each case's
     scene is built there, never in the caller's scene); blocks, each line of its output to
-    ``log`` (default: ``logging.info``). Returns cohort.csv's rows. Ctrl-C (or any exception
-    while waiting) stops the process within 2 s. Raises RuntimeError with its one-line reason
-    when the batch did not run to the end."""
+    ``log`` (default: ``logging.info``). ``scene`` / ``report`` None: as :func:`batch_outputs`
+    decides (what is left out goes to ``log`` first). ``poll(lines)`` is called about ten times
+    a second with the lines printed since the last call; returning True cancels the batch (the
+    Slicer module passes one that keeps the GUI alive and shows a progress dialog with Cancel).
+    Returns cohort.csv's rows. Ctrl-C (or any exception while waiting) stops the process within
+    2 s. Raises RuntimeError with its one-line reason when the batch did not run to the end."""
     import logging
 
     from ..app.analysis_process import batch_command
     from .load_results import cohort_rows
 
     log = log or (lambda text: logging.info("EmphysemaXAI: %s", text))
+    scene, report, notes = batch_outputs(options, workers=workers, scene=scene, report=report)
+    for note in notes:
+        log(note)
     work = new_work_dir()
     try:
         command = batch_command(python or analysis_python(), folder, out, options, work, workers=workers,
@@ -255,8 +290,13 @@ def process_directory(folder, out, options=None, *, workers: int = 1, scene: boo
         process = AnalysisProcess(command, stop_file=work / "stop", popen=popen or slicer_popen()).start()
         try:
             while process.running:
-                for line in process.poll():
+                lines = process.poll()
+                for line in lines:
                     log(line.text)
+                if poll is not None and poll(lines):
+                    process.cancel()
+                    raise RuntimeError("the batch was cancelled; finished cases are kept (run again with "
+                                       "resume=True to finish it)")
                 time.sleep(0.1)
             for line in process.poll():
                 log(line.text)

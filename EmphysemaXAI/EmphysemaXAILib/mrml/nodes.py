@@ -27,6 +27,10 @@ LAA_COLORS = ((0, "none", (0.0, 0.0, 0.0, 0.0)), (1, "LAA cluster < 5 mm", (0.0,
               (2, "LAA cluster 5-10 mm", (0.0, 0.761, 0.78, 1.0)),
               (3, "LAA cluster 10-20 mm", (0.361, 0.949, 0.933, 1.0)),
               (4, "LAA cluster >= 20 mm", (0.69, 1.0, 0.957, 1.0)))
+#: 3D opacity of each LAA cluster size: small clusters (mostly the scanner's noise and normal
+#: alveolar air on a thin or noisy scan) nearly clear, bullae opaque; at one opacity for all
+#: (0.6) a real 5 mm-slice scan rendered as a solid cyan block
+LAA_OPACITY_3D = {1: 0.03, 2: 0.2, 3: 0.45, 4: 0.7}
 
 
 def lung_terminology(code: str, meaning: str, type_code: str = "39607008", type_meaning: str = "Lung") -> str:
@@ -261,8 +265,10 @@ def scalar_display_node(node) -> slicer.vtkMRMLScalarVolumeDisplayNode:
     return display
 
 
-def volume_rendering(overlay_node, color_node) -> slicer.vtkMRMLVolumeRenderingDisplayNode:
-    """3D volume rendering of a label-like overlay with transfer functions built from its colours."""
+def volume_rendering(overlay_node, color_node, opacities: dict | None = None
+                     ) -> slicer.vtkMRMLVolumeRenderingDisplayNode:
+    """3D volume rendering of a label-like overlay with transfer functions built from its colours;
+    ``opacities``: value -> opacity (default 0.6 for every coloured value)."""
     logic = slicer.modules.volumerendering.logic()
     display = logic.CreateDefaultVolumeRenderingNodes(overlay_node)
     prop_node = display.GetVolumePropertyNode()
@@ -271,32 +277,13 @@ def volume_rendering(overlay_node, color_node) -> slicer.vtkMRMLVolumeRenderingD
     rgba = [0.0] * 4
     for value in range(color_node.GetNumberOfColors()):
         color_node.GetColor(value, rgba)  # value 0 and transparent entries stay out of 3D
-        opacity.AddPoint(value, 0.0 if value == 0 or rgba[3] == 0 else 0.6)
+        opacity.AddPoint(value, 0.0 if value == 0 or rgba[3] == 0 else (opacities or {}).get(value, 0.6))
         colors.AddRGBPoint(value, *rgba[:3])
     prop_node.GetVolumeProperty().SetScalarOpacity(opacity)
     prop_node.GetVolumeProperty().SetColor(colors)
     prop_node.GetVolumeProperty().SetInterpolationTypeToNearest()
     display.SetVisibility(True)
     return display
-
-
-def lung_surface_models(segmentation_node) -> list:
-    """One model node per segment from its closed surface (copied), hidden by default: the
-    segmentation already shows the surfaces in 3D; the models serve export and measurement."""
-    scene = segmentation_node.GetScene()
-    segmentation = segmentation_node.GetSegmentation()
-    models = []
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment = segmentation.GetNthSegment(index)
-        surface = vtk.vtkPolyData()
-        segmentation_node.GetClosedSurfaceRepresentation(segmentation.GetNthSegmentID(index), surface)
-        model = scene.AddNewNodeByClass("vtkMRMLModelNode", segment.GetName())
-        model.SetAndObservePolyData(surface)
-        model.CreateDefaultDisplayNodes()
-        model.GetDisplayNode().SetColor(*segment.GetColor())
-        model.GetDisplayNode().SetVisibility(False)
-        models.append(model)
-    return models
 
 
 ATTRIBUTION_COLORS = 256

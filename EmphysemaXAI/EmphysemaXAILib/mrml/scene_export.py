@@ -17,14 +17,15 @@ import numpy as np
 from ..analysis.patterns import PATTERNS, pattern_rows, pattern_summary
 from ..app.report_figures import MIN_SLICES_FOR_CORONAL
 from .app import bootstrap, in_slicer_application, release_scene
+from .edits import record_written
 from .nodes import (
+    LAA_OPACITY_3D,
     attribution_color_node,
     attribution_rendering,
     cache_attribution_range,
     laa_color_node,
     label_overlay,
     lung_segmentation_node,
-    lung_surface_models,
     overlay_volume,
     pattern_color_node,
     remove_node,
@@ -33,6 +34,7 @@ from .nodes import (
     table_node,
     volume_rendering,
 )
+from .views import default_display
 from .volumes import set_voxels, shared_voxels, volume_node_from_ct
 
 QCT_UNITS = {"volume_l": "L", "mass_g": "g", "mean_hu": "HU", "sd_hu": "HU", "mode_hu": "HU", "median_hu": "HU",
@@ -103,13 +105,15 @@ def add_case_nodes(scene, ct_node, layers, app_logic=None, segmentation_node=Non
         else:
             nodes["segmentation"] = lung_segmentation_node(scene, ct_node, layers.labels, airways=layers.airways,
                                                            node=earlier.get("segmentation"))
-            for role in [r for r in earlier if r.startswith("surface ")]:  # the earlier run's surface models
+            record_written(nodes["segmentation"])   # so a later Apply can tell the user's edits (mrml.edits)
+            # model nodes copied from the surfaces (versions before issue 26): hidden duplicates that
+            # went stale after an edit; the segmentation shows its own surfaces in 3D
+            for role in [r for r in earlier if r.startswith("surface ")]:
                 remove_node(earlier.pop(role))
-            nodes["surfaces"] = lung_surface_models(nodes["segmentation"])
         nodes["laa_colors"] = shared_color_node(scene, "laa")
         nodes["laa_map"] = overlay_volume(scene, ct_node, layers.laa_map, "LAA map", nodes["laa_colors"], app_logic,
                                           node=earlier.get("laa_map"))
-        nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"])
+        nodes["laa_rendering"] = volume_rendering(nodes["laa_map"], nodes["laa_colors"], LAA_OPACITY_3D)
         nodes["qct_table"] = table_node(scene, "QCT", summary["qct"]["regions"], QCT_UNITS, QCT_DESCRIPTIONS,
                                         node=earlier.get("qct_table"))
         nodes["severity_table"] = table_node(scene, "Severity", severity_rows(summary),
@@ -117,11 +121,13 @@ def add_case_nodes(scene, ct_node, layers, app_logic=None, segmentation_node=Non
         if layers.pattern_map is not None:
             add_patterns(layers, scene, ct_node, nodes, earlier, app_logic)
         if layers.attributions:
-            add_attributions(layers, scene, ct_node, nodes, earlier, app_logic)
+            add_attributions(layers, scene, ct_node, nodes, earlier)
+        default_display(nodes)
     nodes["qc_table"] = table_node(scene, "Quality control", qc_rows(summary), node=earlier.get("qc_table"))
     _remove_stale(scene, earlier, nodes)
     _mark_and_place(nodes, ct_node, users=segmentation_node)
     nodes["summary"] = summary  # not a node: the case's summary.json object, for the results text
+    nodes["updated"] = bool(earlier)  # not a node: a re-run that updated an earlier result of this CT
     return nodes
 
 
@@ -141,11 +147,9 @@ def _flat(nodes: dict) -> dict:
     """Role -> node for every result node (lists and per-method dicts flattened)."""
     flat = {}
     for role, value in nodes.items():
-        if role in ("ct", "summary") or role.endswith("_colors"):
+        if role in ("ct", "summary", "updated") or role.endswith("_colors"):
             continue
-        if isinstance(value, list):
-            flat.update({f"surface {i}": node for i, node in enumerate(value)})
-        elif isinstance(value, dict):
+        if isinstance(value, dict):
             singular = "attribution" if role == "attributions" else "attribution rendering"
             flat.update({f"{singular} {method}": node for method, node in value.items()})
         else:
@@ -162,10 +166,17 @@ def _remove_stale(scene, earlier: dict, nodes: dict) -> None:
 
 
 def _mark_and_place(nodes: dict, ct_node, users=None) -> None:
-    """Tag every result node with its role and CT, and put the transformable ones under the CT's
-    parent transform. ``users``: a segmentation the user made (not one of ours): left untouched,
-    so a later run never overwrites it."""
+    """Tag every result node with its role and CT, put the transformable ones under the CT's
+    parent transform, and file every result in the subject hierarchy beside the CT (under its
+    patient and study when the DICOM browser put it there, as SlicerTotalSegmentator does).
+    ``users``: a segmentation the user made (not one of ours): left untouched, so a later run
+    never overwrites it."""
+    import slicer
+
     transform_id = ct_node.GetTransformNodeID()
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(ct_node.GetScene())
+    ct_item = hierarchy.GetItemByDataNode(ct_node) if hierarchy is not None else 0
+    parent = hierarchy.GetItemParent(ct_item) if ct_item else 0      # (item 0 would log a warning)
     for role, node in _flat(nodes).items():
         if users is not None and node is users and node.GetAttribute(ROLE_ATTRIBUTE) is None:
             continue
@@ -173,6 +184,13 @@ def _mark_and_place(nodes: dict, ct_node, users=None) -> None:
         node.SetAttribute(CT_ATTRIBUTE, ct_node.GetID())
         if node.IsA("vtkMRMLTransformableNode"):
             node.SetAndObserveTransformNodeID(transform_id)
+        if not parent:
+            continue
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, parent)
+        else:   # headless MRML has no subject hierarchy logic adding an item for every node
+            hierarchy.CreateItem(parent, node)
 
 
 PATTERN_UNITS = {f"{p}_pct": "%" for p in PATTERNS} | {"emphysema_pct": "%"}
@@ -182,42 +200,33 @@ PATTERN_DESCRIPTIONS = {**{f"{p}_pct": f"share of the region's lung labelled {p.
 
 
 def add_patterns(layers, scene, ct_node, nodes: dict, earlier: dict, app_logic=None) -> None:
-    """The pattern model's label map ("Pattern map": slice views' label layer, its own colour
-    table, volume rendered in 3D in place of the LAA map) and the "Patterns" table (share of
-    lung per pattern and region)."""
+    """The pattern model's label map ("Pattern map", its own colour table, volume rendered; shown
+    when chosen: :mod:`.views`) and the "Patterns" table (share of lung per pattern and region)."""
     nodes["pattern_colors"] = shared_color_node(scene, "patterns")
     nodes["pattern_map"] = label_overlay(scene, ct_node, layers.pattern_map, "Pattern map", nodes["pattern_colors"],
                                          app_logic, node=earlier.get("pattern_map"))
     nodes["pattern_rendering"] = volume_rendering(nodes["pattern_map"], nodes["pattern_colors"])
-    if "laa_rendering" in nodes:
-        nodes["laa_rendering"].SetVisibility(False)
     nodes["pattern_table"] = table_node(scene, "Patterns", pattern_rows(layers.summary["severity"]), PATTERN_UNITS,
                                         PATTERN_DESCRIPTIONS, node=earlier.get("pattern_table"))
 
 
-def add_attributions(layers, scene, ct_node, nodes: dict, earlier: dict, app_logic=None) -> None:
+def add_attributions(layers, scene, ct_node, nodes: dict, earlier: dict) -> None:
     """One volume per explanation method ("Attribution <method>", the module's colour table,
     thresholded; its display range cached on the node for the panel's sliders), its volume
-    rendering (the first method's shown in 3D instead of the LAA and pattern maps), and the
-    "Attribution by region" table (share of positive attribution per region and method)."""
+    rendering (shown when chosen: :mod:`.views`), and the "Attribution by region" table (share
+    of positive attribution per region and method)."""
     nodes["attribution_colors"] = shared_color_node(scene, "attribution")
     nodes["attributions"], nodes["attribution_renderings"] = {}, {}
-    for index, (method, volume) in enumerate(layers.attributions.items()):
+    for method, volume in layers.attributions.items():
         node = earlier.get(f"attribution {method}") or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
                                                                                f"Attribution {method}")
         node.CopyOrientation(ct_node)
         set_voxels(node, np.asarray(volume, np.float32))
         cache_attribution_range(node)
         scalar_display_node(node)  # windowed by style_attribution
-        first = index == 0
-        style_attribution(node, nodes["attribution_colors"], app_logic=app_logic if first else None,
-                          opacity=0.6 if first else None)
+        style_attribution(node, nodes["attribution_colors"])
         nodes["attributions"][method] = node
-        nodes["attribution_renderings"][method] = attribution_rendering(node, nodes["attribution_colors"],
-                                                                        visible=first)
-    for key in ("laa_rendering", "pattern_rendering"):
-        if key in nodes:
-            nodes[key].SetVisibility(False)
+        nodes["attribution_renderings"][method] = attribution_rendering(node, nodes["attribution_colors"])
     nodes["attribution_table"] = table_node(scene, "Attribution by region", attribution_rows(layers.summary),
                                             node=earlier.get("attribution_table"))
 
@@ -320,7 +329,6 @@ def _export(result, out: Path, scene, app_logic, render: bool) -> dict:
         k = int(np.argmax(weight.sum(axis=(1, 2))))
         j = int(np.argmax(weight.sum(axis=(0, 2))))
         del weight
-        nodes["segmentation"].GetDisplayNode().SetOpacity3D(0.25)
         axial = render_slice(app_logic, "Red", ras_offset(result.ct, (k, 0, 0), "Red"), None, 480)[..., :3].copy()
         if result.ct.shape[0] < MIN_SLICES_FOR_CORONAL:  # one or two slices: a 3D view or a coronal
             written["views"] = {"axial": axial}       # one is a line or a flat slab

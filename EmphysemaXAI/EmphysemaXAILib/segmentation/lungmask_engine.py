@@ -11,6 +11,7 @@ their name (torch hub's convention); a file whose digest does not match is used 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,31 @@ class LungmaskResult:
     warnings: list
 
 
+def hub_dir() -> Path:
+    """torch hub's folder: ``torch.hub.get_dir()`` once torch is loaded (it honours
+    ``torch.hub.set_dir``), else torch's documented default, ``$TORCH_HOME/hub`` with
+    ``$TORCH_HOME`` defaulting to ``$XDG_CACHE_HOME/torch`` (``~/.cache/torch``), so the dependency
+    check can look there before torch is installed."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(home).expanduser() / "hub"
+
+
 def hub_checkpoint(model: str) -> Path:
     """Where lungmask's own download stores ``model``'s weights (torch hub cache)."""
-    import torch
+    return hub_dir() / "checkpoints" / PUBLISHED[model][0]
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / PUBLISHED[model][0]
+
+def weights_found(model: str = "R231", given=None, env: str = ENV_WEIGHTS) -> bool:
+    """Whether :func:`resolve_weights` would find ``model``'s weights here (the file given, the
+    environment variable's, or the torch hub cache, :func:`hub_checkpoint`), without importing
+    torch (the dependency check runs before torch is installed)."""
+    candidates = [given, os.environ.get(env)] if model == "R231" else [given]
+    if any(c and Path(c).expanduser().is_file() for c in candidates):
+        return True
+    return hub_checkpoint(model).is_file()
 
 
 def download_weights(model: str) -> Path:
