@@ -151,6 +151,8 @@ def _fit_fusion_flags(parser) -> None:
     parser.add_argument("--cip-patches", required=True, metavar="MAT", help="CIP's EmphysemaPatches.mat")
     parser.add_argument("--phantoms", type=int, default=8, help="training phantoms giving fit voxels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", metavar="LIST",
+                        help="comma-separated features of model/pattern_fusion.py (default texture_logit,laa950_local)")
     parser.add_argument("--write", action="store_true",
                         help="write the fitted block into the model's config.json (weights unchanged)")
     add_json(parser, "print the block as JSON on stdout")
@@ -158,10 +160,14 @@ def _fit_fusion_flags(parser) -> None:
 
 @command("fit-fusion", "fit the fused texture + calibrated density map of a pattern model", _fit_fusion_flags)
 def cmd_fit_fusion(args) -> int:
-    from ..model.pattern_fusion import fit_model_fusion
+    from ..model.pattern_fusion import ALL_FEATURES, FEATURES, fit_model_fusion
 
+    names = tuple(n.strip() for n in args.features.split(",")) if args.features else FEATURES
+    unknown = [n for n in names if n not in ALL_FEATURES]
+    if unknown:
+        raise InputError(f"--features: {', '.join(unknown)} not one of {', '.join(ALL_FEATURES)}")
     try:
-        block = fit_model_fusion(args.model, args.cip_patches, phantoms=args.phantoms, seed=args.seed,
+        block = fit_model_fusion(args.model, args.cip_patches, phantoms=args.phantoms, seed=args.seed, names=names,
                                  write=args.write, command=command_line())
     except ValueError as error:
         raise InputError(f"--model: {error}") from None

@@ -14,7 +14,11 @@ Per voxel of the model's working grid (1 mm pixels, one axial image at a time) t
 - ``fraction_logit``: logit of the fraction trunk's map (before the linear phantom calibration);
 - ``mean_hu_local``: (mean HU of the window's lung pixels + 900) / 100;
 - ``laa950_voxel``: 1 where the voxel itself reads below -950 HU; ``laa950_voxel_x_texture``: its
-  product with ``texture_logit``.
+  product with ``texture_logit``;
+- ``laa950_smooth_local``: as ``laa950_local``, but the threshold is applied to the HU smoothed
+  within the lung (normalised Gaussian convolution of SD :data:`SMOOTH_MM`, same axial image):
+  image noise that pushes single normal voxels below -950 HU is averaged out, lesions of a few
+  millimetres stay below it.
 
 The HU are those the model sees (on a case: calibrated, air / blood from quality control).
 ``fused = sigmoid(coefficients . features + intercept)``: the probability that the voxel is an
@@ -38,9 +42,10 @@ from __future__ import annotations
 import numpy as np
 
 ALL_FEATURES = ("fraction_logit", "texture_logit", "laa950_local", "mean_hu_local", "laa950_voxel",
-                "laa950_voxel_x_texture")
+                "laa950_voxel_x_texture", "laa950_smooth_local")
 FEATURES = ("texture_logit", "laa950_local")
 WINDOW_MM = 15.0
+SMOOTH_MM = 1.0    # laa950_smooth_local: Gaussian SD of the in-lung smoothing before the -950 HU threshold
 FIT_PHANTOM_SEED = 5     # phantom_design(n, 5): phantoms no trunk was trained on (training: 0, bench: 2)
 LAA_HU = -950.0
 EPS = 1e-3
@@ -69,6 +74,19 @@ def local_density(hu: np.ndarray, lung: np.ndarray, window_px: int) -> tuple:
     return share, mean
 
 
+def smoothed_in_lung(hu: np.ndarray, lung: np.ndarray, sigma_px: float) -> np.ndarray:
+    """HU (..., H, W) smoothed by a Gaussian of SD ``sigma_px`` pixels within each axial image,
+    counting lung pixels only (normalised convolution: non-lung never bleeds in); non-lung pixels
+    keep their HU."""
+    from scipy.ndimage import gaussian_filter
+
+    sigma = (0,) * (hu.ndim - 2) + (sigma_px, sigma_px)
+    weight = lung.astype(np.float32)
+    total = gaussian_filter(np.asarray(hu, np.float32) * weight, sigma, mode="constant")
+    norm = gaussian_filter(weight, sigma, mode="constant")
+    return np.where(lung, total / np.maximum(norm, 1e-6), hu).astype(np.float32)
+
+
 def features(hu: np.ndarray, lung: np.ndarray, fraction_raw: np.ndarray, p_normal: np.ndarray,
              pixel_mm: float, window_mm: float = WINDOW_MM, names=FEATURES) -> np.ndarray:
     """(len(names), ...) float32 features (:data:`ALL_FEATURES`) of every pixel of (..., H, W)
@@ -88,6 +106,9 @@ def features(hu: np.ndarray, lung: np.ndarray, fraction_raw: np.ndarray, p_norma
                 cache[name] = _logit(1.0 - p_normal)
             elif name == "laa950_voxel":
                 cache[name] = (np.asarray(hu) < LAA_HU).astype(np.float32)
+            elif name == "laa950_smooth_local":
+                smooth = smoothed_in_lung(hu, lung, SMOOTH_MM / pixel_mm)
+                cache[name] = _logit(local_density(smooth, lung, window_px)[0], LAA_EPS)
             elif name == "laa950_voxel_x_texture":
                 cache[name] = get("laa950_voxel") * get("texture_logit")
             else:
@@ -97,12 +118,16 @@ def features(hu: np.ndarray, lung: np.ndarray, fraction_raw: np.ndarray, p_norma
     return np.stack([get(n) for n in names])
 
 
+def fused_logit(feats: np.ndarray, block: dict) -> np.ndarray:
+    """The fused map's logit (...) from features (``block["features"]`` order) and a ``fusion`` block."""
+    w = np.asarray(block["coefficients"], np.float32).reshape((-1,) + (1,) * (feats.ndim - 1))
+    return ((feats * w).sum(axis=0) + np.float32(block["intercept"])).astype(np.float32)
+
+
 def fused_map(feats: np.ndarray, block: dict) -> np.ndarray:
     """The fused emphysema map (...) in [0, 1] from features (``block["features"]`` order) and a
     ``fusion`` block."""
-    w = np.asarray(block["coefficients"], np.float32).reshape((-1,) + (1,) * (feats.ndim - 1))
-    z = (feats * w).sum(axis=0) + np.float32(block["intercept"])
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-fused_logit(feats, block)))).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------- fitting
@@ -225,13 +250,78 @@ def fit_fusion(voxels: dict, names=FEATURES, C: float = 1.0) -> dict:
                     "C": C, "sklearn": sklearn.__version__}}
 
 
+# ------------------------------------------------------------------------- phantom extent calibration
+
+def phantom_logits(predictor, block: dict, design: list, voxels: int = 200_000, seed: int = 0) -> list:
+    """Per phantom of ``design`` (true lungs, the model's working grid, as a case is run): a dict
+    with ``z`` (m,) float32, the fused logits of up to ``voxels`` lung voxels drawn at random, and
+    ``extent_true`` (% of lung)."""
+    from ..phantom import generate_phantom
+    from .tiles import to_working_grid
+
+    rng = np.random.default_rng([seed, 25, 3])
+    spacing = (predictor.pixel_mm, predictor.pixel_mm, float(predictor.config["architecture"]["slice_mm"]))
+    rows = []
+    for params in design:
+        phantom = generate_phantom(params)
+        grid = to_working_grid(phantom.ct, phantom.labels["lungs"], spacing=spacing)
+        lung = grid.labels > 0
+        maps = predictor.dense_volume(grid.hu, lung)
+        feats = features(grid.hu, lung, maps["fraction"], maps["p_normal"], predictor.pixel_mm,
+                         float(block["window_mm"]), block["features"])
+        z = fused_logit(feats, block)[lung]
+        if z.size > voxels:
+            z = rng.choice(z, voxels, replace=False)
+        rows.append({"name": f"phantom-{params.seed}", "dose": params.dose, "kernel": params.kernel,
+                     "z": z, "extent_true": float(phantom.truth["extent_pct"])})
+    return rows
+
+
+def _extents(rows: list, scale: float, shift: float) -> np.ndarray:
+    return np.array([100.0 * np.mean(1.0 / (1.0 + np.exp(-(scale * r["z"] + shift)))) for r in rows])
+
+
+def calibrate_block(block: dict, rows: list) -> dict:
+    """``block`` with its logit rescaled so that the lung mean of the fused map matches the
+    phantoms' true extents: ``scale`` and ``shift`` (scale > 0) minimise the squared extent error
+    over ``rows`` (:func:`phantom_logits`; Nelder-Mead from (1, 0)) and are folded into the
+    coefficients and intercept (logit' = scale x logit + shift). The map stays a probability in
+    [0, 1] voxel by voxel and the ranking of voxels and cases is unchanged. Adds ``extent_sigma``
+    (RMS error after, at least 0.25 points: the class probabilities' SD) and a ``calibration`` record."""
+    from scipy.optimize import minimize
+
+    truth = np.array([r["extent_true"] for r in rows])
+
+    def loss(p):
+        return float(np.sum((_extents(rows, np.exp(p[0]), p[1]) - truth) ** 2))
+
+    fit = minimize(loss, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 400})
+    scale, shift = float(np.exp(fit.x[0])), float(fit.x[1])
+    before, after = _extents(rows, 1.0, 0.0), _extents(rows, scale, shift)
+    out = dict(block)
+    out["coefficients"] = [round(float(c) * scale, 6) for c in block["coefficients"]]
+    out["intercept"] = round(float(block["intercept"]) * scale + shift, 6)
+    out["extent_sigma"] = round(float(max(np.sqrt(np.mean((after - truth) ** 2)), 0.25)), 4)
+    out["calibration"] = {
+        "scale": round(scale, 6), "shift": round(shift, 6),
+        "phantoms": [{"name": r["name"], "dose": r["dose"], "kernel": r["kernel"], "extent_true": round(t, 3),
+                      "before": round(float(b), 3), "after": round(float(a), 3)}
+                     for r, t, b, a in zip(rows, truth, before, after)],
+        "mae_before": round(float(np.mean(np.abs(before - truth))), 3),
+        "mae_after": round(float(np.mean(np.abs(after - truth))), 3)}
+    return out
+
+
 def fit_model_fusion(model_path, mat_path, *, phantoms: int = 8, seed: int = 0, names=FEATURES,
-                     window_mm: float = WINDOW_MM, write: bool = False, command: str | None = None) -> dict:
+                     window_mm: float = WINDOW_MM, write: bool = False, command: str | None = None,
+                     calibrate: bool = True) -> dict:
     """Fit the ``fusion`` block of a pattern model folder (``fit-fusion``): CIP patches of
     ``mat_path`` the model was trained on (a ``holdout`` fold in its metrics.json stays out) and
     ``phantoms`` phantoms of ``phantom_design(n, seed=FIT_PHANTOM_SEED)``, which neither trunk saw
     (``train-patterns`` draws seed 0; the fraction trunk is close to exact on its own training
-    phantoms, so a fit there would learn no correction of it). ``write``: the block goes into the
+    phantoms, so a fit there would learn no correction of it). ``calibrate``: then the block's logit is
+    rescaled on the same phantoms, whole, so that its lung mean is their true extent
+    (:func:`calibrate_block`). ``write``: the block goes into the
     folder's config.json (the weights and their SHA-256 are untouched). Returns the block."""
     import json
     from pathlib import Path
@@ -254,6 +344,10 @@ def fit_model_fusion(model_path, mat_path, *, phantoms: int = 8, seed: int = 0, 
     voxels = training_voxels(predictor, cip, train, phantom_design(phantoms, seed=FIT_PHANTOM_SEED),
                              window_mm=window_mm, seed=seed)
     block = fit_fusion(voxels, names)
+    if calibrate:
+        # the same fit phantoms, whole lungs: the lung mean of the map is the phantoms' true extent
+        block = calibrate_block(block, phantom_logits(predictor, block, phantom_design(phantoms, seed=FIT_PHANTOM_SEED),
+                                                      seed=seed))
     block["fit"]["holdout_fold"] = holdout["fold"] if holdout else None
     block["fit"]["command"] = command
     if write:

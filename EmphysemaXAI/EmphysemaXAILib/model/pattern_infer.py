@@ -105,6 +105,13 @@ class PatternPredictor:
                 embeddings.append(out["embedding"].float().cpu())
         return {"fraction": torch.cat(fractions), "embedding": torch.cat(embeddings)}
 
+    def _extent_config(self) -> dict:
+        """The config the class probabilities read: a calibrated fusion block carries the SD of its
+        own phantom extent error (``extent_sigma``), which then replaces the fraction map's."""
+        if self.fusion and "extent_sigma" in self.fusion:
+            return {**self.config, "extent_sigma": self.fusion["extent_sigma"]}
+        return self.config
+
     def _calibrated(self, fraction):
         slope, intercept = self.config.get("extent_calibration", (1.0, 0.0))
         return np.clip(slope * fraction + intercept / 100.0, 0.0, 1.0)
@@ -313,7 +320,7 @@ class PatternPredictor:
             "extent_map": "fused" if self.fusion else "fraction",
         }
         summary = {
-            **extent_summary(extent, regions, values, self.config, cutpoints),
+            **extent_summary(extent, regions, values, self._extent_config(), cutpoints),
             "model": self.info,
             "patterns": patterns,
             "input_hu": (f"calibrated ({calibration.air_source} air, {calibration.reference})"
