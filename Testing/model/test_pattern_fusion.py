@@ -124,3 +124,53 @@ def test_the_measured_block_on_the_shipped_weights_reads_a_held_out_phantom(tmp_
     truth = phantom.truth["extent_pct"]
     assert result.summary["patterns"]["extent_map"] == "fused"
     assert abs(result.summary["extent_pct"] - truth) < 3.0, (result.summary["extent_pct"], truth)
+
+
+def test_calibrate_block_rescales_the_logit_to_the_phantoms_true_extents():
+    """Rows whose logits give the true extents under logit' = 2 x logit - 1: the calibration finds
+    that map, folds it into the block and keeps each voxel a probability, ranked as before."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for k, centre in enumerate((-6.0, -3.0, -1.5, 0.0, 1.0)):
+        z = rng.normal(centre, 1.5, 20000).astype(np.float32)
+        truth = 100.0 * float(np.mean(1.0 / (1.0 + np.exp(-(2.0 * z - 1.0)))))
+        rows.append({"name": f"p{k}", "dose": "low", "kernel": "soft", "z": z, "extent_true": truth})
+    block = {"features": ["laa950_local"], "window_mm": 15.0, "coefficients": [1.0], "intercept": 0.0}
+    out = pf.calibrate_block(block, rows)
+    assert out["calibration"]["scale"] == pytest.approx(2.0, rel=0.01)
+    assert out["calibration"]["shift"] == pytest.approx(-1.0, abs=0.02)
+    assert out["coefficients"][0] == pytest.approx(2.0, rel=0.01) and out["intercept"] == pytest.approx(-1.0, abs=0.02)
+    assert out["calibration"]["mae_before"] > 1.0 > 0.05 > out["calibration"]["mae_after"]
+    assert out["extent_sigma"] == 0.25          # the floor: the fit is exact here
+    feats = np.array([[-2.0, 0.5, 3.0]], np.float32)
+    after = fused_map(feats, out)
+    assert np.all((after >= 0) & (after <= 1)) and np.all(np.diff(after) > 0)
+    assert block["coefficients"] == [1.0]       # the input block is not modified
+
+
+def test_a_calibrated_block_gives_its_own_extent_sd_to_the_class_probabilities(tmp_path):
+    phantom = generate_phantom(PhantomParams(size="small", extent_pct=12, pattern="centrilobular", seed=5))
+    block = {"features": list(FEATURES), "window_mm": 15.0, "coefficients": [0.0, 1.0], "intercept": 0.0}
+    wide = PatternPredictor(_tiny_model(tmp_path / "a", {**block, "extent_sigma": 6.0}), device="cpu")
+    narrow = PatternPredictor(_tiny_model(tmp_path / "b", {**block, "extent_sigma": 0.5}), device="cpu")
+    p_wide = wide.predict(phantom.ct, phantom.labels["lungs"]).summary
+    p_narrow = narrow.predict(phantom.ct, phantom.labels["lungs"]).summary
+    assert p_wide["extent_pct"] == pytest.approx(p_narrow["extent_pct"])
+    top = p_narrow["class"]
+    assert p_narrow["probabilities"][top] > p_wide["probabilities"][top] + 0.1
+
+
+def test_smoothed_in_lung_averages_noise_and_never_takes_non_lung():
+    rng = np.random.default_rng(0)
+    hu = (-870 + rng.normal(0, 60, (1, 64, 64))).astype(np.float32)
+    lung = np.ones(hu.shape, bool)
+    lung[0, :, 48:] = False
+    hu[0, :, 48:] = 100.0                        # chest wall
+    smooth = pf.smoothed_in_lung(hu, lung, 1.0)
+    inner = smooth[0, 8:56, 8:40]
+    assert inner.std() < 0.45 * hu[0, 8:56, 8:40].std()
+    assert abs(inner.mean() + 870) < 10
+    assert smooth[0, :, 47].max() < -700         # the lung's border column: no +100 HU bleeds in
+    assert np.array_equal(smooth[0, :, 48:], hu[0, :, 48:])
+    # noise alone: far fewer pixels below -950 HU after smoothing
+    assert np.mean(smooth[lung] < -950) < 0.2 * np.mean(hu[lung] < -950)
