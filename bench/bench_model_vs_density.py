@@ -4,7 +4,8 @@ same items, as stored and under a scanner offset.
 Usage (from the project root; the model must come from ``train-patterns --holdout-fold K``, so
 its held-out CIP patches are known and unseen):
     .venv/bin/python bench/bench_model_vs_density.py --model DIR [--mat PATH] [--phantoms 6] [--json OUT]
-(about 5 minutes with --phantoms 0 and 15 with 6 phantoms, on 2 cores shared with other jobs).
+        [--fusion BLOCK.json]
+(about 5 minutes with --phantoms 0 and 20 with 6 phantoms, on 2 cores shared with other jobs).
 
 Items:
 - **CIP patches** of the model's held-out fold (``metrics.json`` ``holdout``), as the
@@ -22,12 +23,20 @@ Scores: the model's extent (calibrated emphysema fraction, %), its emphysema pro
 on mosaics; not on phantoms), Perc15 (HU, sign flipped so that higher = more emphysema), raw
 %LAA-950 and calibrated %LAA-950 (the offset undone exactly: an upper bound of what an air /
 blood calibration reaches; without an offset it equals raw).
+"Fused extent" (when the model's config.json has a ``fusion`` block, or ``--fusion`` gives one:
+``model/pattern_fusion.py``): the mean of the fused texture + local density map, on the input as
+read and, as "fused extent calibrated", with the offset undone first (what the case pipeline,
+which calibrates, feeds the model).
 Conditions: as stored; the scanner reading air at -1080 / -1040 / -960 / -920 HU (water at 0: air
 offset -80 / -40 / +40 / +80 HU); the -80 and +80 offsets with white noise of SD 25 HU added
 (seeded); "mixed scanners": every item read by its own scanner, air offset drawn uniformly in
 -80..+80 HU (seeded; the condition that matters for ranking: one offset shared by every item
-moves Perc15 of all alike and leaves its ranks unchanged). Phantoms: as stored, -80, +80 and
-mixed only (time).
+moves Perc15 of all alike and leaves its ranks unchanged); "calibrated, residual air -20..+20"
+(with and without noise): a case after an air / blood calibration that is off by up to 20 HU per
+item, so there the raw density columns and "fused extent" are what a calibrated case gives.
+Phantoms: as stored, -80, +80, mixed and residual -20..+20 only (time); also the extent MAE
+against the truth of the model extent (its own phantom calibration), the fused extent and
+calibrated %LAA-950.
 The model's extent is ranked before its linear phantom calibration (``extent_calibration``
 set to 1, 0 here: the calibration is monotone, but its clipping at 0 % would tie the patches
 it sends below 0 and hide the fraction trunk's ranking).
@@ -54,9 +63,12 @@ from EmphysemaXAILib.model.pattern_runs import air_offset  # noqa: E402
 CONDITIONS = {"as stored": (0.0, 0.0), "air -80": (-80.0, 0.0), "air -40": (-40.0, 0.0), "air +40": (40.0, 0.0),
               "air +80": (80.0, 0.0), "air -80 + noise 25": (-80.0, 25.0), "air +80 + noise 25": (80.0, 25.0),
               "mixed scanners -80..+80": ((-80.0, 80.0), 0.0),
-              "mixed scanners -80..+80 + noise 25": ((-80.0, 80.0), 25.0)}
-PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80", "mixed scanners -80..+80")
-SCORES = ("model extent", "model p(emphysema)", "-Perc15", "%LAA-950 raw", "%LAA-950 calibrated")
+              "mixed scanners -80..+80 + noise 25": ((-80.0, 80.0), 25.0),
+              "calibrated, residual air -20..+20": ((-20.0, 20.0), 0.0),
+              "calibrated, residual air -20..+20 + noise 25": ((-20.0, 20.0), 25.0)}
+PHANTOM_CONDITIONS = ("as stored", "air -80", "air +80", "mixed scanners -80..+80", "calibrated, residual air -20..+20")
+SCORES = ("model extent", "model p(emphysema)", "fused extent", "fused extent calibrated", "-Perc15",
+          "%LAA-950 raw", "%LAA-950 calibrated")
 GRADE = {0: 0, 1: 1, 2: 2, 3: 3}     # PATTERNS index -> severity grade (normal, centrilobular grades)
 
 
@@ -108,6 +120,9 @@ def patch_scores(predictor, images: np.ndarray, pixel_mm: float, offset: np.ndar
     laa_cal = np.array([density(p.ravel())[1] for p in undo(shifted, offset)])
     scores = {"model extent": 100 * fractions, "model p(emphysema)": 1 - probs[:, 0], "-Perc15": dens[:, 0],
               "%LAA-950 raw": dens[:, 1], "%LAA-950 calibrated": laa_cal}
+    if predictor.fusion:
+        scores["fused extent"] = 100 * predictor.fused_images(list(shifted), pixel_mm)
+        scores["fused extent calibrated"] = 100 * predictor.fused_images(list(undo(shifted, offset)), pixel_mm)
     return scores, probs, calibrated_probs
 
 
@@ -152,6 +167,14 @@ def mosaic_scores(predictor, images: np.ndarray, pixel_mm: float) -> dict:
     return {"model extent": 100 * fraction, "model p(emphysema)": 1 - p_normal}
 
 
+def fused_mosaic_scores(predictor, shifted: np.ndarray, offset: np.ndarray, pixel_mm: float) -> dict:
+    """Fused extent (%) of the mosaics as read and with the offset undone (the case pipeline)."""
+    if not predictor.fusion:
+        return {}
+    return {"fused extent": 100 * predictor.fused_images(list(shifted), pixel_mm),
+            "fused extent calibrated": 100 * predictor.fused_images(list(undo(shifted, offset)), pixel_mm)}
+
+
 def run_patches(predictor, cip, test: np.ndarray) -> dict:
     images, labels = cip.images[test], cip.labels[test]
     graded = np.isin(labels, list(GRADE))
@@ -166,6 +189,7 @@ def run_patches(predictor, cip, test: np.ndarray) -> dict:
         offset = offsets(offset, len(mosaic_images), 100 + i)
         shifted = degrade(mosaic_images, offset, noise, seed=100 + i)
         m_scores = mosaic_scores(predictor, shifted, cip.pixel_mm)
+        m_scores.update(fused_mosaic_scores(predictor, shifted, offset, cip.pixel_mm))
         dens = np.array([density(m.ravel()) for m in shifted])
         m_scores.update({"-Perc15": dens[:, 0], "%LAA-950 raw": dens[:, 1],
                          "%LAA-950 calibrated": [density(m.ravel())[1] for m in undo(shifted, offset)]})
@@ -174,32 +198,57 @@ def run_patches(predictor, cip, test: np.ndarray) -> dict:
     return out
 
 
-def run_phantoms(predictor, n: int) -> dict:
+def run_phantoms(predictor, n: int, calibration: tuple) -> dict:
+    """Spearman / AUC per score and condition, and the extent MAE (points of %) of the model
+    extent (with its phantom ``calibration``), the fused extent and calibrated %LAA-950. The
+    network runs once per phantom and condition (:meth:`dense_volume` on the working grid, as
+    ``predict`` does); "fused extent calibrated" equals "fused extent" of "as stored" here: an
+    exact undo of a noise-free offset gives back the stored HU."""
+    from EmphysemaXAILib.model.pattern_fusion import features, fused_map
     from EmphysemaXAILib.model.phantom_cohort import phantom_design
+    from EmphysemaXAILib.model.tiles import to_working_grid
     from EmphysemaXAILib.phantom import generate_phantom
-    from EmphysemaXAILib.volume import CTVolume
 
-    rows = {name: {s: [] for s in SCORES if s != "model p(emphysema)"} for name in PHANTOM_CONDITIONS}
-    truth = []
+    names = [s for s in SCORES if s != "model p(emphysema)" and (predictor.fusion or "fused" not in s)]
+    rows = {name: {s: [] for s in names} for name in PHANTOM_CONDITIONS}
+    truth, mae_rows = [], {name: {"model extent": [], "fused extent": [], "%LAA-950 calibrated": []}
+                           for name in PHANTOM_CONDITIONS}
+    spacing = (predictor.pixel_mm, predictor.pixel_mm, float(predictor.config["architecture"]["slice_mm"]))
+    slope, intercept = calibration
     for j, params in enumerate(phantom_design(n, seed=2)):
         phantom = generate_phantom(params)
         lungs = phantom.labels["lungs"]
         lung = lungs > 0
         truth.append(phantom.truth["extent_pct"])
+        grid = to_working_grid(phantom.ct, lungs, spacing=spacing)
+        lung_w = grid.labels > 0
         for i, name in enumerate(PHANTOM_CONDITIONS):
             offset, noise = CONDITIONS[name]
             offset = offsets(offset, n, 200 + i)[j:j + 1]
             hu = degrade(phantom.ct.hu[None], offset, noise, seed=200 + i)[0]
-            ct = CTVolume(hu=hu, spacing=phantom.ct.spacing, origin=phantom.ct.origin, direction=phantom.ct.direction)
-            extent = predictor.predict(ct, lungs).summary["extent_pct"]
+            hu_w = degrade(grid.hu[None], offset, noise, seed=200 + i)[0]    # a linear map commutes with resampling
+            maps = predictor.dense_volume(hu_w, lung_w)
+            raw = float(maps["fraction"][lung_w].mean())
             perc, laa = density(hu[lung])
-            rows[name]["model extent"].append(extent)
+            laa_cal = density(undo(hu[lung][None], offset))[1]
+            rows[name]["model extent"].append(100 * raw)
             rows[name]["-Perc15"].append(perc)
             rows[name]["%LAA-950 raw"].append(laa)
-            rows[name]["%LAA-950 calibrated"].append(density(undo(hu[lung][None], offset))[1])
+            rows[name]["%LAA-950 calibrated"].append(laa_cal)
+            mae_rows[name]["model extent"].append(float(np.clip(slope * 100 * raw + intercept, 0, 100)))
+            mae_rows[name]["%LAA-950 calibrated"].append(laa_cal)
+            if predictor.fusion:
+                feats = features(hu_w, lung_w, maps["fraction"], maps["p_normal"], predictor.pixel_mm,
+                                 predictor.fusion_window_mm, predictor.fusion["features"])
+                fused = 100 * float(fused_map(feats, predictor.fusion)[lung_w].mean())
+                rows[name]["fused extent"].append(fused)
+                rows[name]["fused extent calibrated"].append(rows["as stored"]["fused extent"][-1] if i else fused)
+                mae_rows[name]["fused extent"].append(fused)
     truth = np.array(truth)
     everything = np.ones(len(truth), bool)
-    return {"truth_extent_pct": truth.tolist(),
+    mae = {name: {s: round(float(np.mean(np.abs(np.array(v) - truth))), 2) for s, v in scores.items() if v}
+           for name, scores in mae_rows.items()}
+    return {"truth_extent_pct": truth.tolist(), "mae": mae, "extents": mae_rows,
             **{name: figures(scores, truth, everything, truth >= 5, truth < 5) for name, scores in rows.items()}}
 
 
@@ -216,17 +265,21 @@ def print_table(title: str, block: dict) -> None:
 
 
 def main() -> None:
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_held_out_arguments(parser)
     parser.add_argument("--phantoms", type=int, default=6, help="held-out phantoms (0: none)")
+    parser.add_argument("--fusion", type=Path, help="a JSON fusion block (pattern_fusion) for the fused extent "
+                        "(default: the model's own config.json block, if any)")
     args = parser.parse_args()
     predictor, cip, test, fold = held_out(args)
+    if args.fusion:
+        predictor.fusion = json.loads(args.fusion.read_text())
+    calibration = tuple(predictor.config.get("extent_calibration", (1.0, 0.0)))
     predictor.config["extent_calibration"] = (1.0, 0.0)       # ranking figures: module docstring
-    result = {"model": str(args.model), "holdout_fold": fold, "n_test": len(test),
+    result = {"model": str(args.model), "holdout_fold": fold, "n_test": len(test), "fusion": predictor.fusion,
               **run_patches(predictor, cip, test)}
     if args.phantoms:
-        result["phantoms"] = run_phantoms(predictor, args.phantoms)
+        result["phantoms"] = run_phantoms(predictor, args.phantoms, calibration)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"model {args.model} (held-out fold {result['holdout_fold']}, {len(test)} patches)")
@@ -234,6 +287,9 @@ def main() -> None:
     print_table("mosaics of held-out patches (truth: emphysema share)", result["mosaics"])
     if args.phantoms:
         print_table(f"held-out phantoms ({args.phantoms}; AUC: extent >= 5 %)", result["phantoms"])
+        print("\nheld-out phantoms: extent MAE (points of %)")
+        for condition, mae in result["phantoms"]["mae"].items():
+            print(f"| {condition} | " + " | ".join(f"{k} {v:.2f}" for k, v in mae.items()) + " |")
     print("\n`patterns` 3-way accuracy (normal / centrilobular / paraseptal), without / with --air-hu")
     for condition, acc in result["three_way"].items():
         print(f"| {condition} | {acc['without air']:.3f} | {acc['air given']:.3f} |")

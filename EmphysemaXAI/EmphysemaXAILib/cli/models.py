@@ -1,4 +1,5 @@
-"""Sub-commands on models: ``train``, ``train-patterns``, ``patterns``, ``evaluate``, ``explain-eval``."""
+"""Sub-commands on models: ``train``, ``train-patterns``, ``fit-fusion``, ``patterns``, ``evaluate``,
+``explain-eval``."""
 from __future__ import annotations
 
 import csv
@@ -142,6 +143,40 @@ def cmd_train_patterns(args) -> int:
     if val.get("extent_mae") is not None:
         print(f"held-out phantoms ({len(val['rows'])}): extent MAE {val['extent_mae']:.2f} points after calibration")
     print(f"{args.out}: model written (weights.pt, config.json, metrics.json, log.csv, training_curve.png)")
+    return 0
+
+
+def _fit_fusion_flags(parser) -> None:
+    parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="pattern model folder")
+    parser.add_argument("--cip-patches", required=True, metavar="MAT", help="CIP's EmphysemaPatches.mat")
+    parser.add_argument("--phantoms", type=int, default=8, help="training phantoms giving fit voxels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", metavar="LIST",
+                        help="comma-separated features of model/pattern_fusion.py (default texture_logit,laa950_local)")
+    parser.add_argument("--write", action="store_true",
+                        help="write the fitted block into the model's config.json (weights unchanged)")
+    add_json(parser, "print the block as JSON on stdout")
+
+
+@command("fit-fusion", "fit the fused texture + calibrated density map of a pattern model", _fit_fusion_flags)
+def cmd_fit_fusion(args) -> int:
+    from ..model.pattern_fusion import ALL_FEATURES, FEATURES, fit_model_fusion
+
+    names = tuple(n.strip() for n in args.features.split(",")) if args.features else FEATURES
+    unknown = [n for n in names if n not in ALL_FEATURES]
+    if unknown:
+        raise InputError(f"--features: {', '.join(unknown)} not one of {', '.join(ALL_FEATURES)}")
+    try:
+        block = fit_model_fusion(args.model, args.cip_patches, phantoms=args.phantoms, seed=args.seed, names=names,
+                                 write=args.write, command=command_line())
+    except ValueError as error:
+        raise InputError(f"--model: {error}") from None
+    if args.json:
+        print(json.dumps(block))
+        return 0
+    terms = " ".join(f"{c:+.4f} x {n}" for c, n in zip(block["coefficients"], block["features"]))
+    print(f"fused map = sigmoid({terms} {block['intercept']:+.4f}); per SD: {block['coefficients_per_sd']}")
+    print(f"{args.model}: config.json " + ("updated" if args.write else "unchanged (no --write)"))
     return 0
 
 

@@ -76,6 +76,14 @@ class PatternPredictor:
         self.map_rule = self.config.get("map_rule", "argmax")
         if self.map_rule not in MAP_RULES:
             raise ValueError(f"{self.path}: map_rule {self.map_rule!r} is not one of {', '.join(MAP_RULES)}")
+        #: the ``fusion`` block of config.json (:mod:`.pattern_fusion`) or None: the fraction map as before
+        self.fusion = self.config.get("fusion")
+
+    @property
+    def fusion_window_mm(self) -> float:
+        from .pattern_fusion import WINDOW_MM
+
+        return float((self.fusion or {}).get("window_mm", WINDOW_MM))
 
     @property
     def info(self) -> dict:
@@ -96,6 +104,13 @@ class PatternPredictor:
                 fractions.append(out["fraction"].float().cpu())
                 embeddings.append(out["embedding"].float().cpu())
         return {"fraction": torch.cat(fractions), "embedding": torch.cat(embeddings)}
+
+    def _extent_config(self) -> dict:
+        """The config the class probabilities read: a calibrated fusion block carries the SD of its
+        own phantom extent error (``extent_sigma``), which then replaces the fraction map's."""
+        if self.fusion and "extent_sigma" in self.fusion:
+            return {**self.config, "extent_sigma": self.fusion["extent_sigma"]}
+        return self.config
 
     def _calibrated(self, fraction):
         slope, intercept = self.config.get("extent_calibration", (1.0, 0.0))
@@ -128,14 +143,60 @@ class PatternPredictor:
                 fractions.append(float(out["fraction"][0]))
         return np.stack(probs), self._calibrated(np.asarray(fractions))
 
+    def _maps(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """(n, 7, H, W) float32: the six pattern probabilities and the fraction map (before
+        calibration) of (n, H, W) HU images at the model's pixel size (``mask``: bool lung or
+        None = all lung), upsampled bilinearly from the network's stride."""
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(image[:, None].astype(np.float32)).to(self.device)
+            m = None if mask is None else torch.from_numpy(mask[:, None]).to(self.device)
+            out = self.model(x, m)
+            return torch.nn.functional.interpolate(
+                torch.cat([torch.softmax(out["pattern_map"].float(), 1), out["fraction_map"][:, None].float()], 1),
+                size=image.shape[-2:], mode="bilinear", align_corners=False).cpu().numpy()
+
+    def dense_images(self, images: np.ndarray) -> dict:
+        """``fraction`` (before calibration) and ``p_normal`` maps (n, H, W) of (n, H, W) HU
+        images at the model's pixel size, all lung (patches, mosaics)."""
+        up = np.concatenate([self._maps(images[s:s + 64], None) for s in range(0, len(images), 64)])
+        return {"fraction": up[:, -1], "p_normal": up[:, 0]}
+
+    def dense_volume(self, hu: np.ndarray, lung: np.ndarray) -> dict:
+        """``fraction`` (before calibration, 0 outside the lung) and ``p_normal`` maps (z, y, x) of a
+        working-grid volume, as a case is run."""
+        _, _, fraction, _, p_normal = self._dense(hu, lung)
+        return {"fraction": fraction, "p_normal": p_normal}
+
+    def fused_images(self, images: list, pixel_mm: float, block: dict | None = None) -> np.ndarray:
+        """(n,) fused extent (0-1: the image mean of the fused map, :mod:`.pattern_fusion`) of 2D
+        HU images (each (H, W), all lung) with square pixels of ``pixel_mm``, each resampled whole
+        as :meth:`classify_images` does; ``block`` default: this model's ``fusion``."""
+        from .pattern_fusion import features, fused_map
+
+        block = block or self.fusion
+        out = []
+        for image in images:
+            image = np.asarray(image, np.float32)
+            side = max(image.shape)
+            size = max(STRIDE, int(round(side * pixel_mm / self.pixel_mm / STRIDE)) * STRIDE)
+            padded = np.pad(image, ((0, side - image.shape[0]), (0, side - image.shape[1])), mode="reflect")
+            x = center_resample(self.torch.from_numpy(padded)[None, None], pixel_mm, self.pixel_mm, size)[:, 0].numpy()
+            maps = self.dense_images(x)
+            feats = features(x, np.ones(x.shape, bool), maps["fraction"], maps["p_normal"], self.pixel_mm,
+                             float(block["window_mm"]), block["features"])
+            out.append(float(fused_map(feats, block).mean()))
+        return np.asarray(out)
+
     def _dense(self, hu: np.ndarray, lung: np.ndarray, progress=None) -> tuple:
         """(labels (z, y, x) uint8 codes of the ``argmax`` rule, the code of the most probable
         emphysema pattern (z, y, x) uint8 (2-6), fraction (z, y, x) float32 (before calibration),
-        probability sums (6,)) on the working grid for HU ``hu`` and bool ``lung``."""
-        torch = self.torch
+        probability sums (6,), p(normal) (z, y, x) float32) on the working grid for HU ``hu`` and
+        bool ``lung``."""
         labels = np.zeros(hu.shape, np.uint8)
         emphysema_codes = np.zeros(hu.shape, np.uint8)
         fraction = np.zeros(hu.shape, np.float32)
+        p_normal = np.ones(hu.shape, np.float32)
         prob_sum = np.zeros(len(PATTERNS))
         box = _crop_box(lung)
         y0, y1, x0, x1 = box
@@ -144,46 +205,49 @@ class PatternPredictor:
                  slice(max(0, -x0), max(0, -x0) + min(x1, nx) - max(x0, 0)))
         target = (slice(max(y0, 0), min(y1, ny)), slice(max(x0, 0), min(x1, nx)))
         slices = np.flatnonzero(lung.any(axis=(1, 2)))
-        with torch.inference_mode():
-            for start in range(0, len(slices), self.batch_size):
-                zs = slices[start:start + self.batch_size]
-                mask = _window(lung[zs], box, False)
-                image = np.where(mask, _window(hu[zs], box, FILL_HU), np.float32(FILL_HU))
-                x = torch.from_numpy(image[:, None].astype(np.float32)).to(self.device)
-                m = torch.from_numpy(mask[:, None]).to(self.device)
-                out = self.model(x, m)
-                up = torch.nn.functional.interpolate(
-                    torch.cat([torch.softmax(out["pattern_map"].float(), 1), out["fraction_map"][:, None].float()], 1),
-                    size=image.shape[-2:], mode="bilinear", align_corners=False).cpu().numpy()
-                probs = up[:, :len(PATTERNS)]
-                # an emphysema pattern needs emphysema: where the fraction model (calibrated) sees
-                # none, the location is normal (the pattern trunk alone called the lung borders
-                # of an LIDC slice without emphysema paraseptal: CIP's paraseptal patches hold chest wall)
-                empty = self._calibrated(up[:, -1]) <= 0.0
-                codes = np.where(mask, np.where(empty, 1, probs.argmax(1) + 1), 0).astype(np.uint8)
-                emphysema = np.where(mask, probs[:, 1:].argmax(1) + 2, 0).astype(np.uint8)
-                for i, z in enumerate(zs):
-                    labels[z, target[0], target[1]] = codes[i, inner[0], inner[1]]
-                    emphysema_codes[z, target[0], target[1]] = emphysema[i, inner[0], inner[1]]
-                    fraction[z, target[0], target[1]] = (up[i, -1] * mask[i])[inner[0], inner[1]]
-                prob_sum += (probs * mask[:, None]).sum(axis=(0, 2, 3))
-                if progress is not None:
-                    done = min(start + self.batch_size, len(slices))
-                    progress(done / len(slices), f"grading severity with the CNN: slice {done} of {len(slices)}")
-        return labels, emphysema_codes, fraction, prob_sum
+        for start in range(0, len(slices), self.batch_size):
+            zs = slices[start:start + self.batch_size]
+            mask = _window(lung[zs], box, False)
+            image = np.where(mask, _window(hu[zs], box, FILL_HU), np.float32(FILL_HU))
+            up = self._maps(image, mask)
+            probs = up[:, :len(PATTERNS)]
+            # an emphysema pattern needs emphysema: where the fraction model (calibrated) sees
+            # none, the location is normal (the pattern trunk alone called the lung borders
+            # of an LIDC slice without emphysema paraseptal: CIP's paraseptal patches hold chest wall)
+            empty = self._calibrated(up[:, -1]) <= 0.0
+            codes = np.where(mask, np.where(empty, 1, probs.argmax(1) + 1), 0).astype(np.uint8)
+            emphysema = np.where(mask, probs[:, 1:].argmax(1) + 2, 0).astype(np.uint8)
+            for i, z in enumerate(zs):
+                labels[z, target[0], target[1]] = codes[i, inner[0], inner[1]]
+                emphysema_codes[z, target[0], target[1]] = emphysema[i, inner[0], inner[1]]
+                fraction[z, target[0], target[1]] = (up[i, -1] * mask[i])[inner[0], inner[1]]
+                p_normal[z, target[0], target[1]] = up[i, 0][inner[0], inner[1]]
+            prob_sum += (probs * mask[:, None]).sum(axis=(0, 2, 3))
+            if progress is not None:
+                done = min(start + self.batch_size, len(slices))
+                progress(done / len(slices), f"grading severity with the CNN: slice {done} of {len(slices)}")
+        return labels, emphysema_codes, fraction, prob_sum, p_normal
 
     @staticmethod
     def _extent_labels(emphysema_codes: np.ndarray, fraction_raw: np.ndarray, fraction_map: np.ndarray,
-                       lung: np.ndarray, extent_pct: float) -> np.ndarray:
+                       lung: np.ndarray, extent_pct: float, exact: bool = False) -> np.ndarray:
         """The ``extent`` rule's (z, y, x) uint8 label codes: round(extent % x lung voxels) voxels of
         highest fraction (among those whose calibrated fraction, ``fraction_map``: 0 outside the
         lung, is above 0) carry their most probable emphysema pattern, every other lung voxel is
-        normal (1)."""
+        normal (1). ``exact`` (fused maps): exactly that many voxels, ties broken by position."""
         labels = np.where(lung, 1, 0).astype(np.uint8)
         values = fraction_raw[lung]
         positive = fraction_map > 0
         count = min(int(round(extent_pct / 100.0 * values.size)), int(positive.sum()))
-        if count > 0:
+        if count > 0 and exact:
+            # exactly ``count`` voxels (ties broken by position): a fused map has many equal values
+            index = np.flatnonzero((lung & positive).ravel())
+            top = index[np.argpartition(-fraction_raw.ravel()[index], count - 1)[:count]]
+            chosen = np.zeros(lung.size, bool)
+            chosen[top] = True
+            chosen = chosen.reshape(lung.shape)
+            labels[chosen] = emphysema_codes[chosen]
+        elif count > 0:
             threshold = np.partition(values, values.size - count)[values.size - count]
             chosen = positive & (fraction_raw >= threshold)
             labels[chosen] = emphysema_codes[chosen]
@@ -209,15 +273,28 @@ class PatternPredictor:
             grid.hu = calibration.apply(grid.hu).astype(np.float32)
         timings["resample"] = time.perf_counter() - start
         start = time.perf_counter()
-        pattern_w, emphysema_codes, fraction_raw, prob_sum = self._dense(grid.hu, lung, progress)
+        pattern_w, emphysema_codes, fraction_raw, prob_sum, p_normal = self._dense(grid.hu, lung, progress)
         timings["network"] = time.perf_counter() - start
         start = time.perf_counter()
-        fraction_map = (self._calibrated(fraction_raw) * lung).astype(np.float32)
+        if self.fusion:
+            # the fused map (texture + local calibrated density, :mod:`.pattern_fusion`) replaces the
+            # calibrated fraction map for the extent and the extent rule
+            from .pattern_fusion import features, fused_map
+
+            feats = features(grid.hu, lung, fraction_raw, p_normal, self.pixel_mm, self.fusion_window_mm,
+                             self.fusion["features"])
+            fraction_raw = (fused_map(feats, self.fusion) * lung).astype(np.float32)
+            del feats
+            fraction_map = fraction_raw
+        else:
+            fraction_map = (self._calibrated(fraction_raw) * lung).astype(np.float32)
+        del p_normal
         regions = lung_regions(grid.labels, grid.extra.get("lobes"), grid.superior_is_high_index)
         values = regions.gather(fraction_map)
         extent = float(100.0 * values.mean())
         if self.map_rule == "extent":
-            pattern_w = self._extent_labels(emphysema_codes, fraction_raw, fraction_map, lung, extent)
+            pattern_w = self._extent_labels(emphysema_codes, fraction_raw, fraction_map, lung, extent,
+                                           exact=bool(self.fusion))
         del emphysema_codes
         codes = regions.gather(pattern_w)
         shares = {}
@@ -238,9 +315,12 @@ class PatternPredictor:
             "leading_emphysema": _leading(shares["whole"]),
             "label_codes": {p: i + 1 for i, p in enumerate(PATTERNS)},
             "map_rule": self.map_rule,
+            # which map gives the extent (and the extent rule's ranking): the fraction trunk's
+            # (calibrated) or the fused texture + density map of a ``fusion`` block
+            "extent_map": "fused" if self.fusion else "fraction",
         }
         summary = {
-            **extent_summary(extent, regions, values, self.config, cutpoints),
+            **extent_summary(extent, regions, values, self._extent_config(), cutpoints),
             "model": self.info,
             "patterns": patterns,
             "input_hu": (f"calibrated ({calibration.air_source} air, {calibration.reference})"
