@@ -26,6 +26,14 @@ def class_probabilities(extent_pct: float, sigma: float, cutpoints=SEVERITY_CUTP
     return {name: float(cdf[i + 1] - cdf[i]) for i, name in enumerate(SEVERITY_CLASSES)}
 
 
+def model_extent_sigma(config: dict, fusion: dict | None = None) -> float:
+    """The SD (points) of a model's validation extent error: that of its ``fusion`` block
+    (``fusion``, default the config's own) when the block carries one (it then gives the extent),
+    else ``config["extent_sigma"]`` (1.0 when absent)."""
+    block = fusion if fusion is not None else config.get("fusion")
+    return float((block or {}).get("extent_sigma", config.get("extent_sigma", 1.0)))
+
+
 def extent_summary(extent: float, regions, fractions: np.ndarray, config: dict, cutpoints=SEVERITY_CUTPOINTS) -> dict:
     """``class``, ``probabilities``, ``extent_pct`` and ``extent_by_region`` (% of each region of
     ``regions``, from the gathered per-voxel ``fractions``) of a case extent (% of lung), with

@@ -27,7 +27,7 @@ import numpy as np
 from ..analysis.patterns import PATTERN_GROUPS, PATTERNS, group_probabilities
 from ..analysis.regions import lung_regions
 from ..analysis.severity import SEVERITY_CUTPOINTS
-from .case_extent import SeverityResult, extent_summary
+from .case_extent import SeverityResult, extent_summary, model_extent_sigma
 from .checkpoint import load_model, model_dir, pick_device
 from .pattern_augment import center_resample
 from .pattern_net import STRIDE
@@ -108,9 +108,7 @@ class PatternPredictor:
     def _extent_config(self) -> dict:
         """The config the class probabilities read: a calibrated fusion block carries the SD of its
         own phantom extent error (``extent_sigma``), which then replaces the fraction map's."""
-        if self.fusion and "extent_sigma" in self.fusion:
-            return {**self.config, "extent_sigma": self.fusion["extent_sigma"]}
-        return self.config
+        return {**self.config, "extent_sigma": model_extent_sigma(self.config, self.fusion)}
 
     def _calibrated(self, fraction):
         slope, intercept = self.config.get("extent_calibration", (1.0, 0.0))

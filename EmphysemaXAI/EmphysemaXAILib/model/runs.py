@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..io.atomic import atomic_folder
 from ..phantom.generate import generate_phantom
 from ..segmentation import segment_lungs
-from .case_extent import extent_sigma, fit_calibration
+from .case_extent import extent_sigma, fit_calibration, model_extent_sigma
 from .checkpoint import CONFIG_FILE, SEVERITY_V1_DIR, load_model, pick_device, save_model
 from .figures import by_acquisition, case_figures, summary_fields, write_predictions, write_training_log
 from .manifest_cohort import evaluate_manifest_rows, manifest_bags, read_manifest
@@ -186,7 +186,7 @@ def evaluate(model_path, out, *, phantoms: int | None = None, seed: int = 1, man
     from tqdm import tqdm
 
     _, config = load_model(model_path)   # checks the folder and its digest before any work
-    sigma = float(config.get("extent_sigma", 1.0))
+    sigma = model_extent_sigma(config)
     started = time.perf_counter()
     if phantoms is not None:
         design = phantom_design(phantoms, seed, phantom_size)
