@@ -152,7 +152,8 @@ def _fit_fusion_flags(parser) -> None:
     parser.add_argument("--phantoms", type=int, default=8, help="training phantoms giving fit voxels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--features", metavar="LIST",
-                        help="comma-separated features of model/pattern_fusion.py (default texture_logit,laa950_local)")
+                        help="comma-separated features of model/pattern_fusion.py "
+                        "(default texture_logit,laa950_smooth_local)")
     parser.add_argument("--write", action="store_true",
                         help="write the fitted block into the model's config.json (weights unchanged)")
     add_json(parser, "print the block as JSON on stdout")

@@ -13,7 +13,8 @@ per input file / folder (``"input"``); all images of a group are read before any
 Row: ``image`` (the path as given, or relative to the folder given), ``slice``, ``p_<pattern>``
 for the six patterns, ``p_centrilobular`` (sum of the three grades), ``pattern`` (the broad
 pattern of highest probability: normal, centrilobular, paraseptal or panlobular), ``subclass``
-(the most probable of the six), ``emphysema_pct`` (the model's emphysema fraction, % of image),
+(the most probable of the six), ``emphysema_pct`` (the model's emphysema fraction, % of image: the
+mean of the fused texture + density map for a model with a ``fusion`` block, as on a case),
 ``pixel_mm``, ``air_hu`` (the air value the image was calibrated with; -1000 when it was not) and
 ``air_source`` (``given``, ``none``, or the estimate's source: :class:`.air_estimate.AirEstimate`).
 """
@@ -137,7 +138,11 @@ def classify(inputs: list, predictor, pixel_mm: float | None = None, air_hu: flo
         airs.append(air)
         scale = 1000.0 / (1000.0 - air["offset_hu"])     # the line through air -> -1000, water -> 0
         for name, images, size in members:
-            probs, fractions = predictor.classify_images([image * np.float32(scale) for image in images], size)
+            calibrated = [image * np.float32(scale) for image in images]
+            probs, fractions = predictor.classify_images(calibrated, size)
+            if predictor.fusion:
+                # a model whose extent is its fused texture + density map: the image mean of that map
+                fractions = predictor.fused_images(calibrated, size)
             for index, (p, g, fraction) in enumerate(zip(probs, group_probabilities(probs), fractions)):
                 rows.append({"image": name, "slice": index, **{f"p_{k}": float(v) for k, v in zip(PATTERNS, p)},
                              "p_centrilobular": float(g[1]), "pattern": list(PATTERN_GROUPS)[int(np.argmax(g))],
