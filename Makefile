@@ -67,8 +67,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_outputs.py
 	$(PY) bench/bench_cohort.py
 
-check-layers:
-	$(PYTHON) ../shared/tools/check_layers.py .
+# the layer order of docs/architecture.md (also part of make test and make test-fast)
+check-layers: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider Testing/test_imports.py
 
 clean:
 	rm -rf $(VENV) $(SLICER_VENV) emphysema-xai-demo .pytest_cache
