@@ -27,7 +27,7 @@ ROOT_CONFTEST = _root_conftest()
 slow_entries, is_listed = ROOT_CONFTEST.slow_entries, ROOT_CONFTEST.is_listed
 
 
-def tests_in(tree) -> list:
+def collected_names(tree) -> list:
     """``test`` and ``Class::test`` of a test file's test functions."""
     out = []
     for node in tree.body:
@@ -57,7 +57,7 @@ def fast_tests() -> dict:
     for path in TEST_FILES:
         relative = path.relative_to(PROJECT).as_posix()
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        out[relative] = ([f"{relative}::{name}" for name in tests_in(tree)
+        out[relative] = ([f"{relative}::{name}" for name in collected_names(tree)
                           if not is_listed(f"{relative}::{name}", slow)], library_imports(tree))
     return out
 
@@ -89,7 +89,7 @@ def test_every_slow_entry_names_an_existing_test():
     for path in TEST_FILES:
         relative = path.relative_to(PROJECT).as_posix()
         known.add(relative)
-        names = tests_in(ast.parse(path.read_text(encoding="utf-8")))
+        names = collected_names(ast.parse(path.read_text(encoding="utf-8")))
         known.update(f"{relative}::{name}" for name in names)
         known.update(f"{relative}::{name.split('::')[0]}" for name in names if "::" in name)
     entries = slow_entries()
