@@ -5,7 +5,7 @@ pattern model's ``patterns`` command).
   taken as HU as stored (unsigned data are refused: their HU offset is unknown).
 - DICOM (``.dcm``, ``.dicom``, ``.ima`` or a file with the DICM preamble, read with pydicom):
   one frame, HU = stored value x RescaleSlope + RescaleIntercept, with the slope and intercept
-  checked as in a series (:func:`.dicom_series.rescale`: a missing slope is 1; a slope that is
+  checked as in a series (:func:`.dicom_series.slice_rescale`: a missing slope is 1; a slope that is
   zero, negative or not finite is refused).
 
 Other files in the folder are skipped (a README, a labels CSV).
@@ -68,7 +68,7 @@ def _read_tiff(path: Path) -> np.ndarray:
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
 
-    from .dicom_series import rescale
+    from .dicom_series import slice_rescale
 
     try:
         dataset = pydicom.dcmread(path)
@@ -77,7 +77,7 @@ def _read_dicom(path: Path) -> np.ndarray:
         raise InputError(f"{path}: cannot be read as DICOM ({str(error).strip()[:120]})") from None
     if array.ndim != 2:
         raise InputError(f"{path}: DICOM pixel data of shape {array.shape}; give a single-frame grey-level image")
-    slope, intercept = rescale(path, dataset)
+    slope, intercept = slice_rescale(path, dataset)
     return _finite(array.astype(np.float32) * np.float32(slope) + np.float32(intercept), path)
 
 
