@@ -1,7 +1,9 @@
 # The README's commands. Each creates .venv/ when missing and installs the pinned dependencies.
 #   make demo   run the main job on the embedded sample case
-#   make test   ruff check ., then the whole test suite, then the Slicer-versions subset
-#               (make test-slicer-python, below)
+#   make test-fast  for every edit (at most 4 minutes on 2 cores): ruff check ., then the suite
+#               without the tests marked slow (Testing/slow_tests.txt), on 2 workers
+#   make test   everything (what CI's .ci/run calls): ruff check ., the whole test suite, slow
+#               tests included, then the Slicer-versions subset (make test-slicer-python, below)
 #   make bench  print the benchmark tables (lungmask timed on 40 slices and extrapolated;
 #               bench/bench_segment_qct.py without options times all 400, about 8 minutes;
 #               bench/bench_outputs.py: writing a full-size case's outputs against analysing it;
@@ -23,7 +25,7 @@ SLICER_VENV := .venv-slicer
 SLICER_PY := $(SLICER_VENV)/bin/python
 SLICER_STAMP := $(SLICER_VENV)/.installed
 
-.PHONY: demo test test-slicer-python bench check-layers clean dicom3tools
+.PHONY: demo test test-fast test-slicer-python bench check-layers clean dicom3tools
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +46,11 @@ $(SLICER_STAMP): pyproject.toml requirements/slicer-python.txt requirements/slic
 
 test: $(STAMP) $(SLICER_STAMP) dicom3tools
 	$(VENV)/bin/ruff check . && EMPHYSEMA_XAI_REQUIRE_DCIODVFY=1 $(PY) -m pytest -n 2 --dist loadfile && $(SLICER_PY) -m pytest --slicer-python
+
+# the edit loop: every test but those listed in Testing/slow_tests.txt (conftest.py marks them
+# slow; Testing/test_tooling.py keeps at least one fast test per library sub-package)
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check . && $(PY) -m pytest -n 2 --dist loadfile -m "not slow"
 
 # dciodvfy, the DICOM validator the tests run on every DICOM object the project writes
 # (Debian's dicom3tools; needs apt-get and root, as on this project's machines)
@@ -67,8 +74,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_outputs.py
 	$(PY) bench/bench_cohort.py
 
-check-layers:
-	$(PYTHON) ../shared/tools/check_layers.py .
+# the layer order of docs/architecture.md (also part of make test and make test-fast)
+check-layers: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider Testing/test_imports.py
 
 clean:
 	rm -rf $(VENV) $(SLICER_VENV) emphysema-xai-demo .pytest_cache

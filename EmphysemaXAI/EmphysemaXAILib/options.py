@@ -9,8 +9,9 @@ that is ``None`` was *not given*. Options come from three places and merge in on
 
 :func:`build_options` applies that rule; :meth:`AnalysisOptions.merged` is the rule itself (a
 later object's given fields win). The choice lists (:data:`ENGINES`, :data:`QC_PROFILES`,
-:data:`DEVICES`, ...) live here and are imported by the command line, the Slicer parameter node
-and the config schema. This module imports nothing heavy (no torch): the Slicer module and the
+:data:`DEVICES`, ...) are offered here (``QC_PROFILES`` from the QC domain's
+``analysis/qc_profiles.py``) and imported by the command line, the Slicer parameter node and the
+config schema. This module imports nothing heavy (no torch): the Slicer module and the
 command line load it before any dependency check.
 
 A config file looks like this (every key optional; unknown sections or keys are refused by name,
@@ -56,13 +57,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .analysis.patterns import PATTERNS
+from .analysis.qc_profiles import QC_PROFILES
 from .errors import InputError
 
 if TYPE_CHECKING:
     from .analysis.qct import QCTConfig
 
 ENGINES = ("auto", "lungmask", "classical")
-QC_PROFILES = ("default", "seeds")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_FROM = ("raw", "calibrated")
 CLUSTER_DIMS = (2, 3)

@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..options import QC_PROFILES
 from ..volume import IN_PLANE, CTVolume
 from .air import MIN_AIR_VOXELS, air_mode, air_noise, trachea_air
 from .anatomy import MIN_SLICES_3D, PADDING_BELOW_HU, coarse_anatomy
 from .blood import check_contrast
+from .qc_profiles import QC_PROFILES
 
-PROFILES = QC_PROFILES  # the one home of the choice list: options.py
+PROFILES = QC_PROFILES  # the one home of the choice list: qc_profiles.py
 
 # Thresholds in one place (units in the names); the air's and blood's are in air.py and blood.py.
 INPLANE_SPACING_RANGE_MM = (0.3, 1.5)

@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -260,8 +259,3 @@ def _default_popen(command):
 def new_work_dir(parent=None) -> Path:
     """A private temporary folder for one run (options file, stop file, exported inputs, outputs)."""
     return Path(tempfile.mkdtemp(prefix="emphysema-xai-run-", dir=parent))
-
-
-def python_executable() -> str:
-    """The Python to run the analysis with outside Slicer: this one."""
-    return sys.executable

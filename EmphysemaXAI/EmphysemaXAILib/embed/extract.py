@@ -5,7 +5,7 @@ Cases route (:func:`embed_cases`): read CT -> lung labels (engine or given mask)
 patches (:mod:`.zones`) -> one forward pass of the backbone -> columns ``<zone>_<i:04d>``
 (``upper_0000`` ... ``lower_<dim-1>``: each zone's embedding, concatenated upper, middle, lower).
 
-Images route (:func:`embed_images`): each 2D HU image (:mod:`.images`) is windowed like a zone
+Images route (:func:`embed_images`): each 2D HU image (:mod:`..io.images`) is windowed like a zone
 patch and repeated into the 3 channels (the 2.5D channels of a single slice), embedded whole
 (no crop, no mask) -> columns ``f_<i:04d>``.
 
@@ -159,7 +159,7 @@ def embed_images(folder_or_paths, backbone="efficientnet-lite0", batch_size: int
         backbone: a :class:`Backbone` or a backbone name.
         batch_size: images per forward pass.
     """
-    from .images import image_files, read_slice
+    from ..io.images import image_files, read_slice
     from .zones import window
 
     if isinstance(folder_or_paths, (str, Path)):

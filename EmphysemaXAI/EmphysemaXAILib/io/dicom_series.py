@@ -111,7 +111,7 @@ def _read_dicom_series(path: Path, series_uid, keep_identity, irregular) -> CTVo
     row, col = axes_or_axial(orientation)
     items, positions = order_slices(items, np.cross(row, col), warnings)
     spacing = pixel_spacing(items, warnings)
-    rescale = [_rescale(p, ds) for p, ds in items]
+    rescale = [slice_rescale(p, ds) for p, ds in items]
 
     rows, cols = int(header_number(first, "Rows") or 0), int(header_number(first, "Columns") or 0)
     integral = all(_integral(slope) and _integral(intercept) for slope, intercept in rescale)
@@ -196,7 +196,7 @@ def _check_decoder(path: Path, ds) -> None:
                          "uncompressed DICOM")
 
 
-def _rescale(path: Path, ds) -> tuple:
+def slice_rescale(path: Path, ds) -> tuple:
     """(slope, intercept) of one slice: HU = stored value x slope + intercept.
 
     A missing slope is 1 and a missing intercept 0. A slope that is zero, negative or not a

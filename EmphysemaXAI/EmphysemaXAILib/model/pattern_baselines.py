@@ -49,7 +49,6 @@ NORMAL = PATTERNS.index("normal")
 
 #: CIP's KDE mesh: 4,096 points over [KDE_LOW, KDE_HIGH] HU; the feature is its first KDE_KEEP points
 KDE_LOW, KDE_HIGH, KDE_POINTS, KDE_KEEP = -1050.0, 3050.0, 4096, 600
-CIP_TAIL_THRESHOLD = 0.2843
 #: HU-histogram LR: bin edges (HU) of the in-range bins; below the first and from the last edge up are one bin each
 LR_EDGES = np.arange(-1050.0, -500.0 + 1e-6, 10.0)
 

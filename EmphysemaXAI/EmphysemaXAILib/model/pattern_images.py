@@ -38,7 +38,7 @@ def _is_volume(path: Path) -> bool:
 
 def collect(inputs: list) -> list:
     """[(path, name shown in the table)] for files and folders (folders recursively)."""
-    from ..embed.images import is_image_file
+    from ..io.images import is_image_file
 
     out = []
     for item in inputs:
@@ -58,7 +58,7 @@ def collect(inputs: list) -> list:
 
 def read_images(path: Path, pixel_mm: float | None) -> tuple:
     """([(H, W) float32 HU per slice], pixel size in mm) of one file."""
-    from ..embed.images import read_slice
+    from ..io.images import read_slice
 
     if _is_volume(path):
         from ..io.read import read_image_file

@@ -1,10 +1,12 @@
-"""2D HU images for the images route of the embedding table: a folder of single slices or
-patches, any size.
+"""2D HU images, any size: single slices or patches (the embedding table's images route, the
+pattern model's ``patterns`` command).
 
 - TIFF (``.tif``, ``.tiff``, read with tifffile): one 2D plane of signed integers or floats,
   taken as HU as stored (unsigned data are refused: their HU offset is unknown).
 - DICOM (``.dcm``, ``.dicom``, ``.ima`` or a file with the DICM preamble, read with pydicom):
-  one frame, HU = stored value x RescaleSlope + RescaleIntercept.
+  one frame, HU = stored value x RescaleSlope + RescaleIntercept, with the slope and intercept
+  checked as in a series (:func:`.dicom_series.slice_rescale`: a missing slope is 1; a slope that is
+  zero, negative or not finite is refused).
 
 Other files in the folder are skipped (a README, a labels CSV).
 """
@@ -15,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io.dicom_folder import looks_like_dicom
-from ..io.files import DICOM_SUFFIXES, TIFF_SUFFIXES
+from .dicom_folder import looks_like_dicom
+from .files import DICOM_SUFFIXES, TIFF_SUFFIXES
 
 
 def is_image_file(path: Path) -> bool:
@@ -66,6 +68,8 @@ def _read_tiff(path: Path) -> np.ndarray:
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
 
+    from .dicom_series import slice_rescale
+
     try:
         dataset = pydicom.dcmread(path)
         array = dataset.pixel_array
@@ -73,8 +77,7 @@ def _read_dicom(path: Path) -> np.ndarray:
         raise InputError(f"{path}: cannot be read as DICOM ({str(error).strip()[:120]})") from None
     if array.ndim != 2:
         raise InputError(f"{path}: DICOM pixel data of shape {array.shape}; give a single-frame grey-level image")
-    slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = slice_rescale(path, dataset)
     return _finite(array.astype(np.float32) * np.float32(slope) + np.float32(intercept), path)
 
 
