@@ -143,6 +143,32 @@ def _cnn_section(severity) -> str:
             f"<img src='{cnn_views(severity)}'>")
 
 
+def map_rule_text(patterns: dict, extent: float) -> str:
+    """The sentence saying how the pattern map was labelled and how its emphysema share relates
+    to the model's ``extent`` (%), from ``summary.json`` ``severity.patterns``."""
+    share = patterns["emphysema_share_pct"]
+    if patterns.get("map_rule") == "extent" and patterns.get("extent_map") == "fused" and share < extent - 0.05:
+        rule = (f"The model's extent ({extent:.1f}% of the lung) is the lung mean of its emphysema probability "
+                "(texture and calibrated low attenuation, fused). The map marks as emphysema the voxels of highest "
+                "probability, as many as the extent says but only those more likely emphysema than not, each "
+                "with its most likely emphysema pattern (CIP's classes: centrilobular mild / moderate / severe, "
+                f"paraseptal, panlobular); every other lung voxel is normal. So the map shows {share:.1f}%: the "
+                f"other {extent - share:.1f} points of the extent are probability spread thinly over lung the "
+                "map calls normal.")
+    elif patterns.get("map_rule") == "extent":
+        rule = (f"The map marks as emphysema the lung voxels with the highest emphysema fraction, as many as "
+                f"the model's extent says ({extent:.1f}% of the lung), each with its most likely emphysema "
+                "pattern (CIP's classes: centrilobular mild / moderate / severe, paraseptal, panlobular); "
+                "every other lung voxel is normal. So the map's emphysema share "
+                f"({share:.1f}%) and the extent tell one story.")
+    else:
+        rule = (f"The map labels every lung voxel with the most likely of six patterns; {share:.1f}% of the "
+                f"lung is labelled with an emphysema pattern, while the model's extent (the mean emphysema "
+                f"fraction) is {extent:.1f}%: the two differ because a voxel's most likely pattern is not its "
+                "emphysema fraction.")
+    return rule
+
+
 def _pattern_section(result) -> str:
     """The pattern map beside the LAA map and the share of lung in each pattern per region."""
     cnn = result.severity.summary
@@ -160,18 +186,7 @@ def _pattern_section(result) -> str:
     leading = patterns.get("leading_emphysema")
     heading = (f"leading pattern {leading}" if leading and cnn.get("class") != "none"
                else f"no emphysema class (extent {cnn['extent_pct']:.1f}%)")
-    share, extent = patterns["emphysema_share_pct"], cnn["extent_pct"]
-    if patterns.get("map_rule") == "extent":
-        rule = (f"The map marks as emphysema the lung voxels with the highest emphysema fraction, as many as "
-                f"the model's extent says ({extent:.1f}% of the lung), each with its most likely emphysema "
-                "pattern (CIP's classes: centrilobular mild / moderate / severe, paraseptal, panlobular); "
-                "every other lung voxel is normal. So the map's emphysema share "
-                f"({share:.1f}%) and the extent tell one story.")
-    else:
-        rule = (f"The map labels every lung voxel with the most likely of six patterns; {share:.1f}% of the "
-                f"lung is labelled with an emphysema pattern, while the model's extent (the mean emphysema "
-                f"fraction) is {extent:.1f}%: the two differ because a voxel's most likely pattern is not its "
-                "emphysema fraction.")
+    rule = map_rule_text(patterns, cnn["extent_pct"])
     return (f"<h2 id='patterns'>Emphysema patterns: {html.escape(heading)}</h2>"
             f"<p>{html.escape(rule)} The shares are the model's labels, not a radiologist's reading; "
             "pattern_map.nrrd holds the map (codes 1-6: normal, centrilobular mild, moderate, severe, "

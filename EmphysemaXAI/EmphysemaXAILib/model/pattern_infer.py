@@ -57,6 +57,10 @@ def _window(volume: np.ndarray, box, fill) -> np.ndarray:
     return padded[:, y0 + pad[1][0]:y1 + pad[1][0], x0 + pad[2][0]:x1 + pad[2][0]]
 
 
+#: a fused map's voxel is labelled with an emphysema pattern only at this probability or above
+FUSED_LABEL_P = 0.5
+
+
 class PatternPredictor:
     """A loaded pattern model ready for cases and images; ``device`` auto picks CUDA, MPS, CPU."""
 
@@ -228,14 +232,15 @@ class PatternPredictor:
 
     @staticmethod
     def _extent_labels(emphysema_codes: np.ndarray, fraction_raw: np.ndarray, fraction_map: np.ndarray,
-                       lung: np.ndarray, extent_pct: float, exact: bool = False) -> np.ndarray:
+                       lung: np.ndarray, extent_pct: float, exact: bool = False, floor: float = 0.0) -> np.ndarray:
         """The ``extent`` rule's (z, y, x) uint8 label codes: round(extent % x lung voxels) voxels of
         highest fraction (among those whose calibrated fraction, ``fraction_map``: 0 outside the
-        lung, is above 0) carry their most probable emphysema pattern, every other lung voxel is
-        normal (1). ``exact`` (fused maps): exactly that many voxels, ties broken by position."""
+        lung, is above ``floor``: 0, or :data:`FUSED_LABEL_P` for a fused map) carry their most
+        probable emphysema pattern, every other lung voxel is normal (1); so the labelled share is
+        at most the extent. ``exact`` (fused maps): exactly that many voxels, ties broken by position."""
         labels = np.where(lung, 1, 0).astype(np.uint8)
         values = fraction_raw[lung]
-        positive = fraction_map > 0
+        positive = fraction_map > floor
         count = min(int(round(extent_pct / 100.0 * values.size)), int(positive.sum()))
         if count > 0 and exact:
             # exactly ``count`` voxels (ties broken by position): a fused map has many equal values
@@ -291,8 +296,11 @@ class PatternPredictor:
         values = regions.gather(fraction_map)
         extent = float(100.0 * values.mean())
         if self.map_rule == "extent":
+            # a fused map is a probability: only voxels more likely emphysema than not are labelled
+            # (its residual probability over normal lung still counts in the extent; the LIDC slices
+            # read 2.0 % that, as scattered specks on lung without any low attenuation)
             pattern_w = self._extent_labels(emphysema_codes, fraction_raw, fraction_map, lung, extent,
-                                           exact=bool(self.fusion))
+                                           exact=bool(self.fusion), floor=FUSED_LABEL_P if self.fusion else 0.0)
         del emphysema_codes
         codes = regions.gather(pattern_w)
         shares = {}
