@@ -135,7 +135,8 @@ def test_choice_lists_have_one_home_and_every_command_is_registered():
 
     assert SEGMENTATION_ENGINES is ENGINES
     assert list(COMMANDS) == ["info", "phantom", "segment", "qct", "analyze", "demo", "batch", "train",
-                              "train-patterns", "patterns", "evaluate", "explain-eval", "embed", "fit-linear"]
+                              "train-patterns", "fit-fusion", "patterns", "evaluate", "explain-eval", "embed",
+                              "fit-linear"]
     parser = build_parser()
     for name, command in COMMANDS.items():
         assert callable(command.run) and command.help

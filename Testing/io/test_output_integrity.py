@@ -270,6 +270,11 @@ def test_overwrite_replaces_an_analysis_without_deleting_first(work):
 
 @pytest.mark.parametrize("signum, when", [(signal.SIGTERM, "writing the scene"), (signal.SIGHUP, "segmenting")])
 def test_a_signal_leaves_nothing_behind(work, signum, when):
+    if signal.getsignal(signum) == signal.SIG_IGN:
+        # io/signals.py keeps a signal the caller ignores ignored (nohup's contract), and the child
+        # inherits the ignore: under `nohup make test` a SIGHUP cannot stop the run
+        pytest.skip(f"{signal.Signals(signum).name} is ignored in this test process (nohup?): "
+                    "the run rightly ignores it too")
     out = work / "res"
     before = digest(work / "ct.nrrd")
     scene = () if when == "writing the scene" else ("--no-scene",)

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from EmphysemaXAILib.model import pattern_fusion as pf
+from EmphysemaXAILib.model import pattern_fusion_fit as pff
 from EmphysemaXAILib.model.cip_patches import PatchSet
-from EmphysemaXAILib.model.pattern_fusion import FEATURES, features, fit_fusion, fused_map, local_density
+from EmphysemaXAILib.model.pattern_fusion import FEATURES, features, fused_map, local_density
+from EmphysemaXAILib.model.pattern_fusion_fit import fit_fusion
 from EmphysemaXAILib.model.pattern_infer import PatternPredictor
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 
@@ -92,8 +94,8 @@ def test_the_fit_is_reproducible_and_learns_density_from_labelled_items(tmp_path
     predictor = PatternPredictor(_tiny_model(tmp_path / "m"), device="cpu")
     design = [PhantomParams(size="small", extent_pct=15, pattern="centrilobular", seed=7)]
     kwargs = dict(mosaics=12, per_mosaic=200, every=8, per_phantom=2000)
-    first = fit_fusion(pf.training_voxels(predictor, patches, np.arange(n), design, **kwargs))
-    again = fit_fusion(pf.training_voxels(predictor, patches, np.arange(n), design, **kwargs))
+    first = fit_fusion(pff.training_voxels(predictor, patches, np.arange(n), design, **kwargs))
+    again = fit_fusion(pff.training_voxels(predictor, patches, np.arange(n), design, **kwargs))
     assert first["coefficients"] == again["coefficients"] and first["intercept"] == again["intercept"]
     assert first["features"] == list(FEATURES)
     assert first["coefficients"][FEATURES.index("laa950_smooth_local")] > 0.3     # density counts
@@ -132,7 +134,7 @@ def test_calibrate_block_rescales_the_logit_to_the_phantoms_true_extents():
         truth = 100.0 * float(np.mean(1.0 / (1.0 + np.exp(-(2.0 * z - 1.0)))))
         rows.append({"name": f"p{k}", "dose": "low", "kernel": "soft", "z": z, "extent_true": truth})
     block = {"features": ["laa950_local"], "window_mm": 15.0, "coefficients": [1.0], "intercept": 0.0}
-    out = pf.calibrate_block(block, rows)
+    out = pff.calibrate_block(block, rows)
     assert out["calibration"]["scale"] == pytest.approx(2.0, rel=0.01)
     assert out["calibration"]["shift"] == pytest.approx(-1.0, abs=0.02)
     assert out["coefficients"][0] == pytest.approx(2.0, rel=0.01) and out["intercept"] == pytest.approx(-1.0, abs=0.02)

@@ -161,7 +161,8 @@ def _fit_fusion_flags(parser) -> None:
 
 @command("fit-fusion", "fit the fused texture + calibrated density map of a pattern model", _fit_fusion_flags)
 def cmd_fit_fusion(args) -> int:
-    from ..model.pattern_fusion import ALL_FEATURES, FEATURES, fit_model_fusion
+    from ..model.pattern_fusion import ALL_FEATURES, FEATURES
+    from ..model.pattern_fusion_fit import fit_model_fusion
 
     names = tuple(n.strip() for n in args.features.split(",")) if args.features else FEATURES
     unknown = [n for n in names if n not in ALL_FEATURES]
