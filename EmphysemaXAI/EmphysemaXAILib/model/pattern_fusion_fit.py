@@ -62,12 +62,11 @@ def phantom_voxels(predictor, design: list, every: int, per_item: int, residual_
 
     rng = np.random.default_rng([seed, 25, 2])
     rows, ys = [], []
-    arch = predictor.config["architecture"]
-    spacing = (predictor.pixel_mm, predictor.pixel_mm, float(arch["slice_mm"]))
     for params in design:
         phantom = generate_phantom(params)
         grid = to_working_grid(phantom.ct, phantom.labels["lungs"],
-                               extra={"lesion": (phantom.labels["emphysema"] > 0).astype(np.uint8)}, spacing=spacing)
+                               extra={"lesion": (phantom.labels["emphysema"] > 0).astype(np.uint8)},
+                               spacing=predictor.working_spacing)
         lung = grid.labels > 0
         zs = np.flatnonzero(lung.any(axis=(1, 2)))[::every]
         hu = air_offset(grid.hu[zs], rng.uniform(-residual_air_hu, residual_air_hu))
@@ -138,11 +137,10 @@ def phantom_logits(predictor, block: dict, design: list, voxels: int = 200_000, 
     from .tiles import to_working_grid
 
     rng = np.random.default_rng([seed, 25, 3])
-    spacing = (predictor.pixel_mm, predictor.pixel_mm, float(predictor.config["architecture"]["slice_mm"]))
     rows = []
     for params in design:
         phantom = generate_phantom(params)
-        grid = to_working_grid(phantom.ct, phantom.labels["lungs"], spacing=spacing)
+        grid = to_working_grid(phantom.ct, phantom.labels["lungs"], spacing=predictor.working_spacing)
         lung = grid.labels > 0
         maps = predictor.dense_volume(grid.hu, lung)
         feats = features(grid.hu, lung, maps["fraction"], maps["p_normal"], predictor.pixel_mm,
@@ -221,13 +219,11 @@ def fit_model_fusion(model_path, mat_path, *, phantoms: int = 8, seed: int = 0, 
     metrics = folder / "metrics.json"
     holdout = json.loads(metrics.read_text()).get("holdout") if metrics.is_file() else None
     train = np.setdiff1d(np.arange(len(cip)), holdout["test_index"] if holdout else [])
-    voxels = training_voxels(predictor, cip, train, phantom_design(phantoms, seed=FIT_PHANTOM_SEED),
-                             window_mm=window_mm, seed=seed)
-    block = fit_fusion(voxels, names)
+    design = phantom_design(phantoms, seed=FIT_PHANTOM_SEED)
+    block = fit_fusion(training_voxels(predictor, cip, train, design, window_mm=window_mm, seed=seed), names)
     if calibrate:
         # the same fit phantoms, whole lungs: the lung mean of the map is the phantoms' true extent
-        block = calibrate_block(block, phantom_logits(predictor, block, phantom_design(phantoms, seed=FIT_PHANTOM_SEED),
-                                                      seed=seed))
+        block = calibrate_block(block, phantom_logits(predictor, block, design, seed=seed))
     block["fit"]["holdout_fold"] = holdout["fold"] if holdout else None
     block["fit"]["command"] = command
     if write:

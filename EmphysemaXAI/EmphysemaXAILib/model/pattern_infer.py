@@ -84,6 +84,11 @@ class PatternPredictor:
         self.fusion = self.config.get("fusion")
 
     @property
+    def working_spacing(self) -> tuple:
+        """(x, y, z) mm of the model's working grid: ``pixel_mm`` in-plane, ``slice_mm`` between images."""
+        return (self.pixel_mm, self.pixel_mm, float(self.config["architecture"]["slice_mm"]))
+
+    @property
     def fusion_window_mm(self) -> float:
         from .pattern_fusion import WINDOW_MM
 
@@ -265,10 +270,8 @@ class PatternPredictor:
         ``calibration`` (a :class:`~EmphysemaXAILib.analysis.calibration.Calibration`): the model sees
         calibrated HU (applied on the working grid: a linear map commutes with the resampling)."""
         timings, start = {}, time.perf_counter()
-        arch = self.config["architecture"]
         extra = {**(extra or {}), **({"lobes": lobes} if lobes is not None else {})}
-        spacing = (self.pixel_mm, self.pixel_mm, float(arch["slice_mm"]))
-        grid = to_working_grid(ct, labels, extra=extra, spacing=spacing)
+        grid = to_working_grid(ct, labels, extra=extra, spacing=self.working_spacing)
         lung = grid.labels > 0
         if not lung.any():
             raise ValueError("no lung voxels on the model's working grid")
