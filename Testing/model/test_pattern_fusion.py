@@ -193,3 +193,49 @@ def test_a_fused_map_labels_only_voxels_more_likely_emphysema_than_not():
     assert "more likely emphysema than not" in text and "other 2.0 points" in text
     text = map_rule_text({"map_rule": "extent", "extent_map": "fused", "emphysema_share_pct": 12.0}, 12.0)
     assert "tell one story" in text
+
+
+def _synthetic_cip_mat(path, per_class=6, seed=0):
+    """A file in the layout of CIP's EmphysemaPatches.mat (EmphyPatch: 1 x 6 cells of 31 x 31 x N
+    int16 HU; classLabel: the 6 names): normal patches near -860 HU, emphysema patches with holes."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    cells = np.empty((1, 6), dtype=object)
+    names = np.empty((1, 6), dtype=object)
+    for i, name in enumerate(("NT", "CL1", "CL2", "CL3", "PS", "PL")):
+        stack = rng.normal(-860, 30, (31, 31, per_class))
+        if i:
+            stack[6:24, 6:24] = rng.normal(-975, 15, (18, 18, per_class))
+        cells[0, i] = np.round(stack).astype(np.int16)
+        names[0, i] = name
+    scipy.io.savemat(str(path), {"EmphyPatch": cells, "classLabel": names})
+    return path
+
+
+def test_fit_fusion_command_writes_a_calibrated_block_and_keeps_the_weights(tmp_path):
+    """``fit-fusion --write`` end to end (tiny network, a synthetic CIP file, one fit phantom): the
+    config gains the default-feature block with its calibration record, the weights are untouched;
+    a bad feature name is one line and exit 2, with the config unchanged."""
+    import subprocess
+    import sys
+
+    from EmphysemaXAILib.io.files import sha256
+
+    folder = _tiny_model(tmp_path / "m")
+    digest = sha256(folder / "weights.pt")
+    mat = _synthetic_cip_mat(tmp_path / "patches.mat")
+    base = [sys.executable, "-m", "EmphysemaXAILib", "fit-fusion", "--model", str(folder), "--cip-patches", str(mat),
+            "--phantoms", "1"]
+    bad = subprocess.run(base + ["--features", "texture_logit,nope", "--write"], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
+    assert "fusion" not in json.loads((folder / "config.json").read_text())
+    done = subprocess.run(base + ["--write"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    block = json.loads((folder / "config.json").read_text())["fusion"]
+    assert block["features"] == list(FEATURES) and block["fit"]["phantoms"] == [50000]
+    calibration = block["calibration"]
+    assert calibration["mae_after"] <= calibration["mae_before"] + 1e-6 and calibration["scale"] > 0
+    assert block["extent_sigma"] >= 0.25
+    assert sha256(folder / "weights.pt") == digest
+    assert PatternPredictor(folder, device="cpu").fusion == block
