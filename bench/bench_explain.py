@@ -39,11 +39,11 @@ def main() -> None:
     predictor = open_predictor(device="cpu")
     severity, t_classify = timed(lambda: predictor.predict(ct, labels))
     print(f"{'classification step':40} {t_classify:8.2f} s   ({severity.summary['tiles']} tiles)")
-    gradcam = explain_case(predictor.model, severity, ct, labels, ["gradcam"])["gradcam"]
+    gradcam = explain_case(predictor.model, severity, ct, labels, ["gradcam"], fusion=predictor.fusion)["gradcam"]
     print(f"{'Grad-CAM (all tiles, CT grid)':40} {gradcam.seconds:8.2f} s   = {gradcam.seconds / t_classify:.2f} x "
           "the classification step (goal <= 2)")
     if not args.skip_ig:
-        ig = explain_case(predictor.model, severity, ct, labels, ["ig"])["ig"]
+        ig = explain_case(predictor.model, severity, ct, labels, ["ig"], fusion=predictor.fusion)["ig"]
         print(f"{'integrated gradients, 32 steps':40} {ig.seconds:8.2f} s   ({ig.tiles_explained} most-attended "
               f"tiles of {ig.tiles_total}; goal <= 60 s)")
     with tempfile.TemporaryDirectory() as folder:

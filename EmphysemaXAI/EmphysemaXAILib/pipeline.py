@@ -248,7 +248,7 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
         start = step("explain", 5, f"explaining the model ({', '.join(explain)})")
         result.explanations = explain_case(predictor.model, result.severity, ct, segmentation.labels, explain,
                                            lobes=segmentation.lobes, target=explain_target, warnings=result.warnings,
-                                           progress=within("explain", 5))
+                                           fusion=predictor.fusion, progress=within("explain", 5))
         timings["explain"] = round(time.perf_counter() - start, 3)
     if progress is not None:
         progress("done", 1.0, "done")

@@ -201,7 +201,8 @@ def _explanation_section(result) -> str:
     rows = [{"region": r, **{m: ("" if explanations[m].region_scores[r] is None
                                  else f"{explanations[m].region_scores[r]:.3f}")
                              for m in methods}} for r in next(iter(explanations.values())).region_scores]
-    coverage = "".join(f"<li>{html.escape(m)}: {html.escape(e.summary()['coverage'])}, {e.seconds:.1f} s</li>"
+    coverage = "".join(f"<li>{html.escape(m)}: explains {html.escape(e.explains or e.target)}; "
+                       f"{html.escape(e.summary()['coverage'])}, {e.seconds:.1f} s</li>"
                        for m, e in explanations.items())
     first = methods[0]
     table = _table(rows, ["region"] + methods)

@@ -30,14 +30,29 @@ class Explanation:
     tiles_total: int
     seconds: float
     target: str = "emphysema"   # the output explained: emphysema or a pattern name
+    explains: str = ""          # that output in words (:func:`explained_output`)
 
     def summary(self, file: str | None = None) -> dict:
         note = ("all lung tiles" if self.tiles_explained == self.tiles_total else
                 f"the {self.tiles_explained} most-attended of {self.tiles_total} lung tiles only "
                 "(an expensive method); the other tiles are 0")
-        return {"file": file, "target": self.target, "region_scores": self.region_scores,
+        return {"file": file, "target": self.target, "explains": self.explains, "region_scores": self.region_scores,
                 "tiles_explained": self.tiles_explained,
                 "tiles_total": self.tiles_total, "coverage": note, "seconds": round(self.seconds, 2)}
+
+
+def explained_output(target: str, fusion: dict | None, method: str) -> str:
+    """What a map of ``method`` explains, in words (``summary.json`` ``explanations.<m>.explains``)."""
+    if method == "attention":
+        return "the pattern trunk's own spatial attention (the same whatever the target)"
+    if target != "emphysema":
+        return f"the tile's attention-pooled {target} logit (pattern trunk)"
+    if not fusion:
+        return "the logit of the tile's emphysema fraction"
+    if method in ("gradcam", "gradcampp"):
+        return ("the logit of the tile's fused extent, through its texture term only (a layer method "
+                "sees the pattern trunk, not the density term)")
+    return "the logit of the tile's fused extent (texture and local density terms)"
 
 
 def region_scores(volume: np.ndarray, regions) -> dict:
@@ -50,9 +65,11 @@ def region_scores(volume: np.ndarray, regions) -> dict:
 
 def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None, top_tiles: int = 96,
                  ig_steps: int = 32, target: str = "emphysema", warnings: list | None = None,
-                 progress=None) -> dict:
+                 fusion: dict | None = None, progress=None) -> dict:
     """method -> :class:`Explanation` of ``target`` (:data:`.methods.TARGETS`) for a case the
     model has graded (``severity`` is the :class:`~EmphysemaXAILib.model.case_extent.SeverityResult`).
+    ``fusion``: the pattern model's ``fusion`` block (its predictor's ``fusion``), whose fused
+    extent the ``emphysema`` target then explains (:mod:`.fused_target`).
 
     With a ``warnings`` list, a method whose package (captum, monai) is not installed is skipped
     and a warning says so (the other methods still run); without one, the ImportError is raised.
@@ -69,7 +86,7 @@ def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None
                          f"explaining the model: {method}, tile {done} of {total}")
         try:
             working, chosen = working_attribution(model, severity, method, top_tiles=top_tiles, ig_steps=ig_steps,
-                                                  target=target, progress=step)
+                                                  target=target, fusion=fusion, progress=step)
         except ImportError as error:
             if warnings is None:
                 raise
@@ -82,14 +99,15 @@ def explain_case(model, severity, ct, labels: np.ndarray, methods, *, lobes=None
         np.multiply(volume, lung, out=volume)   # in place: the CT-size volume exists once
         scores = region_scores(volume, regions)
         out[method] = Explanation(method, volume, scores, len(chosen), len(severity.tiles),
-                                  time.perf_counter() - start, target)
+                                  time.perf_counter() - start, target, explained_output(target, fusion, method))
     return out
 
 
 def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig_steps: int = 32,
-                        chosen=None, target: str = "emphysema", progress=None) -> tuple:
+                        chosen=None, target: str = "emphysema", fusion: dict | None = None,
+                        progress=None) -> tuple:
     """(attribution volume on the working grid (z, y, x) float32, indices of the tiles explained);
-    ``progress(done, total)`` after each batch of tiles."""
+    ``progress(done, total)`` after each batch of tiles; ``fusion``: as :func:`explain_case`."""
     tiles, grid = severity.tiles, severity.grid
     weights = severity.patch_weights * len(severity.patch_weights)
     priority = severity.patch_weights if severity.tile_priority is None else severity.tile_priority
@@ -99,7 +117,8 @@ def working_attribution(model, severity, method: str, *, top_tiles: int = 96, ig
     volume = np.zeros(grid.hu.shape, np.float32)
     # batch after batch: each batch's maps are weighted and painted, then dropped (non-overlapping
     # tiles: the same volume as painting them all at once)
-    for first, maps in attribute_batches(model, tiles.images[chosen], method, steps=ig_steps, target=target):
+    for first, maps in attribute_batches(model, tiles.images[chosen], method, steps=ig_steps, target=target,
+                                         fusion=fusion, pixel_mm=float(grid.spacing[0])):
         part = chosen[first:first + len(maps)]
         maps *= weights[part, None, None, None]
         paint_maps(grid.hu.shape, tiles.corners[part], maps, out=volume)

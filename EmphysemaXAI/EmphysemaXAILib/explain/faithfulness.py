@@ -2,7 +2,8 @@
 
 All on the model's working grid (z, y, x), within the lung:
 - deletion: the lung voxels in attribution order (most positive first) are replaced by normal
-  lung (NORMAL_LUNG_HU, not air) in steps; the model's case extent after each step, divided by
+  lung (NORMAL_LUNG_HU, not air) in steps; the model's case extent (:func:`model_extent`: for a
+  fused pattern model, the fused extent its explanations explain) after each step, divided by
   the original, traces a curve whose area (fraction removed 0..1) is ``deletion_auc`` (lower =
   more faithful). The same with a random order (``deletion_auc_random``) and with the LAA order
   (lowest HU first: what a threshold would point at, ``deletion_auc_laa``).
@@ -30,17 +31,23 @@ import torch
 
 from ..model.tiles import extract_tiles, paint_tiles
 from .assemble import working_attribution
+from .fused_target import tile_extents
 from .methods import NORMAL_LUNG_HU
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
 
 
 def model_extent(predictor, hu: np.ndarray, severity) -> float:
-    """The model's case extent (%) for a modified working-grid HU volume (same tiles)."""
+    """The model's case extent (%) for a modified working-grid HU volume (same tiles): the
+    lung-weighted mean of the tiles' fractions, or of their fused extents for a pattern model
+    with a ``fusion`` block (what its ``emphysema`` explanations explain, :mod:`.fused_target`)."""
     grid, tiles = severity.grid, severity.tiles
     lung = grid.labels > 0
     again, _ = extract_tiles(hu, lung, tiles.corners, tiles.size, tiles.slices)
-    fractions = predictor.run_tiles(again.images)["fraction"].numpy()
+    if predictor.fusion:
+        fractions = tile_extents(predictor.model, predictor.fusion, float(grid.spacing[0]), again.images)
+    else:
+        fractions = predictor.run_tiles(again.images)["fraction"].numpy()
     counts = again.lung_count
     return float(100.0 * (fractions * counts).sum() / counts.sum())
 
@@ -136,7 +143,8 @@ def case_faithfulness(predictor, severity, lesion: np.ndarray | None, methods, *
     k = int(target.sum())
     out = {}
     for method in methods:
-        attribution, chosen = working_attribution(predictor.model, severity, method, top_tiles=top_tiles)
+        attribution, chosen = working_attribution(predictor.model, severity, method, top_tiles=top_tiles,
+                                                  fusion=predictor.fusion)
         explained = lung & (paint_tiles(lung.shape, severity.tiles.corners[chosen], np.ones(len(chosen)),
                                         severity.tiles.size, severity.tiles.slices) > 0)
         flat = attribution.ravel()
@@ -154,7 +162,7 @@ def case_faithfulness(predictor, severity, lesion: np.ndarray | None, methods, *
         if randomize:
             noise_model = randomized(predictor.model, seed)
             other = _with_model(predictor, noise_model, severity)
-            random_map, _ = working_attribution(noise_model, other, method, chosen=chosen)
+            random_map, _ = working_attribution(noise_model, other, method, chosen=chosen, fusion=predictor.fusion)
             # SSIM where either map says something: two maps that are both 0 over most of the lung
             # (ReLU'd Grad-CAM) agree trivially there; the whole-lung figure is kept beside it
             support = explained & ((attribution != 0) | (random_map != 0))

@@ -1,7 +1,9 @@
 """Attribution maps of the severity or pattern CNN for a batch of lung tiles (captum and MONAI).
 
 Every method explains one output, the ``target``: ``emphysema`` (default), the logit of a tile's
-predicted emphysema fraction (the quantity the case extent and class are built from), or, for a
+predicted emphysema fraction (the quantity the case extent and class are built from: for a pattern
+model with a ``fusion`` block, the tile's fused texture + density extent, :mod:`.fused_target`;
+without one, its fraction trunk's), or, for a
 pattern model (:class:`~..model.pattern_net.PatternNet`), the logit of one of its six patterns
 (:data:`~..analysis.patterns.PATTERNS`, attention-pooled over the tile). Inputs are HU tiles
 (n, S, P, P) as :mod:`..model.tiles` makes them (non-lung voxels at FILL_HU; S = 1 for the pattern
@@ -50,39 +52,53 @@ def _is_pattern(model) -> bool:
     return isinstance(model, PatternNet)
 
 
-def _trunk_name(model, target: str) -> str:
+def _trunk_name(model, target: str, fusion: dict | None = None) -> str:
     if not _is_pattern(model):
         return "encoder.features"
-    return "fraction_features" if target == "emphysema" else "features"   # the trunk behind the target
+    if target == "emphysema" and not fusion:
+        return "fraction_features"
+    return "features"   # the trunk behind the target: a pattern, or a fused extent's texture term
 
 
-def cam_layer_name(model, target: str = "emphysema") -> str:
+def cam_layer_name(model, target: str = "emphysema", fusion: dict | None = None) -> str:
     """The Grad-CAM target in TargetLogit's naming: the last ReLU of the last block of the trunk
     that computes ``target``."""
-    return f"net.{_trunk_name(model, target)}.2.5"
+    return f"net.{_trunk_name(model, target, fusion)}.2.5"
 
 
-def cam_layer(model, target: str = "emphysema") -> nn.Module:
-    """The Grad-CAM target: the last ReLU of the last convolutional block of ``target``'s trunk."""
-    return model.get_submodule(_trunk_name(model, target))[-1][5]
+def cam_layer(model, target: str = "emphysema", fusion: dict | None = None) -> nn.Module:
+    """The Grad-CAM target: the last ReLU of the last convolutional block of ``target``'s trunk
+    (with a ``fusion`` block, the pattern trunk: the texture term of the fused extent)."""
+    return model.get_submodule(_trunk_name(model, target, fusion))[-1][5]
 
 
 class TargetLogit(nn.Module):
-    """(n, S, P, P) HU -> (n, 1) logit of the tile's ``target`` (module docstring)."""
+    """(n, S, P, P) HU -> (n, 1) logit of the tile's ``target`` (module docstring); ``fusion``
+    (a pattern model's ``fusion`` block) and ``pixel_mm`` (the tiles' pixel size): the
+    ``emphysema`` target is then the tile's fused extent (:class:`.fused_target.FusedExtent`)."""
 
-    def __init__(self, model, target: str = "emphysema"):
+    def __init__(self, model, target: str = "emphysema", fusion: dict | None = None, pixel_mm: float | None = None):
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"unknown explanation target {target!r}; choose from {', '.join(TARGETS)}")
         if target != "emphysema" and not _is_pattern(model):
             raise ValueError(f"the severity model has no {target} output: explain a pattern with a pattern model")
         self.net, self.target = model, target
+        self.fused = None
+        if fusion and target == "emphysema" and _is_pattern(model):
+            if pixel_mm is None:
+                raise ValueError("a fused extent needs the tiles' pixel size (pixel_mm)")
+            from .fused_target import FusedExtent
+
+            self.fused = FusedExtent(model, fusion, pixel_mm)
 
     def forward(self, x) -> torch.Tensor:
         if not _is_pattern(self.net):
             embedding, _ = self.net.encoder(normalise_hu(x))
             return self.net.fraction_head(embedding)
         lung = (x < LUNG_BELOW_HU).float()
+        if self.fused is not None:
+            return torch.logit(self.fused(x, lung).clamp(1e-6, 1 - 1e-6))[:, None]
         if self.target == "emphysema":
             # the fraction trunk alone: the pattern trunk does not feed this output, and running it
             # (with autograd keeping its activations) took about 60% of the time and memory;
@@ -129,16 +145,20 @@ def grad_cam(wrapper: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Ten
 
 
 def attribute(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: int = 64,
-              internal_batch: int = 256, seed: int = 0, target: str = "emphysema") -> np.ndarray:
+              internal_batch: int = 256, seed: int = 0, target: str = "emphysema", fusion: dict | None = None,
+              pixel_mm: float | None = None) -> np.ndarray:
     """(n, S, P, P) float32 map of ``method`` for the HU ``tiles`` and ``target``; model in eval
-    mode. ``attention`` is the model's own map, the same whatever the target."""
+    mode. ``attention`` is the model's own map, the same whatever the target. ``fusion`` /
+    ``pixel_mm``: as :class:`TargetLogit`."""
     out = [maps for _, maps in attribute_batches(model, tiles, method, steps=steps, batch=batch,
-                                                 internal_batch=internal_batch, seed=seed, target=target)]
+                                                 internal_batch=internal_batch, seed=seed, target=target,
+                                                 fusion=fusion, pixel_mm=pixel_mm)]
     return np.concatenate(out) if out else np.zeros((0,) + tiles.shape[1:], np.float32)
 
 
 def attribute_batches(model, tiles: np.ndarray, method: str, *, steps: int = 32, batch: int = 64,
-                      internal_batch: int = 256, seed: int = 0, target: str = "emphysema"):
+                      internal_batch: int = 256, seed: int = 0, target: str = "emphysema",
+                      fusion: dict | None = None, pixel_mm: float | None = None):
     """:func:`attribute` one batch at a time: yields (index of the batch's first tile, (b, S, P, P)
     float32 maps), so a caller can use each batch's maps and drop them (a whole case's maps are
     never held at once); the same maps as :func:`attribute`."""
@@ -150,15 +170,15 @@ def attribute_batches(model, tiles: np.ndarray, method: str, *, steps: int = 32,
     elif METHOD_PACKAGES[method] == "monai":
         from monai.visualize import GradCAMpp
     model.eval()
-    wrapper = TargetLogit(model, target).eval()
+    wrapper = TargetLogit(model, target, fusion, pixel_mm).eval()
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     for start in range(0, len(tiles), batch):
         x = torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch], np.float32)).to(device)
         if method == "gradcam":
-            maps = _upsample(grad_cam(wrapper, cam_layer(model, target), x), x.shape)
+            maps = _upsample(grad_cam(wrapper, cam_layer(model, target, fusion), x), x.shape)
         elif method == "gradcampp":
-            cam = GradCAMpp(wrapper, target_layers=cam_layer_name(model, target), postprocessing=lambda m: m)
+            cam = GradCAMpp(wrapper, target_layers=cam_layer_name(model, target, fusion), postprocessing=lambda m: m)
             # one tile per call: MONAI 1.6's GradCAMpp multiplies the (n,) score into (n, C, h, w)
             # gradients, which only broadcasts for n = 1
             maps = torch.cat([cam(x[i:i + 1], class_idx=0) for i in range(len(x))]).expand(-1, x.shape[1], -1, -1)

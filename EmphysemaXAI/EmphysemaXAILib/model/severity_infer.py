@@ -21,6 +21,8 @@ from .tiles import extract_tiles, paint_tiles, tile_corners, to_working_grid
 class SeverityPredictor:
     """A loaded model ready for cases; ``device`` auto picks CUDA, MPS or the CPU."""
 
+    fusion = None   # severity model v1 has no fused map (the pattern predictor's ``fusion`` block)
+
     def __init__(self, model_path=None, device: str = "auto", batch_size: int = 128):
         import torch
 
