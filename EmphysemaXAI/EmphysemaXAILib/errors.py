@@ -38,13 +38,17 @@ DISK_FULL_ERRNOS = tuple(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT"
 class DiskFullError(EmphysemaXAIError):
     """An output could not be written because its disk (or the user's quota there) is full.
     ``path`` is the output, ``errno`` ENOSPC or EDQUOT; ``detail`` (optional) says what the run
-    did about it (e.g. what a batch kept). Not an InputError: the input and options were fine."""
+    did about it (e.g. what a batch kept), ``again`` how to go on. Not an InputError: the input and options were fine."""
 
-    def __init__(self, path, code: int = errno.ENOSPC, detail: str | None = None):
+    def __init__(self, path, code: int = errno.ENOSPC, detail: str | None = None, again: str = "run again"):
         self.path = os.fspath(path) if path is not None else None
         self.errno = code if code in DISK_FULL_ERRNOS else errno.ENOSPC
         self.detail = detail
+        self.again = again
         super().__init__(self.message())
+
+    def __reduce__(self):  # pickled whole (a Dask worker sends it back to the client)
+        return (type(self), (self.path, self.errno, self.detail, self.again))
 
     def message(self) -> str:
         quota = self.errno != errno.ENOSPC
@@ -53,7 +57,7 @@ class DiskFullError(EmphysemaXAIError):
         why += f" in {where})" if where else ")"
         head = f"cannot write {self.path}: {why}" if self.path else why
         tail = self.detail or "unfinished files were removed and earlier outputs kept"
-        return f"{head}; {tail}: free some space there or choose a folder on another disk, then run again"
+        return f"{head}; {tail}: free some space there or choose a folder on another disk, then {self.again}"
 
 
 def disk_full_errno(error: BaseException | None) -> int | None:
