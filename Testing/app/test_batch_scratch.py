@@ -51,7 +51,7 @@ def test_a_dask_batch_leaves_nothing_behind(two_cases, tmp_path):
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert len(list((tmp_path / "out" / "cases").iterdir())) == 2
-    assert left_behind(tmp_path) == []
+    assert left_behind(tmp_path) == [], [str(p) for p in (tmp_path / "tmp").rglob("*")]
 
 
 def test_a_failed_dask_batch_leaves_nothing_behind(two_cases, tmp_path):
@@ -61,7 +61,7 @@ def test_a_failed_dask_batch_leaves_nothing_behind(two_cases, tmp_path):
     process = start(tmp_path, "batch", root, "--out", tmp_path / "out", "--workers", 2, "--strict", *FAST)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 1 and "failed broken" in err, err
-    assert left_behind(tmp_path) == []
+    assert left_behind(tmp_path) == [], [str(p) for p in (tmp_path / "tmp").rglob("*")]
 
 
 def test_a_dask_batch_stopped_by_sigterm_leaves_nothing_behind(two_cases, tmp_path):
@@ -73,4 +73,4 @@ def test_a_dask_batch_stopped_by_sigterm_leaves_nothing_behind(two_cases, tmp_pa
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
-    assert left_behind(tmp_path) == []
+    assert left_behind(tmp_path) == [], [str(p) for p in (tmp_path / "tmp").rglob("*")]

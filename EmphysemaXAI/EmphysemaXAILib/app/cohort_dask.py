@@ -28,6 +28,7 @@ import socket
 import tempfile
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 from ..errors import InputError
@@ -37,6 +38,13 @@ from .cohort_case import failed_row, run_case
 
 #: seconds to reach an external scheduler and to see at least one of its workers
 CONNECT_TIMEOUT_S = 20.0
+
+
+class _Owner:
+    """What the exit-time removal of a run's scratch folder hangs on (lives as long as the process)."""
+
+
+_SCRATCH_OWNER = _Owner()
 
 
 def needs_dask(scheduler: str, workers: int) -> bool:
@@ -216,6 +224,10 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
     from distributed.scheduler import KilledWorker
 
     scratch = tempfile.mkdtemp(prefix="emphysema-xai-dask-")
+    # removed at the end, and once more when this process exits: a cluster stopped while it was
+    # starting leaves Dask objects whose finalizers (made after this one, so run before it)
+    # write their lock files into the scratch space at exit
+    remove_at_exit = weakref.finalize(_SCRATCH_OWNER, shutil.rmtree, scratch, ignore_errors=True)
     run = uuid.uuid4().hex[:8]
     client = cluster = None
     stopped = False
@@ -270,6 +282,7 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
         _restore_environ(environ)
         raise
     _close(client, cluster, futures, out, todo, scratch, abort=stopped)
+    remove_at_exit()
     _restore_environ(environ)  # a nanny that restarted its worker set them again
     return outcomes
 
