@@ -38,7 +38,8 @@ DISK_FULL_ERRNOS = tuple(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT"
 class DiskFullError(EmphysemaXAIError):
     """An output could not be written because its disk (or the user's quota there) is full.
     ``path`` is the output, ``errno`` ENOSPC or EDQUOT; ``detail`` (optional) says what the run
-    did about it (e.g. what a batch kept), ``again`` how to go on. Not an InputError: the input and options were fine."""
+    did about it (e.g. what a batch kept), ``again`` how to go on. Not an InputError: the input
+    and options were fine."""
 
     def __init__(self, path, code: int = errno.ENOSPC, detail: str | None = None, again: str = "run again"):
         self.path = os.fspath(path) if path is not None else None
