@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DiskFullError, InputError
 from ..io.atomic import refuse_existing, write_atomic
 from ..io.csv_table import write_csv
 from ..io.signals import signals_deferred
@@ -24,17 +24,40 @@ from .cohort_case import COHORT_COLUMNS, failed_row, resumed_row, run_case
 from .dicom_results import check_dicom_support
 from .find_cases import find_cases
 
+#: the cohort.csv error of a case not run because the batch stopped on a full disk
+NOT_RUN_DISK_FULL = "not finished: the batch stopped because the disk is full"
 
-def _final_row(case: dict, outcome: dict | None, out_root: Path) -> dict:
+
+def _final_row(case: dict, outcome: dict | None, out_root: Path, stopped: bool = False) -> dict:
     """A case's cohort.csv row from what is on disk: its summary.json when this run's attempt
-    did not fail; a failed row (the attempt's reason, or that the workers' output is missing)."""
+    did not fail; a failed row (the attempt's reason, that the batch stopped on a full disk
+    before the case (``stopped``), or that the workers' output is missing)."""
     if outcome is not None and outcome["row"]["status"] == "failed":
         return outcome["row"]
     row = resumed_row(case, out_root)
+    if row is None and stopped and outcome is None:
+        return failed_row(case, NOT_RUN_DISK_FULL)
     if row is None:
         return failed_row(case, f"no summary.json in {out_root / 'cases' / case['case_id']} after the run: the "
                                 "workers must write to the client's output folder (a shared file system)")
     return row
+
+
+def _stop_on_full_disk(full: DiskFullError, rows: list, out: Path) -> None:
+    """The batch met a full disk: write cohort.csv with every case (finished ones, the failed
+    case, those not finished) if the disk still allows, else keep the earlier cohort.csv as it was;
+    no montage; raise one DiskFullError saying what was kept (``--resume`` goes on)."""
+    finished = sum(row["status"] in ("ok", "excluded") for row in rows)
+    skipped = sum(row["error"] == NOT_RUN_DISK_FULL for row in rows)
+    try:
+        _write_cohort(rows, out / "cohort.csv")
+        table = "cohort.csv written"
+    except DiskFullError:
+        table = ("cohort.csv could not be written either (the earlier one is kept as it was)"
+                 if (out / "cohort.csv").exists() else "cohort.csv could not be written either")
+    raise DiskFullError(full.path, full.errno,
+                        f"the batch stopped: {finished} finished case{'s' if finished != 1 else ''} kept, "
+                        f"{skipped} not finished, {table}", again="run again with --resume") from None
 
 
 
@@ -57,6 +80,10 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
     ``resume`` (finished cases are kept) or ``overwrite`` (every case is analysed again).
     A signal stops the workers too; finished cases stay (``resume`` goes on from them), the
     case being written and an output folder this run created and left empty are removed.
+    A full disk (or quota) stops the batch at the case that met it (the cases running beside it
+    on Dask are stopped too): finished cases stay, the failing one and those not run are
+    ``failed`` rows of cohort.csv (written if the disk still allows, else the earlier one is
+    kept), and :class:`~EmphysemaXAILib.errors.DiskFullError` is raised.
     """
     from .cohort_dask import check_dask, needs_dask
 
@@ -102,9 +129,7 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
             outcomes.update(run_on_dask(todo, out, options, report=report, scene=scene, dicom=dicom,
                                         scheduler=scheduler, workers=workers, retries=retries, bar=bar))
         else:
-            for case in todo:
-                outcomes[case["case_id"]] = run_case(case, str(out), options, report, scene, dicom)
-                bar.update(1)
+            outcomes.update(_run_here(todo, out, options, report, scene, dicom, bar))
     except BaseException:
         with signals_deferred():
             for folder in reversed(created):  # made by this run and still empty
@@ -115,17 +140,32 @@ def run_batch(root, out_dir, options: AnalysisOptions | None = None, *, workers:
         raise
     finally:
         bar.close()
+    full = next((o["disk_full"] for o in outcomes.values() if o.get("disk_full") is not None), None)
     for case in todo:
-        rows[case["case_id"]] = _final_row(case, outcomes.get(case["case_id"]), out)
+        rows[case["case_id"]] = _final_row(case, outcomes.get(case["case_id"]), out, stopped=full is not None)
     ordered = [rows[c["case_id"]] for c in cases]
     for row in ordered:  # not cohort.csv columns: what a Dask worker measured (bench/bench_cohort.py)
         outcome = outcomes.get(row["case_id"]) or {}
         row.update({key: outcome[key] for key in ("peak_rss_mb", "seconds", "worker") if key in outcome})
+    if full is not None:
+        _stop_on_full_disk(full, ordered, out)
     _write_cohort(ordered, out / "cohort.csv")
     thumbs = {case_id: outcome["thumbnail"] for case_id, outcome in outcomes.items()}
     if thumbs and has_matplotlib():  # without matplotlib (inside 3D Slicer) there is no montage
         _montage(ordered, thumbs, out / "qc_montage.png")
     return ordered
+
+
+def _run_here(todo: list, out: Path, options, report: bool, scene: bool, dicom: bool, bar) -> dict:
+    """The cases one after the other in this process: case_id -> outcome; stops after a case
+    that met a full disk (every later case would fail the same way)."""
+    outcomes = {}
+    for case in todo:
+        outcomes[case["case_id"]] = run_case(case, str(out), options, report, scene, dicom)
+        bar.update(1)
+        if outcomes[case["case_id"]].get("disk_full") is not None:
+            break
+    return outcomes
 
 
 class _CountingBar:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..analysis.patterns import COHORT_PATTERN_COLUMNS, cohort_fields
+from ..io.disk_full import as_disk_full
 from ..options import AnalysisOptions
 from .case_files import write_case, zone_note
 
@@ -45,7 +47,8 @@ def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool =
     ``options`` (the case's own series on top); runs in the calling process or on a Dask worker
     (:func:`.cohort_dask.case_task`). Never raises for a failing case (a failure is a row); a
     signal (Terminated, KeyboardInterrupt) propagates, leaving nothing of the case. ``dicom``:
-    also the DICOM SEG / SR (``dicom/``)."""
+    also the DICOM SEG / SR (``dicom/``). A case that failed because the disk is full has the
+    :class:`~EmphysemaXAILib.errors.DiskFullError` under ``disk_full`` (the runner stops)."""
     from ..pipeline import analyze_case
 
     try:
@@ -54,6 +57,10 @@ def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool =
                    dicom=dicom)
         return {"row": cohort_row(case, result.summary()), "thumbnail": thumbnail(result)}
     except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
+        full = as_disk_full(error, Path(out_root) / "cases" / case["case_id"])
+        if full is not None:  # the batch stops: every later case would fail the same way
+            reason = f"disk full: {os.strerror(full.errno)} writing {full.path}"
+            return {"row": failed_row(case, reason), "thumbnail": None, "disk_full": full}
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         return {"row": failed_row(case, reason), "thumbnail": None}
 

@@ -28,6 +28,7 @@ import socket
 import tempfile
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 from ..errors import InputError
@@ -37,6 +38,13 @@ from .cohort_case import failed_row, run_case
 
 #: seconds to reach an external scheduler and to see at least one of its workers
 CONNECT_TIMEOUT_S = 20.0
+
+
+class _Owner:
+    """What the exit-time removal of a run's scratch folder hangs on (lives as long as the process)."""
+
+
+_SCRATCH_OWNER = _Owner()
 
 
 def needs_dask(scheduler: str, workers: int) -> bool:
@@ -124,18 +132,22 @@ def _open(scheduler: str, workers: int, scratch: str):
     127.0.0.1 with nannies (a dead worker is restarted; Dask sets OMP_NUM_THREADS=1 in them, so
     torch uses one thread), no dashboard, no memory limit (the system's OOM killer is the limit:
     a killed worker is a retry), one task per worker at a time, worker deaths not retried by Dask
-    itself (allowed-failures 0: :func:`run_on_dask` resubmits), ``scratch`` as their TMPDIR (the
-    Slicer scratch folders of a killed worker go with it). An external scheduler: reached, with
+    itself (allowed-failures 0: :func:`run_on_dask` resubmits), ``scratch`` as their TMPDIR and
+    as the local directory of the scheduler and the workers (Dask's ``dask-scratch-space``), so
+    the Slicer scratch folders of a killed worker and Dask's own go with it. An external scheduler: reached, with
     at least one worker, within CONNECT_TIMEOUT_S, else a one-line InputError."""
     import dask
     from distributed import Client, LocalCluster
 
     if scheduler == "local":
-        settings = {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}
+        # the scheduler's and the nannies' dask-scratch-space go into ``scratch`` too (by default
+        # they are made in the temporary directory and stay there after the cluster closes)
+        settings = {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0,
+                    "temporary-directory": scratch}
         with dask.config.set(settings):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None, silence_logs=logging.ERROR, memory_limit=0,
-                                   env={"TMPDIR": scratch},
+                                   env={"TMPDIR": scratch}, local_directory=scratch,
                                    # no dashboard; the scheduler's plain HTTP routes on a free loopback port
                                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
             try:
@@ -197,7 +209,10 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
                 workers: int = 2, retries: int = 2, bar=None) -> dict:
     """Run :func:`case_task` for every case of ``todo`` on Dask; return case_id -> outcome (the
     task's result, or a failed row when the task raised or its worker died ``retries + 1``
-    times). A case never stops the cohort. ``bar.update(1)`` per case done.
+    times). A case never stops the cohort, except one that met a full disk (its outcome holds
+    ``disk_full``): then the cases still running are stopped (a local cluster's workers killed,
+    their unfinished folders removed) and those not started have no outcome.
+    ``bar.update(1)`` per case done.
 
     On the local cluster no more cases are in flight than the workers have threads, so a worker
     holds only the case it runs: Dask counts a death against every task assigned to the dead
@@ -209,8 +224,13 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
     from distributed.scheduler import KilledWorker
 
     scratch = tempfile.mkdtemp(prefix="emphysema-xai-dask-")
+    # removed at the end, and once more when this process exits: a cluster stopped while it was
+    # starting leaves Dask objects whose finalizers (made after this one, so run before it)
+    # write their lock files into the scratch space at exit
+    remove_at_exit = weakref.finalize(_SCRATCH_OWNER, shutil.rmtree, scratch, ignore_errors=True)
     run = uuid.uuid4().hex[:8]
     client = cluster = None
+    stopped = False
     futures, outcomes, queue = {}, {}, [(case, 0) for case in reversed(todo)]
     environ = dict(os.environ)  # Dask's nannies set OMP_NUM_THREADS=1 ... in this process's environment
     try:
@@ -234,6 +254,12 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
             case, attempt = futures.pop(future)
             if future.status == "finished":
                 outcomes[case["case_id"]] = future.result()
+                if outcomes[case["case_id"]].get("disk_full") is not None:
+                    future.release()
+                    if bar is not None:
+                        bar.update(1)
+                    stopped = True  # every later case would fail the same way: stop the others now
+                    break
             else:
                 error = future.exception()
                 if isinstance(error, KilledWorker) and attempt < retries:
@@ -255,7 +281,8 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
         _close(client, cluster, futures, out, todo, scratch, abort=True)
         _restore_environ(environ)
         raise
-    _close(client, cluster, futures, out, todo, scratch, abort=False)
+    _close(client, cluster, futures, out, todo, scratch, abort=stopped)
+    remove_at_exit()
     _restore_environ(environ)  # a nanny that restarted its worker set them again
     return outcomes
 

@@ -1,7 +1,8 @@
 """The ``emphysema-xai`` command line: a thin front end over the library.
 
 Exit codes (``docs/contracts.md``): 0 done; 2 bad input (one line on stderr); 3 excluded by
-quality control; 1 unexpected internal error (one line plus the path of a log with the
+quality control; 4 the disk (or the quota) is full (one line naming the output; unfinished files
+removed, earlier outputs kept); 1 unexpected internal error (one line plus the path of a log with the
 traceback; ``--debug`` shows the traceback instead). ``--json`` prints exactly one JSON object.
 
 Each module of this package registers its sub-commands beside their handlers
@@ -21,12 +22,16 @@ import warnings
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ExcludedError, InputError
+from ..errors import DiskFullError, ExcludedError, InputError
+from ..io.disk_full import as_disk_full
 from ..io.signals import Terminated, signal_handlers, watch_stop_file
 from ..notices import NOT_CLINICAL
 from .registry import COMMANDS, add_config
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_DISK_FULL", "build_parser", "main"]
+
+#: exit code of a run stopped because the disk (or the user's quota) is full
+EXIT_DISK_FULL = 4
 
 #: the command modules, in the order their commands appear in ``--help`` (importing registers them)
 COMMAND_MODULES = ("inputs", "case", "cohort", "models", "embeddings")
@@ -82,16 +87,26 @@ def _run(args) -> int:
     except ExcludedError as error:
         print(f"emphysema-xai: excluded by quality control: {error}", file=sys.stderr)
         return 3
+    except DiskFullError as error:
+        print(f"emphysema-xai: error: {error}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except KeyboardInterrupt:
         print("emphysema-xai: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - the one place internal errors are reported
+        full = as_disk_full(error)  # a full disk met outside the atomic writers (e.g. the scratch folder)
+        if full is not None:
+            print(f"emphysema-xai: error: {full}", file=sys.stderr)
+            return EXIT_DISK_FULL
         if args.debug:
             traceback.print_exc()
         else:
+            first = str(error).splitlines()[0] if str(error) else ""
             log = Path(tempfile.gettempdir()) / f"emphysema-xai-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
-            log.write_text(traceback.format_exc())
-            print(f"emphysema-xai: internal error: {type(error).__name__}: "
-                  f"{str(error).splitlines()[0] if str(error) else ''} (traceback in {log}; "
-                  "rerun with --debug to see it)", file=sys.stderr)
+            try:
+                log.write_text(traceback.format_exc())
+                where = f"traceback in {log}; rerun with --debug to see it"
+            except OSError as failure:  # e.g. the temporary folder's disk is full too
+                where = f"no traceback log: {failure.strerror}; rerun with --debug to see the traceback"
+            print(f"emphysema-xai: internal error: {type(error).__name__}: {first} ({where})", file=sys.stderr)
         return 1

@@ -4,6 +4,9 @@
 renames it onto ``out``; when the block fails (error, Ctrl-C, SIGTERM / SIGHUP turned into
 :class:`Terminated`), the temporary folder is removed and ``out`` is untouched.
 ``write_atomic(path, write)`` / ``write_files_atomic({path: write})`` do the same for files.
+A write that fails because the disk (or the quota) is full becomes one
+:class:`~EmphysemaXAILib.errors.DiskFullError` naming the output (:mod:`.disk_full`), after the
+temporary files are removed.
 The final renames never delete first: an output being replaced is moved aside, the new one is
 renamed in, and only then is the old one removed; a target that appeared meanwhile is replaced
 only when overwriting was asked for (else :class:`InputError`). Signals are held back during
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from .disk_full import as_disk_full
 from .signals import signals_deferred
 
 if TYPE_CHECKING:
@@ -197,17 +201,24 @@ def atomic_folder(out, overwrite=None) -> Iterator[Path]:
     folder is moved aside and removed after the new one is in place, never before.
     """
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    except OSError as error:
+        _raise_if_disk_full(error, out, None)
+        raise
     replace = _may_replace(out, overwrite)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         _normal_mode(work, folder=True)
         yield work
         with signals_deferred():
             _install(work, out, replace)
-    except BaseException:
+    except BaseException as error:
+        full = as_disk_full(error, out, work)  # asked before the clean-up frees the space taken
         with signals_deferred():
             shutil.rmtree(work, ignore_errors=True)
+        if full is not None:
+            raise full from error
         raise
 
 
@@ -216,7 +227,7 @@ def write_files_atomic(writers: dict, overwrite=None) -> None:
     then rename them all onto their paths (all or none: a failure removes every temporary
     file). ``overwrite`` as for :func:`atomic_folder`; an existing file is replaced in one
     rename (``os.replace``), so the old content stays whole until the new one is complete."""
-    plan = []
+    plan, path = [], None
     try:
         for path, write in writers.items():
             path = Path(path).resolve()
@@ -240,14 +251,23 @@ def write_files_atomic(writers: dict, overwrite=None) -> None:
                         rename_noreplace(tmp, path)
                     except FileExistsError:
                         raise _appeared(path) from None
-    except BaseException:
+    except BaseException as error:
+        full = as_disk_full(error, path, Path(path).parent) if path is not None else None
         with signals_deferred():
             for _path, tmp, _replace in plan:
                 try:
                     tmp.unlink()
                 except FileNotFoundError:
                     pass
+        if full is not None:
+            raise full from error
         raise
+
+
+def _raise_if_disk_full(error: BaseException, out: Path, where) -> None:
+    full = as_disk_full(error, out, where)
+    if full is not None:
+        raise full from error
 
 
 def write_atomic(path, write, overwrite=None) -> None:

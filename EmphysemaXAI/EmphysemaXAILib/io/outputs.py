@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from ..errors import DISK_FULL_ERRNOS, DiskFullError, InputError
 from .atomic import CLAIMS, refuse_existing
 from .signals import signals_deferred
 
@@ -202,6 +202,8 @@ class _Lock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
             except OSError as error:
+                if error.errno in DISK_FULL_ERRNOS:
+                    raise DiskFullError(self.out, error.errno, "nothing was written") from None
                 raise InputError(f"cannot write {self.out}: no file can be created in {self.path.parent} "
                                  f"({error.strerror}); choose another output") from None
             try:
@@ -253,6 +255,8 @@ def _make_folders(folder: Path, out: Path) -> list:
                     done.rmdir()
                 except OSError:
                     pass
+            if error.errno in DISK_FULL_ERRNOS:
+                raise DiskFullError(out, error.errno, "nothing was written") from None
             raise InputError(f"cannot write {out}: the folder {path} cannot be created ({error.strerror}); "
                              "choose another output") from None
         created.append(path)

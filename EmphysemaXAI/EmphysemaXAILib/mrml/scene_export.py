@@ -10,7 +10,8 @@ The scene is built in a fresh headless scene, so repeated exports never mix case
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -348,20 +349,16 @@ def export_case_scene(result, out_dir, render: bool = False) -> dict:
 
 
 def _export(result, out: Path, scene, app_logic, render: bool) -> dict:
-    import slicer.util
-
     from .render import coarsen_volume_renderings, ras_offset, render_3d, render_slice, use_cpu_ray_casting
 
     nodes = build_case_scene(result, scene, app_logic)
     written = {}
     if "segmentation" in nodes:
         path = out / "lungs.seg.nrrd"
-        if not slicer.util.saveNode(nodes["segmentation"], str(path)):
-            raise RuntimeError(f"could not write {path}")
+        save_quietly(scene, path, nodes["segmentation"])
         written["segmentation"] = path
     path = out / "scene.mrb"
-    if not slicer.util.saveScene(str(path)):
-        raise RuntimeError(f"could not write {path}")
+    save_quietly(scene, path)
     written["scene"] = path
     if render and result.qct is not None:
         laa = result.qct.laa_map
@@ -380,3 +377,90 @@ def _export(result, out: Path, scene, app_logic, render: bool) -> dict:
                 use_cpu_ray_casting(scene)        # by VTK's CPU ray caster (no GPU here)
             written["views"] = {"3d": render_3d(scene, app_logic), "axial": axial, "coronal": coronal}
     return written
+
+
+@contextmanager
+def vtk_errors_held():
+    """Within the block Slicer's writers print nothing on the terminal (a failing bundle writer
+    prints one ``vtkArchive Error`` per block it could not write, then ``vtkMRMLScene ... ERR``):
+    the caller reports the failure in one line. Headless only (inside the Slicer application
+    they go to its error log): VTK's warning display is turned off and the process's native
+    stdout and stderr (VTK's output window writes to stdout, which ``--json`` keeps for its one
+    object) point to the null device for the block; all are restored."""
+    import sys
+
+    import vtk
+
+    if in_slicer_application():
+        yield
+        return
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    saved = {}
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        try:
+            stream.flush()
+            copy = os.dup(fd)
+        except (OSError, ValueError, AttributeError):
+            continue  # no such stream to hold back (closed, or not a file)
+        saved[fd] = copy
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    try:
+        yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
+
+
+def scene_bytes(scene) -> int:
+    """About how many bytes the scene's volumes take uncompressed: the most a bundle needs."""
+    total = 0
+    for node in scene.GetNodesByClass("vtkMRMLVolumeNode"):
+        image = node.GetImageData()
+        if image is not None:
+            total += int(image.GetActualMemorySize()) * 1024
+    return total
+
+
+def save_quietly(scene, path: Path, node=None) -> None:
+    """Write ``node`` (or, without one, the whole scene as a ``.mrb`` bundle) to ``path`` with
+    Slicer's IO manager, without Slicer's own log lines (``slicer.util.saveScene`` logs "Failed to
+    save scene to file" on the root logger and returns False). A failure raises: an OSError with
+    errno ENOSPC (or EDQUOT) when the disk of ``path``, or of the scene's scratch folder the
+    bundle is assembled in, is full (fewer bytes free than the scene's volumes take, or a small
+    probe file cannot be written: :func:`~EmphysemaXAILib.io.disk_full.disk_full_at`), else a
+    RuntimeError with Slicer's message."""
+    import errno
+
+    import slicer
+
+    from ..io.disk_full import disk_full_at
+
+    manager = slicer.app.coreIOManager()
+    messages = slicer.vtkMRMLMessageCollection()
+    properties = {"fileName": str(path)}
+    if node is None:
+        kind = "SceneFile"
+    else:
+        kind = manager.fileWriterFileType(node)
+        properties["nodeID"] = node.GetID()
+    with vtk_errors_held():
+        done = manager.saveNodes(kind, properties, messages)
+    if done:
+        return
+    need = scene_bytes(scene) if node is None else 0
+    for folder in (path.parent, scene.GetRootDirectory() if node is None else None):
+        code = disk_full_at(folder, need) if folder else None
+        if code is not None:
+            raise OSError(code, os.strerror(code), str(folder if folder != path.parent else path))
+    text = " ".join(messages.GetAllMessagesAsString().split()) if messages.GetNumberOfMessages() else ""
+    for code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        if os.strerror(code) in text:
+            raise OSError(code, os.strerror(code), str(path))
+    raise RuntimeError(f"could not write {path}" + (f": {text}" if text else ""))
