@@ -42,7 +42,7 @@ from scipy import ndimage
 from ..io.csv_table import write_csv
 from ..volume import IN_PLANE
 from .regions import REGION_NAMES, LungRegions, lung_regions
-from .severity import SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
+from .severity import EMPHYSEMA_HU, SEVERITY_CUTPOINTS, ZONE_CUTPOINTS, seeds_binary_rule, severity_class, zone_grade
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,12 +72,12 @@ CIP_REGIONS = {"right": (2, 4, 5, 6, 12, 13, 14), "left": (3, 7, 8, 9, 10, 11),
 class QCTConfig:
     """Thresholds and conventions (HU)."""
 
-    laa_thresholds: tuple = (-950, -925, -910, -856)
+    laa_thresholds: tuple = (int(EMPHYSEMA_HU), -925, -910, -856)
     haa_thresholds: tuple = (-600, -250)
     inclusive: bool = True            # LAA counts HU <= T (COPDGene); False: HU < T (CIP)
     hu_range: tuple | None = None     # (lo, hi) HU counted; CIP: (-1024, 1024)
     percentile_rule: str = "ge"       # "ge": smallest HU with CDF >= p; "cip": largest with CDF <= p
-    emphysema_hu: float = -950.0      # threshold of the LAA map and its clusters (the panel's setting)
+    emphysema_hu: float = EMPHYSEMA_HU  # threshold of the LAA map and its clusters (the panel's setting)
     noisy_hu: float = NOISY_HU
     seeds_rule: bool = False          # add the seeds' binary label (LAA-950 >= 6% and MLD < -850)
     severity_cutpoints: tuple = SEVERITY_CUTPOINTS   # ((bound, class), ...) of docs/severity.md
@@ -315,7 +315,7 @@ def calibrated_metrics(histogram, row, calibration, config) -> dict:
     n = int(histogram.sum())
     if calibration is None or n == 0:
         return dict.fromkeys(CALIBRATED_KEYS)
-    below = share_at_or_below(histogram, OFFSET, calibration.raw_threshold(-950.0), config.inclusive)
+    below = share_at_or_below(histogram, OFFSET, calibration.raw_threshold(EMPHYSEMA_HU), config.inclusive)
     perc15 = percentile_interpolated(histogram, OFFSET, 0.15)
     return {"laa950_pct_calibrated": round(100.0 * below / n, 5),
             "perc15_hu_calibrated": round(float(calibration.apply(perc15)), 2),

@@ -63,7 +63,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr, ndtr
 
-THRESHOLD_HU = -950.0        # the extent is % of voxels <= -950 HU (integer HU)
+from .severity import EMPHYSEMA_HU
+
+THRESHOLD_HU = EMPHYSEMA_HU  # the extent is % of voxels <= -950 HU (integer HU)
 REFERENCE_NOISE_HU = 20.0    # the noise level the extent is reported at
 AIR_HU = -1000.0             # no lung voxel is truly below air
 CLIP_HU = -1024              # scanners store nothing below: this bin is left-censored

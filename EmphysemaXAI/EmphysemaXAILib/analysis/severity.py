@@ -5,6 +5,10 @@ conventions, not a clinical standard.
 """
 from __future__ import annotations
 
+#: The emphysema threshold (HU): %LAA-950 counts lung voxels at or below it (the extent behind the
+#: classes, the robust extent, the calibrated figures, the LAA map's default; the pattern model's
+#: density features). The one home of the number -950 in code.
+EMPHYSEMA_HU = -950.0
 #: Overall class cutpoints: (upper bound exclusive, class name); the last class is open-ended.
 SEVERITY_CUTPOINTS = ((5.0, "none"), (15.0, "mild"), (25.0, "moderate"))
 SEVERITY_CLASSES = ("none", "mild", "moderate", "severe")

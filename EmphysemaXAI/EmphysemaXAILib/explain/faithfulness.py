@@ -29,6 +29,7 @@ import copy
 import numpy as np
 import torch
 
+from ..analysis.severity import EMPHYSEMA_HU
 from ..model.tiles import extract_tiles, paint_tiles
 from .assemble import working_attribution
 from .fused_target import tile_extents
@@ -134,7 +135,7 @@ def case_faithfulness(predictor, severity, lesion: np.ndarray | None, methods, *
     hu = grid.hu
     normal = np.where(lung, np.float32(NORMAL_LUNG_HU), hu)
     original = model_extent(predictor, hu, severity)
-    target = (lesion > 0) & lung if lesion is not None else (hu <= -950) & lung
+    target = (lesion > 0) & lung if lesion is not None else (hu <= EMPHYSEMA_HU) & lung
     random_order = lung_idx[rng.permutation(len(lung_idx))]
     laa_order = lung_idx[np.argsort(hu.ravel()[lung_idx], kind="stable")]
     shared = {"deletion_auc_random": _auc(_curve(predictor, severity, random_order, hu, normal), original),

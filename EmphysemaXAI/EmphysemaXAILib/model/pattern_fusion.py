@@ -48,12 +48,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analysis.severity import EMPHYSEMA_HU
+
 ALL_FEATURES = ("fraction_logit", "texture_logit", "laa950_local", "mean_hu_local", "laa950_voxel",
                 "laa950_voxel_x_texture", "laa950_smooth_local")
 FEATURES = ("texture_logit", "laa950_smooth_local")
 WINDOW_MM = 15.0
 SMOOTH_MM = 1.0    # laa950_smooth_local: Gaussian SD of the in-lung smoothing before the -950 HU threshold
-LAA_HU = -950.0
+LAA_HU = EMPHYSEMA_HU
 EPS = 1e-3
 LAA_EPS = 1e-3     # a window without any voxel below -950 HU: logit(0.001), far below one voxel in 225
 

@@ -34,12 +34,13 @@ import torch
 from torch import nn
 
 from ..analysis.patterns import PATTERNS
+from ..analysis.severity import EMPHYSEMA_HU
 from .cip_patches import PatchSet, chest_wall_mask
 from .pattern_augment import ScannerRanges, center_resample, pleural_border, resample, scanner_augment
 from .pattern_net import STRIDE, PatternNet
 from .tiles import FILL_HU
 
-LAA_HU = -950.0
+LAA_HU = EMPHYSEMA_HU
 PARASEPTAL = PATTERNS.index("paraseptal")
 
 
