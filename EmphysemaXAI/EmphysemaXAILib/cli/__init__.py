@@ -87,6 +87,11 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print("emphysema-xai: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # beyond the up-front estimate (io/memory.py): one line, outputs removed, exit 2
+        from ..io.memory import out_of_memory_message
+
+        print(f"emphysema-xai: error: {out_of_memory_message()}", file=sys.stderr)
+        return 2
     except Exception as error:  # noqa: BLE001 - the one place internal errors are reported
         if args.debug:
             traceback.print_exc()

@@ -31,17 +31,18 @@ GB = 2**30
 #: peak resident bytes of a process that has imported the library, torch and slicer-core (measured)
 BASE_BYTES = 700 * MB
 #: step -> (fixed bytes, bytes per voxel) of its peak above BASE_BYTES: what the process holds
-#: during the step (earlier steps' results included). Measured by bench/bench_memory.py on the
-#: medium and full phantoms (docs/architecture.md, "Memory"); the model's weights and torch's
-#: working memory count in ``severity``.
+#: during the step (earlier steps' results included). The line through the peaks measured by
+#: bench/bench_memory.py on the medium and full phantoms (docs/architecture.md, "Memory"), which
+#: lies above the small phantom's; the model is loaded at the end of ``qct``'s window, torch's
+#: working memory counts in ``severity``.
 STEPS = {
     "read": (120 * MB, 4.0),
-    "qc": (150 * MB, 7.5),
-    "segment": (140 * MB, 21.0),
-    "qct": (140 * MB, 27.0),
-    "severity": (980 * MB, 28.0),
-    "explain": (600 * MB, 27.0),
-    "outputs": (580 * MB, 27.0),
+    "qc": (160 * MB, 7.0),
+    "segment": (205 * MB, 15.6),
+    "qct": (230 * MB, 19.1),
+    "severity": (1200 * MB, 8.5),
+    "explain": (700 * MB, 13.8),
+    "outputs": (715 * MB, 14.4),
 }
 #: safety factor on the measured figures (allocator fragmentation, other libraries' versions)
 MARGIN = 1.25
@@ -240,6 +241,19 @@ def check_case_memory(what: str, size, *, model: bool, explain: bool, max_memory
     else:
         advice = "resample the scan to a coarser grid (e.g. 1 mm voxels) before analysing it"
     shown = "x".join(str(int(s)) for s in size)
+    if available.source == "--max-memory":
+        limit = f"the {format_size(available.bytes)} allowed (--max-memory; a local batch's is shared by its workers)"
+        more = "or raise --max-memory if more is really available"
+    else:
+        limit = f"the {format_size(available.bytes)} of {available.source}"
+        more = "free memory, or give --max-memory SIZE (e.g. --max-memory 16G) if more is really available"
     raise InputError(f"{what}: a {shown}-voxel scan needs about {format_size(need)} of memory for this analysis, "
-                     f"more than the {format_size(available.bytes)} of {available.source}; {advice}, free memory, "
-                     "or give --max-memory SIZE (e.g. --max-memory 16G) if more is really available")
+                     f"more than {limit}; {advice}, {more}")
+
+
+def out_of_memory_message() -> str:
+    """The one line of a run that ran out of memory although its scan passed the up-front check."""
+    available = available_memory()
+    now = f" ({format_size(available.bytes)} of {available.source} now)" if available.bytes else ""
+    return (f"ran out of memory{now}; unfinished outputs were removed. Free memory, analyse without --explain or "
+            "with --no-model, or use a machine with more memory")
