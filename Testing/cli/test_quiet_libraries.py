@@ -116,3 +116,30 @@ def test_a_read_only_home_changes_nothing_on_the_terminal(small_ct, tmp_path):
     assert {"summary.json", "report.html", "scene.mrb", "pattern_map.nrrd"} <= {p.name for p in out.iterdir()}
     # matplotlib's private cache folder in $TMPDIR, reused by the next run
     assert (tmp_path / "tmp" / f"emphysema-xai-matplotlib-{os.getuid()}").is_dir()
+
+
+def test_everything_is_put_back_after_a_command(tmp_path):
+    """The command line may run inside another process (a test, a console): after it, standard
+    error, the root logger, logging's stream handlers, warnings and MPLCONFIGDIR are as before."""
+    code = """
+import logging, os, sys, warnings
+from EmphysemaXAILib.app.run_log import library_messages_to_log
+before = (os.fstat(2).st_ino, sys.stderr, list(logging.getLogger().handlers), logging.StreamHandler.emit,
+          list(warnings.filters), os.environ.get("MPLCONFIGDIR"))
+with library_messages_to_log(False, "test") as log:
+    inside = os.fstat(2).st_ino
+    print("PROJECT-LINE", file=sys.stderr)
+    logging.warning("LIBRARY-LINE")
+    os.write(2, b"NATIVE-LINE\\n")
+after = (os.fstat(2).st_ino, sys.stderr, list(logging.getLogger().handlers), logging.StreamHandler.emit,
+         list(warnings.filters), os.environ.get("MPLCONFIGDIR"))
+print(before == after, inside != before[0], log.wrote())
+os.write(2, b"AFTER-LINE\\n")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=environment(tmp_path, HOME=str(tmp_path / "nowhere" / "home")), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True"]
+    assert result.stderr.splitlines() == ["PROJECT-LINE", "AFTER-LINE"]
+    log = (tmp_path / "tmp" / f"emphysema-xai-{os.getuid()}.log").read_text()
+    assert "LIBRARY-LINE" in log and "NATIVE-LINE" in log and "PROJECT-LINE" not in log

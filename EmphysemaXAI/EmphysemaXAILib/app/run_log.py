@@ -52,13 +52,17 @@ class RunLog:
         self.path, self.handle, self.start = path, handle, start
 
     def wrote(self) -> bool:
-        """Whether anything was logged during this run (after its header line)."""
+        """Whether anything was logged since this run's header line (by this run, or by another
+        run of the same user at the same time: they share the file)."""
         if self.path is None:
             return False
         with suppress(OSError, ValueError):
-            self.handle.flush()
+            if not self.handle.closed:
+                self.handle.flush()
+        try:
             return self.path.stat().st_size > self.start
-        return False
+        except OSError:
+            return False
 
     def finish(self, code: int) -> int:
         """``code``, after naming the log on the terminal when an internal error (1) ended a run
@@ -70,10 +74,10 @@ class RunLog:
 
 def _open_log(command: str):
     path = log_path()
-    try:
-        if path.is_file() and path.stat().st_size > MAX_LOG_BYTES:
-            path.write_text("")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:  # never through a symbolic link planted in a shared temporary folder
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        if os.fstat(fd).st_size > MAX_LOG_BYTES:
+            os.ftruncate(fd, 0)
         handle = open(fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
         handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: emphysema-xai {command}\n")
         handle.flush()
