@@ -29,7 +29,8 @@ def _batch_flags(parser) -> None:
                         help="also write each case's DICOM SEG + SR (and a derived CT when needed) into its dicom/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
     add_model(parser)
-    add_max_memory(parser, "the batch (shared equally by --workers; per case with --workers 1 or on a scheduler)")
+    add_max_memory(parser, "the batch (shared equally by --workers; per case with --workers 1 or on a scheduler)",
+                   "a failed row naming the memory")
 
 
 @command("batch", "analyze every case (DICOM series or image file) under a folder", _batch_flags, config=True)

@@ -94,12 +94,12 @@ def add_model(parser) -> None:
     add_device(parser)
 
 
-def add_max_memory(parser, per: str = "the analysis") -> None:
+def add_max_memory(parser, per: str = "the analysis", refused: str = "exit 2") -> None:
     """``--max-memory SIZE``: the memory limit a case is checked against before its voxels are read."""
     parser.add_argument("--max-memory", metavar="SIZE", default=None,
                         help=f"memory {per} may use, e.g. 8G or 512M (default: what is available: MemAvailable, "
                              "within the cgroup limit and ulimit -v); a scan whose analysis needs more is refused "
-                             "before its voxels are read (exit 2)")
+                             f"before its voxels are read ({refused})")
 
 
 def max_memory(args) -> int | None:
