@@ -167,6 +167,28 @@ def test_a_memory_error_beyond_the_estimate_is_one_line_and_nothing_written(tmp_
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["p"]
 
 
+def test_a_memory_error_in_a_batch_case_is_a_failed_row_naming_memory(tmp_path, monkeypatch):
+    from EmphysemaXAILib.analysis import qct
+    from EmphysemaXAILib.app.batch import run_batch
+    from EmphysemaXAILib.options import AnalysisOptions
+
+    root = tmp_path / "root"
+    root.mkdir()
+    folder = write_phantom(generate_phantom(PhantomParams(size="small", seed=6)), tmp_path / "p", fmt="nrrd")
+    (folder / "ct.nrrd").rename(root / "a.nrrd")
+
+    def boom(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(qct, "measure_qct", boom)
+    rows = run_batch(root, tmp_path / "out", AnalysisOptions(model="none", engine="classical"), scene=False,
+                     report=False, progress=False)
+    assert [r["status"] for r in rows] == ["failed"]
+    assert rows[0]["error"].startswith("MemoryError: ran out of memory ("), rows[0]["error"]
+    assert "outputs were removed" in rows[0]["error"]
+    assert list((tmp_path / "out" / "cases").iterdir()) == []
+
+
 def test_the_estimate_is_not_below_the_peak_of_a_real_run(tmp_path):
     """analyze (shipped model, report, scene) on a small phantom in a child: its peak resident
     memory (ru_maxrss) is at most the estimate, and the estimate is not wildly above it."""

@@ -55,6 +55,10 @@ def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool =
         return {"row": cohort_row(case, result.summary()), "thumbnail": thumbnail(result)}
     except Exception as error:  # noqa: BLE001 - a failing case is recorded, the others go on
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if isinstance(error, MemoryError):  # beyond the up-front estimate (io/memory.py)
+            from ..io.memory import out_of_memory_message
+
+            reason = f"MemoryError: {out_of_memory_message()}"
         return {"row": failed_row(case, reason), "thumbnail": None}
 
 
