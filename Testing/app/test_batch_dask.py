@@ -146,7 +146,7 @@ def dask_setup(worker):
             held = []
             for _ in range(60):
                 held.append(bytearray(50 * 2**20))
-                time.sleep(0.02)
+                time.sleep(0.05)  # the nanny looks every 0.1 s
         return original(result, folder, **kw)
 
     case_files.write_case_files = hog
