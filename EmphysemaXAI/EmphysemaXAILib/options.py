@@ -106,6 +106,8 @@ class AnalysisOptions:
     device: str | None = None                      # DEVICES
     explain: tuple[str, ...] | None = None         # EXPLAIN_METHODS
     explain_target: str | None = None              # EXPLAIN_TARGETS
+    # resources
+    max_memory: int | None = None                  # bytes the analysis may use (None: what is available)
 
     def __post_init__(self):
         for name, choices in (("engine", ENGINES), ("qc_profile", QC_PROFILES), ("device", DEVICES),
@@ -126,6 +128,8 @@ class AnalysisOptions:
         if unknown:
             raise InputError(f"unknown explanation method {', '.join(unknown)}; "
                              f"choose from {', '.join(EXPLAIN_METHODS)}")
+        if self.max_memory is not None and (not isinstance(self.max_memory, int) or self.max_memory <= 0):
+            raise InputError(f"max_memory {self.max_memory!r}: give a positive number of bytes")
         if self.explain and self.model == MODEL_NONE:
             raise InputError("explanations need the severity model: give a model, or no explanations")
 

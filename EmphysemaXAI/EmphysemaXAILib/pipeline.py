@@ -189,9 +189,14 @@ def analyze_case(path, options: AnalysisOptions | None = None, *, lung_mask=None
             progress(name, index / len(STEPS), message)
         return time.perf_counter()
 
+    from .io.memory import check_case_memory, input_voxels
     from .io.orientation import canonical
     from .volume import CTVolume
 
+    # a scan too large for the memory available is refused from its header, before any voxel is read
+    size = path.hu.shape[::-1] if isinstance(path, CTVolume) else input_voxels(path, options.series_uid)
+    check_case_memory(str(path) if not isinstance(path, CTVolume) else "the volume", size, model=model is not None,
+                      explain=bool(explain), max_memory=options.max_memory)
     start = step("read", 0, f"reading {path if not isinstance(path, CTVolume) else 'the volume'}")
     # every step works on the canonical axial grid; outputs are mapped back when written
     ct = canonical(path) if isinstance(path, CTVolume) else read_ct(path, series_uid=options.series_uid)

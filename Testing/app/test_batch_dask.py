@@ -4,6 +4,7 @@ recorded as failed, with no partial or duplicate output; `--resume` after the cl
 SIGKILLed; an external `dask scheduler` + `dask worker`; the one-line errors (no dask, a bad
 or unreachable scheduler)."""
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from helpers import PROJECT, run_cli
 
 from EmphysemaXAILib.app.batch import run_batch
 from EmphysemaXAILib.errors import InputError, MissingPackage
+from EmphysemaXAILib.io.memory import GB
 from EmphysemaXAILib.options import AnalysisOptions
 from EmphysemaXAILib.phantom import PhantomParams, generate_phantom
 from EmphysemaXAILib.phantom.io import write_phantom
@@ -129,6 +131,59 @@ def test_a_case_whose_worker_always_dies_is_retried_then_recorded_as_failed(kill
     row = next(r for r in killed_run["rows"] if r["case_id"] == "c3")
     assert row["status"] == "failed" and row["error"].startswith("worker died 3 times (KilledWorker")
     assert not (killed_run["out"] / "cases" / "c3").exists()
+
+
+#: a worker preload that makes writing case {case} grow the worker by 50 MB chunks (3 GB at most)
+HOG = """
+import time
+
+def dask_setup(worker):
+    from EmphysemaXAILib.app import case_files
+    original = case_files.write_case_files
+
+    def hog(result, folder, **kw):
+        if folder.name.startswith(".{case}-"):
+            held = []
+            for _ in range(60):
+                held.append(bytearray(50 * 2**20))
+                time.sleep(0.05)  # the nanny looks every 0.1 s
+        return original(result, folder, **kw)
+
+    case_files.write_case_files = hog
+"""
+
+
+def test_a_case_above_the_workers_memory_share_is_a_failed_row_naming_memory(cohort, tmp_path):
+    """--max-memory 1G over two workers: 512 MB each, less than a case needs: every case is refused
+    before its voxels are read, recorded as failed with the memory figures; nothing is retried."""
+    start = time.monotonic()
+    rows = run_batch(cohort, tmp_path / "out", dataclasses.replace(OPTIONS, max_memory=1 * GB), workers=2,
+                     scene=False, report=False, progress=False)
+    assert time.monotonic() - start < 120
+    assert_complete(tmp_path / "out", ok=[], failed=CASES)
+    for row in rows:
+        assert row["error"].startswith("InputError: "), row["error"]
+        assert "-voxel scan needs about 1.8 GB of memory for this analysis, more than the 512 MB allowed " \
+            "(--max-memory; a local batch's is shared by its workers)" in row["error"], row["error"]
+
+
+def test_a_worker_above_its_memory_limit_is_killed_then_the_case_recorded_as_failed(cohort, tmp_path):
+    """A case that passes the estimate but grows its worker past the limit (the nanny kills it at
+    95 %): retried, then a failed row naming the limit; the other cases finish; no loop."""
+    import dask
+
+    script = tmp_path / "hog.py"
+    script.write_text(HOG.format(case="c2"))
+    start = time.monotonic()
+    with dask.config.set({"distributed.worker.preload": [str(script)]}):
+        rows = run_batch(cohort, tmp_path / "out", dataclasses.replace(OPTIONS, max_memory=4 * GB), workers=2,
+                         retries=1, scene=False, report=False, progress=False)
+    assert time.monotonic() - start < 240
+    assert_complete(tmp_path / "out", ok=["c0", "c1", "c3"], failed=["c2"])
+    row = next(r for r in rows if r["case_id"] == "c2")
+    assert row["error"] == ("worker died 2 times (KilledWorker: the process running the case was killed, e.g. for "
+                            "using more than the workers' memory limit of 2.0 GB each (--max-memory shared by "
+                            "--workers))")
 
 
 def test_resume_after_the_client_was_killed(cohort, tmp_path):

@@ -62,6 +62,10 @@ def run_case(case: dict, out_root: str, options: AnalysisOptions, report: bool =
             reason = f"disk full: {os.strerror(full.errno)} writing {full.path}"
             return {"row": failed_row(case, reason), "thumbnail": None, "disk_full": full}
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if isinstance(error, MemoryError):  # beyond the up-front estimate (io/memory.py)
+            from ..io.memory import out_of_memory_message
+
+            reason = f"MemoryError: {out_of_memory_message()}"
         return {"row": failed_row(case, reason), "thumbnail": None}
 
 

@@ -20,6 +20,7 @@ tasks; on a local cluster the workers are killed and their leftovers removed bef
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -127,11 +128,22 @@ def case_task(case: dict, out_root: str, options, report: bool, scene: bool, dic
     return dict(outcome, peak_rss_mb=_peak_rss_mb(), seconds=time.perf_counter() - start, worker=worker)
 
 
-def _open(scheduler: str, workers: int, scratch: str):
+def worker_memory(options, workers: int) -> int | None:
+    """Bytes each worker of a local cluster may use: ``options.max_memory`` (``--max-memory``,
+    the whole batch's) or the memory available now, shared equally by the ``workers``."""
+    from ..io.memory import available_memory
+
+    total = available_memory(options.max_memory).bytes
+    return None if total is None else max(1, total // workers)
+
+
+def _open(scheduler: str, workers: int, scratch: str, memory_limit: int | None = None):
     """(client, local cluster or None). A local cluster: ``workers`` processes of one thread on
     127.0.0.1 with nannies (a dead worker is restarted; Dask sets OMP_NUM_THREADS=1 in them, so
-    torch uses one thread), no dashboard, no memory limit (the system's OOM killer is the limit:
-    a killed worker is a retry), one task per worker at a time, worker deaths not retried by Dask
+    torch uses one thread), no dashboard, ``memory_limit`` bytes per worker (the nanny kills a worker
+    above 95 % of it: a retry, then a failed row; no spilling or pausing, which would only stall a
+    case; each case is also checked against it before its voxels are read: a failed row naming
+    the memory), one task per worker at a time, worker deaths not retried by Dask
     itself (allowed-failures 0: :func:`run_on_dask` resubmits), ``scratch`` as their TMPDIR and
     as the local directory of the scheduler and the workers (Dask's ``dask-scratch-space``), so
     the Slicer scratch folders of a killed worker and Dask's own go with it. An external scheduler: reached, with
@@ -143,10 +155,13 @@ def _open(scheduler: str, workers: int, scratch: str):
         # the scheduler's and the nannies' dask-scratch-space go into ``scratch`` too (by default
         # they are made in the temporary directory and stay there after the cluster closes)
         settings = {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0,
+                    "distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+                    "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": 0.95,
                     "temporary-directory": scratch}
         with dask.config.set(settings):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None, silence_logs=logging.ERROR, memory_limit=0,
+                                   dashboard_address=None, silence_logs=logging.ERROR,
+                                   memory_limit=memory_limit or 0,
                                    env={"TMPDIR": scratch}, local_directory=scratch,
                                    # no dashboard; the scheduler's plain HTTP routes on a free loopback port
                                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
@@ -199,9 +214,13 @@ def _probe(address: str) -> None:
         raise failure[0]
 
 
-def _killed_row(case: dict, attempts: int, error) -> dict:
+def _killed_row(case: dict, attempts: int, error, memory_limit: int | None = None) -> dict:
+    from ..io.memory import format_size
+
+    why = (f"killed, e.g. for using more than the workers' memory limit of {format_size(memory_limit)} each "
+           "(--max-memory shared by --workers)") if memory_limit else "killed, e.g. out of memory"
     return failed_row(case, f"worker died {attempts} time{'s' if attempts > 1 else ''} ({type(error).__name__}: "
-                            "the process running the case was killed, e.g. out of memory)")
+                            f"the process running the case was {why})")
 
 
 def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, dicom: bool = False,
@@ -233,9 +252,12 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
     stopped = False
     futures, outcomes, queue = {}, {}, [(case, 0) for case in reversed(todo)]
     environ = dict(os.environ)  # Dask's nannies set OMP_NUM_THREADS=1 ... in this process's environment
+    memory_limit = worker_memory(options, workers) if scheduler == "local" else None
+    if memory_limit is not None:  # each case is checked against its worker's share before it is read
+        options = dataclasses.replace(options, max_memory=memory_limit)
     try:
         try:
-            client, cluster = _open(scheduler, workers, scratch)
+            client, cluster = _open(scheduler, workers, scratch, memory_limit)
         finally:
             _restore_environ(environ)
         pending = as_completed()
@@ -268,7 +290,7 @@ def run_on_dask(todo: list, out: Path, options, *, report: bool, scene: bool, di
                     refill()
                     continue
                 if isinstance(error, KilledWorker):
-                    row = _killed_row(case, attempt + 1, error)
+                    row = _killed_row(case, attempt + 1, error, memory_limit)
                 else:
                     text = str(error).splitlines()[0] if str(error) else ""
                     row = failed_row(case, f"{type(error).__name__}: {text}")

@@ -18,10 +18,10 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 from .. import __version__
+from ..app.run_log import library_messages_to_log
 from ..errors import DiskFullError, ExcludedError, InputError
 from ..io.disk_full import as_disk_full
 from ..io.signals import Terminated, signal_handlers, watch_stop_file
@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emphysema-xai",
         description="Explainable emphysema assessment on chest CT (headless EmphysemaXAI). " + NOT_CLINICAL)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks of internal errors, and the libraries' own messages (otherwise in the "
+                             "run's log, $TMPDIR/emphysema-xai-<uid>.log)")
     parser.add_argument("--stop-file", metavar="PATH",
                         help="stop (like SIGTERM: unfinished outputs removed) when this file appears; how the "
                              "Slicer module cancels the analysis it launched; the run also stops when the process "
@@ -67,12 +69,12 @@ def main(argv=None) -> int:
     what they had started, the output locks and scratch folders go, and the exit code is
     128 + the signal number with one line on stderr."""
     args = build_parser().parse_args(argv)
-    warnings.simplefilter("ignore")  # library chatter; our own warnings are in the QC report
-    with signal_handlers():
+    # the libraries' messages (logging, warnings, C / C++ output) go to the run's log (app/run_log.py)
+    with library_messages_to_log(args.debug, args.command) as log, signal_handlers():
         if args.stop_file:
             watch_stop_file(args.stop_file, parent_pid=args.parent_pid)
         try:
-            return _run(args)
+            return log.finish(_run(args))
         except Terminated as stop:
             print(f"emphysema-xai: stopped by {stop.name}; unfinished outputs were removed", file=sys.stderr)
             return 128 + stop.signum
@@ -93,6 +95,11 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print("emphysema-xai: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # beyond the up-front estimate (io/memory.py): one line, outputs removed, exit 2
+        from ..io.memory import out_of_memory_message
+
+        print(f"emphysema-xai: error: {out_of_memory_message()}", file=sys.stderr)
+        return 2
     except Exception as error:  # noqa: BLE001 - the one place internal errors are reported
         full = as_disk_full(error)  # a full disk met outside the atomic writers (e.g. the scratch folder)
         if full is not None:

@@ -16,10 +16,12 @@ from .registry import (
     add_class_from,
     add_ct_input,
     add_engine,
+    add_max_memory,
     add_model,
     add_out,
     add_overwrite,
     command,
+    max_memory,
     methods,
     model_choice,
     model_input,
@@ -174,6 +176,7 @@ def _analyze_flags(parser) -> None:
     parser.add_argument("--explain-target", choices=EXPLAIN_TARGETS, default=None,
                         help="the output the maps explain: the emphysema estimate (default), or a pattern "
                              "(pattern model)")
+    add_max_memory(parser)
 
 
 @command("analyze", "read, check, segment and measure one case", _analyze_flags, config=True)
@@ -186,7 +189,8 @@ def cmd_analyze(args) -> int:
     out = Path(args.out)
     options = build_options(args.config, engine=args.engine, lungmask_weights=args.lungmask_weights,
                             series_uid=args.series, class_from=args.class_from, model=model_choice(args),
-                            device=args.device, explain=methods(args.explain), explain_target=args.explain_target)
+                            device=args.device, explain=methods(args.explain), explain_target=args.explain_target,
+                            max_memory=max_memory(args))
     inputs = [("the input", args.input), ("--lung-mask", args.lung_mask), ("--config", args.config),
               ("--acquisition", args.acquisition),
               ("--lungmask-weights", options.lungmask_weights), model_input(options)]
@@ -261,6 +265,7 @@ def _demo_flags(parser) -> None:
     parser.add_argument("--no-scene", action="store_true", help="no Slicer scene (scene.mrb, lungs.seg.nrrd)")
     parser.add_argument("--json", action="store_true", help="print summary.json on stdout")
     _explain_flags(parser, default="gradcam")
+    add_max_memory(parser)
 
 
 def _is_demo_folder(folder: Path) -> bool:
@@ -280,7 +285,7 @@ def cmd_demo(args) -> int:
     if out.is_dir() and any(out.iterdir()) and not _is_demo_folder(out):
         raise InputError(f"{out} exists and is not a demo folder (no summary.json and phantom/truth.json): "
                          "demo replaces only its own folder; choose another --out")
-    options = build_options(args.config, explain=methods(args.explain))
+    options = build_options(args.config, explain=methods(args.explain), max_memory=max_memory(args))
     check_scene_support(not args.no_scene)
     check_report_support(True)  # the demo always writes its report
     with claim_outputs([("--config", args.config)], [Output("--out", args.out)], overwrite=True), \

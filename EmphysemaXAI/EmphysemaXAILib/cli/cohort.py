@@ -5,7 +5,7 @@ import sys
 
 from ..io.outputs import Output, claim_outputs
 from ..options import build_options
-from .registry import add_engine, add_model, add_out, command, model_choice, model_input
+from .registry import add_engine, add_max_memory, add_model, add_out, command, max_memory, model_choice, model_input
 
 
 def _batch_flags(parser) -> None:
@@ -29,6 +29,8 @@ def _batch_flags(parser) -> None:
                         help="also write each case's DICOM SEG + SR (and a derived CT when needed) into its dicom/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
     add_model(parser)
+    add_max_memory(parser, "the batch (shared equally by --workers; per case with --workers 1 or on a scheduler)",
+                   "a failed row naming the memory")
 
 
 @command("batch", "analyze every case (DICOM series or image file) under a folder", _batch_flags, config=True)
@@ -39,7 +41,7 @@ def cmd_batch(args) -> int:
 
     # a bad config or option is refused before any case starts
     options = build_options(args.config, engine=args.engine, lungmask_weights=args.lungmask_weights,
-                            model=model_choice(args), device=args.device)
+                            model=model_choice(args), device=args.device, max_memory=max_memory(args))
     inputs = [("the batch root", args.root, True), ("--config", args.config), model_input(options)]
     with claim_outputs(inputs, [Output("--out", args.out, whole=False)], overwrite=True, allow_empty=True):
         check_scene_support(not args.no_scene)

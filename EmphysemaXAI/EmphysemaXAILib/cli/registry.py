@@ -94,6 +94,21 @@ def add_model(parser) -> None:
     add_device(parser)
 
 
+def add_max_memory(parser, per: str = "the analysis", refused: str = "exit 2") -> None:
+    """``--max-memory SIZE``: the memory limit a case is checked against before its voxels are read."""
+    parser.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help=f"memory {per} may use, e.g. 8G or 512M (default: what is available: MemAvailable, "
+                             "within the cgroup limit and ulimit -v); a scan whose analysis needs more is refused "
+                             f"before its voxels are read ({refused})")
+
+
+def max_memory(args) -> int | None:
+    """--max-memory in bytes, or None when not given."""
+    from ..io.memory import parse_size
+
+    return parse_size(args.max_memory) if args.max_memory is not None else None
+
+
 def add_class_from(parser) -> None:
     parser.add_argument("--class-from", choices=("raw", "calibrated"), default=None,
                         help="HU scale of the QCT class, zone grades and LAA map: calibrated by tracheal "
