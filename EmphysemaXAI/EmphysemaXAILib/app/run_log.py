@@ -6,13 +6,16 @@ Nothing reaches the terminal that the project did not write. During a command
 - file descriptor 2 (where C and C++ code writes: VTK's output window, ITK, fontconfig, the
   Dask workers this process starts) is the log file; the project writes its own lines to the
   terminal through ``sys.stderr``, which is a copy of the original standard error;
-- Python ``logging`` (slicer-core's ``Failed to save scene ...``, distributed, matplotlib's cache
-  warning ...) goes to the log: a handler on the root logger, and any stream handler a library
-  set up on the terminal stream is redirected to the log while the run lasts;
+- Python ``logging`` at WARNING and above (slicer-core's ``Failed to save scene ...``,
+  distributed, matplotlib's cache warning ...) goes to the log: a handler on the root logger,
+  and any stream handler a library set up on the terminal stream is redirected to the log while
+  the run lasts;
 - ``warnings`` (torch, numpy, pydicom ...) are logged there once per place (``captureWarnings``).
 
 The log is ``$TMPDIR/emphysema-xai-<uid>.log`` (one per user, appended by every run under a
-header line naming the command; emptied when it passes :data:`MAX_LOG_BYTES`). After an internal
+header line naming the command; emptied when it passes :data:`MAX_LOG_BYTES`). A run whose
+libraries said nothing takes its header out again, and removes the file when that leaves it
+empty: a quiet run leaves nothing in the temporary folder. After an internal
 error (exit 1) one more line names it when this run wrote to it. ``--debug`` leaves everything on
 the terminal. Everything is put back on exit (the command line may run inside a test process).
 
@@ -46,10 +49,22 @@ def log_path() -> Path:
 
 
 class RunLog:
-    """The open log of one run: ``path`` (None when it could not be opened: messages are dropped)."""
+    """The open log of one run: ``path`` (None when it could not be opened: messages are dropped);
+    ``before`` its size before this run's header line, ``start`` after it."""
 
-    def __init__(self, path: Path | None, handle, start: int) -> None:
-        self.path, self.handle, self.start = path, handle, start
+    def __init__(self, path: Path | None, handle, start: int, before: int = 0) -> None:
+        self.path, self.handle, self.start, self.before = path, handle, start, before
+
+    def tidy(self) -> None:
+        """After the run: a log this run only added its header to loses that header again, and is
+        removed when nothing else is in it (a quiet run leaves nothing in the temporary folder)."""
+        if self.path is None or self.wrote():
+            return
+        with suppress(OSError):
+            if self.before == 0:
+                self.path.unlink()
+            else:
+                os.truncate(self.path, self.before)
 
     def wrote(self) -> bool:
         """Whether anything was logged since this run's header line (by this run, or by another
@@ -78,10 +93,11 @@ def _open_log(command: str):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         if os.fstat(fd).st_size > MAX_LOG_BYTES:
             os.ftruncate(fd, 0)
+        before = os.fstat(fd).st_size
         handle = open(fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
         handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: emphysema-xai {command}\n")
         handle.flush()
-        return RunLog(path, handle, path.stat().st_size)
+        return RunLog(path, handle, path.stat().st_size, before)
     except OSError:  # no writable temporary folder: the libraries' messages are dropped
         return RunLog(None, open(os.devnull, "w"), 0)
 
@@ -117,6 +133,7 @@ def library_messages_to_log(debug: bool = False, command: str = "") -> Iterator[
             sys.stderr = terminal
         handler = logging.StreamHandler(log.handle)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        handler.setLevel(logging.WARNING)   # warnings and errors; not Dask's start-up chatter (INFO)
         root = logging.getLogger()
         root.addHandler(handler)
         captured = logging._warnings_showwarning is not None  # noqa: SLF001 - restore the caller's choice
@@ -149,6 +166,7 @@ def library_messages_to_log(debug: bool = False, command: str = "") -> Iterator[
                 sys.stderr = original
             with suppress(OSError, ValueError):
                 log.handle.close()
+            log.tidy()
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..model.pattern_fusion import EPS, LAA_EPS, LAA_HU, SMOOTH_MM, WINDOW_MM
 from ..model.severity_net import normalise_hu
+from ..model.tiles import LUNG_BELOW_HU
 
 SOFT_HU = 2.0   # width of the soft -950 HU threshold (HU): the sigmoid's scale
 
@@ -138,8 +139,6 @@ class FusedExtent(nn.Module):
 def tile_extents(net: nn.Module, block: dict, pixel_mm: float, images, batch: int = 64):
     """(n,) float32 fused extent of each HU tile of ``images`` (n, 1, P, P) (non-lung at
     FILL_HU), as the ``emphysema`` target sees it (no gradients)."""
-    from .methods import LUNG_BELOW_HU
-
     fused = FusedExtent(net, block, pixel_mm).eval()
     device = next(net.parameters()).device
     out = []

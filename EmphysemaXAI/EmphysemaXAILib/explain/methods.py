@@ -35,17 +35,15 @@ from torch import nn
 from ..analysis.patterns import PATTERNS
 from ..model.pattern_net import PatternNet
 from ..model.severity_net import normalise_hu
-from ..model.tiles import FILL_HU
+from ..model.tiles import FILL_HU, LUNG_BELOW_HU
 from ..options import EXPLAIN_METHODS, EXPLAIN_TARGETS
 from ..packages import METHOD_PACKAGES
+from .fused_target import FusedExtent
 
 NORMAL_LUNG_HU = -860.0        # healthy parenchyma at full inspiration (the phantoms: -868 +/- 8)
 METHODS = EXPLAIN_METHODS
 EXPENSIVE = ("gradcampp", "ig", "occlusion", "smoothgrad")   # on the most-attended tiles only
 TARGETS = EXPLAIN_TARGETS
-#: a pattern-model input voxel below this is lung (non-lung sits at FILL_HU; the margin keeps
-#: SmoothGrad's noisy copies of FILL_HU out of the lung)
-LUNG_BELOW_HU = FILL_HU - 50.0
 
 
 def _is_pattern(model) -> bool:
@@ -88,8 +86,6 @@ class TargetLogit(nn.Module):
         if fusion and target == "emphysema" and _is_pattern(model):
             if pixel_mm is None:
                 raise ValueError("a fused extent needs the tiles' pixel size (pixel_mm)")
-            from .fused_target import FusedExtent
-
             self.fused = FusedExtent(model, fusion, pixel_mm)
 
     def forward(self, x) -> torch.Tensor:

@@ -21,6 +21,9 @@ import numpy as np
 
 WORKING_SPACING = (1.4, 1.4, 1.4)   # (x, y, z) mm
 FILL_HU = 200.0                      # what the model sees outside the lung (top of its window)
+#: a tile voxel below this is lung (non-lung sits at FILL_HU; the margin keeps SmoothGrad's noisy
+#: copies of FILL_HU out of the lung)
+LUNG_BELOW_HU = FILL_HU - 50.0
 COARSE_FACTOR = 2.0                  # input spacing above this many working voxels -> low confidence
 
 
