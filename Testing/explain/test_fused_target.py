@@ -118,9 +118,8 @@ def test_fused_extent_module_refuses_an_unknown_feature(predictor):
         FusedExtent(predictor.model, block, predictor.pixel_mm)(x, (x < LUNG_BELOW_HU).float())
 
 
-def test_real_ct_tiles_agree_with_the_case_map(predictor):
-    """On real CT (CIP's two-slice crop of a COPDGene scan) the torch target equals the case code's
-    fused extent per tile within the tolerance."""
+def _real_tiles():
+    """64 x 64 tiles of real CT (CIP's two-slice crop of a COPDGene scan), parenchyma only."""
     import SimpleITK as sitk
 
     path = shared("cip-copdgene", "crop_ct_2slices.nrrd")
@@ -133,7 +132,12 @@ def test_real_ct_tiles_agree_with_the_case_map(predictor):
                 tile = np.where(tile < -500, tile, FILL_HU)    # lung parenchyma only, as a case tile
                 if (tile < LUNG_BELOW_HU).mean() > 0.5:
                     tiles.append(tile[None])
-    tiles = np.stack(tiles)
+    return np.stack(tiles)
+
+
+def test_real_ct_tiles_agree_with_the_case_map(predictor):
+    """On real CT the torch target equals the case code's fused extent per tile within the tolerance."""
+    tiles = _real_tiles()
     assert len(tiles) >= 4
     want = _numpy_tile_extents(predictor, tiles)
     got = tile_extents(predictor.model, predictor.fusion, predictor.pixel_mm, tiles)
@@ -158,3 +162,24 @@ def test_analyze_says_what_each_map_explains(tmp_path):
     assert "attention" in explanations["attention"]["explains"]
     report = (out / "report.html").read_text()
     assert "gradcam: explains the logit of the tile&#x27;s fused extent" in report
+
+
+def test_on_real_tiles_ig_of_the_fused_extent_points_at_what_makes_it(predictor):
+    """Deletion on real CT: setting the 10 % most attributed lung pixels of each tile to normal lung
+    lowers the tile's fused extent more with IG of the fused extent than with IG of the fraction
+    trunk (the target before) or a random order (measured: 0.54 / 0.67 / 0.86 of it left)."""
+    tiles = _real_tiles()
+    lung = tiles < LUNG_BELOW_HU
+    base = tile_extents(predictor.model, predictor.fusion, predictor.pixel_mm, tiles)
+
+    def left(order):
+        x = tiles.copy()
+        for i in range(len(x)):
+            idx = np.flatnonzero(lung[i].ravel())
+            x[i].ravel()[idx[np.argsort(-order[i].ravel()[idx], kind="stable")[:len(idx) // 10]]] = -860.0
+        return float((tile_extents(predictor.model, predictor.fusion, predictor.pixel_mm, x) / base).mean())
+
+    after = left(attribute(predictor.model, tiles, "ig", fusion=predictor.fusion, pixel_mm=predictor.pixel_mm))
+    before = left(attribute(predictor.model, tiles, "ig"))
+    random = left(np.random.default_rng(0).random(tiles.shape))
+    assert after < before - 0.05 and after < random - 0.2, (after, before, random)

@@ -279,7 +279,12 @@ def teaching_view(ct, labels, laa_map, method, explanation) -> str:
     top = display_top(volume)
     overlays = [None, (np.ma.masked_equal(laa_map[k], 0), ListedColormap(LAA_COLORS), 0.5, 4.5),
                 (np.ma.masked_less(volume[k], 0.2 * top), "hot", 0.0, top)]
-    for ax, overlay, (title, sentence) in zip(axes[:3], overlays, TEACHING[:3]):
+    sentences = [sentence for _, sentence in TEACHING[:3]]
+    if "texture term only" in (explanation.explains or ""):
+        sentences[2] += (" This map sees only the texture term of the estimate, not its density term: on real "
+                         "CT it can light vessels rather than what raised the number (integrated gradients "
+                         "covers both).")
+    for ax, overlay, (title, _), sentence in zip(axes[:3], overlays, TEACHING[:3], sentences):
         ax.imshow(ct.hu[k], cmap="gray", vmin=-1200, vmax=200, aspect=sy / sx, interpolation="nearest")
         if overlay is not None:
             ax.imshow(overlay[0], cmap=overlay[1], vmin=overlay[2], vmax=overlay[3], alpha=0.8, aspect=sy / sx,
