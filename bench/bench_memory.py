@@ -26,15 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import status_mb
+
 STEPS = ("read", "qc", "segment", "qct", "severity", "explain", "outputs")
-
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _reset_peak() -> None:
@@ -60,7 +54,7 @@ def measure(path: str, explain: str) -> dict:
     from EmphysemaXAILib.options import AnalysisOptions
     from EmphysemaXAILib.pipeline import analyze_case
 
-    baseline = _status_mb("VmRSS")
+    baseline = status_mb("VmRSS")
     peaks: dict = {}
     current = [None]
 
@@ -68,7 +62,7 @@ def measure(path: str, explain: str) -> dict:
         if step == current[0]:
             return
         if current[0] is not None:
-            peaks[current[0]] = _status_mb("VmHWM")
+            peaks[current[0]] = status_mb("VmHWM")
         _reset_peak()
         current[0] = step
 
@@ -78,7 +72,7 @@ def measure(path: str, explain: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         _reset_peak()
         write_case(result, Path(folder) / "out")
-        peaks["outputs"] = _status_mb("VmHWM")
+        peaks["outputs"] = status_mb("VmHWM")
     import resource
 
     return {"voxels": int(result.ct.hu.size), "shape": list(result.ct.shape), "baseline_mb": baseline,

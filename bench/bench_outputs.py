@@ -28,21 +28,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import full_phantom
+from common import full_phantom, status_mb
 
 #: part name -> [seconds, calls, depth, peak RSS in MB during the part (its highest call), CPU seconds
 #: of the process (all threads: less noisy than wall time on a shared machine)]
 PARTS: dict = {}
 #: peak RSS (MB) of the parts running now, innermost last (a part's peak includes its children's)
 _STACK: list = []
-
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def reset_peak() -> bool:
@@ -61,7 +53,7 @@ def phase(name: str, peaks: dict):
     reset_peak()
     start = time.perf_counter()
     yield
-    peaks[name] = (time.perf_counter() - start, _status_mb("VmHWM"))
+    peaks[name] = (time.perf_counter() - start, status_mb("VmHWM"))
 
 
 def wrap(owner, attribute: str, name: str | None = None, label=None) -> None:
@@ -74,7 +66,7 @@ def wrap(owner, attribute: str, name: str | None = None, label=None) -> None:
         key = label(*args, **kwargs) if label is not None else name or attribute
         depth = len(_STACK)
         if _STACK:  # what the parent reached so far, before the high-water mark is reset
-            _STACK[-1] = max(_STACK[-1], _status_mb("VmHWM"))
+            _STACK[-1] = max(_STACK[-1], status_mb("VmHWM"))
         _STACK.append(0.0)
         reset_peak()
         start, cpu = time.perf_counter(), time.process_time()
@@ -82,7 +74,7 @@ def wrap(owner, attribute: str, name: str | None = None, label=None) -> None:
             return original(*args, **kwargs)
         finally:
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-            peak = max(_STACK.pop(), _status_mb("VmHWM"))
+            peak = max(_STACK.pop(), status_mb("VmHWM"))
             if _STACK:
                 _STACK[-1] = max(_STACK[-1], peak)
             entry = PARTS.setdefault(key, [0.0, 0, depth, 0.0, 0.0])
@@ -154,7 +146,7 @@ def main() -> None:
 
         def progress(step, fraction, message):  # each step's own peak RSS
             if current[0] is not None:
-                step_peaks[current[0]] = _status_mb("VmHWM")
+                step_peaks[current[0]] = status_mb("VmHWM")
             reset_peak()
             current[0] = step
 

@@ -6,6 +6,16 @@ import time
 from pathlib import Path
 
 
+def status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (``VmRSS``, ``VmHWM`` ...), in MB;
+    NaN when absent."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def timed(fn):
     """(fn(), seconds)."""
     start = time.perf_counter()
