@@ -60,6 +60,32 @@ def test_case_metrics_match_hand_counts():
     assert m["per_class"]["severe"]["precision"] == pytest.approx(0.5) and m["per_class"]["moderate"]["recall"] == 0
 
 
+def test_bootstrap_figures_equal_the_scikit_learn_ones():
+    """The bootstrap's numpy figures (model.metrics._bootstrap_classification) are the
+    scikit-learn ones of _classification, on random draws with ties, one class, absent classes."""
+    import warnings
+
+    from EmphysemaXAILib.model.metrics import _bootstrap_classification, _classification
+
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        n = int(rng.integers(1, 12))
+        y_true = rng.integers(0, 4, n)
+        y_pred = rng.integers(0, 4, n) if trial % 3 else y_true.copy()
+        if trial % 5 == 0:
+            y_true[:] = y_true[0]
+        proba = rng.dirichlet(np.ones(4), n)
+        proba = np.round(proba, 1) if trial % 7 == 0 else proba
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            full, fast = _classification(y_true, y_pred, proba), _bootstrap_classification(y_true, y_pred, proba)
+        for key, value in fast.items():
+            if full[key] is None or value is None or np.isnan(full[key]):
+                assert value is full[key] or (np.isnan(full[key]) and np.isnan(value)), (key, full[key], value)
+            else:
+                assert value == pytest.approx(full[key], rel=0, abs=1e-12), (key, y_true, y_pred)
+
+
 def test_checkpoint_roundtrip_and_tamper_check(tmp_path):
     torch.manual_seed(0)
     net = SeverityNet(width=8, hidden=16).eval()
