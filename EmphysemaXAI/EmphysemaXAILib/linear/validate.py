@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ..errors import InputError
-from ..model.metrics import bootstrap_ci
+from ..model.metrics import bootstrap_ci, rank_auc
 
 CLASSIFICATION_CI_KEYS = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc")
 REGRESSION_CI_KEYS = ("mae", "r2", "spearman")
@@ -90,16 +90,6 @@ def oof_regression(estimator, X, target, labels, splits) -> np.ndarray:
         model = clone(estimator).fit(X[train], target[train], select__labels=labels[train])
         pred[test] = model.predict(X[test])
     return pred
-
-
-def rank_auc(positive, score) -> float:
-    """ROC-AUC by the Mann-Whitney rank sum (ties get average ranks): equal to ``roc_auc_score``."""
-    from scipy.stats import rankdata
-
-    positive = np.asarray(positive, bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def step_average_precision(positive, score) -> float:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.transforms import Compose, Rand2DElasticd, RandFlipd, RandGaussianNoised, RandRotated, RandShiftIntensityd
 
 from ..analysis.regions import slice_thirds
 from .tiles import FILL_HU, extract_tiles, tile_corners, to_working_grid
@@ -70,8 +69,19 @@ def phantom_tiles(phantom, n: int, size: int = 64, slices: int = 3, offsets: int
                    np.maximum(thirds[centre_z], 0).astype(np.int64), np.zeros(len(images), np.int64))
 
 
-def augmentations(seed: int = 0, noise_hu: float = 20.0) -> Compose:
-    """MONAI augmentation of {"image": (S, P, P) HU, "lung": (S, P, P) mask}, seeded."""
+def augmentations(seed: int = 0, noise_hu: float = 20.0):
+    """MONAI augmentation (a ``monai.transforms.Compose``) of {"image": (S, P, P) HU, "lung": (S, P, P)
+    mask}, seeded. MONAI is imported here, not with the module: its import takes 4-8 s, which every
+    ``evaluate`` and ``analyze`` with a model paid without augmenting anything."""
+    from monai.transforms import (
+        Compose,
+        Rand2DElasticd,
+        RandFlipd,
+        RandGaussianNoised,
+        RandRotated,
+        RandShiftIntensityd,
+    )
+
     keys = ("image", "lung")
     transform = Compose([
         RandFlipd(keys, prob=0.5, spatial_axis=0),
