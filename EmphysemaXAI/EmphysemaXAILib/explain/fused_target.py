@@ -122,7 +122,9 @@ class FusedExtent(nn.Module):
         super().__init__()
         self.net, self.block, self.pixel_mm, self.soft_hu = net, block, float(pixel_mm), float(soft_hu)
         self.window_mm = float(block.get("window_mm", WINDOW_MM))
-        self.register_buffer("weights", torch.tensor(block["coefficients"], dtype=torch.float32), persistent=False)
+        device = next(net.parameters()).device   # the network's (a CUDA model: the weights on CUDA too)
+        self.register_buffer("weights", torch.tensor(block["coefficients"], dtype=torch.float32, device=device),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor, lung: torch.Tensor) -> torch.Tensor:
         if "fraction_logit" in self.block["features"]:
@@ -133,7 +135,6 @@ class FusedExtent(nn.Module):
         logit = (feats * self.weights.view(-1, *([1] * (feats.dim() - 1)))).sum(0) + float(self.block["intercept"])
         fused = torch.sigmoid(logit)
         return (fused * lung).sum(dim=(1, 2, 3)) / lung.sum(dim=(1, 2, 3)).clamp_min(1.0)
-
 
 
 def tile_extents(net: nn.Module, block: dict, pixel_mm: float, images, batch: int = 64):
