@@ -279,8 +279,10 @@ def teaching_view(ct, labels, laa_map, method, explanation) -> str:
     top = display_top(volume)
     overlays = [None, (np.ma.masked_equal(laa_map[k], 0), ListedColormap(LAA_COLORS), 0.5, 4.5),
                 (np.ma.masked_less(volume[k], 0.2 * top), "hot", 0.0, top)]
+    from ..explain.assemble import TEXTURE_ONLY
+
     sentences = [sentence for _, sentence in TEACHING[:3]]
-    if "texture term only" in (explanation.explains or ""):
+    if TEXTURE_ONLY in (explanation.explains or ""):
         sentences[2] += (" This map sees only the texture term of the estimate, not its density term: on real "
                          "CT it can light vessels rather than what raised the number (integrated gradients "
                          "covers both).")

@@ -41,6 +41,11 @@ class Explanation:
                 "tiles_total": self.tiles_total, "coverage": note, "seconds": round(self.seconds, 2)}
 
 
+#: the words :func:`explained_output` uses for a layer method's map of a fused extent (the report's
+#: caption keys on them)
+TEXTURE_ONLY = "through its texture term only"
+
+
 def explained_output(target: str, fusion: dict | None, method: str) -> str:
     """What a map of ``method`` explains, in words (``summary.json`` ``explanations.<m>.explains``)."""
     if method == "attention":
@@ -50,7 +55,7 @@ def explained_output(target: str, fusion: dict | None, method: str) -> str:
     if not fusion:
         return "the logit of the tile's emphysema fraction"
     if method in ("gradcam", "gradcampp"):
-        return ("the logit of the tile's fused extent, through its texture term only (a layer method "
+        return (f"the logit of the tile's fused extent, {TEXTURE_ONLY} (a layer method "
                 "sees the pattern trunk, not the density term)")
     return "the logit of the tile's fused extent (texture and local density terms)"
 
